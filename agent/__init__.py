@@ -1,0 +1,1 @@
+"""The explainer agent and the `interp` command line."""

@@ -1,0 +1,106 @@
+"""`interp`: the command line. Flags map one to one onto the config dataclasses; nothing else reads
+configuration."""
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from tools.cache_config import CacheConfig
+from tools.errors import InterpError
+
+DEFAULT_CATALOG = "interp.duckdb"
+
+CACHE_HELP = {
+    "model": "subject model: 'gemma-3-270m' (embedded), a local HF folder, a .gguf file, or a hub id",
+    "hook": "hook point: mlp.L (neurons), resid_pre.L, resid_post.L, attn.L, or a TransformerLens name",
+    "corpus": "'fortunes' (embedded), a text/JSONL/Parquet file or glob, or a saved HF dataset folder",
+    "text_column": "column or JSON key holding the text (JSONL, Parquet, HF datasets)",
+    "tokens": "token budget",
+    "window": "tokens per window, BOS included",
+    "bos": "prepend BOS to each window: auto, always, never",
+    "batch_size": "windows per forward pass",
+    "top_k": "top-activating windows kept per feature",
+    "quantiles": "quantile bins over active windows",
+    "per_quantile": "samples kept per quantile bin",
+    "random": "random windows kept per feature as negatives",
+    "threshold": "a token is active above this activation",
+    "histogram_bins": "bins of each feature's activation histogram (a power of two)",
+    "seed": "seed for corpus order and sampling",
+    "device": "auto, cuda, mps, cpu",
+    "dtype": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
+    "checkpoint_seconds": "seconds between resume checkpoints",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_type: type, help_text: dict[str, str]) -> None:
+    for field in dataclasses.fields(config_type):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(field.default),
+                            default=field.default, help=f"{help_text[field.name]} (default: {field.default})")
+
+
+def config_from_args(config_type: type, args: argparse.Namespace):
+    return config_type(**{field.name: getattr(args, field.name) for field in dataclasses.fields(config_type)})
+
+
+def catalog_flag(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("INTERP_CATALOG", DEFAULT_CATALOG)
+    parser.add_argument("--catalog", type=Path, default=Path(default),
+                        help=f"DuckDB catalog file (default: $INTERP_CATALOG or {DEFAULT_CATALOG})")
+
+
+def command_cache(args: argparse.Namespace) -> None:
+    # torch and transformers load only for commands that run the model.
+    from tools.cache import run_cache
+
+    config = config_from_args(CacheConfig, args)
+    run_cache(config, args.catalog, progress=not args.no_progress)
+
+
+def command_features(args: argparse.Namespace) -> None:
+    from agent.show import show_feature, show_feature_set, show_feature_sets
+    from tools.catalog import Catalog
+
+    with Catalog(args.catalog, read_only=True) as catalog:
+        if args.feature_set is None:
+            show_feature_sets(catalog)
+        elif args.feature is None:
+            show_feature_set(catalog, args.feature_set, args.sort, args.n)
+        else:
+            show_feature(catalog, args.feature_set, args.feature, args.bucket, args.n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp", description="Automated interpretability workbench.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    cache = commands.add_parser("cache", help="stream a corpus through the model and catalog every feature's examples")
+    add_config_flags(cache, CacheConfig, CACHE_HELP)
+    catalog_flag(cache)
+    cache.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cache.set_defaults(handler=command_cache)
+
+    features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
+    features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")
+    features.add_argument("feature", nargs="?", type=int, help="feature index")
+    features.add_argument("--bucket", choices=("top", "quantile", "random"), default="top")
+    features.add_argument("-n", type=int, default=8, help="rows to show (default: 8)")
+    features.add_argument("--sort", choices=("max_act", "density", "mean_act"), default="max_act")
+    catalog_flag(features)
+    features.set_defaults(handler=command_features)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except InterpError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

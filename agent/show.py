@@ -1,0 +1,91 @@
+"""Terminal views of the catalog: feature sets, a set's features, one feature's stats and examples.
+
+Activating tokens are highlighted with a background whose strength follows the activation; when the
+output is not a terminal (a pipe, a file), they are bracketed as «token» instead, so the examples
+stay readable in logs.
+"""
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tools.catalog import Catalog
+from tools.errors import InterpError
+
+SPARK = " ▁▂▃▄▅▆▇█"
+PLAIN_MARK_FRACTION = 0.5
+
+
+def visible(token: str) -> str:
+    return token.replace("\n", "⏎").replace("\t", "⇥")
+
+
+def highlighted(tokens: list[str], acts: list[float], scale: float, color: bool) -> Text:
+    """One example as text; `scale` is the feature's max activation, so examples compare by eye."""
+    text = Text()
+    for token, act in zip(tokens, acts):
+        strength = max(0.0, min(1.0, act / scale)) if scale > 0 else 0.0
+        if color and strength > 0.05:
+            green = int(255 - 150 * strength)
+            text.append(visible(token), style=f"black on rgb(255,{green},{int(255 - 255 * strength)})")
+        elif not color and strength >= PLAIN_MARK_FRACTION:
+            text.append(f"«{visible(token)}»")
+        else:
+            text.append(visible(token))
+    return text
+
+
+def sparkline(counts: list[int]) -> str:
+    peak = max(counts) if counts else 0
+    if peak == 0:
+        return ""
+    return "".join(SPARK[min(len(SPARK) - 1, -(-count * (len(SPARK) - 1) // peak))] for count in counts)
+
+
+def show_feature_sets(catalog: Catalog) -> None:
+    console = Console()
+    sets = catalog.feature_sets()
+    if not sets:
+        console.print(f"no feature sets in {catalog.path}; run `interp cache` first")
+        return
+    table = Table(title=f"feature sets in {catalog.path}")
+    for column in ("feature set", "model", "hook", "kind", "features", "tokens", "created", "run"):
+        table.add_column(column)
+    for row in sets:
+        table.add_row(row["feature_set_id"], row["model"], row["hook"], row["kind"], str(row["n_features"]),
+                      f"{row['tokens']:,}", row["created_at"].strftime("%Y-%m-%d %H:%M"), row["run_id"])
+    console.print(table)
+
+
+def show_feature_set(catalog: Catalog, ref: str, sort: str, limit: int) -> None:
+    console = Console()
+    feature_set = catalog.feature_set(ref)
+    set_id = feature_set["feature_set_id"]
+    table = Table(title=f"{set_id}: {feature_set['model']} {feature_set['hook']} ({feature_set['n_features']} "
+                        f"{feature_set['kind']} features), top {limit} by {sort}")
+    for column in ("feature", "max", "mean", "density", "window density"):
+        table.add_column(column, justify="right")
+    for row in catalog.top_features(set_id, sort, limit):
+        table.add_row(str(row["feature"]), f"{row['max_act']:.3f}", f"{row['mean_act']:.4f}",
+                      f"{row['density']:.2%}", f"{row['window_density']:.2%}")
+    console.print(table)
+    console.print(f"show one: interp features {set_id} FEATURE")
+
+
+def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: int) -> None:
+    console = Console()
+    feature_set = catalog.feature_set(ref)
+    set_id = feature_set["feature_set_id"]
+    stats = catalog.feature(set_id, feature)
+    console.print(Text(f"{set_id} feature {feature}  ({feature_set['model']}, {feature_set['hook']})", style="bold"))
+    console.print(f"max {stats['max_act']:.4f}   mean {stats['mean_act']:.4f}   density {stats['density']:.3%} of "
+                  f"{stats['n_tokens']:,} tokens   active in {stats['window_density']:.1%} of windows")
+    console.print(f"histogram of active values over (0, {stats['hist_max']:.3g}]: {sparkline(stats['hist_counts'])}")
+    examples = catalog.examples(set_id, feature, bucket=bucket)
+    if not examples:
+        raise InterpError(f"feature {feature} of '{set_id}' has no '{bucket}' examples")
+    scale = stats["max_act"] or 0.0
+    for example in examples[:limit]:
+        label = f"q{example['quantile']}" if bucket == "quantile" else f"#{example['rank']}"
+        console.print(Text(f"{label} max {example['max_act']:.3f} [{example['split']}] ", style="dim")
+                      + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))

@@ -1,0 +1,287 @@
+"""The caching pass: stream a corpus through the subject model once and keep, for every feature of a
+hook, its top windows, quantile samples, random negatives and statistics, then record them.
+
+Resume: the streaming state is checkpointed beside the catalog (`<catalog>.runs/<run_id>.pt`) every
+`checkpoint_seconds` and on Ctrl-C. Rerunning the same command finds the unfinished run by its
+config hash and continues from the last checkpoint; every random draw is seeded by (seed, batch
+index), so a resumed run keeps exactly what an uninterrupted one would.
+"""
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from tools.cache_config import CacheConfig
+from tools.catalog import Catalog, FeatureSetRows, check_catalog_path
+from tools.corpus import CorpusSpec, describe, iter_documents, shuffled
+from tools.errors import InterpError, Interrupted
+from tools.hooks import HookPoint, hf_module_path, hook_width, n_layers, parse_hook, run_to_hooks
+from tools.model import SubjectModel, load_subject_model
+from tools.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
+from tools.windows import content_mask, resolve_prepend_bos, token_strings, token_windows
+
+FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention"}
+RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
+
+
+@dataclass
+class CacheResult:
+    feature_set_id: str
+    run_id: str
+    tokens: int
+    resumed: bool
+    already_done: bool
+
+
+class CacheState:
+    """Everything the pass accumulates; its tensors are the checkpoint."""
+
+    def __init__(self, config: CacheConfig, n_features: int, device: torch.device):
+        length = config.window
+        self.top = KeepLargest(n_features, config.top_k, length, device)
+        self.reservoir = KeepLargest(n_features, 2 * config.quantiles * config.per_quantile, length, device)
+        self.random = KeepLargest(n_features, max(config.random, 1), length, device)
+        self.stats = FeatureStats(n_features, config.histogram_bins, config.threshold, device)
+        self.next_batch = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "next_batch": self.next_batch,
+            "top": self.top.state_dict(),
+            "reservoir": self.reservoir.state_dict(),
+            "random": self.random.state_dict(),
+            "stats": self.stats.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_batch = state["next_batch"]
+        for name in ("top", "reservoir", "random", "stats"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def checkpoint_path(catalog_path: Path, run_id: str) -> Path:
+    return catalog_path.with_name(catalog_path.name + ".runs") / f"{run_id}.pt"
+
+
+def save_checkpoint(path: Path, state: CacheState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state.state_dict(), partial)
+    os.replace(partial, path)
+
+
+def batch_generator(seed: int, batch_index: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + batch_index)
+    return generator
+
+
+def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, window_ids: torch.Tensor,
+                 generator: torch.Generator, threshold: float) -> None:
+    """Fold one batch into the state. acts: [B, seq, F]; mask: [B, seq], True at real tokens."""
+    acts = acts.float().masked_fill(~mask[:, :, None], 0.0)  # [B, seq, F]
+    window_max = acts.masked_fill(~mask[:, :, None], NO_KEY).amax(dim=1).T.contiguous()  # [F, B]
+    n_features, batch = window_max.shape
+    state.top.update(window_max, window_max, window_ids, acts)
+    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
+    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
+    state.reservoir.update(reservoir_keys, window_max, window_ids, acts)
+    random_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
+    state.random.update(random_keys, window_max, window_ids, acts)
+    state.stats.update(acts[mask], window_max)
+
+
+def split_for(ranks: np.ndarray) -> list[str]:
+    """Alternate ranks between explaining and scoring, so both splits span the activation range."""
+    return np.where(ranks % 2 == 0, "explain", "score").tolist()
+
+
+def bucket_table(bucket: str, buffer: KeepLargest, features: np.ndarray, slots: np.ndarray, ranks: np.ndarray,
+                 quantiles: np.ndarray | None) -> pa.Table:
+    """Examples of one bucket: buffer slot (features[i], slots[i]) becomes the example of rank ranks[i]."""
+    acts = buffer.values[features, slots].numpy().astype(np.float32)  # [n, seq]
+    return pa.table({
+        "feature": pa.array(features, pa.int32()),
+        "bucket": [bucket] * len(features),
+        "rank": pa.array(ranks, pa.int32()),
+        "quantile": pa.array(quantiles, pa.int32()) if quantiles is not None else pa.nulls(len(features), pa.int32()),
+        "split": split_for(ranks),
+        "window_id": pa.array(buffer.window_ids[features, slots].numpy(), pa.int32()),
+        "max_act": pa.array(buffer.maxes[features, slots].numpy(), pa.float32()),
+        "acts": pa.FixedSizeListArray.from_arrays(acts.reshape(-1), acts.shape[1]).cast(pa.list_(pa.float32())),
+    })
+
+
+def filled_slots(buffer: KeepLargest, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(feature, slot) of every filled slot among the first `limit` of an ordered buffer."""
+    features, slots = (buffer.keys[:, :limit] > NO_KEY).nonzero(as_tuple=True)
+    return features.numpy(), slots.numpy()
+
+
+def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, subject: SubjectModel,
+               feature_set: dict, run_id: str) -> FeatureSetRows:
+    """Turn the final state into catalog rows: one per feature, per kept window, per example."""
+    top, reservoir, random = (buffer.ordered().to("cpu") for buffer in (state.top, state.reservoir, state.random))
+    n_features = top.keys.shape[0]
+    samples = [quantile_samples(reservoir.maxes[f], reservoir.keys[f], config.quantiles, config.per_quantile)
+               for f in range(n_features)]
+    sample_features = np.repeat(np.arange(n_features), [len(sample.slots) for sample in samples])
+    sample_ranks = np.concatenate([np.arange(len(sample.slots)) for sample in samples])
+    top_features, top_slots = filled_slots(top, config.top_k)
+    random_features, random_slots = filled_slots(random, config.random)
+    examples = pa.concat_tables([
+        bucket_table("top", top, top_features, top_slots, top_slots, None),
+        bucket_table("quantile", reservoir, sample_features, np.concatenate([s.slots for s in samples]).astype(np.int64),
+                     sample_ranks, np.concatenate([s.quantiles for s in samples]).astype(np.int64)),
+        bucket_table("random", random, random_features, random_slots, random_slots, None),
+    ])
+    set_id = feature_set["feature_set_id"]
+    examples = with_provenance(examples, set_id, run_id)
+
+    kept = np.unique(examples.column("window_id").to_numpy())
+    memo: dict[int, str] = {}
+    token_ids = windows[torch.from_numpy(kept).long()].tolist()
+    windows_table = with_provenance(pa.table({
+        "window_id": pa.array(kept, pa.int32()),
+        "token_ids": token_ids,
+        "tokens": [token_strings(ids, subject.tokenizer, memo) for ids in token_ids],
+    }), set_id, run_id)
+
+    stats = state.stats
+    n_tokens = int(stats.n_tokens)
+    features = with_provenance(pa.table({
+        "feature": pa.array(np.arange(n_features), pa.int32()),
+        "max_act": stats.max.cpu().numpy(),
+        "min_act": stats.min.cpu().numpy(),
+        "mean_act": (stats.total / max(n_tokens, 1)).cpu().numpy(),
+        "density": (stats.active.double() / max(n_tokens, 1)).cpu().numpy(),
+        "window_density": (stats.active_windows.double() / max(int(stats.n_windows), 1)).cpu().numpy(),
+        "n_tokens": [n_tokens] * n_features,
+        "hist_max": stats.hist_range.cpu().numpy(),
+        "hist_counts": stats.hist_counts.cpu().tolist(),
+        "quantile_edges": [sample.edges for sample in samples],
+    }), set_id, run_id)
+    return FeatureSetRows(feature_set, features, windows_table, examples)
+
+
+def with_provenance(table: pa.Table, set_id: str, run_id: str) -> pa.Table:
+    """Every catalog row names its feature set and the run that made it."""
+    table = table.add_column(0, "feature_set_id", pa.array([set_id] * table.num_rows, pa.string()))
+    return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+
+
+def prepare_windows(config: CacheConfig, subject: SubjectModel) -> torch.Tensor:
+    prepend_bos = resolve_prepend_bos(config.bos, subject.tokenizer)
+    documents = shuffled(iter_documents(CorpusSpec(config.corpus, config.text_column)), config.seed)
+    windows = token_windows(documents, subject.tokenizer, config.window, prepend_bos, config.tokens)
+    if len(windows) == 0:
+        raise InterpError(f"corpus '{config.corpus}' holds fewer than {config.window} tokens of text; nothing to cache")
+    return windows
+
+
+def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) -> CacheResult:
+    """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
+    config.validate()
+    catalog_path = Path(catalog_path)
+    check_catalog_path(catalog_path)
+    corpus = describe(CorpusSpec(config.corpus, config.text_column))
+    subject = load_subject_model(config.model, config.device, config.dtype)
+    hook = parse_hook(config.hook, n_layers(subject.model))
+    windows = prepare_windows(config, subject)
+    n_windows = len(windows)
+    n_tokens_planned = n_windows * config.window
+    config_hash = config.results_hash()
+    print(f"config: {json.dumps(dataclasses.asdict(config))}", flush=True)
+    print(f"caching {config.hook} of {config.model} on {n_tokens_planned:,} tokens ({n_windows:,} windows of "
+          f"{config.window}) from '{config.corpus}' on {subject.device} ({subject.dtype}); config {config_hash}", flush=True)
+
+    with Catalog(catalog_path) as catalog:
+        previous = catalog.find_run("cache", config_hash)
+        if previous and previous["status"] == "complete":
+            set_id = catalog.feature_set_of_run(previous["run_id"])
+            print(f"already cached by run {previous['run_id']}: feature set {set_id}")
+            return CacheResult(set_id, previous["run_id"], previous["tokens"], resumed=False, already_done=True)
+        checkpoint = checkpoint_path(catalog_path, previous["run_id"]) if previous else None
+        resumed = bool(checkpoint and checkpoint.exists())
+        if previous and (resumed or previous["status"] in ("running", "interrupted")):
+            run_id = previous["run_id"]
+            catalog.set_run_status(run_id, "running")
+        else:
+            run_id = catalog.start_run("cache", dataclasses.asdict(config), config_hash, corpus, package_versions())
+            resumed = False
+
+    width = hook_width(subject.model, hook)
+    state = CacheState(config, width, subject.device)
+    checkpoint = checkpoint_path(catalog_path, run_id)
+    if resumed:
+        state.load_state_dict(torch.load(checkpoint, map_location=subject.device))
+        print(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}", flush=True)
+    try:
+        stream(config, subject, hook, windows, state, checkpoint, progress)
+    except KeyboardInterrupt:
+        save_checkpoint(checkpoint, state)
+        with Catalog(catalog_path) as catalog:
+            catalog.set_run_status(run_id, "interrupted")
+        raise Interrupted(f"interrupted after {state.next_batch * config.batch_size:,} windows; rerun the same command to resume") from None
+
+    set_id = f"{hook.name}-{config_hash[:8]}"
+    model_config = subject.model.config
+    feature_set = {
+        "feature_set_id": set_id, "model_id": subject.sha256, "hook": hook.name,
+        "hf_module": hf_module_path(subject.model, hook), "kind": FEATURE_KINDS[hook.site], "n_features": width,
+        "window_length": config.window, "n_windows": n_windows, "tokens": n_tokens_planned,
+        "source_path": None, "source_sha256": None, "run_id": run_id}
+    rows = build_rows(state, config, windows, subject, feature_set, run_id)
+    with Catalog(catalog_path) as catalog:
+        catalog.record_model({
+            "model_id": subject.sha256, "name": subject.name, "path": subject.path,
+            "architecture": type(subject.model).__name__, "n_layers": n_layers(subject.model),
+            "d_model": int(model_config.hidden_size), "config": model_config.to_json_string(), "run_id": run_id})
+        catalog.finish_feature_set(run_id, n_tokens_planned, rows)
+    checkpoint.unlink(missing_ok=True)
+    print(f"feature set {set_id}: {width} features, {rows.examples.num_rows:,} examples, run {run_id}")
+    return CacheResult(set_id, run_id, n_tokens_planned, resumed=resumed, already_done=False)
+
+
+def stream(config: CacheConfig, subject: SubjectModel, hook: HookPoint, windows: torch.Tensor, state: CacheState,
+           checkpoint: Path, progress: bool) -> None:
+    n_batches = -(-len(windows) // config.batch_size)
+    done_tokens = min(state.next_batch * config.batch_size, len(windows)) * config.window
+    bar = tqdm(total=len(windows) * config.window, initial=done_tokens, unit="tok", unit_scale=True,
+               disable=not progress, desc=hook.name, smoothing=0.1)
+    last_save = time.monotonic()
+    with bar:
+        for batch_index in range(state.next_batch, n_batches):
+            window_ids = torch.arange(batch_index * config.batch_size,
+                                      min((batch_index + 1) * config.batch_size, len(windows)))
+            input_ids = windows[window_ids].to(subject.device)  # [B, seq]
+            acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]  # [B, seq, F]
+            mask = content_mask(input_ids, subject.tokenizer)
+            generator = batch_generator(config.seed, batch_index, subject.device)
+            update_state(state, acts, mask, window_ids.to(subject.device), generator, config.threshold)
+            state.next_batch = batch_index + 1
+            bar.update(len(window_ids) * config.window)
+            if time.monotonic() - last_save > config.checkpoint_seconds:
+                save_checkpoint(checkpoint, state)
+                last_save = time.monotonic()

@@ -1,0 +1,58 @@
+"""The caching pass's configuration: printed at the start of a run and stored with its results.
+
+Kept apart from the pass itself so the CLI can build its flags without importing torch.
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from tools.defaults import EMBEDDED_CORPUS, EMBEDDED_MODEL
+from tools.errors import InterpError
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    model: str = EMBEDDED_MODEL
+    """Embedded model name, local HF folder, .gguf file, or hub id."""
+    hook: str = "mlp.6"
+    """Hook point (see tools.hooks): mlp.L, resid_pre.L, resid_post.L, attn.L, or a TransformerLens name."""
+    corpus: str = EMBEDDED_CORPUS
+    """Corpus source (see tools.corpus)."""
+    text_column: str = "text"
+    tokens: int = 200_000
+    """Token budget: windows are taken until they hold this many tokens (or the corpus ends)."""
+    window: int = 64
+    """Tokens per window, BOS included."""
+    bos: str = "auto"
+    """Prepend BOS to every window: auto (when the tokenizer has one), always, never."""
+    batch_size: int = 16
+    top_k: int = 50
+    quantiles: int = 10
+    per_quantile: int = 10
+    random: int = 20
+    """Random windows kept per feature as negatives."""
+    threshold: float = 0.0
+    """A token is active when its activation exceeds this."""
+    histogram_bins: int = 64
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    checkpoint_seconds: float = 30.0
+
+    def validate(self) -> None:
+        positive = {"tokens": self.tokens, "window": self.window, "batch_size": self.batch_size, "top_k": self.top_k,
+                    "quantiles": self.quantiles, "per_quantile": self.per_quantile, "histogram_bins": self.histogram_bins}
+        for name, value in positive.items():
+            if value <= 0:
+                raise InterpError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.random < 0:
+            raise InterpError(f"--random must be zero or more, got {self.random}")
+        if self.window < 2:
+            raise InterpError(f"--window must be at least 2 tokens, got {self.window}")
+
+    def results_hash(self) -> str:
+        """Identifies a run's results: every field but the checkpoint cadence, which changes none."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "checkpoint_seconds"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

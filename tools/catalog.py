@@ -1,0 +1,291 @@
+"""The DuckDB catalog: every run, model, feature set, feature, window and example, traceable to its run.
+
+One process writes at a time (DuckDB locks the file); callers open the catalog for a short write
+and close it, so `interp features` can read between runs. A feature set and all its rows are written
+in one transaction together with the run's `complete` status, so an interrupted run never leaves a
+feature set that looks finished.
+"""
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tools.errors import InterpError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,            -- running | interrupted | failed | complete
+    config JSON NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    model_id VARCHAR,
+    corpus JSON,
+    tokens BIGINT,
+    package_versions JSON,
+    error VARCHAR,
+    started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    finished_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS models (
+    model_id VARCHAR PRIMARY KEY,       -- the weights' sha256
+    name VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    architecture VARCHAR NOT NULL,
+    n_layers INTEGER NOT NULL,
+    d_model INTEGER NOT NULL,
+    config JSON NOT NULL,
+    run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feature_sets (
+    feature_set_id VARCHAR PRIMARY KEY,
+    model_id VARCHAR NOT NULL,
+    hook VARCHAR NOT NULL,
+    hf_module VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,              -- neuron | residual | attention | sae
+    n_features INTEGER NOT NULL,
+    window_length INTEGER NOT NULL,
+    n_windows INTEGER NOT NULL,
+    tokens BIGINT NOT NULL,
+    source_path VARCHAR,
+    source_sha256 VARCHAR,
+    run_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS features (
+    feature_set_id VARCHAR NOT NULL,
+    feature INTEGER NOT NULL,
+    max_act FLOAT,
+    min_act FLOAT,
+    mean_act DOUBLE,
+    density DOUBLE,                     -- fraction of real tokens above the threshold
+    window_density DOUBLE,              -- fraction of windows with any token above it
+    n_tokens BIGINT NOT NULL,
+    hist_max DOUBLE,                    -- histogram bins split (0, hist_max] evenly
+    hist_counts BIGINT[],
+    quantile_edges DOUBLE[],
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (feature_set_id, feature)
+);
+CREATE TABLE IF NOT EXISTS windows (
+    feature_set_id VARCHAR NOT NULL,
+    window_id INTEGER NOT NULL,
+    token_ids INTEGER[] NOT NULL,
+    tokens VARCHAR[] NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (feature_set_id, window_id)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    feature_set_id VARCHAR NOT NULL,
+    feature INTEGER NOT NULL,
+    bucket VARCHAR NOT NULL,            -- top | quantile | random
+    rank INTEGER NOT NULL,              -- order within the bucket (top: by activation)
+    quantile INTEGER,                   -- quantile index for bucket = quantile
+    split VARCHAR NOT NULL,             -- explain | score: explainers never see score examples
+    window_id INTEGER NOT NULL,
+    max_act FLOAT NOT NULL,
+    acts FLOAT[] NOT NULL,              -- one value per window token; 0 at special tokens
+    run_id VARCHAR NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FeatureSetRows:
+    """Everything one caching run adds, written in one transaction."""
+
+    feature_set: dict
+    features: pa.Table
+    windows: pa.Table
+    examples: pa.Table
+
+
+def check_catalog_path(path: Path) -> None:
+    """Fail before any work if the catalog could not be opened or created; never creates it."""
+    if path.exists():
+        if path.is_dir():
+            raise InterpError(f"catalog path '{path}' is a directory, not a DuckDB file")
+        with Catalog(path, read_only=True):
+            return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InterpError(f"cannot create catalog '{path}': folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InterpError(f"cannot create catalog '{path}': folder '{parent}' is not writable")
+
+
+class Catalog:
+    def __init__(self, path: Path | str, read_only: bool = False):
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise InterpError(f"catalog '{self.path}' does not exist; run `interp cache` first")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as error:
+            message = str(error)
+            if "not a valid DuckDB database" in message:
+                raise InterpError(f"'{self.path}' is not a DuckDB catalog") from None
+            if "lock" in message.lower():
+                raise InterpError(f"catalog '{self.path}' is in use by another interp process") from None
+            raise InterpError(f"cannot open catalog '{self.path}': {message}") from None
+        try:
+            self._check_schema(read_only)
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _check_schema(self, read_only: bool) -> None:
+        tables = {row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "schema_info" not in tables:
+            if tables:
+                raise InterpError(f"'{self.path}' is a DuckDB file but not an interp catalog (tables: {sorted(tables)})")
+            if not read_only:
+                self.con.execute(SCHEMA)
+                self.con.execute("INSERT INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            return
+        row = self.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else None
+        if version is None or version > SCHEMA_VERSION:
+            raise InterpError(
+                f"catalog '{self.path}' has schema version {version}, newer than this interp-agent "
+                f"understands ({SCHEMA_VERSION}); upgrade interp-agent to read it"
+            )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def start_run(self, kind: str, config: dict, config_hash: str, corpus: dict, package_versions: dict) -> str:
+        run_id = uuid.uuid4().hex[:12]
+        self.con.execute(
+            "INSERT INTO runs (run_id, kind, status, config, config_hash, corpus, package_versions) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            [run_id, kind, json.dumps(config), config_hash, json.dumps(corpus), json.dumps(package_versions)],
+        )
+        return run_id
+
+    def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, error = ?, "
+            "finished_at = CASE WHEN ? IN ('complete', 'failed') THEN current_timestamp END WHERE run_id = ?",
+            [status, error, status, run_id],
+        )
+
+    def find_run(self, kind: str, config_hash: str) -> dict | None:
+        """The latest run with this exact configuration, to resume or to skip."""
+        return self._one(
+            "SELECT * FROM runs WHERE kind = ? AND config_hash = ? ORDER BY started_at DESC LIMIT 1",
+            [kind, config_hash],
+        )
+
+    def record_model(self, model_row: dict) -> None:
+        self.con.execute(
+            "INSERT INTO models VALUES ($model_id, $name, $path, $architecture, $n_layers, $d_model, $config, $run_id) "
+            "ON CONFLICT DO NOTHING",
+            model_row,
+        )
+
+    def finish_feature_set(self, run_id: str, tokens: int, rows: FeatureSetRows) -> None:
+        with self.transaction() as con:
+            columns = ", ".join(rows.feature_set)
+            placeholders = ", ".join(f"${name}" for name in rows.feature_set)
+            con.execute(f"INSERT INTO feature_sets ({columns}) VALUES ({placeholders})", rows.feature_set)
+            for table_name, table in (("features", rows.features), ("windows", rows.windows), ("examples", rows.examples)):
+                con.register("incoming", table)
+                con.execute(f"INSERT INTO {table_name} ({', '.join(table.column_names)}) SELECT * FROM incoming")
+                con.unregister("incoming")
+            con.execute("UPDATE runs SET model_id = ?, tokens = ? WHERE run_id = ?",
+                        [rows.feature_set["model_id"], tokens, run_id])
+            self.set_run_status(run_id, "complete")
+
+    def _one(self, sql: str, params: list) -> dict | None:
+        cursor = self.con.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], row))
+
+    def _all(self, sql: str, params: list | None = None) -> list[dict]:
+        cursor = self.con.execute(sql, params or [])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def feature_sets(self) -> list[dict]:
+        return self._all(
+            "SELECT f.feature_set_id, m.name AS model, f.hook, f.kind, f.n_features, f.tokens, f.n_windows, "
+            "f.created_at, f.run_id FROM feature_sets f JOIN models m USING (model_id) ORDER BY f.created_at"
+        )
+
+    def feature_set(self, ref: str) -> dict:
+        """A feature set by id, id prefix, or hook name when that is unambiguous."""
+        matches = self._all(
+            "SELECT f.*, m.name AS model FROM feature_sets f JOIN models m USING (model_id) "
+            "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ?",
+            [ref, ref, ref],
+        )
+        exact = [m for m in matches if m["feature_set_id"] == ref]
+        if exact:
+            return exact[0]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(row["feature_set_id"] for row in self.feature_sets()) or "none yet; run `interp cache`"
+        if not matches:
+            raise InterpError(f"no feature set '{ref}' in catalog '{self.path}'; known: {known}")
+        raise InterpError(f"feature set '{ref}' is ambiguous; use one of: {', '.join(m['feature_set_id'] for m in matches)}")
+
+    def feature(self, feature_set_id: str, feature: int) -> dict:
+        row = self._one("SELECT * FROM features WHERE feature_set_id = ? AND feature = ?", [feature_set_id, feature])
+        if row is None:
+            count = self._one("SELECT count(*) AS n FROM features WHERE feature_set_id = ?", [feature_set_id])["n"]
+            raise InterpError(f"feature {feature} is not in feature set '{feature_set_id}' (features 0..{count - 1})")
+        return row
+
+    def top_features(self, feature_set_id: str, order_by: str, limit: int) -> list[dict]:
+        if order_by not in ("max_act", "density", "mean_act"):
+            raise InterpError(f"cannot sort features by '{order_by}'; expected max_act, density or mean_act")
+        return self._all(
+            f"SELECT feature, max_act, mean_act, density, window_density FROM features "
+            f"WHERE feature_set_id = ? ORDER BY {order_by} DESC NULLS LAST, feature LIMIT ?",
+            [feature_set_id, limit],
+        )
+
+    def examples(self, feature_set_id: str, feature: int, bucket: str | None = None, split: str | None = None) -> list[dict]:
+        """Examples with their window's tokens, ordered by bucket and rank."""
+        return self._all(
+            "SELECT e.bucket, e.rank, e.quantile, e.split, e.window_id, e.max_act, e.acts, w.tokens, w.token_ids "
+            "FROM examples e JOIN windows w USING (feature_set_id, window_id) "
+            "WHERE e.feature_set_id = ? AND e.feature = ? AND (? IS NULL OR e.bucket = ?) AND (? IS NULL OR e.split = ?) "
+            "ORDER BY e.bucket, e.rank",
+            [feature_set_id, feature, bucket, bucket, split, split],
+        )
+
+    def feature_set_of_run(self, run_id: str) -> str:
+        return self._one("SELECT feature_set_id FROM feature_sets WHERE run_id = ?", [run_id])["feature_set_id"]
+
+    def run(self, run_id: str) -> dict | None:
+        return self._one("SELECT * FROM runs WHERE run_id = ?", [run_id])

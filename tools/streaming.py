@@ -1,0 +1,157 @@
+"""One-pass selection and statistics over a stream of activations, in memory O(features x slots).
+
+Everything here lives on the model's device and is updated batch by batch; nothing grows with the
+corpus. Three selections share one mechanism (`KeepLargest`): the top-k windows (key = the window's
+maximum activation), a uniform reservoir of active windows (key = a random number, or -inf when the
+window is inactive), and random negatives (key = a random number). Quantile samples are drawn from
+the reservoir at the end (`quantile_samples`).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+NO_KEY = float("-inf")
+
+
+class KeepLargest:
+    """Per feature, the `size` items with the largest keys seen so far, with their per-token values.
+
+    A batch only writes the slots it wins: evicted slots and entering items are paired feature by
+    feature (both `nonzero` lists are ordered by feature and hold as many entries per feature), so
+    the per-token buffer [features, size, length] is never copied whole.
+    """
+
+    def __init__(self, n_features: int, size: int, length: int, device: torch.device):
+        self.size = size
+        self.keys = torch.full((n_features, size), NO_KEY, device=device)  # [F, size]
+        self.maxes = torch.zeros((n_features, size), device=device)  # [F, size]
+        self.window_ids = torch.full((n_features, size), -1, dtype=torch.long, device=device)  # [F, size]
+        self.values = torch.zeros((n_features, size, length), device=device)  # [F, size, seq]
+
+    def update(self, keys: torch.Tensor, maxes: torch.Tensor, window_ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """keys, maxes: [F, B]; window_ids: [B]; acts: [B, seq, F]."""
+        combined = torch.cat([self.keys, keys], dim=1)  # [F, size + B]
+        winners = combined.topk(self.size, dim=1).indices  # [F, size]
+        chosen = torch.zeros_like(combined, dtype=torch.bool).scatter_(1, winners, True)
+        feature_slot, slot = (~chosen[:, : self.size]).nonzero(as_tuple=True)
+        feature_new, batch_index = chosen[:, self.size :].nonzero(as_tuple=True)
+        self.keys[feature_slot, slot] = keys[feature_new, batch_index]
+        self.maxes[feature_slot, slot] = maxes[feature_new, batch_index]
+        self.window_ids[feature_slot, slot] = window_ids[batch_index]
+        self.values[feature_slot, slot] = acts[batch_index, :, feature_new].to(self.values.dtype)
+
+    def _replaced(self, tensors: dict[str, torch.Tensor]) -> "KeepLargest":
+        out = KeepLargest.__new__(KeepLargest)
+        out.size = self.size
+        for name, tensor in tensors.items():
+            setattr(out, name, tensor)
+        return out
+
+    def to(self, device: str | torch.device) -> "KeepLargest":
+        return self._replaced({name: tensor.to(device) for name, tensor in self.state_dict().items()})
+
+    def ordered(self) -> "KeepLargest":
+        """The same items sorted by key, largest first (empty slots, key -inf, last)."""
+        order = self.keys.argsort(dim=1, descending=True, stable=True)  # [F, size]
+        return self._replaced({
+            name: tensor.gather(1, order if tensor.dim() == 2 else order[:, :, None].expand_as(tensor))
+            for name, tensor in self.state_dict().items()})
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"keys": self.keys, "maxes": self.maxes, "window_ids": self.window_ids, "values": self.values}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, tensor in state.items():
+            getattr(self, name).copy_(tensor)
+
+
+class FeatureStats:
+    """Running max, mean, density and an exact histogram of active values, per feature.
+
+    The histogram covers (0, range] in `bins` equal bins; `range` is a power of two per feature
+    that doubles (merging neighbouring bins) whenever a larger value arrives, so no value is ever
+    clipped and nothing about the activation scale has to be known in advance.
+    """
+
+    def __init__(self, n_features: int, bins: int, threshold: float, device: torch.device):
+        if bins & (bins - 1):
+            raise ValueError(f"histogram bins must be a power of two, got {bins}")
+        self.bins = bins
+        self.threshold = threshold
+        self.n_tokens = torch.zeros((), dtype=torch.long, device=device)
+        self.total = torch.zeros(n_features, dtype=torch.float64, device=device)
+        self.max = torch.full((n_features,), NO_KEY, device=device)
+        self.min = torch.full((n_features,), float("inf"), device=device)
+        self.active = torch.zeros(n_features, dtype=torch.long, device=device)
+        self.active_windows = torch.zeros(n_features, dtype=torch.long, device=device)
+        self.n_windows = torch.zeros((), dtype=torch.long, device=device)
+        self.hist_range = torch.full((n_features,), 2.0**-20, dtype=torch.float64, device=device)
+        self.hist_counts = torch.zeros((n_features, bins), dtype=torch.long, device=device)
+
+    def update(self, token_acts: torch.Tensor, window_maxes: torch.Tensor) -> None:
+        """token_acts: [N, F], the real (non-special) tokens of a batch; window_maxes: [F, B]."""
+        values = token_acts.float()
+        batch_max = values.amax(dim=0)
+        self.n_tokens += values.shape[0]
+        self.total += values.sum(dim=0, dtype=torch.float64)
+        self.max = torch.maximum(self.max, batch_max)
+        self.min = torch.minimum(self.min, values.amin(dim=0))
+        active = values > self.threshold
+        self.active += active.sum(dim=0)
+        self.active_windows += (window_maxes > self.threshold).sum(dim=1)
+        self.n_windows += window_maxes.shape[1]
+        self._grow_range(batch_max.double())
+        scaled = (values.double() / self.hist_range * self.bins).long().clamp_(0, self.bins - 1)  # [N, F]
+        feature_index = torch.arange(values.shape[1], device=values.device).expand_as(scaled)
+        flat = (feature_index * self.bins + scaled)[active & (values > 0)]
+        self.hist_counts += torch.bincount(flat, minlength=self.hist_counts.numel()).view_as(self.hist_counts)
+
+    def _grow_range(self, needed: torch.Tensor) -> None:
+        doublings = torch.ceil(torch.log2(needed / self.hist_range)).clamp_(min=0).nan_to_num_(0).long()  # [F]
+        for factor_log2 in doublings.unique().tolist():
+            if factor_log2 == 0:
+                continue
+            rows = (doublings == factor_log2).nonzero(as_tuple=True)[0]
+            group = 2 ** min(factor_log2, self.bins.bit_length() - 1)
+            merged = self.hist_counts[rows].view(len(rows), self.bins // group, group).sum(dim=2)
+            self.hist_counts[rows] = torch.nn.functional.pad(merged, (0, self.bins - merged.shape[1]))
+            self.hist_range[rows] *= 2.0**factor_log2
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        names = ("n_tokens", "total", "max", "min", "active", "active_windows", "n_windows", "hist_range",
+                 "hist_counts")
+        return {name: getattr(self, name) for name in names}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, tensor in state.items():
+            getattr(self, name).copy_(tensor)
+
+
+@dataclass(frozen=True)
+class QuantileSample:
+    """Indices into a feature's reservoir slots, with the quantile each was drawn from."""
+
+    slots: list[int]
+    quantiles: list[int]
+    edges: list[float]
+    """n_quantiles + 1 boundaries over the active windows' maxima; quantile q spans [edges[q], edges[q+1]]."""
+
+
+def quantile_samples(maxes: torch.Tensor, keys: torch.Tensor, n_quantiles: int, per_quantile: int) -> QuantileSample:
+    """Stratify one feature's reservoir (a uniform sample of its active windows) into equal-count
+    quantiles of window maximum, and keep up to `per_quantile` from each, the random keys choosing."""
+    valid = keys > NO_KEY
+    if not valid.any():
+        return QuantileSample([], [], [])
+    slot_index = valid.nonzero(as_tuple=True)[0]
+    sample_max = maxes[slot_index].double()
+    edges = torch.quantile(sample_max, torch.linspace(0, 1, n_quantiles + 1, dtype=torch.float64))
+    bucket = (torch.searchsorted(edges[1:-1].contiguous(), sample_max, right=True)).clamp_(0, n_quantiles - 1)
+    slots, quantiles = [], []
+    for quantile in range(n_quantiles):
+        members = slot_index[bucket == quantile]
+        by_key = members[keys[members].argsort(descending=True, stable=True)][:per_quantile]
+        slots.extend(by_key.tolist())
+        quantiles.extend([quantile] * len(by_key))
+    return QuantileSample(slots, quantiles, edges.tolist())
