@@ -52,7 +52,12 @@ def catalog_flag(parser: argparse.ArgumentParser) -> None:
 
 def command_cache(args: argparse.Namespace) -> None:
     # torch and transformers load only for commands that run the model.
+    from transformers.utils import logging as transformers_logging
+
     from tools.cache import run_cache
+
+    # Our own bar shows progress; transformers' per-load bars would bury error lines.
+    transformers_logging.disable_progress_bar()
 
     config = config_from_args(CacheConfig, args)
     run_cache(config, args.catalog, progress=not args.no_progress)

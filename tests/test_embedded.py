@@ -1,0 +1,36 @@
+"""The real embedded defaults: Gemma 3 270M from its GGUF package and the fortunes corpus."""
+
+import duckdb
+import pytest
+
+from agent.cli import main
+from tools.hooks import HookPoint, hook_width, n_layers
+from tools.model import EMBEDDED_MODEL, load_subject_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_gemma_loads_from_its_package_with_the_expected_shape():
+    subject = load_subject_model(EMBEDDED_MODEL)
+    assert type(subject.model).__name__ == "Gemma3ForCausalLM"
+    assert n_layers(subject.model) == 18
+    assert hook_width(subject.model, HookPoint("mlp", 6)) == 2048
+    assert hook_width(subject.model, HookPoint("resid_post", 6)) == 640
+    ids = subject.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    out = subject.model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert "France" in subject.tokenizer.decode(out[0]) or "Paris" in subject.tokenizer.decode(out[0])
+
+
+def test_cache_real_gemma_on_fortunes_and_show_examples(tmp_path, capsys):
+    catalog = tmp_path / "c.duckdb"
+    assert main(["cache", "--tokens", "384", "--hook", "mlp.6", "--top-k", "4", "--batch-size", "3",
+                 "--catalog", str(catalog), "--no-progress"]) == 0
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        assert con.execute("SELECT n_features, tokens FROM feature_sets").fetchone() == (2048, 384)
+        assert con.execute("SELECT count(DISTINCT feature) FROM examples WHERE bucket = 'top'").fetchone() == (2048,)
+        tokens = con.execute("SELECT tokens FROM windows LIMIT 1").fetchone()[0]
+    assert tokens[0] == "<bos>" and any(token.strip().isalpha() for token in tokens)
+    capsys.readouterr()
+    assert main(["features", "mlp.6", "0", "--catalog", str(catalog), "-n", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "gemma-3-270m" in shown and "#0 max" in shown
