@@ -62,17 +62,22 @@ def test_feature_stats_match_numpy_including_histogram_after_range_growth():
 
 def test_quantile_samples_fall_in_their_bins_and_cover_every_quantile():
     generator = torch.Generator().manual_seed(1)
-    maxes = torch.rand(200, generator=generator) ** 3
-    keys = torch.rand(200, generator=generator)
-    keys[::7] = NO_KEY  # inactive windows never sampled
+    maxes = torch.rand((3, 200), generator=generator) ** 3  # [F, M]
+    keys = torch.rand((3, 200), generator=generator)
+    keys[:, ::7] = NO_KEY  # inactive windows are never sampled
+    keys[2] = NO_KEY  # a feature that never fired
     sample = quantile_samples(maxes, keys, n_quantiles=10, per_quantile=5)
-    assert sorted(set(sample.quantiles)) == list(range(10))
-    assert all(sample.quantiles.count(q) == 5 for q in range(10))
-    for slot, quantile in zip(sample.slots, sample.quantiles, strict=True):
-        assert keys[slot] > NO_KEY
-        assert sample.edges[quantile] <= maxes[slot] <= sample.edges[quantile + 1]
-
-
-def test_quantile_samples_of_a_feature_never_active_are_empty():
-    sample = quantile_samples(torch.zeros(4), torch.full((4,), NO_KEY), n_quantiles=10, per_quantile=2)
-    assert sample.slots == [] and sample.edges == []
+    for feature in (0, 1):
+        mine = sample.features == feature
+        quantiles = sample.quantiles[mine].tolist()
+        assert all(quantiles.count(q) == 5 for q in range(10)) and len(quantiles) == 50
+        assert sample.ranks[mine].tolist() == list(range(50))
+        for slot, quantile in zip(sample.slots[mine].tolist(), quantiles, strict=True):
+            assert keys[feature, slot] > NO_KEY
+            assert sample.edges[feature, quantile] <= maxes[feature, slot] <= sample.edges[feature, quantile + 1]
+        # Within a quantile the random keys choose: the largest keys of that quantile's members win.
+        members = [s for s in range(200) if keys[feature, s] > NO_KEY
+                   and torch.searchsorted(sample.edges[feature, 1:-1], maxes[feature, s].double(), right=True) == 0]
+        chosen = sample.slots[mine][sample.quantiles[mine] == 0].tolist()
+        assert sorted(chosen) == sorted(sorted(members, key=lambda s: -keys[feature, s])[:5])
+    assert not (sample.features == 2).any() and sample.edges[2].isnan().all()

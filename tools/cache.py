@@ -144,16 +144,13 @@ def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, su
     """Turn the final state into catalog rows: one per feature, per kept window, per example."""
     top, reservoir, random = (buffer.ordered().to("cpu") for buffer in (state.top, state.reservoir, state.random))
     n_features = top.keys.shape[0]
-    samples = [quantile_samples(reservoir.maxes[f], reservoir.keys[f], config.quantiles, config.per_quantile)
-               for f in range(n_features)]
-    sample_features = np.repeat(np.arange(n_features), [len(sample.slots) for sample in samples])
-    sample_ranks = np.concatenate([np.arange(len(sample.slots)) for sample in samples])
+    sample = quantile_samples(reservoir.maxes, reservoir.keys, config.quantiles, config.per_quantile)
     top_features, top_slots = filled_slots(top, config.top_k)
     random_features, random_slots = filled_slots(random, config.random)
     examples = pa.concat_tables([
         bucket_table("top", top, top_features, top_slots, top_slots, None),
-        bucket_table("quantile", reservoir, sample_features, np.concatenate([s.slots for s in samples]).astype(np.int64),
-                     sample_ranks, np.concatenate([s.quantiles for s in samples]).astype(np.int64)),
+        bucket_table("quantile", reservoir, sample.features.numpy(), sample.slots.numpy(), sample.ranks.numpy(),
+                     sample.quantiles.numpy()),
         bucket_table("random", random, random_features, random_slots, random_slots, None),
     ])
     set_id = feature_set["feature_set_id"]
@@ -180,7 +177,7 @@ def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, su
         "n_tokens": [n_tokens] * n_features,
         "hist_max": stats.hist_range.cpu().numpy(),
         "hist_counts": stats.hist_counts.cpu().tolist(),
-        "quantile_edges": [sample.edges for sample in samples],
+        "quantile_edges": [[] if row[0] != row[0] else row for row in sample.edges.tolist()],  # NaN: never active
     }), set_id, run_id)
     return FeatureSetRows(feature_set, features, windows_table, examples)
 

@@ -30,14 +30,23 @@ class KeepLargest:
         self.values = torch.zeros((n_features, size, length), device=device)  # [F, size, seq]
 
     def update(self, keys: torch.Tensor, maxes: torch.Tensor, window_ids: torch.Tensor, acts: torch.Tensor) -> None:
-        """keys, maxes: [F, B]; window_ids: [B]; acts: [B, seq, F]."""
-        combined = torch.cat([self.keys, keys], dim=1)  # [F, size + B]
-        winners = combined.topk(self.size, dim=1).indices  # [F, size]
+        """keys, maxes: [F, B]; window_ids: [B]; acts: [B, seq, F].
+
+        Only features with a candidate above their current smallest key are merged: after the first
+        batches that is a small minority, which keeps the per-batch cost well below the forward pass.
+        """
+        rows = (keys > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero(as_tuple=True)[0]  # [R]
+        if len(rows) == 0:
+            return
+        keys, maxes = keys[rows], maxes[rows]  # [R, B]
+        combined = torch.cat([self.keys[rows], keys], dim=1)  # [R, size + B]
+        winners = combined.topk(self.size, dim=1).indices  # [R, size]
         chosen = torch.zeros_like(combined, dtype=torch.bool).scatter_(1, winners, True)
-        feature_slot, slot = (~chosen[:, : self.size]).nonzero(as_tuple=True)
-        feature_new, batch_index = chosen[:, self.size :].nonzero(as_tuple=True)
-        self.keys[feature_slot, slot] = keys[feature_new, batch_index]
-        self.maxes[feature_slot, slot] = maxes[feature_new, batch_index]
+        row_slot, slot = (~chosen[:, : self.size]).nonzero(as_tuple=True)
+        row_new, batch_index = chosen[:, self.size :].nonzero(as_tuple=True)
+        feature_slot, feature_new = rows[row_slot], rows[row_new]
+        self.keys[feature_slot, slot] = keys[row_new, batch_index]
+        self.maxes[feature_slot, slot] = maxes[row_new, batch_index]
         self.window_ids[feature_slot, slot] = window_ids[batch_index]
         self.values[feature_slot, slot] = acts[batch_index, :, feature_new].to(self.values.dtype)
 
@@ -102,7 +111,8 @@ class FeatureStats:
         self.active_windows += (window_maxes > self.threshold).sum(dim=1)
         self.n_windows += window_maxes.shape[1]
         self._grow_range(batch_max.double())
-        scaled = (values.double() / self.hist_range * self.bins).long().clamp_(0, self.bins - 1)  # [N, F]
+        # Ranges are powers of two, exact in float32, so the bin index needs no float64 copy.
+        scaled = (values * (self.bins / self.hist_range).float()).long().clamp_(0, self.bins - 1)  # [N, F]
         feature_index = torch.arange(values.shape[1], device=values.device).expand_as(scaled)
         flat = (feature_index * self.bins + scaled)[active & (values > 0)]
         self.hist_counts += torch.bincount(flat, minlength=self.hist_counts.numel()).view_as(self.hist_counts)
@@ -129,29 +139,38 @@ class FeatureStats:
 
 
 @dataclass(frozen=True)
-class QuantileSample:
-    """Indices into a feature's reservoir slots, with the quantile each was drawn from."""
+class QuantileSamples:
+    """Chosen reservoir slots for all features; example i is slot `slots[i]` of feature `features[i]`."""
 
-    slots: list[int]
-    quantiles: list[int]
-    edges: list[float]
-    """n_quantiles + 1 boundaries over the active windows' maxima; quantile q spans [edges[q], edges[q+1]]."""
+    features: torch.Tensor  # [n]
+    slots: torch.Tensor  # [n]
+    quantiles: torch.Tensor  # [n]
+    ranks: torch.Tensor  # [n], order within its feature, quantile by quantile
+    edges: torch.Tensor
+    """[F, n_quantiles + 1] boundaries over each feature's active windows' maxima (NaN when it never fired);
+    quantile q spans [edges[q], edges[q + 1]]."""
 
 
-def quantile_samples(maxes: torch.Tensor, keys: torch.Tensor, n_quantiles: int, per_quantile: int) -> QuantileSample:
-    """Stratify one feature's reservoir (a uniform sample of its active windows) into equal-count
-    quantiles of window maximum, and keep up to `per_quantile` from each, the random keys choosing."""
-    valid = keys > NO_KEY
-    if not valid.any():
-        return QuantileSample([], [], [])
-    slot_index = valid.nonzero(as_tuple=True)[0]
-    sample_max = maxes[slot_index].double()
-    edges = torch.quantile(sample_max, torch.linspace(0, 1, n_quantiles + 1, dtype=torch.float64))
-    bucket = (torch.searchsorted(edges[1:-1].contiguous(), sample_max, right=True)).clamp_(0, n_quantiles - 1)
-    slots, quantiles = [], []
-    for quantile in range(n_quantiles):
-        members = slot_index[bucket == quantile]
-        by_key = members[keys[members].argsort(descending=True, stable=True)][:per_quantile]
-        slots.extend(by_key.tolist())
-        quantiles.extend([quantile] * len(by_key))
-    return QuantileSample(slots, quantiles, edges.tolist())
+def quantile_samples(maxes: torch.Tensor, keys: torch.Tensor, n_quantiles: int, per_quantile: int) -> QuantileSamples:
+    """Stratify each feature's reservoir (a uniform sample of its active windows; maxes, keys: [F, M]) into
+    equal-count quantiles of window maximum and keep up to `per_quantile` per quantile, the random keys choosing."""
+    n_features, size = keys.shape
+    valid = keys > NO_KEY  # [F, M]
+    sample_max = maxes.double().masked_fill(~valid, float("nan"))
+    levels = torch.linspace(0, 1, n_quantiles + 1, dtype=torch.float64, device=keys.device)
+    edges = torch.nanquantile(sample_max, levels, dim=1).T.contiguous()  # [F, Q + 1]
+    inner = edges[:, 1:-1].nan_to_num(0.0).contiguous()  # [F, Q - 1]
+    bucket = torch.searchsorted(inner, sample_max.nan_to_num(0.0).contiguous(), right=True)  # [F, M]
+    # Sort each row by (quantile ascending, key descending), invalid slots last.
+    composite = bucket.double() * 2 + (1 - keys.double().clamp(min=0)).masked_fill(~valid, 0)
+    composite.masked_fill_(~valid, float("inf"))
+    order = composite.argsort(dim=1, stable=True)  # [F, M]
+    sorted_bucket = bucket.gather(1, order).masked_fill(~valid.gather(1, order), n_quantiles)
+    first_of_bucket = torch.searchsorted(sorted_bucket.contiguous(), sorted_bucket.contiguous(), right=False)
+    keep = (torch.arange(size, device=keys.device) - first_of_bucket < per_quantile) & valid.gather(1, order)
+    features, position = keep.nonzero(as_tuple=True)
+    slots = order[features, position]
+    counts = torch.bincount(features, minlength=n_features)
+    starts = torch.cumsum(counts, 0) - counts
+    ranks = torch.arange(len(features), device=keys.device) - starts[features]
+    return QuantileSamples(features, slots, sorted_bucket[features, position], ranks, edges)
