@@ -14,6 +14,7 @@ from tools.errors import InterpError
 
 SPARK = " ▁▂▃▄▅▆▇█"
 PLAIN_MARK_FRACTION = 0.5
+PREVIEW_EXAMPLES = 3
 
 
 def visible(token: str) -> str:
@@ -23,7 +24,7 @@ def visible(token: str) -> str:
 def highlighted(tokens: list[str], acts: list[float], scale: float, color: bool) -> Text:
     """One example as text; `scale` is the feature's max activation, so examples compare by eye."""
     text = Text()
-    for token, act in zip(tokens, acts):
+    for token, act in zip(tokens, acts, strict=True):
         strength = max(0.0, min(1.0, act / scale)) if scale > 0 else 0.0
         if color and strength > 0.05:
             green = int(255 - 150 * strength)
@@ -65,11 +66,15 @@ def show_feature_set(catalog: Catalog, ref: str, sort: str, limit: int) -> None:
                         f"{feature_set['kind']} features), top {limit} by {sort}")
     for column in ("feature", "max", "mean", "density", "window density"):
         table.add_column(column, justify="right")
-    for row in catalog.top_features(set_id, sort, limit):
+    features = catalog.top_features(set_id, sort, limit)
+    for row in features:
         table.add_row(str(row["feature"]), f"{row['max_act']:.3f}", f"{row['mean_act']:.4f}",
                       f"{row['density']:.2%}", f"{row['window_density']:.2%}")
     console.print(table)
-    console.print(f"show one: interp features {set_id} FEATURE")
+    if features:
+        console.print()
+        show_feature(catalog, set_id, features[0]["feature"], "top", PREVIEW_EXAMPLES)
+    console.print(f"\nshow another: interp features {set_id} FEATURE [--bucket top|quantile|random] [-n N]")
 
 
 def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: int) -> None:

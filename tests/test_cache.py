@@ -122,7 +122,7 @@ def test_resume_after_crash_matches_an_uninterrupted_run(tmp_path, tiny_models, 
         run_cache(config, tmp_path / "c.duckdb", progress=False)
     catalog = tmp_path / "c.duckdb"
     assert rows(catalog, "SELECT count(*) FROM feature_sets") == [(0,)]
-    assert rows(catalog, "SELECT status FROM runs") == [("running",)]
+    assert rows(catalog, "SELECT status, error FROM runs") == [("failed", "RuntimeError: simulated crash")]
 
     monkeypatch.setattr(tools.cache, "run_to_hooks", real_run)
     resumed = run_cache(config, catalog, progress=False)

@@ -106,7 +106,8 @@ def test_features_lists_sets_and_shows_highlighted_examples(cached_catalog, caps
     listing = capsys.readouterr().out
     assert "mlp.1-" in listing and "neuron" in listing
     assert main(["features", "mlp.1", "--catalog", str(cached_catalog), "-n", "3"]) == 0
-    assert "top 3 by max_act" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "top 3 by max_act" in listing and "#0 max" in listing  # the strongest feature previewed
     assert main(["features", "mlp.1", "5", "--catalog", str(cached_catalog), "-n", "2"]) == 0
     shown = capsys.readouterr().out
     assert "feature 5" in shown and "#0 max" in shown and "«" in shown  # activating tokens marked

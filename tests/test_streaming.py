@@ -18,7 +18,7 @@ def test_keep_largest_equals_brute_force_top_k():
     all_acts = []
     for window_ids, acts in stream_batches():
         window_max = acts.amax(dim=1).T  # [F, B]
-        keeper.update(window_max, window_max, window_ids, acts)
+        keeper.update(window_max, window_max, window_ids, acts.permute(2, 0, 1))
         all_acts.append(acts)
     acts = torch.cat(all_acts)  # [N, seq, F]
     ordered = keeper.ordered()
@@ -32,7 +32,7 @@ def test_keep_largest_equals_brute_force_top_k():
 
 def test_keep_largest_never_keeps_items_with_no_key():
     keeper = KeepLargest(n_features=2, size=4, length=3, device=torch.device("cpu"))
-    acts = torch.ones((2, 3, 2))
+    acts = torch.ones((2, 2, 3))  # [F, B, seq]
     keys = torch.tensor([[0.5, NO_KEY], [NO_KEY, NO_KEY]])
     keeper.update(keys, keys, torch.tensor([10, 11]), acts)
     ordered = keeper.ordered()

@@ -8,11 +8,16 @@ index), so a resumed run keeps exactly what an uninterrupted one would.
 """
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,13 +107,14 @@ def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, wind
     """Fold one batch into the state. acts: [B, seq, F]; mask: [B, seq], True at real tokens."""
     acts = acts.float().masked_fill(~mask[:, :, None], 0.0)  # [B, seq, F]
     window_max = acts.masked_fill(~mask[:, :, None], NO_KEY).amax(dim=1).T.contiguous()  # [F, B]
+    by_feature = acts.permute(2, 0, 1).contiguous()  # [F, B, seq]
     n_features, batch = window_max.shape
-    state.top.update(window_max, window_max, window_ids, acts)
+    state.top.update(window_max, window_max, window_ids, by_feature)
     reservoir_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
     reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
-    state.reservoir.update(reservoir_keys, window_max, window_ids, acts)
+    state.reservoir.update(reservoir_keys, window_max, window_ids, by_feature)
     random_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
-    state.random.update(random_keys, window_max, window_ids, acts)
+    state.random.update(random_keys, window_max, window_ids, by_feature)
     state.stats.update(acts[mask], window_max)
 
 
@@ -208,10 +214,15 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     windows = prepare_windows(config, subject)
     n_windows = len(windows)
     n_tokens_planned = n_windows * config.window
-    config_hash = config.results_hash()
+    # Same flags on changed weights or changed text are a different run: never resume or skip across them.
+    run_key = f"{config.results_hash()}:{subject.sha256}:{corpus['sha256']}"
+    config_hash = hashlib.sha256(run_key.encode()).hexdigest()[:16]
     print(f"config: {json.dumps(dataclasses.asdict(config))}", flush=True)
     print(f"caching {config.hook} of {config.model} on {n_tokens_planned:,} tokens ({n_windows:,} windows of "
-          f"{config.window}) from '{config.corpus}' on {subject.device} ({subject.dtype}); config {config_hash}", flush=True)
+          f"{config.window}) from '{config.corpus}' on {subject.device} ({subject.dtype}); run key {config_hash}",
+          flush=True)
+    if n_tokens_planned < config.tokens - config.window:
+        print(f"note: the corpus ran out before the {config.tokens:,}-token budget", flush=True)
 
     with Catalog(catalog_path) as catalog:
         previous = catalog.find_run("cache", config_hash)
@@ -221,7 +232,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
             return CacheResult(set_id, previous["run_id"], previous["tokens"], resumed=False, already_done=True)
         checkpoint = checkpoint_path(catalog_path, previous["run_id"]) if previous else None
         resumed = bool(checkpoint and checkpoint.exists())
-        if previous and (resumed or previous["status"] in ("running", "interrupted")):
+        if previous and (resumed or previous["status"] in ("running", "interrupted", "failed")):
             run_id = previous["run_id"]
             catalog.set_run_status(run_id, "running")
         else:
@@ -234,31 +245,73 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     if resumed:
         state.load_state_dict(torch.load(checkpoint, map_location=subject.device))
         print(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}", flush=True)
+    set_id = f"{hook.name}-{config_hash[:8]}"
     try:
         stream(config, subject, hook, windows, state, checkpoint, progress)
-    except KeyboardInterrupt:
-        save_checkpoint(checkpoint, state)
+        rows = build_rows(state, config, windows, subject, feature_set_row(subject, hook, config, set_id, n_windows,
+                                                                           run_id), run_id)
+        with Catalog(catalog_path) as catalog:
+            catalog.record_model(model_row(subject, run_id))
+            catalog.finish_feature_set(run_id, n_tokens_planned, rows)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        # StopRequested comes at a batch boundary, already checkpointed. A bare KeyboardInterrupt (a second
+        # Ctrl-C, or one while writing) may cut a batch in half: its state is saved only once streaming is done.
+        if isinstance(stop, KeyboardInterrupt) and state.next_batch * config.batch_size >= n_windows:
+            save_checkpoint(checkpoint, state)
         with Catalog(catalog_path) as catalog:
             catalog.set_run_status(run_id, "interrupted")
-        raise Interrupted(f"interrupted after {state.next_batch * config.batch_size:,} windows; rerun the same command to resume") from None
-
-    set_id = f"{hook.name}-{config_hash[:8]}"
-    model_config = subject.model.config
-    feature_set = {
-        "feature_set_id": set_id, "model_id": subject.sha256, "hook": hook.name,
-        "hf_module": hf_module_path(subject.model, hook), "kind": FEATURE_KINDS[hook.site], "n_features": width,
-        "window_length": config.window, "n_windows": n_windows, "tokens": n_tokens_planned,
-        "source_path": None, "source_sha256": None, "run_id": run_id}
-    rows = build_rows(state, config, windows, subject, feature_set, run_id)
-    with Catalog(catalog_path) as catalog:
-        catalog.record_model({
-            "model_id": subject.sha256, "name": subject.name, "path": subject.path,
-            "architecture": type(subject.model).__name__, "n_layers": n_layers(subject.model),
-            "d_model": int(model_config.hidden_size), "config": model_config.to_json_string(), "run_id": run_id})
-        catalog.finish_feature_set(run_id, n_tokens_planned, rows)
+        raise Interrupted("interrupted; rerun the same command to resume from the last checkpoint") from None
+    except Exception as error:
+        # Our bug or the machine's (out of memory, a device error): say so in the catalog; the last
+        # checkpoint stays, so a rerun after the fix resumes.
+        with Catalog(catalog_path) as catalog:
+            catalog.set_run_status(run_id, "failed", f"{type(error).__name__}: {error}")
+        raise
     checkpoint.unlink(missing_ok=True)
     print(f"feature set {set_id}: {width} features, {rows.examples.num_rows:,} examples, run {run_id}")
     return CacheResult(set_id, run_id, n_tokens_planned, resumed=resumed, already_done=False)
+
+
+def feature_set_row(subject: SubjectModel, hook: HookPoint, config: CacheConfig, set_id: str, n_windows: int,
+                    run_id: str) -> dict:
+    return {
+        "feature_set_id": set_id, "model_id": subject.sha256, "hook": hook.name,
+        "hf_module": hf_module_path(subject.model, hook), "kind": FEATURE_KINDS[hook.site],
+        "n_features": hook_width(subject.model, hook), "window_length": config.window, "n_windows": n_windows,
+        "tokens": n_windows * config.window, "source_path": None, "source_sha256": None, "run_id": run_id}
+
+
+def model_row(subject: SubjectModel, run_id: str) -> dict:
+    config = subject.model.config
+    return {
+        "model_id": subject.sha256, "name": subject.name, "path": subject.path,
+        "architecture": type(subject.model).__name__, "n_layers": n_layers(subject.model),
+        "d_model": int(config.hidden_size), "config": config.to_json_string(), "run_id": run_id}
+
+
+class StopRequested(Exception):
+    """Ctrl-C was pressed; streaming stopped at a batch boundary after a checkpoint."""
+
+
+@contextmanager
+def stop_at_batch_boundary() -> Iterator[dict]:
+    """Turn the first Ctrl-C into a request the loop honours between batches, so a checkpoint never
+    holds a half-folded batch; a second Ctrl-C interrupts at once."""
+    request = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handle(_signum, _frame):
+        if request["stop"]:
+            raise KeyboardInterrupt
+        request["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stream(config: CacheConfig, subject: SubjectModel, hook: HookPoint, windows: torch.Tensor, state: CacheState,
@@ -268,7 +321,7 @@ def stream(config: CacheConfig, subject: SubjectModel, hook: HookPoint, windows:
     bar = tqdm(total=len(windows) * config.window, initial=done_tokens, unit="tok", unit_scale=True,
                disable=not progress, desc=hook.name, smoothing=0.1)
     last_save = time.monotonic()
-    with bar:
+    with bar, stop_at_batch_boundary() as request:
         for batch_index in range(state.next_batch, n_batches):
             window_ids = torch.arange(batch_index * config.batch_size,
                                       min((batch_index + 1) * config.batch_size, len(windows)))
@@ -279,6 +332,9 @@ def stream(config: CacheConfig, subject: SubjectModel, hook: HookPoint, windows:
             update_state(state, acts, mask, window_ids.to(subject.device), generator, config.threshold)
             state.next_batch = batch_index + 1
             bar.update(len(window_ids) * config.window)
+            if request["stop"]:
+                save_checkpoint(checkpoint, state)
+                raise StopRequested
             if time.monotonic() - last_save > config.checkpoint_seconds:
                 save_checkpoint(checkpoint, state)
                 last_save = time.monotonic()

@@ -43,7 +43,8 @@ class CacheConfig:
 
     def validate(self) -> None:
         positive = {"tokens": self.tokens, "window": self.window, "batch_size": self.batch_size, "top_k": self.top_k,
-                    "quantiles": self.quantiles, "per_quantile": self.per_quantile, "histogram_bins": self.histogram_bins}
+                    "quantiles": self.quantiles, "per_quantile": self.per_quantile,
+                    "histogram_bins": self.histogram_bins}
         for name, value in positive.items():
             if value <= 0:
                 raise InterpError(f"--{name.replace('_', '-')} must be positive, got {value}")

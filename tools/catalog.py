@@ -148,7 +148,8 @@ class Catalog:
         tables = {row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "schema_info" not in tables:
             if tables:
-                raise InterpError(f"'{self.path}' is a DuckDB file but not an interp catalog (tables: {sorted(tables)})")
+                raise InterpError(
+                    f"'{self.path}' is a DuckDB file but not an interp catalog (tables: {sorted(tables)})")
             if not read_only:
                 self.con.execute(SCHEMA)
                 self.con.execute("INSERT INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
@@ -215,7 +216,8 @@ class Catalog:
             columns = ", ".join(rows.feature_set)
             placeholders = ", ".join(f"${name}" for name in rows.feature_set)
             con.execute(f"INSERT INTO feature_sets ({columns}) VALUES ({placeholders})", rows.feature_set)
-            for table_name, table in (("features", rows.features), ("windows", rows.windows), ("examples", rows.examples)):
+            tables = (("features", rows.features), ("windows", rows.windows), ("examples", rows.examples))
+            for table_name, table in tables:
                 con.register("incoming", table)
                 con.execute(f"INSERT INTO {table_name} ({', '.join(table.column_names)}) SELECT * FROM incoming")
                 con.unregister("incoming")
@@ -228,12 +230,12 @@ class Catalog:
         row = cursor.fetchone()
         if row is None:
             return None
-        return dict(zip([d[0] for d in cursor.description], row))
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
     def _all(self, sql: str, params: list | None = None) -> list[dict]:
         cursor = self.con.execute(sql, params or [])
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def feature_sets(self) -> list[dict]:
         return self._all(
@@ -256,7 +258,8 @@ class Catalog:
         known = ", ".join(row["feature_set_id"] for row in self.feature_sets()) or "none yet; run `interp cache`"
         if not matches:
             raise InterpError(f"no feature set '{ref}' in catalog '{self.path}'; known: {known}")
-        raise InterpError(f"feature set '{ref}' is ambiguous; use one of: {', '.join(m['feature_set_id'] for m in matches)}")
+        candidates = ", ".join(m["feature_set_id"] for m in matches)
+        raise InterpError(f"feature set '{ref}' is ambiguous; use one of: {candidates}")
 
     def feature(self, feature_set_id: str, feature: int) -> dict:
         row = self._one("SELECT * FROM features WHERE feature_set_id = ? AND feature = ?", [feature_set_id, feature])
@@ -274,12 +277,14 @@ class Catalog:
             [feature_set_id, limit],
         )
 
-    def examples(self, feature_set_id: str, feature: int, bucket: str | None = None, split: str | None = None) -> list[dict]:
+    def examples(self, feature_set_id: str, feature: int, bucket: str | None = None,
+                 split: str | None = None) -> list[dict]:
         """Examples with their window's tokens, ordered by bucket and rank."""
         return self._all(
             "SELECT e.bucket, e.rank, e.quantile, e.split, e.window_id, e.max_act, e.acts, w.tokens, w.token_ids "
             "FROM examples e JOIN windows w USING (feature_set_id, window_id) "
-            "WHERE e.feature_set_id = ? AND e.feature = ? AND (? IS NULL OR e.bucket = ?) AND (? IS NULL OR e.split = ?) "
+            "WHERE e.feature_set_id = ? AND e.feature = ? "
+            "AND (? IS NULL OR e.bucket = ?) AND (? IS NULL OR e.split = ?) "
             "ORDER BY e.bucket, e.rank",
             [feature_set_id, feature, bucket, bucket, split, split],
         )

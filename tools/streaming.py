@@ -30,7 +30,7 @@ class KeepLargest:
         self.values = torch.zeros((n_features, size, length), device=device)  # [F, size, seq]
 
     def update(self, keys: torch.Tensor, maxes: torch.Tensor, window_ids: torch.Tensor, acts: torch.Tensor) -> None:
-        """keys, maxes: [F, B]; window_ids: [B]; acts: [B, seq, F].
+        """keys, maxes: [F, B]; window_ids: [B]; acts: [F, B, seq] (feature-major, so each copied row is contiguous).
 
         Only features with a candidate above their current smallest key are merged: after the first
         batches that is a small minority, which keeps the per-batch cost well below the forward pass.
@@ -40,15 +40,16 @@ class KeepLargest:
             return
         keys, maxes = keys[rows], maxes[rows]  # [R, B]
         combined = torch.cat([self.keys[rows], keys], dim=1)  # [R, size + B]
-        winners = combined.topk(self.size, dim=1).indices  # [R, size]
-        chosen = torch.zeros_like(combined, dtype=torch.bool).scatter_(1, winners, True)
+        # Dropping the B smallest is the same as keeping the `size` largest, and cheaper when B < size.
+        losers = combined.topk(keys.shape[1], dim=1, largest=False).indices  # [R, B]
+        chosen = torch.ones_like(combined, dtype=torch.bool).scatter_(1, losers, False)
         row_slot, slot = (~chosen[:, : self.size]).nonzero(as_tuple=True)
         row_new, batch_index = chosen[:, self.size :].nonzero(as_tuple=True)
         feature_slot, feature_new = rows[row_slot], rows[row_new]
         self.keys[feature_slot, slot] = keys[row_new, batch_index]
         self.maxes[feature_slot, slot] = maxes[row_new, batch_index]
         self.window_ids[feature_slot, slot] = window_ids[batch_index]
-        self.values[feature_slot, slot] = acts[batch_index, :, feature_new].to(self.values.dtype)
+        self.values[feature_slot, slot] = acts[feature_new, batch_index].to(self.values.dtype)
 
     def _replaced(self, tensors: dict[str, torch.Tensor]) -> "KeepLargest":
         out = KeepLargest.__new__(KeepLargest)
@@ -100,7 +101,7 @@ class FeatureStats:
 
     def update(self, token_acts: torch.Tensor, window_maxes: torch.Tensor) -> None:
         """token_acts: [N, F], the real (non-special) tokens of a batch; window_maxes: [F, B]."""
-        values = token_acts.float()
+        values = token_acts  # float32
         batch_max = values.amax(dim=0)
         self.n_tokens += values.shape[0]
         self.total += values.sum(dim=0, dtype=torch.float64)
@@ -111,11 +112,15 @@ class FeatureStats:
         self.active_windows += (window_maxes > self.threshold).sum(dim=1)
         self.n_windows += window_maxes.shape[1]
         self._grow_range(batch_max.double())
-        # Ranges are powers of two, exact in float32, so the bin index needs no float64 copy.
-        scaled = (values * (self.bins / self.hist_range).float()).long().clamp_(0, self.bins - 1)  # [N, F]
-        feature_index = torch.arange(values.shape[1], device=values.device).expand_as(scaled)
-        flat = (feature_index * self.bins + scaled)[active & (values > 0)]
-        self.hist_counts += torch.bincount(flat, minlength=self.hist_counts.numel()).view_as(self.hist_counts)
+        # Ranges are powers of two, exact in float32, so the bin index needs no float64 copy; int32
+        # indices halve the memory traffic of the biggest temporaries.
+        flat = (values * (self.bins / self.hist_range).float()).int().clamp_(0, self.bins - 1)  # [N, F]
+        flat += torch.arange(0, flat.shape[1] * self.bins, self.bins, dtype=torch.int32, device=values.device)
+        # Values outside the histogram's (0, range] or not active go to one extra bin that is dropped.
+        in_histogram = active if self.threshold >= 0 else active & (values > 0)
+        n_bins = self.hist_counts.numel()
+        flat.masked_fill_(~in_histogram, n_bins)
+        self.hist_counts += torch.bincount(flat.view(-1), minlength=n_bins + 1)[:n_bins].view_as(self.hist_counts)
 
     def _grow_range(self, needed: torch.Tensor) -> None:
         doublings = torch.ceil(torch.log2(needed / self.hist_range)).clamp_(min=0).nan_to_num_(0).long()  # [F]
