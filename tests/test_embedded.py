@@ -34,3 +34,22 @@ def test_cache_real_gemma_on_fortunes_and_show_examples(tmp_path, capsys):
     assert main(["features", "mlp.6", "0", "--catalog", str(catalog), "-n", "2"]) == 0
     shown = capsys.readouterr().out
     assert "gemma-3-270m" in shown and "#0 max" in shown
+
+
+def test_gguf_file_path_reuses_the_dequantized_cache_and_matches_the_gguf_model():
+    """A .gguf path is keyed by its sha256, so the embedded file maps to the same cached folder; that
+    folder's logits equal those of transformers' own GGUF loader (the dequantization is exact)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tools.model import embedded_gguf
+
+    gguf_path, expected_sha = embedded_gguf()
+    subject = load_subject_model(str(gguf_path))
+    assert subject.sha256 == expected_sha
+    assert subject.path == load_subject_model(EMBEDDED_MODEL).path
+    direct = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                  dtype=torch.float32).eval()
+    ids = subject.tokenizer("Why did the chicken cross the road?", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        torch.testing.assert_close(subject.model(ids).logits, direct(ids).logits)

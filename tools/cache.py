@@ -262,8 +262,10 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
             catalog.set_run_status(run_id, "interrupted")
         raise Interrupted("interrupted; rerun the same command to resume from the last checkpoint") from None
     except Exception as error:
-        # Our bug or the machine's (out of memory, a device error): say so in the catalog; the last
-        # checkpoint stays, so a rerun after the fix resumes.
+        # Our bug or the machine's (out of memory, a device error, a catalog held too long): say so in
+        # the catalog; the last checkpoint stays (a finished stream is saved whole), so a rerun resumes.
+        if state.next_batch * config.batch_size >= n_windows:
+            save_checkpoint(checkpoint, state)
         with Catalog(catalog_path) as catalog:
             catalog.set_run_status(run_id, "failed", f"{type(error).__name__}: {error}")
         raise

@@ -8,6 +8,7 @@ feature set that looks finished.
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ import pyarrow as pa
 from tools.errors import InterpError
 
 SCHEMA_VERSION = 1
+LOCK_WAIT_SECONDS = 60.0
+LOCK_POLL_SECONDS = 0.25
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -125,19 +128,28 @@ def check_catalog_path(path: Path) -> None:
 
 
 class Catalog:
-    def __init__(self, path: Path | str, read_only: bool = False):
+    def __init__(self, path: Path | str, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS):
+        """Opens the catalog, waiting up to `wait_seconds` while another process holds its lock: every
+        interp process holds it only for a short read or write, so waiting beats failing a long run."""
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise InterpError(f"catalog '{self.path}' does not exist; run `interp cache` first")
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as error:
-            message = str(error)
-            if "not a valid DuckDB database" in message:
-                raise InterpError(f"'{self.path}' is not a DuckDB catalog") from None
-            if "lock" in message.lower():
-                raise InterpError(f"catalog '{self.path}' is in use by another interp process") from None
-            raise InterpError(f"cannot open catalog '{self.path}': {message}") from None
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                message = str(error)
+                if "not a valid DuckDB database" in message:
+                    raise InterpError(f"'{self.path}' is not a DuckDB catalog") from None
+                if "Could not set lock" not in message:
+                    raise InterpError(f"cannot open catalog '{self.path}': {message}") from None
+                if time.monotonic() >= deadline:
+                    raise InterpError(
+                        f"catalog '{self.path}' is held by another process for over {wait_seconds:.0f} s; "
+                        "close it and rerun") from None
+                time.sleep(LOCK_POLL_SECONDS)
         try:
             self._check_schema(read_only)
         except BaseException:
