@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tools.errors import InterpError
-from tools.hooks import HookPoint, hf_module_path, hook_width, parse_hook, run_to_hooks
+from tools.hooks import HookPoint, hf_module_path, hook_from_external_name, hook_width, parse_hook, run_to_hooks
 
 ARCHS = ("gpt2", "llama", "gemma3")
 
@@ -88,3 +88,15 @@ def test_hf_module_paths_name_real_modules(models):
     assert hf_module_path(models["llama"], HookPoint("mlp", 1)) == "model.layers.1.mlp.down_proj"
     assert hf_module_path(models["gpt2"], HookPoint("attn", 0)) == "transformer.h.0.attn"
     assert hf_module_path(models["gemma3"], HookPoint("resid_post", 2)) == "model.layers.2"
+
+
+@pytest.mark.parametrize("external, ours", [
+    ("blocks.4.hook_resid_post", "resid_post.4"), ("model.layers.6.output", "resid_post.6"),
+    ("layers.6", "resid_post.6"), ("model.language_model.layers.2.output", "resid_post.2"),
+    ("model.layers.3.input", "resid_pre.3"), ("model.layers.1.mlp.down_proj.input", "mlp.1"),
+    ("transformer.h.0.attn", "attn.0"), ("model.layers.5.self_attn.o_proj.output", "attn.5"),
+    ("model.layers.5.pre_feedforward_layernorm.output", None), ("blocks.1.hook_z", None), ("mlp.7", "mlp.7"),
+])
+def test_names_from_other_tools_map_to_ours(external, ours):
+    hook = hook_from_external_name(external)
+    assert (hook.name if hook else None) == ours

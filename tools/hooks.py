@@ -70,6 +70,29 @@ def parse_hook(name: str, n_layers: int) -> HookPoint:
     return HookPoint(site, layer)
 
 
+# Module-path spellings other tools use: Gemma Scope 2 (`model.layers.6.output`), sparsify (`layers.6`),
+# nnsight-style paths. An optional `model.` / `language_model.` prefix covers text and multimodal models.
+_PREFIX = r"(?:model\.)?(?:language_model\.)?(?:layers|h)\.(\d+)"
+EXTERNAL_NAMES = (
+    (_PREFIX + r"(?:\.output)?", "resid_post"),
+    (_PREFIX + r"\.input", "resid_pre"),
+    (_PREFIX + r"\.mlp\.(?:down_proj|c_proj)\.input", "mlp"),
+    (_PREFIX + r"\.(?:self_attn|attn)(?:\.o_proj)?(?:\.output)?", "attn"),
+)
+
+
+def hook_from_external_name(name: str) -> HookPoint | None:
+    """Our hook for a name written by another tool (ours, TransformerLens, HF module paths), or None."""
+    try:
+        return parse_hook(name, n_layers=10**6)
+    except InterpError:
+        pass
+    for pattern, site in EXTERNAL_NAMES:
+        if match := re.fullmatch(pattern, name):
+            return HookPoint(site, int(match.group(1)))
+    return None
+
+
 def _get_path(root: nn.Module, path: str) -> nn.Module | None:
     module = root
     for part in path.split("."):
