@@ -71,8 +71,9 @@ def parse_hook(name: str, n_layers: int) -> HookPoint:
 
 
 # Module-path spellings other tools use: Gemma Scope 2 (`model.layers.6.output`), sparsify (`layers.6`),
-# nnsight-style paths. An optional `model.` / `language_model.` prefix covers text and multimodal models.
-_PREFIX = r"(?:model\.)?(?:language_model\.)?(?:layers|h)\.(\d+)"
+# HF module paths. An optional `model.` / `transformer.` / `language_model.` prefix covers GPT-2 and
+# multimodal models.
+_PREFIX = r"(?:model\.|transformer\.)?(?:language_model\.)?(?:layers|h)\.(\d+)"
 EXTERNAL_NAMES = (
     (_PREFIX + r"(?:\.output)?", "resid_post"),
     (_PREFIX + r"\.input", "resid_pre"),
