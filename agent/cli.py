@@ -14,7 +14,9 @@ DEFAULT_CATALOG = "interp.duckdb"
 
 CACHE_HELP = {
     "model": "subject model: 'gemma-3-270m' (embedded), a local HF folder, a .gguf file, or a hub id",
-    "hook": "hook point: mlp.L (neurons), resid_pre.L, resid_post.L, attn.L, or a TransformerLens name",
+    "hook": "hook point: mlp.L (neurons), resid_pre.L, resid_post.L, attn.L, or a TransformerLens name; "
+            "empty: the SAE's own hook, else mlp.6",
+    "sae": "SAE file or folder (SAELens, Gemma Scope 1/2, sparsify): cache its latents instead",
     "corpus": "'fortunes' (embedded), a text/JSONL/Parquet file or glob, or a saved HF dataset folder",
     "text_column": "column or JSON key holding the text (JSONL, Parquet, HF datasets)",
     "tokens": "token budget",

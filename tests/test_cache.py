@@ -133,3 +133,34 @@ def test_resume_after_crash_matches_an_uninterrupted_run(tmp_path, tiny_models, 
     stats_query = "SELECT * EXCLUDE (run_id) FROM features ORDER BY feature"
     assert rows(catalog, stats_query) == rows(tmp_path / "ref.duckdb", stats_query)
     assert not list((tmp_path / "c.duckdb.runs").glob("*.pt"))
+
+
+def random_sae(d_in: int, d_sae: int, hook: str | None, seed: int = 0):
+    from tools.sae import SAE
+
+    generator = torch.Generator().manual_seed(seed)
+    return SAE(torch.randn((d_in, d_sae), generator=generator) / d_in**0.5, -0.3 * torch.ones(d_sae),
+               torch.randn((d_sae, d_in), generator=generator), torch.zeros(d_in), activation="relu", hook=hook)
+
+
+def test_sae_latents_are_cached_like_neurons(tmp_path, tiny_models, text_corpus):
+    sae = random_sae(32, 64, "resid_post.1")
+    folder = sae.save_saelens(tmp_path / "sae")
+    config = config_for(tiny_models["gemma3"], text_corpus, hook="", sae=str(folder))
+    result = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    catalog = tmp_path / "c.duckdb"
+    kind, hook, n_features, source_path, source_sha = rows(
+        catalog, "SELECT kind, hook, n_features, source_path, source_sha256 FROM feature_sets")[0]
+    assert (kind, hook, n_features, source_path) == ("sae", "resid_post.1", 64, str(folder.resolve()))
+    assert len(source_sha) == 64 and result.feature_set_id.startswith("resid_post.1-sae-")
+
+    hook_acts, mask = all_activations(config_for(tiny_models["gemma3"], text_corpus, hook="resid_post.1"))
+    latents = sae.encode(hook_acts).masked_fill(~mask[:, :, None], 0.0)  # [N, seq, 64]
+    window_max = latents.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
+    top = rows(catalog, "SELECT feature, rank, window_id, max_act, acts FROM examples WHERE bucket = 'top'")
+    assert len(top) == 64 * config.top_k
+    for feature, rank, window_id, max_act, token_acts in top:
+        assert max_act == pytest.approx(float(window_max[:, feature].topk(config.top_k).values[rank]), abs=1e-5)
+        torch.testing.assert_close(torch.tensor(token_acts), latents[window_id, :, feature])
+    density = rows(catalog, "SELECT avg(density) FROM features")[0][0]
+    assert 0 < density < 0.5  # latents are sparse, unlike the hook's dense dimensions

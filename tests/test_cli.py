@@ -41,6 +41,10 @@ def bad_inputs(tmp_path: Path, tiny_models: dict, corpus: Path) -> dict[str, tup
     (tmp_path / "binary.txt").write_bytes(bytes(range(256)))
     pq.write_table(pa.table({"body": ["some text"] * 10}), tmp_path / "nocol.parquet")
     model = str(tiny_models["gpt2"])
+    from tests.test_cache import random_sae
+
+    wide = random_sae(64, 40, "resid_post.1").save_saelens(tmp_path / "wide-sae")
+    elsewhere = random_sae(32, 40, "resid_post.2").save_saelens(tmp_path / "elsewhere-sae")
     return {
         "model path": (["--model", str(tmp_path / "no-such-model")], "model path .* does not exist"),
         "hub id offline": (["--model", "someone/some-model"], "not a local path and the model hub is not reachable"),
@@ -52,11 +56,17 @@ def bad_inputs(tmp_path: Path, tiny_models: dict, corpus: Path) -> dict[str, tup
                            "has no column 'text'; columns: body"),
         "zero budget": (["--model", model, "--tokens", "0"], "--tokens must be positive, got 0"),
         "negative budget": (["--model", model, "--tokens", "-5"], "--tokens must be positive, got -5"),
+        "sae width": (["--model", model, "--hook", "resid_post.1", "--sae", str(wide)],
+                      "SAE input width 64 does not match hook resid_post.1 of this model \\(width 32\\)"),
+        "sae hook": (["--model", model, "--hook", "resid_post.1", "--sae", str(elsewhere)],
+                     "--hook resid_post.1 disagrees with the hook SAE .* reads \\(resid_post.2\\)"),
+        "sae file": (["--model", model, "--sae", str(tmp_path)], "holds no SAE this tool reads"),
     }
 
 
 @pytest.mark.parametrize("case", ["model path", "hub id offline", "hook", "hook name", "empty corpus",
-                                  "binary corpus", "parquet column", "zero budget", "negative budget"])
+                                  "binary corpus", "parquet column", "zero budget", "negative budget",
+                                  "sae width", "sae hook", "sae file"])
 def test_bad_input_is_one_line_and_leaves_the_catalog_untouched(case, cached_catalog, tmp_path, tiny_models,
                                                                 text_corpus, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -26,17 +26,53 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from tools.cache_config import CacheConfig
+from tools.cache_config import DEFAULT_HOOK, CacheConfig
 from tools.catalog import Catalog, FeatureSetRows, check_catalog_path
 from tools.corpus import CorpusSpec, describe, iter_documents, shuffled
 from tools.errors import InterpError, Interrupted
 from tools.hooks import HookPoint, hf_module_path, hook_width, n_layers, parse_hook, run_to_hooks
-from tools.model import SubjectModel, load_subject_model
+from tools.model import SubjectModel, load_subject_model, sha256_folder_weights
+from tools.sae import SAE
+from tools.sae_formats import check_fits, load_sae
 from tools.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
 from tools.windows import content_mask, resolve_prepend_bos, token_strings, token_windows
 
 FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention"}
 RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
+
+
+@dataclass
+class FeatureSource:
+    """What a feature set's features are: a hook's own dimensions, or an SAE's latents read at that hook."""
+
+    hook: HookPoint
+    kind: str
+    """neuron | residual | attention | sae"""
+    width: int
+    sae: SAE | None = None
+    path: str | None = None
+    sha256: str | None = None
+
+    def features(self, acts: torch.Tensor) -> torch.Tensor:
+        """[B, seq, hook width] -> [B, seq, features]."""
+        return self.sae.encode(acts.float()) if self.sae is not None else acts
+
+
+def resolve_features(config: CacheConfig, subject: SubjectModel) -> FeatureSource:
+    layers = n_layers(subject.model)
+    if not config.sae:
+        hook = parse_hook(config.hook or DEFAULT_HOOK, layers)
+        return FeatureSource(hook, FEATURE_KINDS[hook.site], hook_width(subject.model, hook))
+    sae = load_sae(config.sae)
+    if not config.hook and sae.hook is None:
+        raise InterpError(f"SAE '{config.sae}' does not say which hook it reads; pass --hook")
+    hook = parse_hook(config.hook or sae.hook, layers)
+    if sae.hook is not None and config.hook and parse_hook(sae.hook, layers) != hook:
+        raise InterpError(f"--hook {config.hook} disagrees with the hook SAE '{config.sae}' reads ({sae.hook})")
+    check_fits(sae, hook_width(subject.model, hook), hook.name, config.sae)
+    folder = Path(config.sae) if Path(config.sae).is_dir() else Path(config.sae).parent
+    return FeatureSource(hook, "sae", sae.d_sae, sae.to(subject.device), str(Path(config.sae).resolve()),
+                         sha256_folder_weights(folder))
 
 
 @dataclass
@@ -210,17 +246,18 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     check_catalog_path(catalog_path)
     corpus = describe(CorpusSpec(config.corpus, config.text_column))
     subject = load_subject_model(config.model, config.device, config.dtype)
-    hook = parse_hook(config.hook, n_layers(subject.model))
+    source = resolve_features(config, subject)
+    hook = source.hook
     windows = prepare_windows(config, subject)
     n_windows = len(windows)
     n_tokens_planned = n_windows * config.window
     # Same flags on changed weights or changed text are a different run: never resume or skip across them.
-    run_key = f"{config.results_hash()}:{subject.sha256}:{corpus['sha256']}"
+    run_key = f"{config.results_hash()}:{subject.sha256}:{corpus['sha256']}:{source.sha256}"
     config_hash = hashlib.sha256(run_key.encode()).hexdigest()[:16]
     print(f"config: {json.dumps(dataclasses.asdict(config))}", flush=True)
-    print(f"caching {config.hook} of {config.model} on {n_tokens_planned:,} tokens ({n_windows:,} windows of "
-          f"{config.window}) from '{config.corpus}' on {subject.device} ({subject.dtype}); run key {config_hash}",
-          flush=True)
+    print(f"caching {source.width} {source.kind} features at {hook.name} of {config.model} on "
+          f"{n_tokens_planned:,} tokens ({n_windows:,} windows of {config.window}) from '{config.corpus}' on "
+          f"{subject.device} ({subject.dtype}); run key {config_hash}", flush=True)
     if n_tokens_planned < config.tokens - config.window:
         print(f"note: the corpus ran out before the {config.tokens:,}-token budget", flush=True)
 
@@ -239,16 +276,16 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
             run_id = catalog.start_run("cache", dataclasses.asdict(config), config_hash, corpus, package_versions())
             resumed = False
 
-    width = hook_width(subject.model, hook)
+    width = source.width
     state = CacheState(config, width, subject.device)
     checkpoint = checkpoint_path(catalog_path, run_id)
     if resumed:
         state.load_state_dict(torch.load(checkpoint, map_location=subject.device))
         print(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}", flush=True)
-    set_id = f"{hook.name}-{config_hash[:8]}"
+    set_id = f"{hook.name}{'-sae' if source.sae is not None else ''}-{config_hash[:8]}"
     try:
-        stream(config, subject, hook, windows, state, checkpoint, progress)
-        rows = build_rows(state, config, windows, subject, feature_set_row(subject, hook, config, set_id, n_windows,
+        stream(config, subject, source, windows, state, checkpoint, progress)
+        rows = build_rows(state, config, windows, subject, feature_set_row(subject, source, config, set_id, n_windows,
                                                                            run_id), run_id)
         with Catalog(catalog_path) as catalog:
             catalog.record_model(model_row(subject, run_id))
@@ -274,13 +311,13 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     return CacheResult(set_id, run_id, n_tokens_planned, resumed=resumed, already_done=False)
 
 
-def feature_set_row(subject: SubjectModel, hook: HookPoint, config: CacheConfig, set_id: str, n_windows: int,
+def feature_set_row(subject: SubjectModel, source: FeatureSource, config: CacheConfig, set_id: str, n_windows: int,
                     run_id: str) -> dict:
     return {
-        "feature_set_id": set_id, "model_id": subject.sha256, "hook": hook.name,
-        "hf_module": hf_module_path(subject.model, hook), "kind": FEATURE_KINDS[hook.site],
-        "n_features": hook_width(subject.model, hook), "window_length": config.window, "n_windows": n_windows,
-        "tokens": n_windows * config.window, "source_path": None, "source_sha256": None, "run_id": run_id}
+        "feature_set_id": set_id, "model_id": subject.sha256, "hook": source.hook.name,
+        "hf_module": hf_module_path(subject.model, source.hook), "kind": source.kind, "n_features": source.width,
+        "window_length": config.window, "n_windows": n_windows, "tokens": n_windows * config.window,
+        "source_path": source.path, "source_sha256": source.sha256, "run_id": run_id}
 
 
 def model_row(subject: SubjectModel, run_id: str) -> dict:
@@ -316,8 +353,9 @@ def stop_at_batch_boundary() -> Iterator[dict]:
         signal.signal(signal.SIGINT, previous)
 
 
-def stream(config: CacheConfig, subject: SubjectModel, hook: HookPoint, windows: torch.Tensor, state: CacheState,
-           checkpoint: Path, progress: bool) -> None:
+def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, windows: torch.Tensor,
+           state: CacheState, checkpoint: Path, progress: bool) -> None:
+    hook = source.hook
     n_batches = -(-len(windows) // config.batch_size)
     done_tokens = min(state.next_batch * config.batch_size, len(windows)) * config.window
     bar = tqdm(total=len(windows) * config.window, initial=done_tokens, unit="tok", unit_scale=True,
@@ -328,7 +366,7 @@ def stream(config: CacheConfig, subject: SubjectModel, hook: HookPoint, windows:
             window_ids = torch.arange(batch_index * config.batch_size,
                                       min((batch_index + 1) * config.batch_size, len(windows)))
             input_ids = windows[window_ids].to(subject.device)  # [B, seq]
-            acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]  # [B, seq, F]
+            acts = source.features(run_to_hooks(subject.model, input_ids, [hook])[hook.name])  # [B, seq, F]
             mask = content_mask(input_ids, subject.tokenizer)
             generator = batch_generator(config.seed, batch_index, subject.device)
             update_state(state, acts, mask, window_ids.to(subject.device), generator, config.threshold)

@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from tools.defaults import EMBEDDED_CORPUS, EMBEDDED_MODEL
 from tools.errors import InterpError
 
+DEFAULT_HOOK = "mlp.6"
+
 
 @dataclass(frozen=True)
 class CacheConfig:
     model: str = EMBEDDED_MODEL
     """Embedded model name, local HF folder, .gguf file, or hub id."""
-    hook: str = "mlp.6"
-    """Hook point (see tools.hooks): mlp.L, resid_pre.L, resid_post.L, attn.L, or a TransformerLens name."""
+    hook: str = ""
+    """Hook point (see tools.hooks): mlp.L, resid_pre.L, resid_post.L, attn.L, or a TransformerLens name;
+    empty means the SAE's own hook, or DEFAULT_HOOK without an SAE."""
+    sae: str = ""
+    """An SAE file or folder (tools.sae_formats): cache its latents on the hook instead of the hook's own dimensions."""
     corpus: str = EMBEDDED_CORPUS
     """Corpus source (see tools.corpus)."""
     text_column: str = "text"

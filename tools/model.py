@@ -23,7 +23,7 @@ from tools.defaults import EMBEDDED_MODEL
 from tools.devices import resolve_device, resolve_dtype
 from tools.errors import InterpError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 
 
 @dataclass
