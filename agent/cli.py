@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools.cache_config import CacheConfig
+from tools.configs import CacheConfig
 from tools.errors import InterpError
 
 DEFAULT_CATALOG = "interp.duckdb"

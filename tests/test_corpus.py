@@ -81,3 +81,16 @@ def test_windows_without_bos_are_pure_content():
     windows = token_windows(["the cat runs"] * 10, tokenizer, length=4, prepend_bos=False, max_tokens=1000)
     assert windows.shape == (10, 4)  # 40 tokens: 3 words and a separator per document
     assert windows[0].tolist() == tokenizer.convert_tokens_to_ids(["the", "cat", "runs", "<bos>"])
+
+
+def test_held_out_part_is_disjoint_from_train_and_stable():
+    from tools.corpus import documents_in_part
+
+    documents = [f"fortune number {i}" for i in range(500)]
+    train = list(documents_in_part(documents, "train"))
+    held_out = list(documents_in_part(documents, "held_out"))
+    assert not set(train) & set(held_out) and len(train) + len(held_out) == 500
+    assert 20 < len(held_out) < 80
+    assert held_out == list(documents_in_part(reversed(documents), "held_out"))[::-1]
+    with pytest.raises(InterpError, match="unknown corpus part 'test'"):
+        list(documents_in_part(documents, "test"))

@@ -26,9 +26,9 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from tools.cache_config import DEFAULT_HOOK, CacheConfig
 from tools.catalog import Catalog, FeatureSetRows, check_catalog_path
-from tools.corpus import CorpusSpec, describe, iter_documents, shuffled
+from tools.configs import DEFAULT_HOOK, CacheConfig, SAEEvalConfig
+from tools.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
 from tools.errors import InterpError, Interrupted
 from tools.hooks import HookPoint, hf_module_path, hook_width, n_layers, parse_hook, run_to_hooks
 from tools.model import SubjectModel, load_subject_model, sha256_folder_weights
@@ -58,20 +58,21 @@ class FeatureSource:
         return self.sae.encode(acts.float()) if self.sae is not None else acts
 
 
-def resolve_features(config: CacheConfig, subject: SubjectModel) -> FeatureSource:
+def resolve_features(hook_name: str, sae_path: str, subject: SubjectModel) -> FeatureSource:
+    """The hook's own dimensions, or the latents of the SAE at `sae_path` (whose file may name the hook)."""
     layers = n_layers(subject.model)
-    if not config.sae:
-        hook = parse_hook(config.hook or DEFAULT_HOOK, layers)
+    if not sae_path:
+        hook = parse_hook(hook_name or DEFAULT_HOOK, layers)
         return FeatureSource(hook, FEATURE_KINDS[hook.site], hook_width(subject.model, hook))
-    sae = load_sae(config.sae)
-    if not config.hook and sae.hook is None:
-        raise InterpError(f"SAE '{config.sae}' does not say which hook it reads; pass --hook")
-    hook = parse_hook(config.hook or sae.hook, layers)
-    if sae.hook is not None and config.hook and parse_hook(sae.hook, layers) != hook:
-        raise InterpError(f"--hook {config.hook} disagrees with the hook SAE '{config.sae}' reads ({sae.hook})")
-    check_fits(sae, hook_width(subject.model, hook), hook.name, config.sae)
-    folder = Path(config.sae) if Path(config.sae).is_dir() else Path(config.sae).parent
-    return FeatureSource(hook, "sae", sae.d_sae, sae.to(subject.device), str(Path(config.sae).resolve()),
+    sae = load_sae(sae_path)
+    if not hook_name and sae.hook is None:
+        raise InterpError(f"SAE '{sae_path}' does not say which hook it reads; pass --hook")
+    hook = parse_hook(hook_name or sae.hook, layers)
+    if sae.hook is not None and hook_name and parse_hook(sae.hook, layers) != hook:
+        raise InterpError(f"--hook {hook_name} disagrees with the hook SAE '{sae_path}' reads ({sae.hook})")
+    check_fits(sae, hook_width(subject.model, hook), hook.name, sae_path)
+    folder = Path(sae_path) if Path(sae_path).is_dir() else Path(sae_path).parent
+    return FeatureSource(hook, "sae", sae.d_sae, sae.to(subject.device), str(Path(sae_path).resolve()),
                          sha256_folder_weights(folder))
 
 
@@ -230,9 +231,11 @@ def with_provenance(table: pa.Table, set_id: str, run_id: str) -> pa.Table:
     return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
 
 
-def prepare_windows(config: CacheConfig, subject: SubjectModel) -> torch.Tensor:
+def prepare_windows(config: CacheConfig | SAEEvalConfig, subject: SubjectModel, part: str = "all") -> torch.Tensor:
+    """The run's token windows, from the corpus `part` (all, train or held_out; see tools.corpus)."""
     prepend_bos = resolve_prepend_bos(config.bos, subject.tokenizer)
-    documents = shuffled(iter_documents(CorpusSpec(config.corpus, config.text_column)), config.seed)
+    documents = documents_in_part(iter_documents(CorpusSpec(config.corpus, config.text_column)), part)
+    documents = shuffled(documents, config.seed)
     windows = token_windows(documents, subject.tokenizer, config.window, prepend_bos, config.tokens)
     if len(windows) == 0:
         raise InterpError(f"corpus '{config.corpus}' holds fewer than {config.window} tokens of text; nothing to cache")
@@ -246,7 +249,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     check_catalog_path(catalog_path)
     corpus = describe(CorpusSpec(config.corpus, config.text_column))
     subject = load_subject_model(config.model, config.device, config.dtype)
-    source = resolve_features(config, subject)
+    source = resolve_features(config.hook, config.sae, subject)
     hook = source.hook
     windows = prepare_windows(config, subject)
     n_windows = len(windows)

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import random
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,21 @@ def shuffled(documents: Iterable[str], seed: int, buffer_size: int = SHUFFLE_BUF
         buffer[index] = document
     rng.shuffle(buffer)
     yield from buffer
+
+
+HELD_OUT_EVERY = 10
+PARTS = ("all", "train", "held_out")
+
+
+def documents_in_part(documents: Iterable[str], part: str) -> Iterator[str]:
+    """A fixed split by content: one document in HELD_OUT_EVERY (by CRC32 of its text) is held out,
+    so SAE training and evaluation never share a document, in any order and at any budget."""
+    if part not in PARTS:
+        raise InterpError(f"unknown corpus part '{part}'; expected one of {', '.join(PARTS)}")
+    for document in documents:
+        held_out = zlib.crc32(document.encode()) % HELD_OUT_EVERY == 0
+        if part == "all" or held_out == (part == "held_out"):
+            yield document
 
 
 def describe(spec: CorpusSpec) -> dict:

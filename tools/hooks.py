@@ -208,3 +208,33 @@ def run_to_hooks(model: nn.Module, input_ids: torch.Tensor, hooks: list[HookPoin
     if missing:
         raise AssertionError(f"hooks never fired: {missing}")
     return captured
+
+
+@contextmanager
+def replaced(model: nn.Module, hook: HookPoint, replace) -> Iterator[None]:
+    """While open, the activation at `hook` is `replace(activation)` [batch, seq, width] in every forward.
+
+    The basis of SAE splicing, ablation, steering and patching: the rest of the model runs on the
+    replaced value.
+    """
+    module = hooked_module(model, hook)
+    if hook.site in ("resid_pre", "mlp"):
+
+        def pre_hook(_module, args, kwargs):
+            if args:
+                return (replace(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
+
+        handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    else:
+
+        def post_hook(_module, _args, output):
+            if isinstance(output, tuple):
+                return (replace(output[0]), *output[1:])
+            return replace(output)
+
+        handle = module.register_forward_hook(post_hook)
+    try:
+        yield
+    finally:
+        handle.remove()

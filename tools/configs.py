@@ -1,6 +1,6 @@
-"""The caching pass's configuration: printed at the start of a run and stored with its results.
+"""Run configurations: printed at the start of a run and stored with its results.
 
-Kept apart from the pass itself so the CLI can build its flags without importing torch.
+Kept apart from the code that runs them so the CLI can build its flags without importing torch.
 """
 
 import dataclasses
@@ -62,3 +62,29 @@ class CacheConfig:
         """Identifies a run's results: every field but the checkpoint cadence, which changes none."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "checkpoint_seconds"}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SAEEvalConfig:
+    sae: str = ""
+    """The SAE file or folder to evaluate."""
+    model: str = EMBEDDED_MODEL
+    hook: str = ""
+    """Empty means the hook the SAE file names."""
+    corpus: str = EMBEDDED_CORPUS
+    text_column: str = "text"
+    tokens: int = 4096
+    """Held-out tokens to evaluate on (documents the SAE trainer never sees; see tools.corpus)."""
+    window: int = 64
+    bos: str = "auto"
+    batch_size: int = 4
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def validate(self) -> None:
+        if not self.sae:
+            raise InterpError("--sae is required: the SAE file or folder to evaluate")
+        for name in ("tokens", "window", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise InterpError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
