@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools.configs import CacheConfig
+from tools.configs import CacheConfig, SAEEvalConfig
 from tools.errors import InterpError
 
 DEFAULT_CATALOG = "interp.duckdb"
@@ -54,15 +54,56 @@ def catalog_flag(parser: argparse.ArgumentParser) -> None:
 
 def command_cache(args: argparse.Namespace) -> None:
     # torch and transformers load only for commands that run the model.
-    from transformers.utils import logging as transformers_logging
-
+    quiet_transformers()
     from tools.cache import run_cache
 
-    # Our own bar shows progress; transformers' per-load bars would bury error lines.
-    transformers_logging.disable_progress_bar()
 
     config = config_from_args(CacheConfig, args)
     run_cache(config, args.catalog, progress=not args.no_progress)
+
+
+SAE_EVAL_HELP = {
+    "sae": "SAE file or folder (SAELens, Gemma Scope 1/2, sparsify)",
+    "model": CACHE_HELP["model"],
+    "hook": "hook point; empty: the one the SAE file names",
+    "corpus": CACHE_HELP["corpus"],
+    "text_column": CACHE_HELP["text_column"],
+    "tokens": "held-out tokens to evaluate on",
+    "window": CACHE_HELP["window"],
+    "bos": CACHE_HELP["bos"],
+    "batch_size": "windows per forward pass (each holds [batch, seq, vocab] logits)",
+    "seed": CACHE_HELP["seed"],
+    "device": CACHE_HELP["device"],
+    "dtype": CACHE_HELP["dtype"],
+}
+
+
+def quiet_transformers() -> None:
+    """Our own bar shows progress; transformers' per-load bars would bury error lines."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def command_sae_load(args: argparse.Namespace) -> None:
+    args.sae = args.sae_path
+    command_cache(args)
+
+
+def command_sae_eval(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from rich.console import Console
+    from rich.table import Table
+
+    from tools.sae_eval import run_sae_eval
+
+    quality = run_sae_eval(config_from_args(SAEEvalConfig, args), args.catalog)
+    table = Table(title=f"SAE quality on {quality.tokens:,} held-out tokens")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in quality.as_row().items():
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    Console().print(table)
 
 
 def command_features(args: argparse.Namespace) -> None:
@@ -87,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_flag(cache)
     cache.add_argument("--no-progress", action="store_true", help="no progress bar")
     cache.set_defaults(handler=command_cache)
+
+    sae = commands.add_parser("sae", help="SAEs: register one as a feature set, evaluate one")
+    sae_commands = sae.add_subparsers(dest="sae_command", required=True)
+    sae_load = sae_commands.add_parser("load", help="cache an SAE's latents as a feature set (interp cache --sae)")
+    sae_load.add_argument("sae_path", help=SAE_EVAL_HELP["sae"])
+    add_config_flags(sae_load, CacheConfig, CACHE_HELP)
+    catalog_flag(sae_load)
+    sae_load.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sae_load.set_defaults(handler=command_sae_load)
+    sae_eval = sae_commands.add_parser("eval", help="FVU, L0, dead latents and loss increase on held-out tokens")
+    add_config_flags(sae_eval, SAEEvalConfig, SAE_EVAL_HELP)
+    catalog_flag(sae_eval)
+    sae_eval.set_defaults(handler=command_sae_eval)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
     features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")

@@ -37,3 +37,20 @@ def test_writer_gives_up_with_a_clear_error(tmp_path):
     with pytest.raises(InterpError, match="is held by another process for over 1 s; close it and rerun"):
         Catalog(path, wait_seconds=1)
     holder.kill()
+
+
+def test_an_older_catalog_is_upgraded_by_a_writer_and_read_as_is(tmp_path):
+    import duckdb
+
+    from tools.catalog import SCHEMA_VERSION
+
+    path = tmp_path / "old.duckdb"
+    Catalog(path).close()
+    with duckdb.connect(str(path)) as con:  # what version 1 wrote: no sae_evals table
+        con.execute("DROP TABLE sae_evals")
+        con.execute("UPDATE schema_info SET value = '1' WHERE key = 'schema_version'")
+    with Catalog(path, read_only=True) as catalog:
+        assert catalog.feature_sets() == []
+    with Catalog(path) as catalog:
+        assert catalog.con.execute("SELECT value FROM schema_info").fetchone() == (str(SCHEMA_VERSION),)
+        assert catalog.con.execute("SELECT count(*) FROM sae_evals").fetchone() == (0,)

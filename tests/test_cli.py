@@ -171,3 +171,25 @@ def test_interrupted_cache_resumes_to_the_same_result(stop_signal, tmp_path, tin
     assert "resuming run" in resumed.stdout
     assert examples_of(catalog) == examples_of(reference)
     shutil.rmtree(runs, ignore_errors=True)
+
+
+def test_sae_load_and_eval_record_the_sae(tmp_path, tiny_models, text_corpus, capsys):
+    from tests.test_sae_eval import lossless_sae
+
+    folder = lossless_sae(32, "resid_post.1").save_saelens(tmp_path / "sae")
+    catalog = tmp_path / "c.duckdb"
+    common = ["--model", str(tiny_models["llama"]), "--corpus", str(text_corpus), "--catalog", str(catalog)]
+    assert main(["sae", "load", str(folder), "--tokens", "500", *common, *FAST]) == 0
+    assert main(["sae", "eval", "--sae", str(folder), "--tokens", "256", "--window", "16", *common]) == 0
+    shown = capsys.readouterr().out
+    assert "fvu" in shown and "loss_recovered" in shown
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        kind, source_sha = con.execute("SELECT kind, source_sha256 FROM feature_sets").fetchone()
+        fvu, recovered, sae_sha, tokens = con.execute(
+            "SELECT fvu, loss_recovered, sae_sha256, tokens FROM sae_evals").fetchone()
+        statuses = con.execute("SELECT kind, status FROM runs ORDER BY started_at").fetchall()
+    assert kind == "sae" and sae_sha == source_sha
+    assert fvu == pytest.approx(0.0, abs=1e-9) and recovered == pytest.approx(1.0, abs=1e-4) and tokens > 0
+    assert statuses == [("cache", "complete"), ("sae_eval", "complete")]
+    assert main(["sae", "eval", *common]) == 2
+    assert "--sae is required" in capsys.readouterr().err

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -100,6 +100,23 @@ CREATE TABLE IF NOT EXISTS examples (
     acts FLOAT[] NOT NULL,              -- one value per window token; 0 at special tokens
     run_id VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sae_evals (
+    run_id VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,
+    hook VARCHAR NOT NULL,
+    sae_path VARCHAR NOT NULL,
+    sae_sha256 VARCHAR NOT NULL,        -- joins feature_sets.source_sha256
+    tokens BIGINT NOT NULL,             -- held-out real tokens evaluated
+    fvu DOUBLE,
+    mean_l0 DOUBLE,
+    dead_fraction DOUBLE,
+    loss_clean DOUBLE,
+    loss_spliced DOUBLE,
+    loss_zero_ablated DOUBLE,
+    loss_increase DOUBLE,
+    loss_recovered DOUBLE,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
 """
 
 
@@ -111,6 +128,12 @@ class FeatureSetRows:
     features: pa.Table
     windows: pa.Table
     examples: pa.Table
+
+
+def insert_row(con: duckdb.DuckDBPyConnection, table: str, row: dict, on_conflict: str = "") -> None:
+    """One row from a dict whose keys are column names (ours, never user input)."""
+    placeholders = ", ".join(f"${name}" for name in row)
+    con.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({placeholders}) {on_conflict}", row)
 
 
 def check_catalog_path(path: Path) -> None:
@@ -173,6 +196,11 @@ class Catalog:
                 f"catalog '{self.path}' has schema version {version}, newer than this interp-agent "
                 f"understands ({SCHEMA_VERSION}); upgrade interp-agent to read it"
             )
+        if version < SCHEMA_VERSION and not read_only:
+            # Every version so far only adds tables, which SCHEMA creates where missing.
+            with self.transaction() as con:
+                con.execute(SCHEMA)
+                con.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
     def close(self) -> None:
         self.con.close()
@@ -217,17 +245,11 @@ class Catalog:
         )
 
     def record_model(self, model_row: dict) -> None:
-        self.con.execute(
-            "INSERT INTO models VALUES ($model_id, $name, $path, $architecture, $n_layers, $d_model, $config, $run_id) "
-            "ON CONFLICT DO NOTHING",
-            model_row,
-        )
+        insert_row(self.con, "models", model_row, on_conflict="ON CONFLICT DO NOTHING")
 
     def finish_feature_set(self, run_id: str, tokens: int, rows: FeatureSetRows) -> None:
         with self.transaction() as con:
-            columns = ", ".join(rows.feature_set)
-            placeholders = ", ".join(f"${name}" for name in rows.feature_set)
-            con.execute(f"INSERT INTO feature_sets ({columns}) VALUES ({placeholders})", rows.feature_set)
+            insert_row(con, "feature_sets", rows.feature_set)
             tables = (("features", rows.features), ("windows", rows.windows), ("examples", rows.examples))
             for table_name, table in tables:
                 con.register("incoming", table)
@@ -300,6 +322,9 @@ class Catalog:
             "ORDER BY e.bucket, e.rank",
             [feature_set_id, feature, bucket, bucket, split, split],
         )
+
+    def record_sae_eval(self, row: dict) -> None:
+        insert_row(self.con, "sae_evals", row)
 
     def feature_set_of_run(self, run_id: str) -> str:
         return self._one("SELECT feature_set_id FROM feature_sets WHERE run_id = ?", [run_id])["feature_set_id"]

@@ -11,13 +11,21 @@ Replacement touches real tokens only: BOS keeps its own activation, since SAEs a
 attention sink and splicing it would measure that instead of the SAE.
 """
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from tools.cache import model_row, package_versions, prepare_windows, resolve_features
+from tools.catalog import Catalog, check_catalog_path
+from tools.configs import SAEEvalConfig
+from tools.corpus import CorpusSpec, describe
 from tools.hooks import HookPoint, replaced, run_to_hooks
-from tools.model import SubjectModel
+from tools.model import SubjectModel, load_subject_model
 from tools.sae import SAE
 from tools.windows import content_mask
 
@@ -99,3 +107,29 @@ def evaluate_sae(subject: SubjectModel, sae: SAE, hook: HookPoint, windows: torc
         loss_spliced=loss["spliced"][0] / max(loss["spliced"][1], 1),
         loss_zero_ablated=loss["zero"][0] / max(loss["zero"][1], 1),
     )
+
+
+def run_sae_eval(config: SAEEvalConfig, catalog_path: Path) -> SAEQuality:
+    """Evaluate on held-out documents and record the result (a run and a sae_evals row)."""
+    config.validate()
+    catalog_path = Path(catalog_path)
+    check_catalog_path(catalog_path)
+    corpus = describe(CorpusSpec(config.corpus, config.text_column))
+    subject = load_subject_model(config.model, config.device, config.dtype)
+    source = resolve_features(config.hook, config.sae, subject)
+    windows = prepare_windows(config, subject, part="held_out")
+    print(f"evaluating SAE {config.sae} ({source.width} latents at {source.hook.name}) on "
+          f"{windows.numel():,} held-out tokens", flush=True)
+    quality = evaluate_sae(subject, source.sae, source.hook, windows, config.batch_size)
+    with Catalog(catalog_path) as catalog:
+        config_dict = dataclasses.asdict(config)
+        config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:16]
+        run_id = catalog.start_run("sae_eval", config_dict, config_hash, corpus, package_versions())
+        with catalog.transaction():
+            catalog.record_model(model_row(subject, run_id))
+            catalog.record_sae_eval({"run_id": run_id, "model_id": subject.sha256, "hook": source.hook.name,
+                                     "sae_path": source.path, "sae_sha256": source.sha256, **quality.as_row()})
+            catalog.con.execute("UPDATE runs SET model_id = ?, tokens = ? WHERE run_id = ?",
+                                [subject.sha256, quality.tokens, run_id])
+            catalog.set_run_status(run_id, "complete")
+    return quality
