@@ -88,3 +88,43 @@ class SAEEvalConfig:
         for name in ("tokens", "window", "batch_size"):
             if getattr(self, name) <= 0:
                 raise InterpError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str = "sae-out"
+    """Folder to write the trained SAE to, in SAELens format."""
+    model: str = EMBEDDED_MODEL
+    hook: str = "resid_post.6"
+    """Where the SAE reads; the default is the middle of Gemma 3 270M's residual stream."""
+    corpus: str = EMBEDDED_CORPUS
+    text_column: str = "text"
+    tokens: int = 300_000
+    """Training tokens, from the corpus's train part (held-out documents are kept for `interp sae eval`)."""
+    expansion: int = 8
+    """Latents per input dimension."""
+    k: int = 32
+    """Active latents per token (TopK)."""
+    batch_tokens: int = 1024
+    lr: float = 0.0
+    """Adam learning rate; 0 picks 2e-4 / sqrt(d_sae / 16384), the scaling rule of Gao et al. (2024)."""
+    auxk_alpha: float = 1 / 32
+    """Weight of the AuxK loss that revives dead latents."""
+    dead_tokens: int = 50_000
+    """A latent that has not fired for this many tokens counts as dead."""
+    buffer_tokens: int = 32_768
+    """Activations gathered and shuffled before training on them, so batches mix documents."""
+    window: int = 64
+    bos: str = "auto"
+    model_batch_size: int = 16
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
+                     "model_batch_size"):
+            if getattr(self, name) <= 0:
+                raise InterpError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr < 0 or self.auxk_alpha < 0:
+            raise InterpError("--lr and --auxk-alpha must be zero or more")

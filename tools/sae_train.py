@@ -1,0 +1,121 @@
+"""Training a TopK SAE (Gao et al. 2024) on activations streamed from the subject model.
+
+The SAE being trained is the same `SAE` object that inference uses, its tensors made leaf parameters,
+so encode and decode exist once. Per step: loss = normalized MSE + auxk_alpha * AuxK, where AuxK asks
+the latents that have been dead for `dead_tokens` tokens to reconstruct the residual error with their
+own top-k (which gives them gradient again). After each Adam step the decoder rows go back to unit
+norm, and the gradient component along each row is removed first so Adam does not fight the norm.
+"""
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from tools.sae import SAE
+
+DEFAULT_LR_AT_16K = 2e-4
+
+
+@dataclass
+class TrainStats:
+    tokens: int
+    steps: int
+    fvu: float
+    """Fraction of variance unexplained over the last 50 steps."""
+    dead_fraction: float
+    seconds: float
+
+
+def init_sae(sample: torch.Tensor, d_sae: int, k: int, generator: torch.Generator) -> SAE:
+    """Decoder rows random unit vectors, encoder their transpose, b_dec the sample mean."""
+    d_in = sample.shape[1]
+    W_dec = torch.randn((d_sae, d_in), generator=generator, device=sample.device)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    sae = SAE(W_dec.T.clone(), torch.zeros(d_sae, device=sample.device), W_dec,
+              sample.float().mean(dim=0), activation="topk", k=k, apply_b_dec_to_input=True)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        getattr(sae, name).requires_grad_(True)
+    return sae
+
+
+def normalized_mse(error: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return error.pow(2).sum() / (target - target.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+
+
+def auxk_loss(sae: SAE, x: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """Reconstruct the main error from the dead latents' own top k_aux pre-activations."""
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return x.new_zeros(())
+    k_aux = min(n_dead, x.shape[1] // 2)
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc  # [N, d_sae]
+    pre = pre.masked_fill(~dead, float("-inf"))
+    top = pre.topk(k_aux, dim=-1)
+    latents = torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+    return normalized_mse(latents @ sae.W_dec - error.detach(), error.detach())
+
+
+def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
+               generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffle each activation buffer [n, d_in] and cut it into training batches."""
+    for buffer in buffers:
+        order = torch.randperm(len(buffer), generator=generator, device=buffer.device)
+        for start in range(0, len(buffer) - batch_tokens + 1, batch_tokens):
+            yield buffer[order[start:start + batch_tokens]].float()
+
+
+def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_tokens: int, batch_tokens: int = 1024,
+                   lr: float = 0.0, auxk_alpha: float = 1 / 32, dead_tokens: int = 50_000, seed: int = 0,
+                   progress: bool = True) -> tuple[SAE, TrainStats]:
+    """Train on activation buffers ([n, d_in] each, any device) until `total_tokens` have been seen."""
+    buffers = iter(buffers)
+    first = next(buffers)
+    generator = torch.Generator(device=first.device).manual_seed(seed)
+    sae = init_sae(first[:batch_tokens * 4], d_sae, k, generator)
+    lr = lr or DEFAULT_LR_AT_16K / math.sqrt(d_sae / 16384)
+    optimizer = torch.optim.Adam([sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec], lr=lr, betas=(0.9, 0.999))
+    since_fired = torch.zeros(d_sae, dtype=torch.long, device=first.device)
+    recent_fvu: list[float] = []
+    seen, steps, start = 0, 0, time.monotonic()
+    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc="train SAE")
+    with bar:
+        for x in batches_of(_chain(first, buffers), batch_tokens, generator):
+            latents = sae.encode(x)  # [N, d_sae]
+            reconstruction = sae.decode(latents)
+            error = reconstruction - x
+            loss = normalized_mse(error, x)
+            dead = since_fired >= dead_tokens
+            if auxk_alpha > 0:
+                loss = loss + auxk_alpha * auxk_loss(sae, x, error, dead)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                # Remove the part of the decoder gradient that would only change row norms.
+                rows = sae.W_dec
+                rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
+            optimizer.step()
+            with torch.no_grad():
+                sae.W_dec /= sae.W_dec.norm(dim=1, keepdim=True)
+                fired = (latents > 0).any(dim=0)
+                since_fired = torch.where(fired, 0, since_fired + len(x))
+                recent_fvu = (recent_fvu + [float(normalized_mse(error, x))])[-50:]
+            seen += len(x)
+            steps += 1
+            bar.update(len(x))
+            bar.set_postfix(fvu=f"{recent_fvu[-1]:.3f}", dead=f"{float(dead.float().mean()):.1%}", refresh=False)
+            if seen >= total_tokens:
+                break
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        setattr(sae, name, getattr(sae, name).detach())
+    dead_fraction = float((since_fired >= dead_tokens).float().mean())
+    return sae, TrainStats(seen, steps, sum(recent_fvu) / max(len(recent_fvu), 1), dead_fraction,
+                           time.monotonic() - start)
+
+
+def _chain(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    yield first
+    yield from rest
