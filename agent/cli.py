@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools.configs import CacheConfig, SAEEvalConfig
+from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
 from tools.errors import InterpError
 
 DEFAULT_CATALOG = "interp.duckdb"
@@ -78,6 +78,29 @@ SAE_EVAL_HELP = {
 }
 
 
+TRAIN_HELP = {
+    "out": "folder for the trained SAE (SAELens format)",
+    "model": CACHE_HELP["model"],
+    "hook": "hook point the SAE reads",
+    "corpus": CACHE_HELP["corpus"],
+    "text_column": CACHE_HELP["text_column"],
+    "tokens": "training tokens (from the corpus's train part)",
+    "expansion": "latents per input dimension",
+    "k": "active latents per token",
+    "batch_tokens": "tokens per optimizer step",
+    "lr": "Adam learning rate; 0 scales 2e-4 by 1/sqrt(d_sae / 16384)",
+    "auxk_alpha": "weight of the AuxK loss for dead latents",
+    "dead_tokens": "a latent silent for this many tokens is dead",
+    "buffer_tokens": "activations shuffled together before training on them",
+    "window": CACHE_HELP["window"],
+    "bos": CACHE_HELP["bos"],
+    "model_batch_size": "windows per forward pass of the subject model",
+    "seed": CACHE_HELP["seed"],
+    "device": CACHE_HELP["device"],
+    "dtype": CACHE_HELP["dtype"],
+}
+
+
 def quiet_transformers() -> None:
     """Our own bar shows progress; transformers' per-load bars would bury error lines."""
     from transformers.utils import logging as transformers_logging
@@ -88,6 +111,13 @@ def quiet_transformers() -> None:
 def command_sae_load(args: argparse.Namespace) -> None:
     args.sae = args.sae_path
     command_cache(args)
+
+
+def command_sae_train(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from tools.sae_train import run_sae_train
+
+    run_sae_train(config_from_args(TrainConfig, args), progress=not args.no_progress)
 
 
 def command_sae_eval(args: argparse.Namespace) -> None:
@@ -137,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_flag(sae_load)
     sae_load.add_argument("--no-progress", action="store_true", help="no progress bar")
     sae_load.set_defaults(handler=command_sae_load)
+    sae_train = sae_commands.add_parser("train", help="train a TopK SAE on the subject model's activations")
+    add_config_flags(sae_train, TrainConfig, TRAIN_HELP)
+    sae_train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sae_train.set_defaults(handler=command_sae_train)
     sae_eval = sae_commands.add_parser("eval", help="FVU, L0, dead latents and loss increase on held-out tokens")
     add_config_flags(sae_eval, SAEEvalConfig, SAE_EVAL_HELP)
     catalog_flag(sae_eval)

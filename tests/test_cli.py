@@ -2,6 +2,7 @@
 untouched; interrupted runs (Ctrl-C, kill -9) resume to the same result; `interp features` shows it."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -193,3 +194,22 @@ def test_sae_load_and_eval_record_the_sae(tmp_path, tiny_models, text_corpus, ca
     assert statuses == [("cache", "complete"), ("sae_eval", "complete")]
     assert main(["sae", "eval", *common]) == 2
     assert "--sae is required" in capsys.readouterr().err
+
+
+def test_sae_train_writes_an_sae_the_loaders_read_and_eval_scores(tmp_path, tiny_models, text_corpus, capsys):
+    from tools.sae_formats import load_sae
+
+    out = tmp_path / "trained"
+    train = ["sae", "train", "--model", str(tiny_models["gemma3"]), "--hook", "resid_post.1", "--corpus",
+             str(text_corpus), "--tokens", "1500", "--expansion", "2", "--k", "4", "--buffer-tokens", "512",
+             "--batch-tokens", "128", "--out", str(out), "--no-progress"]
+    assert main(train) == 0
+    sae = load_sae(out)
+    assert (sae.hook, sae.d_in, sae.d_sae, sae.k, sae.activation) == ("resid_post.1", 32, 64, 4, "topk")
+    assert json.loads((out / "cfg.json").read_text())["metadata"]["hf_hook_name"] == "model.layers.1"
+    capsys.readouterr()
+    assert main(train) == 2
+    assert "is not empty; choose another --out" in capsys.readouterr().err
+    assert main(["sae", "eval", "--sae", str(out), "--model", str(tiny_models["gemma3"]), "--corpus",
+                 str(text_corpus), "--tokens", "256", "--window", "16", "--catalog", str(tmp_path / "c.duckdb")]) == 0
+    assert "mean_l0" in capsys.readouterr().out

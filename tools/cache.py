@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from tools.catalog import Catalog, FeatureSetRows, check_catalog_path
-from tools.configs import DEFAULT_HOOK, CacheConfig, SAEEvalConfig
+from tools.configs import DEFAULT_HOOK, CacheConfig, SAEEvalConfig, TrainConfig
 from tools.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
 from tools.errors import InterpError, Interrupted
 from tools.hooks import HookPoint, hf_module_path, hook_width, n_layers, parse_hook, run_to_hooks
@@ -231,7 +231,8 @@ def with_provenance(table: pa.Table, set_id: str, run_id: str) -> pa.Table:
     return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
 
 
-def prepare_windows(config: CacheConfig | SAEEvalConfig, subject: SubjectModel, part: str = "all") -> torch.Tensor:
+def prepare_windows(config: CacheConfig | SAEEvalConfig | TrainConfig, subject: SubjectModel,
+                    part: str = "all") -> torch.Tensor:
     """The run's token windows, from the corpus `part` (all, train or held_out; see tools.corpus)."""
     prepend_bos = resolve_prepend_bos(config.bos, subject.tokenizer)
     documents = documents_in_part(iter_documents(CorpusSpec(config.corpus, config.text_column)), part)

@@ -7,15 +7,23 @@ own top-k (which gives them gradient again). After each Adam step the decoder ro
 norm, and the gradient component along each row is removed first so Adam does not fight the norm.
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from tools.cache import prepare_windows
+from tools.configs import TrainConfig
+from tools.errors import InterpError
+from tools.hooks import HookPoint, hf_module_path, hook_width, n_layers, parse_hook, run_to_hooks
+from tools.model import SubjectModel, load_subject_model
 from tools.sae import SAE
+from tools.windows import content_mask
 
 DEFAULT_LR_AT_16K = 2e-4
 
@@ -72,6 +80,7 @@ def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_to
                    lr: float = 0.0, auxk_alpha: float = 1 / 32, dead_tokens: int = 50_000, seed: int = 0,
                    progress: bool = True) -> tuple[SAE, TrainStats]:
     """Train on activation buffers ([n, d_in] each, any device) until `total_tokens` have been seen."""
+    start = time.monotonic()
     buffers = iter(buffers)
     first = next(buffers)
     generator = torch.Generator(device=first.device).manual_seed(seed)
@@ -80,7 +89,7 @@ def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_to
     optimizer = torch.optim.Adam([sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec], lr=lr, betas=(0.9, 0.999))
     since_fired = torch.zeros(d_sae, dtype=torch.long, device=first.device)
     recent_fvu: list[float] = []
-    seen, steps, start = 0, 0, time.monotonic()
+    seen, steps = 0, 0
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc="train SAE")
     with bar:
         for x in batches_of(_chain(first, buffers), batch_tokens, generator):
@@ -119,3 +128,49 @@ def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_to
 def _chain(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
     yield first
     yield from rest
+
+
+def activation_buffers(subject: SubjectModel, hook: HookPoint, windows: torch.Tensor, model_batch_size: int,
+                       buffer_tokens: int) -> Iterator[torch.Tensor]:
+    """Real-token activations at `hook` [n, d_in], gathered into buffers of about `buffer_tokens`."""
+    pending: list[torch.Tensor] = []
+    pending_tokens = 0
+    for start in range(0, len(windows), model_batch_size):
+        input_ids = windows[start:start + model_batch_size].to(subject.device)
+        acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]  # [B, seq, d_in]
+        real = acts[content_mask(input_ids, subject.tokenizer)].float()  # [n, d_in]
+        pending.append(real)
+        pending_tokens += len(real)
+        if pending_tokens >= buffer_tokens:
+            yield torch.cat(pending)
+            pending, pending_tokens = [], 0
+    if pending:
+        yield torch.cat(pending)
+
+
+def run_sae_train(config: TrainConfig, progress: bool = True) -> tuple[Path, TrainStats]:
+    """Train on the corpus's train part and write the SAE in SAELens format to `config.out`."""
+    config.validate()
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()):
+        raise InterpError(f"output folder '{out}' is not empty; choose another --out")
+    subject = load_subject_model(config.model, config.device, config.dtype)
+    hook = parse_hook(config.hook, n_layers(subject.model))
+    d_in = hook_width(subject.model, hook)
+    # The budget counts real tokens, so take enough windows to cover BOS and separators too.
+    window_config = dataclasses.replace(config, tokens=int(config.tokens * 1.1) + config.buffer_tokens)
+    windows = prepare_windows(window_config, subject, part="train")
+    print(f"training a TopK SAE ({config.expansion * d_in} latents, k={config.k}) at {hook.name} of "
+          f"{config.model} on {config.tokens:,} tokens", flush=True)
+    buffers = activation_buffers(subject, hook, windows, config.model_batch_size, config.buffer_tokens)
+    sae, stats = train_topk_sae(buffers, config.expansion * d_in, config.k, config.tokens, config.batch_tokens,
+                                config.lr, config.auxk_alpha, config.dead_tokens, config.seed, progress)
+    if stats.tokens < config.tokens:
+        print(f"note: the corpus's train part ran out after {stats.tokens:,} tokens", flush=True)
+    sae.hook = hook.name
+    sae.metadata = {"model_name": config.model, "trained_by": "interp-agent", "training_tokens": stats.tokens,
+                    "training_config": dataclasses.asdict(config)}
+    sae.save_saelens(out, hf_hook_name=hf_module_path(subject.model, hook))
+    print(f"saved to {out}: {stats.steps} steps, training FVU {stats.fvu:.3f}, dead {stats.dead_fraction:.1%}, "
+          f"{stats.tokens / stats.seconds:,.0f} tokens/s (model forward and SAE training together)", flush=True)
+    return out, stats
