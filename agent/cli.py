@@ -136,6 +136,20 @@ def command_sae_eval(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def command_ablate(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.experiments import command_ablate as run
+
+    run(args)
+
+
+def command_steer(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.experiments import command_steer as run
+
+    run(args)
+
+
 def command_features(args: argparse.Namespace) -> None:
     from agent.show import show_feature, show_feature_set, show_feature_sets
     from tools.catalog import Catalog
@@ -175,6 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(sae_eval, SAEEvalConfig, SAE_EVAL_HELP)
     catalog_flag(sae_eval)
     sae_eval.set_defaults(handler=command_sae_eval)
+
+    ablate = commands.add_parser("ablate", help="ablate or clamp one feature and show what changes on given text")
+    ablate.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
+    ablate.add_argument("feature", type=int)
+    ablate.add_argument("--text", action="append", default=[], help="text to measure on (repeatable)")
+    ablate.add_argument("--mode", choices=("zero", "mean", "clamp"), default="zero")
+    ablate.add_argument("--value", type=float, help="the value for --mode clamp")
+    ablate.add_argument("--device", default="auto")
+    catalog_flag(ablate)
+    ablate.set_defaults(handler=command_ablate)
+
+    steer = commands.add_parser("steer", help="add strength x a feature's direction and compare generations")
+    steer.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
+    steer.add_argument("feature", type=int)
+    steer.add_argument("--prompt", required=True)
+    steer.add_argument("--strength", type=float, default=8.0, help="added to the feature's value (default: 8)")
+    steer.add_argument("--max-new-tokens", type=int, default=20)
+    steer.add_argument("--device", default="auto")
+    catalog_flag(steer)
+    steer.set_defaults(handler=command_steer)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
     features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")

@@ -213,3 +213,27 @@ def test_sae_train_writes_an_sae_the_loaders_read_and_eval_scores(tmp_path, tiny
     assert main(["sae", "eval", "--sae", str(out), "--model", str(tiny_models["gemma3"]), "--corpus",
                  str(text_corpus), "--tokens", "256", "--window", "16", "--catalog", str(tmp_path / "c.duckdb")]) == 0
     assert "mean_l0" in capsys.readouterr().out
+
+
+def test_ablate_and_steer_a_cached_sae_latent(tmp_path, tiny_models, text_corpus, capsys):
+    from tests.test_cache import random_sae
+
+    sae = random_sae(32, 64, "resid_post.2", seed=5)
+    sae.b_enc.zero_()
+    folder = sae.save_saelens(tmp_path / "sae")
+    catalog = ["--catalog", str(tmp_path / "c.duckdb")]
+    assert main(["sae", "load", str(folder), "--model", str(tiny_models["llama"]), "--corpus", str(text_corpus),
+                 "--tokens", "500", *catalog, *FAST]) == 0
+    capsys.readouterr()
+    assert main(["ablate", "resid_post.2-sae", "3", "--text", "the cat runs", "--text", "red blue green",
+                 "--mode", "clamp", "--value", "4", *catalog]) == 0
+    shown = capsys.readouterr().out
+    assert "feature 3 set to 4 (clamp)" in shown and "next-token loss:" in shown and "direct logit effect" in shown
+    assert main(["steer", "resid_post.2-sae", "3", "--prompt", "the cat", "--strength", "40",
+                 "--max-new-tokens", "5", *catalog]) == 0
+    shown = capsys.readouterr().out
+    assert "without steering:" in shown and "with steering:" in shown
+    assert main(["steer", "resid_post.2-sae", "64", "--prompt", "x", *catalog]) == 2
+    assert "feature 64 is out of range; this feature set has features 0..63" in capsys.readouterr().err
+    assert main(["ablate", "resid_post.2-sae", "3", *catalog]) == 2
+    assert "give at least one --text" in capsys.readouterr().err

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tools.cache import FeatureSource
+from tools.cache import FeatureSource, resolve_features
+from tools.catalog import Catalog
+from tools.errors import InterpError
 from tools.hooks import hooked_module, replaced
-from tools.model import SubjectModel
+from tools.model import SubjectModel, load_subject_model
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 """Takes one feature's values [batch, seq] and returns the edited values."""
@@ -142,3 +144,20 @@ def generate(subject: SubjectModel, prompt: str, max_new_tokens: int = 20,
         if int(next_id) == subject.tokenizer.eos_token_id:
             break
     return subject.tokenizer.decode(input_ids[0, prompt_length:])
+
+
+def load_feature_source(catalog_path, ref: str, device: str = "auto") -> tuple[SubjectModel, FeatureSource, dict]:
+    """The subject model and features behind a cataloged feature set, ready for experiments."""
+    with Catalog(catalog_path, read_only=True) as catalog:
+        feature_set = catalog.feature_set(ref)
+    subject = load_subject_model(feature_set["model"], device)
+    source = resolve_features(feature_set["hook"], feature_set["source_path"] or "", subject)
+    if source.sha256 is not None and source.sha256 != feature_set["source_sha256"]:
+        raise InterpError(f"SAE file '{feature_set['source_path']}' changed since feature set "
+                          f"{feature_set['feature_set_id']} was cached (sha256 differs)")
+    return subject, source, feature_set
+
+
+def check_feature(source: FeatureSource, feature: int) -> None:
+    if not 0 <= feature < source.width:
+        raise InterpError(f"feature {feature} is out of range; this feature set has features 0..{source.width - 1}")

@@ -1,0 +1,80 @@
+"""`interp ablate` and `interp steer`: one feature, given text, and what changed."""
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from tools.catalog import Catalog
+from tools.errors import InterpError
+from tools.interventions import (
+    InterventionEffect,
+    add,
+    check_feature,
+    direct_logit_effect,
+    generate,
+    load_feature_source,
+    measure_effect,
+    set_to,
+    token_shifts,
+)
+
+TOP_TOKENS = 10
+
+
+def shift_table(title: str, effect: InterventionEffect) -> Table:
+    table = Table(title=title)
+    for column in ("promoted", "logit change", "suppressed", "logit change "):
+        table.add_column(column, justify="right" if "change" in column else "left")
+    for up, down in zip(effect.promoted, effect.suppressed, strict=True):
+        table.add_row(repr(up.token), f"{up.change:+.3f}", repr(down.token), f"{down.change:+.3f}")
+    return table
+
+
+def print_direct_effect(console: Console, subject, source, feature: int) -> None:
+    direct = direct_logit_effect(subject, source, feature)
+    promoted = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, True))
+    suppressed = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, False))
+    console.print(f"direct logit effect (output direction through the unembedding): promotes {promoted}; "
+                  f"suppresses {suppressed}")
+
+
+def command_ablate(args: argparse.Namespace) -> None:
+    if not args.text:
+        raise InterpError("give at least one --text to measure the ablation on")
+    subject, source, feature_set = load_feature_source(args.catalog, args.feature_set, args.device)
+    check_feature(source, args.feature)
+    if args.mode == "mean":
+        with Catalog(args.catalog, read_only=True) as catalog:
+            value = float(catalog.feature(feature_set["feature_set_id"], args.feature)["mean_act"])
+    elif args.mode == "clamp":
+        if args.value is None:
+            raise InterpError("--mode clamp needs --value")
+        value = args.value
+    else:
+        value = 0.0
+    effect = measure_effect(subject, source, args.feature, set_to(value), args.text, TOP_TOKENS)
+    console = Console()
+    console.print(f"{feature_set['feature_set_id']} feature {args.feature} set to {value:.4g} ({args.mode}) at "
+                  f"{source.hook.name}, on {len(args.text)} text(s)")
+    console.print(f"next-token loss: {effect.loss_clean:.4f} -> {effect.loss_edited:.4f} "
+                  f"({effect.loss_edited - effect.loss_clean:+.4f})")
+    console.print(shift_table("mean next-token logit change over all positions", effect))
+    print_direct_effect(console, subject, source, args.feature)
+
+
+def command_steer(args: argparse.Namespace) -> None:
+    subject, source, feature_set = load_feature_source(args.catalog, args.feature_set, args.device)
+    check_feature(source, args.feature)
+    edit = add(args.strength)
+    effect = measure_effect(subject, source, args.feature, edit, [args.prompt], TOP_TOKENS)
+    console = Console()
+    console.print(f"{feature_set['feature_set_id']} feature {args.feature} steered by {args.strength:+g} at "
+                  f"{source.hook.name}")
+    console.print(f"prompt: {args.prompt!r}")
+    console.print(f"  without steering: {generate(subject, args.prompt, args.max_new_tokens)!r}")
+    steered = generate(subject, args.prompt, args.max_new_tokens, edit=(source, args.feature, edit))
+    console.print(f"  with steering:    {steered!r}")
+    console.print(f"next-token loss on the prompt: {effect.loss_clean:.4f} -> {effect.loss_edited:.4f}")
+    console.print(shift_table("mean next-token logit change over the prompt", effect))
+    print_direct_effect(console, subject, source, args.feature)
