@@ -243,14 +243,21 @@ def prepare_windows(config: CacheConfig | SAEEvalConfig | TrainConfig, subject: 
     return windows
 
 
-def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) -> CacheResult:
-    """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
+def checked_inputs(config: CacheConfig | SAEEvalConfig, catalog_path: Path) -> tuple[dict, SubjectModel,
+                                                                                    FeatureSource]:
+    """Everything a run reads, validated before anything is written: the config, the catalog path,
+    the corpus (described), the model (loaded) and its features (hook, and SAE when given)."""
     config.validate()
-    catalog_path = Path(catalog_path)
     check_catalog_path(catalog_path)
     corpus = describe(CorpusSpec(config.corpus, config.text_column))
     subject = load_subject_model(config.model, config.device, config.dtype)
-    source = resolve_features(config.hook, config.sae, subject)
+    return corpus, subject, resolve_features(config.hook, config.sae, subject)
+
+
+def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) -> CacheResult:
+    """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
+    corpus, subject, source = checked_inputs(config, Path(catalog_path))
+    catalog_path = Path(catalog_path)
     hook = source.hook
     windows = prepare_windows(config, subject)
     n_windows = len(windows)

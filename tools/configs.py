@@ -14,6 +14,14 @@ from tools.errors import InterpError
 DEFAULT_HOOK = "mlp.6"
 
 
+def require_positive(config, names: tuple[str, ...]) -> None:
+    """A one-line error naming the flag, for the first of `names` that is zero or negative."""
+    for name in names:
+        value = getattr(config, name)
+        if value <= 0:
+            raise InterpError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     model: str = EMBEDDED_MODEL
@@ -47,12 +55,8 @@ class CacheConfig:
     checkpoint_seconds: float = 30.0
 
     def validate(self) -> None:
-        positive = {"tokens": self.tokens, "window": self.window, "batch_size": self.batch_size, "top_k": self.top_k,
-                    "quantiles": self.quantiles, "per_quantile": self.per_quantile,
-                    "histogram_bins": self.histogram_bins}
-        for name, value in positive.items():
-            if value <= 0:
-                raise InterpError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        require_positive(self, ("tokens", "window", "batch_size", "top_k", "quantiles", "per_quantile",
+                                "histogram_bins"))
         if self.random < 0:
             raise InterpError(f"--random must be zero or more, got {self.random}")
         if self.window < 2:
@@ -85,9 +89,7 @@ class SAEEvalConfig:
     def validate(self) -> None:
         if not self.sae:
             raise InterpError("--sae is required: the SAE file or folder to evaluate")
-        for name in ("tokens", "window", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise InterpError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("tokens", "window", "batch_size"))
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,7 @@ class TrainConfig:
     dtype: str = "auto"
 
     def validate(self) -> None:
-        for name in ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
-                     "model_batch_size"):
-            if getattr(self, name) <= 0:
-                raise InterpError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        require_positive(self, ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
+                                "model_batch_size"))
         if self.lr < 0 or self.auxk_alpha < 0:
             raise InterpError("--lr and --auxk-alpha must be zero or more")

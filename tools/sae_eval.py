@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tools.cache import model_row, package_versions, prepare_windows, resolve_features
-from tools.catalog import Catalog, check_catalog_path
+from tools.cache import checked_inputs, model_row, package_versions, prepare_windows
+from tools.catalog import Catalog
 from tools.configs import SAEEvalConfig
-from tools.corpus import CorpusSpec, describe
 from tools.hooks import HookPoint, replaced, run_to_hooks
-from tools.model import SubjectModel, load_subject_model
+from tools.model import SubjectModel
 from tools.sae import SAE
 from tools.windows import content_mask
 
@@ -111,12 +110,8 @@ def evaluate_sae(subject: SubjectModel, sae: SAE, hook: HookPoint, windows: torc
 
 def run_sae_eval(config: SAEEvalConfig, catalog_path: Path) -> SAEQuality:
     """Evaluate on held-out documents and record the result (a run and a sae_evals row)."""
-    config.validate()
     catalog_path = Path(catalog_path)
-    check_catalog_path(catalog_path)
-    corpus = describe(CorpusSpec(config.corpus, config.text_column))
-    subject = load_subject_model(config.model, config.device, config.dtype)
-    source = resolve_features(config.hook, config.sae, subject)
+    corpus, subject, source = checked_inputs(config, catalog_path)
     windows = prepare_windows(config, subject, part="held_out")
     print(f"evaluating SAE {config.sae} ({source.width} latents at {source.hook.name}) on "
           f"{windows.numel():,} held-out tokens", flush=True)
