@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.test_cache import random_sae
-from tools.cache import FeatureSource
+from tools.features import FeatureSource
 from tools.hooks import HookPoint, replaced, run_to_hooks
 from tools.interventions import (
     add,

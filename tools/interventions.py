@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tools.cache import FeatureSource, resolve_features
 from tools.catalog import Catalog
 from tools.errors import InterpError
+from tools.features import FeatureSource, resolve_features
 from tools.hooks import hooked_module, replaced
 from tools.model import SubjectModel, load_subject_model
 
