@@ -25,6 +25,7 @@ ACTIVATIONS = ("relu", "topk", "jumprelu")
 SAELENS_ARCHITECTURES = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
 SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_FORMAT_VERSION = "6.0.0"
 
 
 @dataclass
@@ -105,7 +106,9 @@ class SAE:
             "apply_b_dec_to_input": self.apply_b_dec_to_input,
             "normalize_activations": "none",
             "reshape_activations": "none",
-            "metadata": {**self.metadata, "hook_name": tl_hook_name(self.hook), "hf_hook_name": hf_hook_name},
+            # sae_lens_version marks the v6 layout: SAELens reads a config without it as pre-6 and drops metadata.
+            "metadata": {**self.metadata, "hook_name": tl_hook_name(self.hook), "hf_hook_name": hf_hook_name,
+                         "sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None},
         }
         if self.k is not None:
             config["k"] = self.k
