@@ -190,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_flag(sae_eval)
     sae_eval.set_defaults(handler=command_sae_eval)
 
-    ablate = commands.add_parser("ablate", help="ablate or clamp one feature and show what changes on given text")
+    ablate = commands.add_parser("ablate", help="ablate or clamp features and show what changes on given text")
     ablate.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
-    ablate.add_argument("feature", type=int)
+    ablate.add_argument("features", type=int, nargs="+", metavar="feature")
     ablate.add_argument("--text", action="append", default=[], help="text to measure on (repeatable)")
     ablate.add_argument("--mode", choices=("zero", "mean", "clamp"), default="zero")
     ablate.add_argument("--value", type=float, help="the value for --mode clamp")

@@ -10,7 +10,7 @@ from tools.errors import InterpError
 from tools.interventions import (
     InterventionEffect,
     add,
-    check_feature,
+    check_features,
     direct_logit_effect,
     generate,
     load_feature_source,
@@ -35,37 +35,39 @@ def print_direct_effect(console: Console, subject, source, feature: int) -> None
     direct = direct_logit_effect(subject, source, feature)
     promoted = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, True))
     suppressed = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, False))
-    console.print(f"direct logit effect (output direction through the unembedding): promotes {promoted}; "
-                  f"suppresses {suppressed}")
+    console.print(f"direct logit effect of {feature} (output direction through the unembedding): promotes "
+                  f"{promoted}; suppresses {suppressed}")
 
 
 def command_ablate(args: argparse.Namespace) -> None:
     if not args.text:
         raise InterpError("give at least one --text to measure the ablation on")
     subject, source, feature_set = load_feature_source(args.catalog, args.feature_set, args.device)
-    check_feature(source, args.feature)
+    check_features(source, args.features)
     if args.mode == "mean":
         with Catalog(args.catalog, read_only=True) as catalog:
-            value = float(catalog.feature(feature_set["feature_set_id"], args.feature)["mean_act"])
+            values = [float(catalog.feature(feature_set["feature_set_id"], f)["mean_act"]) for f in args.features]
     elif args.mode == "clamp":
         if args.value is None:
             raise InterpError("--mode clamp needs --value")
-        value = args.value
+        values = [args.value] * len(args.features)
     else:
-        value = 0.0
-    effect = measure_effect(subject, source, args.feature, set_to(value), args.text, TOP_TOKENS)
+        values = [0.0] * len(args.features)
+    effect = measure_effect(subject, source, args.features, set_to(values), args.text, TOP_TOKENS)
     console = Console()
-    console.print(f"{feature_set['feature_set_id']} feature {args.feature} set to {value:.4g} ({args.mode}) at "
-                  f"{source.hook.name}, on {len(args.text)} text(s)")
+    settings = ", ".join(f"{f} -> {v:.4g}" for f, v in zip(args.features, values, strict=True))
+    console.print(f"{feature_set['feature_set_id']} features {settings} ({args.mode}) at {source.hook.name}, "
+                  f"on {len(args.text)} text(s)")
     console.print(f"next-token loss: {effect.loss_clean:.4f} -> {effect.loss_edited:.4f} "
                   f"({effect.loss_edited - effect.loss_clean:+.4f})")
     console.print(shift_table("mean next-token logit change over all positions", effect))
-    print_direct_effect(console, subject, source, args.feature)
+    for feature in args.features:
+        print_direct_effect(console, subject, source, feature)
 
 
 def command_steer(args: argparse.Namespace) -> None:
     subject, source, feature_set = load_feature_source(args.catalog, args.feature_set, args.device)
-    check_feature(source, args.feature)
+    check_features(source, args.feature)
     edit = add(args.strength)
     effect = measure_effect(subject, source, args.feature, edit, [args.prompt], TOP_TOKENS)
     console = Console()

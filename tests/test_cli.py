@@ -228,7 +228,10 @@ def test_ablate_and_steer_a_cached_sae_latent(tmp_path, tiny_models, text_corpus
     assert main(["ablate", "resid_post.2-sae", "3", "--text", "the cat runs", "--text", "red blue green",
                  "--mode", "clamp", "--value", "4", *catalog]) == 0
     shown = capsys.readouterr().out
-    assert "feature 3 set to 4 (clamp)" in shown and "next-token loss:" in shown and "direct logit effect" in shown
+    assert "features 3 -> 4 (clamp)" in shown and "next-token loss:" in shown and "direct logit effect" in shown
+    assert main(["ablate", "resid_post.2-sae", "3", "8", "--text", "the cat runs", "--mode", "mean", *catalog]) == 0
+    shown = capsys.readouterr().out
+    assert "features 3 -> " in shown and ", 8 -> " in shown and "(mean)" in shown
     assert main(["steer", "resid_post.2-sae", "3", "--prompt", "the cat", "--strength", "40",
                  "--max-new-tokens", "5", *catalog]) == 0
     shown = capsys.readouterr().out

@@ -97,3 +97,19 @@ def test_strong_steering_changes_a_greedy_generation(subject):
     steered = generate(subject, "the cat", max_new_tokens=8, edit=(source, 7, add(50.0)))
     assert plain != steered
     assert plain == generate(subject, "the cat", max_new_tokens=8, edit=(source, 7, add(0.0)))
+
+
+@pytest.mark.parametrize("kind", ["sae", "neuron"])
+def test_several_features_are_set_at_once_each_to_its_own_value(subject, input_ids, kind):
+    hook = HookPoint("resid_post", 1) if kind == "sae" else HookPoint("mlp", 1)
+    source = sae_source(hook) if kind == "sae" else FeatureSource(hook, "neuron", 48)
+    acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]
+    edited = edited_activation(source, [2, 9], set_to([0.0, 1.5]))(acts)
+    expected = acts.clone()
+    if kind == "sae":
+        latents = source.sae.encode(acts[:, 1:])
+        W_dec = source.sae.W_dec
+        expected[:, 1:] += (0.0 - latents[..., 2:3]) * W_dec[2] + (1.5 - latents[..., 9:10]) * W_dec[9]
+    else:
+        expected[:, 1:, 2], expected[:, 1:, 9] = 0.0, 1.5
+    torch.testing.assert_close(edited, expected)

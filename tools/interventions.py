@@ -1,6 +1,6 @@
-"""Causal experiments on one feature: ablate it, clamp it, steer with it, and read its direct logit effect.
+"""Causal experiments on features: ablate them, clamp them, steer with them, read their direct logit effect.
 
-Every edit is a change to the feature's value at the hook, at every position but the first (BOS):
+Every edit is a change to one or more features' values at the hook, at every position but the first (BOS):
 - a hook dimension (neuron, residual or attention dimension) is edited in place;
 - an SAE latent is edited in latent space and only the change goes back into the model:
   act + (edited - latents) @ W_dec. The SAE's reconstruction error stays in, so with nothing edited the
@@ -22,27 +22,30 @@ from tools.hooks import hooked_module, replaced
 from tools.model import SubjectModel, load_subject_model
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
-"""Takes one feature's values [batch, seq] and returns the edited values."""
+"""Takes the edited features' values [batch, seq, n_features] and returns new values."""
+Features = int | list[int]
 
 
-def set_to(value: float) -> Edit:
-    return lambda values: torch.full_like(values, value)
+def set_to(value: float | list[float]) -> Edit:
+    """Each feature to its value (one value for all, or one per feature)."""
+    return lambda values: torch.zeros_like(values) + torch.as_tensor(value, dtype=values.dtype, device=values.device)
 
 
 def add(amount: float) -> Edit:
     return lambda values: values + amount
 
 
-def edited_activation(source: FeatureSource, feature: int, edit: Edit) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A replacement for the hook's activation [batch, seq, width] that applies `edit` to one feature."""
+def edited_activation(source: FeatureSource, features: Features, edit: Edit) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A replacement for the hook's activation [batch, seq, width] that applies `edit` to `features`."""
+    index = [features] if isinstance(features, int) else list(features)
 
     def replace(act: torch.Tensor) -> torch.Tensor:
         if source.sae is None:
             out = act.clone()
-            out[:, 1:, feature] = edit(act[:, 1:, feature].float()).to(act.dtype)
+            out[:, 1:, index] = edit(act[:, 1:, index].float()).to(act.dtype)
             return out
-        values = source.sae.encode(act[:, 1:].float())[..., feature]  # [batch, seq - 1]
-        change = (edit(values) - values)[..., None] * source.sae.W_dec[feature]  # [batch, seq - 1, d_in]
+        values = source.sae.encode(act[:, 1:].float())[..., index]  # [batch, seq - 1, n]
+        change = (edit(values) - values) @ source.sae.W_dec[index]  # [batch, seq - 1, d_in]
         out = act.clone()
         out[:, 1:] = (act[:, 1:].float() + change).to(act.dtype)
         return out
@@ -108,7 +111,7 @@ def token_shifts(subject: SubjectModel, change: torch.Tensor, top: int, largest:
 
 
 @torch.inference_mode()
-def measure_effect(subject: SubjectModel, source: FeatureSource, feature: int, edit: Edit, texts: list[str],
+def measure_effect(subject: SubjectModel, source: FeatureSource, feature: Features, edit: Edit, texts: list[str],
                    top: int = 10) -> InterventionEffect:
     """How an edit changes next-token logits and loss on `texts`."""
     losses_clean, losses_edited, changes = [], [], []
@@ -128,7 +131,7 @@ def measure_effect(subject: SubjectModel, source: FeatureSource, feature: int, e
 
 @torch.inference_mode()
 def generate(subject: SubjectModel, prompt: str, max_new_tokens: int = 20,
-             edit: tuple[FeatureSource, int, Edit] | None = None) -> str:
+             edit: tuple[FeatureSource, Features, Edit] | None = None) -> str:
     """Greedy continuation, with the edit applied at every position of every step when given."""
     input_ids = encode_text(subject, prompt)
     prompt_length = input_ids.shape[1]
@@ -158,6 +161,8 @@ def load_feature_source(catalog_path, ref: str, device: str = "auto") -> tuple[S
     return subject, source, feature_set
 
 
-def check_feature(source: FeatureSource, feature: int) -> None:
-    if not 0 <= feature < source.width:
-        raise InterpError(f"feature {feature} is out of range; this feature set has features 0..{source.width - 1}")
+def check_features(source: FeatureSource, features: Features) -> None:
+    for feature in [features] if isinstance(features, int) else features:
+        if not 0 <= feature < source.width:
+            raise InterpError(f"feature {feature} is out of range; this feature set has features "
+                              f"0..{source.width - 1}")
