@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from tools.catalog import Catalog, FeatureSetRows, check_catalog_path
-from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
+from tools.configs import CacheConfig, ModelAndCorpus, SAEEvalConfig
 from tools.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
 from tools.errors import InterpError, Interrupted
 from tools.features import FeatureSource, resolve_features
@@ -194,7 +194,7 @@ def with_provenance(table: pa.Table, set_id: str, run_id: str) -> pa.Table:
     return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
 
 
-def prepare_windows(config: CacheConfig | SAEEvalConfig | TrainConfig, subject: SubjectModel,
+def prepare_windows(config: ModelAndCorpus, subject: SubjectModel,
                     part: str = "all") -> torch.Tensor:
     """The run's token windows, from the corpus `part` (all, train or held_out; see tools.corpus)."""
     prepend_bos = resolve_prepend_bos(config.bos, subject.tokenizer)

@@ -23,23 +23,32 @@ def require_positive(config, names: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class ModelAndCorpus:
+    """What every run that reads the subject model on a corpus names; the run configs extend it."""
+
     model: str = EMBEDDED_MODEL
     """Embedded model name, local HF folder, .gguf file, or hub id."""
     hook: str = ""
     """Hook point (see tools.hooks): mlp.L, resid_pre.L, resid_post.L, attn.L, or a TransformerLens name;
     empty means the SAE's own hook, or DEFAULT_HOOK without an SAE."""
-    sae: str = ""
-    """An SAE file or folder (tools.sae_formats): cache its latents on the hook instead of the hook's own dimensions."""
     corpus: str = EMBEDDED_CORPUS
     """Corpus source (see tools.corpus)."""
     text_column: str = "text"
-    tokens: int = 200_000
-    """Token budget: windows are taken until they hold this many tokens (or the corpus ends)."""
     window: int = 64
     """Tokens per window, BOS included."""
     bos: str = "auto"
     """Prepend BOS to every window: auto (when the tokenizer has one), always, never."""
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class CacheConfig(ModelAndCorpus):
+    sae: str = ""
+    """An SAE file or folder (tools.sae_formats): cache its latents on the hook instead of the hook's own dimensions."""
+    tokens: int = 200_000
+    """Token budget: windows are taken until they hold this many tokens (or the corpus ends)."""
     batch_size: int = 16
     top_k: int = 50
     quantiles: int = 10
@@ -49,9 +58,6 @@ class CacheConfig:
     threshold: float = 0.0
     """A token is active when its activation exceeds this."""
     histogram_bins: int = 64
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
     checkpoint_seconds: float = 30.0
 
     def validate(self) -> None:
@@ -69,22 +75,12 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
-class SAEEvalConfig:
+class SAEEvalConfig(ModelAndCorpus):
     sae: str = ""
     """The SAE file or folder to evaluate."""
-    model: str = EMBEDDED_MODEL
-    hook: str = ""
-    """Empty means the hook the SAE file names."""
-    corpus: str = EMBEDDED_CORPUS
-    text_column: str = "text"
     tokens: int = 4096
     """Held-out tokens to evaluate on (documents the SAE trainer never sees; see tools.corpus)."""
-    window: int = 64
-    bos: str = "auto"
     batch_size: int = 4
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
 
     def validate(self) -> None:
         if not self.sae:
@@ -93,14 +89,11 @@ class SAEEvalConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    out: str = "sae-out"
-    """Folder to write the trained SAE to, in SAELens format."""
-    model: str = EMBEDDED_MODEL
+class TrainConfig(ModelAndCorpus):
     hook: str = "resid_post.6"
     """Where the SAE reads; the default is the middle of Gemma 3 270M's residual stream."""
-    corpus: str = EMBEDDED_CORPUS
-    text_column: str = "text"
+    out: str = "sae-out"
+    """Folder to write the trained SAE to, in SAELens format."""
     tokens: int = 300_000
     """Training tokens, from the corpus's train part (held-out documents are kept for `interp sae eval`)."""
     expansion: int = 8
@@ -116,12 +109,7 @@ class TrainConfig:
     """A latent that has not fired for this many tokens counts as dead."""
     buffer_tokens: int = 32_768
     """Activations gathered and shuffled before training on them, so batches mix documents."""
-    window: int = 64
-    bos: str = "auto"
     model_batch_size: int = 16
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
 
     def validate(self) -> None:
         require_positive(self, ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
