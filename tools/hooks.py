@@ -14,12 +14,13 @@ never `hidden_states[-1]`, which some models return after the final norm.
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from transformers.pytorch_utils import Conv1D
 
 from tools.errors import InterpError
@@ -158,32 +159,36 @@ class _StopForward(Exception):
     """Raised once every requested hook has fired, so the layers above (and the unembedding) never run."""
 
 
-def _first_tensor(value) -> torch.Tensor:
-    return value[0] if isinstance(value, tuple) else value
+def _attach(model: nn.Module, hook: HookPoint, replace: Callable[[torch.Tensor], torch.Tensor]) -> RemovableHandle:
+    """Route the activation at `hook` [batch, seq, width] through `replace`; the one place that knows
+    which hooks read a module's input (resid_pre, mlp) and which its output (resid_post, attn)."""
+    module = hooked_module(model, hook)
+    if hook.site in ("resid_pre", "mlp"):
+
+        def pre_hook(_module, args, kwargs):
+            if args:
+                return (replace(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
+
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def post_hook(_module, _args, output):
+        if isinstance(output, tuple):
+            return (replace(output[0]), *output[1:])
+        return replace(output)
+
+    return module.register_forward_hook(post_hook)
 
 
 @contextmanager
 def _registered(model: nn.Module, hooks: list[HookPoint], captured: dict[str, torch.Tensor]) -> Iterator[None]:
-    def keep(hook: HookPoint, tensor: torch.Tensor) -> None:
+    def keep(hook: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
         captured[hook.name] = tensor
         if len(captured) == len(hooks):
             raise _StopForward
+        return tensor
 
-    handles = []
-    for hook in hooks:
-        module = hooked_module(model, hook)
-        if hook.site in ("resid_pre", "mlp"):
-
-            def pre_hook(_module, args, kwargs, hook=hook):
-                keep(hook, args[0] if args else kwargs["hidden_states"])
-
-            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        else:
-
-            def post_hook(_module, _args, output, hook=hook):
-                keep(hook, _first_tensor(output))
-
-            handles.append(module.register_forward_hook(post_hook))
+    handles = [_attach(model, hook, lambda tensor, hook=hook: keep(hook, tensor)) for hook in hooks]
     try:
         yield
     finally:
@@ -211,29 +216,13 @@ def run_to_hooks(model: nn.Module, input_ids: torch.Tensor, hooks: list[HookPoin
 
 
 @contextmanager
-def replaced(model: nn.Module, hook: HookPoint, replace) -> Iterator[None]:
+def replaced(model: nn.Module, hook: HookPoint, replace: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """While open, the activation at `hook` is `replace(activation)` [batch, seq, width] in every forward.
 
     The basis of SAE splicing, ablation, steering and patching: the rest of the model runs on the
     replaced value.
     """
-    module = hooked_module(model, hook)
-    if hook.site in ("resid_pre", "mlp"):
-
-        def pre_hook(_module, args, kwargs):
-            if args:
-                return (replace(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
-
-        handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-
-        def post_hook(_module, _args, output):
-            if isinstance(output, tuple):
-                return (replace(output[0]), *output[1:])
-            return replace(output)
-
-        handle = module.register_forward_hook(post_hook)
+    handle = _attach(model, hook, replace)
     try:
         yield
     finally:
