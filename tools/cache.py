@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import signal
 import sys
@@ -58,6 +59,10 @@ class CacheState:
         self.random = KeepLargest(n_features, max(config.random, 1), length, device)
         self.stats = FeatureStats(n_features, config.histogram_bins, config.threshold, device)
         self.next_batch = 0
+
+    def streamed(self, n_windows: int, batch_size: int) -> bool:
+        """Every batch folded in: the state is final, and safe to checkpoint at any moment."""
+        return self.next_batch * batch_size >= n_windows
 
     def state_dict(self) -> dict:
         return {
@@ -183,7 +188,7 @@ def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, su
         "n_tokens": [n_tokens] * n_features,
         "hist_max": stats.hist_range.cpu().numpy(),
         "hist_counts": stats.hist_counts.cpu().tolist(),
-        "quantile_edges": [[] if row[0] != row[0] else row for row in sample.edges.tolist()],  # NaN: never active
+        "quantile_edges": [[] if math.isnan(row[0]) else row for row in sample.edges.tolist()],  # never active
     }), set_id, run_id)
     return FeatureSetRows(feature_set, features, windows_table, examples)
 
@@ -219,8 +224,8 @@ def checked_inputs(config: CacheConfig | SAEEvalConfig, catalog_path: Path) -> t
 
 def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) -> CacheResult:
     """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
-    corpus, subject, source = checked_inputs(config, Path(catalog_path))
     catalog_path = Path(catalog_path)
+    corpus, subject, source = checked_inputs(config, catalog_path)
     hook = source.hook
     windows = prepare_windows(config, subject)
     n_windows = len(windows)
@@ -267,7 +272,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     except (StopRequested, KeyboardInterrupt) as stop:
         # StopRequested comes at a batch boundary, already checkpointed. A bare KeyboardInterrupt (a second
         # Ctrl-C, or one while writing) may cut a batch in half: its state is saved only once streaming is done.
-        if isinstance(stop, KeyboardInterrupt) and state.next_batch * config.batch_size >= n_windows:
+        if isinstance(stop, KeyboardInterrupt) and state.streamed(n_windows, config.batch_size):
             save_checkpoint(checkpoint, state)
         with Catalog(catalog_path) as catalog:
             catalog.set_run_status(run_id, "interrupted")
@@ -275,7 +280,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     except Exception as error:
         # Our bug or the machine's (out of memory, a device error, a catalog held too long): say so in
         # the catalog; the last checkpoint stays (a finished stream is saved whole), so a rerun resumes.
-        if state.next_batch * config.batch_size >= n_windows:
+        if state.streamed(n_windows, config.batch_size):
             save_checkpoint(checkpoint, state)
         with Catalog(catalog_path) as catalog:
             catalog.set_run_status(run_id, "failed", f"{type(error).__name__}: {error}")
