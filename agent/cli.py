@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
+from tools.configs import CacheConfig, LabelConfig, SAEEvalConfig, TrainConfig
 from tools.errors import InterpError
 
 DEFAULT_CATALOG = "interp.duckdb"
@@ -150,6 +150,53 @@ def command_steer(args: argparse.Namespace) -> None:
     run(args)
 
 
+LABEL_HELP = {
+    "explainer": "oneshot (LLM over marked examples), evidence (oneshot + token statistics + output effect), "
+                 "token-stats (no LLM)",
+    "scorers": "comma-separated: simulation, detection, fuzzing, embedding; empty for none",
+    "llm": "local (embedded SmolLM2-135M-Instruct), local:PATH (HF folder or .gguf), openai:MODEL",
+    "simulator": "LLM for simulation (needs token probabilities); empty: --llm when local, else local",
+    "base_url": "OpenAI-compatible endpoint for openai:MODEL; empty: api.openai.com",
+    "api_key_env": "environment variable holding the endpoint's API key (never stored)",
+    "timeout": "seconds per LLM request",
+    "max_retries": "retries with backoff on 429, 5xx and dropped connections",
+    "limit": "label the first N live features; 0 for all",
+    "features": "comma-separated feature indices, instead of --limit",
+    "concurrency": "features in flight at once",
+    "n_top": "top examples shown to the explainer",
+    "n_quantile": "quantile samples shown to the explainer",
+    "score_active": "held-out activating examples per scorer",
+    "score_random": "held-out random examples per scorer",
+    "embedder": "sentence-transformers model (name or folder) for embeddings and the embedding scorer",
+    "device": CACHE_HELP["device"],
+}
+
+
+def command_label(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.label import run_label
+    from agent.show import show_labels
+    from tools.catalog import Catalog
+
+    config = config_from_args(LabelConfig, args)
+    result = run_label(config, args.feature_set, args.catalog, progress=not args.no_progress)
+    explainer = result.labeler.explainer
+    with Catalog(args.catalog, read_only=True) as catalog:
+        rows = catalog.label_summary(result.feature_set_id, explainer.name, explainer.llm_name,
+                                     explainer.prompt_hash, result.targets)
+    usage = result.usage
+    per_feature = usage.total / max(result.labeled + result.failed, 1)
+    print(f"labeled {result.labeled}, failed {result.failed}; LLM tokens {usage.prompt_tokens:,} prompt + "
+          f"{usage.completion_tokens:,} completion ({per_feature:,.0f} per feature); run {result.run_id}")
+    show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names())
+
+
+def command_search(args: argparse.Namespace) -> None:
+    from agent.search import search_explanations
+
+    search_explanations(args.catalog, args.query, args.n, args.feature_set, args.embedder)
+
+
 def command_features(args: argparse.Namespace) -> None:
     from agent.show import show_feature, show_feature_set, show_feature_sets
     from tools.catalog import Catalog
@@ -209,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--device", default="auto")
     catalog_flag(steer)
     steer.set_defaults(handler=command_steer)
+
+    label = commands.add_parser("label", help="explain and score features with an LLM, resumably")
+    label.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
+    add_config_flags(label, LabelConfig, LABEL_HELP)
+    catalog_flag(label)
+    label.add_argument("--no-progress", action="store_true", help="no progress bar")
+    label.set_defaults(handler=command_label)
+
+    search = commands.add_parser("search", help="features whose explanation best matches a description")
+    search.add_argument("query", help='what to look for, e.g. "names of cities"')
+    search.add_argument("-n", type=int, default=10, help="results (default: 10)")
+    search.add_argument("--feature-set", help="only this feature set")
+    search.add_argument("--embedder", default="all-MiniLM-L6-v2", help=LABEL_HELP["embedder"])
+    catalog_flag(search)
+    search.set_defaults(handler=command_search)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
     features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")

@@ -94,3 +94,34 @@ def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: i
         label = f"q{example['quantile']}" if bucket == "quantile" else f"#{example['rank']}"
         console.print(Text(f"{label} max {example['max_act']:.3f} [{example['split']}] ", style="dim")
                       + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))
+
+
+def score_cell(scores: list[dict], scorer: str, metric: str) -> str:
+    for score in scores or []:
+        if score["scorer"] == scorer and score["status"] == "failed":
+            return "failed"
+        if score["scorer"] == scorer and score["metric"] == metric:
+            return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
+    return ""
+
+
+SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "balanced_accuracy", "detection acc"),
+                 ("fuzzing", "balanced_accuracy", "fuzzing acc"), ("embedding", "auroc", "embedding AUROC"))
+
+
+def show_labels(rows: list[dict], title: str, scorers: list[str]) -> None:
+    """One line per feature: its explanation (or why it failed) and each score with its 95% interval."""
+    console = Console()
+    table = Table(title=title)
+    table.add_column("feature", justify="right")
+    table.add_column("explanation", overflow="fold", max_width=48)
+    columns = [column for column in SCORE_COLUMNS if column[0] in scorers]
+    for _, _, header in columns:
+        table.add_column(header, justify="right")
+    for row in rows:
+        text = row["text"] if row["status"] == "ok" else f"failed: {row['error']}"
+        table.add_row(str(row["feature"]), text, *(score_cell(row["scores"], s, m) for s, m, _ in columns))
+    console.print(table)
+    failures = {score["error"] for row in rows for score in row["scores"] or [] if score["status"] == "failed"}
+    for error in sorted(failures):
+        console.print(f"score failed: {error}", style="dim")

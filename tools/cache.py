@@ -13,12 +13,8 @@ import importlib.metadata
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +29,7 @@ from tools.corpus import CorpusSpec, describe, documents_in_part, iter_documents
 from tools.errors import InterpError, Interrupted
 from tools.features import FeatureSource, resolve_features
 from tools.hooks import hf_module_path, n_layers, run_to_hooks
+from tools.interrupts import StopRequested, stop_at_batch_boundary
 from tools.model import SubjectModel, load_subject_model
 from tools.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
 from tools.windows import content_mask, resolve_prepend_bos, token_strings, token_windows
@@ -305,31 +302,6 @@ def model_row(subject: SubjectModel, run_id: str) -> dict:
         "model_id": subject.sha256, "name": subject.name, "path": subject.path,
         "architecture": type(subject.model).__name__, "n_layers": n_layers(subject.model),
         "d_model": int(config.hidden_size), "config": config.to_json_string(), "run_id": run_id}
-
-
-class StopRequested(Exception):
-    """Ctrl-C was pressed; streaming stopped at a batch boundary after a checkpoint."""
-
-
-@contextmanager
-def stop_at_batch_boundary() -> Iterator[dict]:
-    """Turn the first Ctrl-C into a request the loop honours between batches, so a checkpoint never
-    holds a half-folded batch; a second Ctrl-C interrupts at once."""
-    request = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-
-    def handle(_signum, _frame):
-        if request["stop"]:
-            raise KeyboardInterrupt
-        request["stop"] = True
-
-    previous = signal.signal(signal.SIGINT, handle)
-    try:
-        yield request
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, windows: torch.Tensor,

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -115,6 +115,41 @@ CREATE TABLE IF NOT EXISTS sae_evals (
     loss_zero_ablated DOUBLE,
     loss_increase DOUBLE,
     loss_recovered DOUBLE,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS explanations (
+    explanation_id VARCHAR PRIMARY KEY,
+    feature_set_id VARCHAR NOT NULL,
+    feature INTEGER NOT NULL,
+    explainer VARCHAR NOT NULL,         -- oneshot | evidence | token-stats | records:...
+    llm VARCHAR NOT NULL,               -- backend and model; '' for explainers without one
+    prompt_hash VARCHAR NOT NULL,       -- sha256 prefix of the prompt file; '' without one
+    status VARCHAR NOT NULL,            -- ok | failed
+    text VARCHAR,
+    error VARCHAR,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    embedding FLOAT[],                  -- unit length; cast to FLOAT[embedding_dim] for array_cosine_similarity
+    embedder VARCHAR,
+    run_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS scores (
+    explanation_id VARCHAR NOT NULL,
+    scorer VARCHAR NOT NULL,            -- simulation | detection | fuzzing | embedding
+    metric VARCHAR NOT NULL,            -- pearson | balanced_accuracy | auroc; '' when failed
+    llm VARCHAR NOT NULL,
+    prompt_hash VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,            -- ok | failed
+    value DOUBLE,
+    n INTEGER,                          -- held-out examples the value rests on
+    ci_low DOUBLE,                      -- 95% bootstrap interval
+    ci_high DOUBLE,
+    details JSON,
+    error VARCHAR,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    run_id VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 """
@@ -331,3 +366,72 @@ class Catalog:
 
     def run(self, run_id: str) -> dict | None:
         return self._one("SELECT * FROM runs WHERE run_id = ?", [run_id])
+
+    def model(self, model_id: str) -> dict:
+        return self._one("SELECT * FROM models WHERE model_id = ?", [model_id])
+
+    def live_features(self, feature_set_id: str) -> list[int]:
+        """Features that fired at least once on the cached corpus, in index order."""
+        rows = self.con.execute(
+            "SELECT feature FROM features WHERE feature_set_id = ? AND max_act > 0 ORDER BY feature",
+            [feature_set_id]).fetchall()
+        return [row[0] for row in rows]
+
+    def random_windows(self, feature_set_id: str) -> list[tuple[list[int], list[str]]]:
+        """(token ids, tokens) of the windows sampled uniformly as negatives: an unbiased corpus sample."""
+        rows = self.con.execute(
+            "SELECT token_ids, tokens FROM windows WHERE feature_set_id = ? AND window_id IN "
+            "(SELECT DISTINCT window_id FROM examples WHERE feature_set_id = ? AND bucket = 'random')",
+            [feature_set_id, feature_set_id]).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def labeled(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str) -> dict[int, dict]:
+        """The latest successful explanation of each feature under one explainer, LLM and prompt."""
+        rows = self._all(
+            "SELECT feature, explanation_id, text FROM explanations WHERE feature_set_id = ? AND explainer = ? "
+            "AND llm = ? AND prompt_hash = ? AND status = 'ok' QUALIFY row_number() OVER "
+            "(PARTITION BY feature ORDER BY created_at DESC, explanation_id) = 1",
+            [feature_set_id, explainer, llm, prompt_hash])
+        return {row["feature"]: row for row in rows}
+
+    def scored(self, explanation_ids: list[str]) -> set[tuple[str, str, str, str]]:
+        """(explanation_id, scorer, llm, prompt_hash) of every successful score of these explanations."""
+        if not explanation_ids:
+            return set()
+        rows = self.con.execute(
+            "SELECT DISTINCT explanation_id, scorer, llm, prompt_hash FROM scores "
+            "WHERE status = 'ok' AND list_contains(?, explanation_id)", [explanation_ids]).fetchall()
+        return {tuple(row) for row in rows}
+
+    def record_label(self, explanation: dict | None, scores: list[dict]) -> None:
+        """A feature's new explanation (if any) and its scores, all or nothing."""
+        with self.transaction() as con:
+            if explanation is not None:
+                insert_row(con, "explanations", explanation)
+            for score in scores:
+                insert_row(con, "scores", score)
+
+    def label_summary(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str,
+                      features: list[int]) -> list[dict]:
+        """Per feature: its latest explanation under this key (ok or failed) and one column per score metric."""
+        return self._all(
+            "WITH latest AS (SELECT * FROM explanations WHERE feature_set_id = ? AND explainer = ? AND llm = ? "
+            "AND prompt_hash = ? AND list_contains(?, feature) QUALIFY row_number() OVER "
+            "(PARTITION BY feature ORDER BY status = 'ok' DESC, created_at DESC) = 1) "
+            "SELECT l.feature, l.status, l.text, l.error, l.explanation_id, "
+            "list({'scorer': s.scorer, 'metric': s.metric, 'value': s.value, 'ci_low': s.ci_low, "
+            "'ci_high': s.ci_high, 'n': s.n, 'status': s.status, 'error': s.error} ORDER BY s.created_at) "
+            "FILTER (WHERE s.scorer IS NOT NULL) AS scores "
+            "FROM latest l LEFT JOIN scores s USING (explanation_id) "
+            "GROUP BY ALL ORDER BY l.feature",
+            [feature_set_id, explainer, llm, prompt_hash, features])
+
+    def search(self, query: list[float], embedder: str, limit: int, feature_set_id: str | None = None) -> list[dict]:
+        """Explanations nearest the query vector by cosine similarity (brute force, built into DuckDB)."""
+        dim = len(query)
+        return self._all(
+            f"SELECT e.feature_set_id, e.feature, e.text, e.explainer, "
+            f"array_cosine_similarity(e.embedding::FLOAT[{dim}], ?::FLOAT[{dim}]) AS similarity "
+            f"FROM explanations e WHERE e.status = 'ok' AND e.embedder = ? AND len(e.embedding) = {dim} "
+            f"AND (? IS NULL OR e.feature_set_id = ?) ORDER BY similarity DESC LIMIT ?",
+            [query, embedder, feature_set_id, feature_set_id, limit])

@@ -116,3 +116,66 @@ class TrainConfig(ModelAndCorpus):
                                 "model_batch_size"))
         if self.lr < 0 or self.auxk_alpha < 0:
             raise InterpError("--lr and --auxk-alpha must be zero or more")
+
+
+EXPLAINERS = ("oneshot", "evidence", "token-stats")
+SCORERS = ("simulation", "detection", "fuzzing", "embedding")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    explainer: str = "oneshot"
+    """oneshot (LLM over marked examples), evidence (oneshot plus token statistics and output effect),
+    token-stats (no LLM)."""
+    scorers: str = "simulation,detection,embedding"
+    """Comma-separated: simulation, detection, fuzzing, embedding; empty for none."""
+    llm: str = "local"
+    """local (the embedded SmolLM2-135M-Instruct), local:PATH (HF folder or .gguf), or openai:MODEL."""
+    simulator: str = ""
+    """LLM for simulation, which needs token probabilities: empty means --llm when it is local, else local."""
+    base_url: str = ""
+    """OpenAI-compatible endpoint for openai:MODEL; empty means api.openai.com."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (never stored)."""
+    timeout: float = 60.0
+    max_retries: int = 4
+    """Retries with exponential backoff on 429, 5xx and dropped connections."""
+    limit: int = 0
+    """Label the first N live features (index order); 0 for all."""
+    features: str = ""
+    """Comma-separated feature indices to label instead of the first --limit."""
+    concurrency: int = 4
+    """Features in flight at once."""
+    n_top: int = 10
+    """Top examples shown to the explainer."""
+    n_quantile: int = 5
+    """Quantile samples shown to the explainer."""
+    score_active: int = 10
+    """Held-out activating examples per scorer."""
+    score_random: int = 10
+    """Held-out random examples per scorer."""
+    embedder: str = "all-MiniLM-L6-v2"
+    """Sentence-transformers model for explanation embeddings and the embedding scorer (name or folder)."""
+    device: str = "auto"
+
+    def scorer_names(self) -> list[str]:
+        return [name.strip() for name in self.scorers.split(",") if name.strip()]
+
+    def feature_list(self) -> list[int]:
+        try:
+            return [int(item) for item in self.features.split(",") if item.strip()]
+        except ValueError:
+            raise InterpError(f"--features must be comma-separated integers, got '{self.features}'") from None
+
+    def validate(self) -> None:
+        if self.explainer not in EXPLAINERS:
+            raise InterpError(f"unknown explainer '{self.explainer}'; expected one of {', '.join(EXPLAINERS)}")
+        for name in self.scorer_names():
+            if name not in SCORERS:
+                raise InterpError(f"unknown scorer '{name}'; expected some of {', '.join(SCORERS)}")
+        require_positive(self, ("concurrency", "timeout", "n_top", "score_active"))
+        for name in ("limit", "max_retries", "n_quantile", "score_random"):
+            if getattr(self, name) < 0:
+                raise InterpError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
+        if any(feature < 0 for feature in self.feature_list()):
+            raise InterpError(f"--features must be non-negative, got '{self.features}'")

@@ -13,3 +13,8 @@ class Interrupted(InterpError):
     """The user stopped a run (Ctrl-C); its work so far is checkpointed and a rerun resumes it."""
 
     exit_code = 130
+
+
+class FeatureFailure(InterpError):
+    """A failure that belongs to one feature (an LLM call that failed after its retries, an unusable
+    answer, a scorer with nothing to score): recorded in the catalog with its message, and the run goes on."""

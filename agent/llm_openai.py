@@ -1,0 +1,78 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, llama.cpp, Ollama, `transformers serve`).
+
+Retries with exponential backoff on 408/409/429/5xx and dropped connections are the `openai` client's
+own (`max_retries`); a semaphore caps the calls in flight. The API key is read from the environment at
+start and never written anywhere: the backend's name, which the catalog stores, holds no key.
+"""
+
+import os
+import threading
+from ipaddress import ip_address
+from urllib.parse import urlparse
+
+import openai
+
+from agent.llm import Completion, LLMError, Usage
+from tools.errors import InterpError
+
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def first_line(error: Exception) -> str:
+    text = str(getattr(error, "message", "") or error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class OpenAIChat:
+    def __init__(self, model: str, base_url: str = "", api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+                 max_retries: int = 4, concurrency: int = 8):
+        self.model = model
+        self.base_url = (base_url or OPENAI_URL).rstrip("/")
+        self.api_key_env = api_key_env
+        key = os.environ.get(api_key_env, "")
+        if not key:
+            if not is_loopback(self.base_url):
+                raise InterpError(f"${api_key_env} is not set; export the API key for {self.base_url} there "
+                                  "(or name another variable with --api-key-env)")
+            key = "unused"  # local servers ignore the key, but the client insists on one
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.name = f"openai:{model}@{self.base_url}"
+        self._in_flight = threading.BoundedSemaphore(concurrency)
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Completion:
+        with self._in_flight:
+            try:
+                response = self.client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=0)
+            except (openai.APIConnectionError, openai.APITimeoutError) as error:
+                raise LLMError(f"cannot reach LLM endpoint {self.base_url}: {first_line(error)}") from None
+            except openai.AuthenticationError:
+                raise LLMError(f"LLM endpoint {self.base_url} rejected the API key in ${self.api_key_env}") from None
+            except openai.NotFoundError as error:
+                raise LLMError(f"model '{self.model}' not found at {self.base_url}: {first_line(error)}") from None
+            except openai.APIStatusError as error:
+                raise LLMError(f"LLM endpoint {self.base_url} answered {error.status_code}: "
+                               f"{first_line(error)}") from None
+        if not response.choices:
+            raise LLMError(f"LLM endpoint {self.base_url} returned no choices")
+        text = response.choices[0].message.content or ""
+        usage = response.usage
+        return Completion(text, Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage())
+
+    def check(self) -> None:
+        """One tiny call before a run, so an unreachable endpoint, a wrong key or an unknown model stops
+        the run with one clear error instead of failing every feature."""
+        try:
+            self.chat([{"role": "user", "content": "Say OK."}], max_tokens=1)
+        except LLMError as error:
+            raise InterpError(str(error)) from None

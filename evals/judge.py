@@ -1,0 +1,77 @@
+"""Yes/no judgments by an LLM over held-out examples: the machinery that detection and fuzzing share
+(Paulo et al. 2024). Each example is judged in its own call, so a weak model never has to keep a
+numbered list straight; a backend that gives token probabilities answers with P(yes) in one forward
+pass, which also makes the AUROC more than a restatement of the accuracy."""
+
+import re
+
+import numpy as np
+
+from agent.llm import ChatLLM, LLMError, LogitLLM, Usage
+from evals.scorer import Score, ScoreError, ScorerResult
+from evals.stats import auroc, balanced_accuracy, bootstrap_interval
+from prompts import Prompt
+
+ANSWER_TOKENS = 3
+YES = ("yes", "true", "1")
+NO = ("no", "false", "0")
+
+
+def parse_yes_no(text: str) -> bool:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    if words and words[0] in YES:
+        return True
+    if words and words[0] in NO:
+        return False
+    raise LLMError(f"judge answered {text.strip()[:40]!r}, expected Yes or No")
+
+
+def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage]:
+    """P(yes) from token probabilities where the backend has them, else 1.0 or 0.0 from the answer."""
+    if isinstance(llm, LogitLLM):
+        result = llm.choice_probabilities(messages, ["Yes", "No"])
+        yes, no = result.probabilities[0]
+        return float(yes / (yes + no)), result.usage
+    completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
+    return float(parse_yes_no(completion.text)), completion.usage
+
+
+def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, shown: list[str], labels: list[bool],
+                  resamples: int = 1000) -> ScorerResult:
+    """Balanced accuracy and AUROC of the judge's answers on `shown` texts against `labels`.
+
+    A malformed answer drops that example (counted in details); transport failures propagate, and the
+    feature's score is recorded as failed."""
+    one_line = " ".join(explanation.split())
+    answers, kept, usage, malformed = [], [], Usage(), 0
+    for index, text in enumerate(shown):
+        messages = [{"role": "user", "content": prompt.render(explanation=one_line, example=text)}]
+        try:
+            probability, cost = judge(llm, messages)
+        except LLMError as error:
+            if "expected Yes or No" not in str(error):
+                raise
+            malformed += 1
+            continue
+        usage = usage + cost
+        answers.append(probability)
+        kept.append(labels[index])
+    truth = np.asarray(kept, dtype=bool)
+    if truth.all() or not truth.any():
+        raise ScoreError(f"{name}: {malformed} of {len(shown)} answers were malformed; too few left to score")
+    probability = np.asarray(answers)
+    predictions = probability > 0.5
+
+    def accuracy(indices: np.ndarray) -> float:
+        return balanced_accuracy(truth[indices], predictions[indices])
+
+    def ranking(indices: np.ndarray) -> float:
+        return auroc(truth[indices], probability[indices])
+
+    everything = np.arange(len(truth))
+    details = {"positives": int(truth.sum()), "negatives": int((~truth).sum()), "malformed": malformed,
+               "probabilities": isinstance(llm, LogitLLM)}
+    scores = [Score(name, metric, statistic(everything), len(truth), *bootstrap_interval(statistic, len(truth),
+                                                                                         resamples), details)
+              for metric, statistic in (("balanced_accuracy", accuracy), ("auroc", ranking))]
+    return ScorerResult(scores, usage)

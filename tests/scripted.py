@@ -1,0 +1,58 @@
+"""A scripted LLM for unit tests: the only fake, at the network boundary. Its answers come from a function
+of the prompt, so a test states exactly what a perfect, a useless or a broken LLM would say."""
+
+from collections.abc import Callable
+
+import numpy as np
+
+from agent.llm import Completion, LLMError, SlotProbabilities, Usage
+from evals.records import display_token
+
+
+class ScriptedChat:
+    def __init__(self, answer: Callable[[str], str], name: str = "scripted"):
+        self.answer = answer
+        self.name = name
+        self.prompts: list[str] = []
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Completion:
+        prompt = messages[-1]["content"]
+        self.prompts.append(prompt)
+        text = self.answer(prompt)
+        if isinstance(text, Exception):
+            raise text
+        return Completion(text, Usage(len(prompt.split()), len(text.split())))
+
+
+def failing(message: str) -> Callable[[str], Exception]:
+    return lambda prompt: LLMError(message)
+
+
+class ScriptedSimulator:
+    """A logit backend whose prediction for each token comes from `predict(tokens) -> values in [0, 1]`:
+    it puts probability v on the top label and 1 - v on "0", so the expected value is linear in v."""
+
+    def __init__(self, predict: Callable[[list[str]], list[float]], name: str = "scripted-simulator"):
+        self.predict = predict
+        self.name = name
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Completion:
+        raise LLMError("the scripted simulator does not chat")
+
+    def single_token_labels(self, labels: list[str]) -> bool:
+        return True
+
+    def choice_probabilities(self, messages: list[dict], choices: list[str]) -> SlotProbabilities:
+        raise LLMError("the scripted simulator does not judge")
+
+    def slot_probabilities(self, parts: list[str], labels: list[str]) -> SlotProbabilities:
+        tokens = [parts[0].rsplit("<start>\n", 1)[1][:-1]] + [part.split("\n", 1)[1][:-1] for part in parts[1:-1]]
+        values = np.clip(np.asarray(self.predict(tokens), dtype=np.float64), 0, 1)
+        probabilities = np.zeros((len(tokens), len(labels)))
+        probabilities[:, 0] = 1 - values
+        probabilities[:, -1] += values
+        return SlotProbabilities(probabilities, Usage(sum(len(p.split()) for p in parts), 0))
+
+
+def shown(tokens: list[str]) -> tuple[str, ...]:
+    return tuple(display_token(t) for t in tokens)
