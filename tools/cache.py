@@ -131,10 +131,10 @@ def bucket_table(bucket: str, buffer: KeepLargest, features: np.ndarray, slots: 
     acts = buffer.values[features, slots].numpy().astype(np.float32)  # [n, seq]
     return pa.table({
         "feature": pa.array(features, pa.int32()),
-        "bucket": [bucket] * len(features),
+        "bucket": pa.array([bucket] * len(features), pa.string()),  # typed: a bucket may be empty
         "rank": pa.array(ranks, pa.int32()),
         "quantile": pa.array(quantiles, pa.int32()) if quantiles is not None else pa.nulls(len(features), pa.int32()),
-        "split": split_for(ranks),
+        "split": pa.array(split_for(ranks), pa.string()),
         "window_id": pa.array(buffer.window_ids[features, slots].numpy(), pa.int32()),
         "max_act": pa.array(buffer.maxes[features, slots].numpy(), pa.float32()),
         "acts": pa.FixedSizeListArray.from_arrays(acts.reshape(-1), acts.shape[1]).cast(pa.list_(pa.float32())),
