@@ -29,7 +29,10 @@ def is_loopback(url: str) -> bool:
 
 
 def first_line(error: Exception) -> str:
-    text = str(getattr(error, "message", "") or error).strip()
+    """The server's own message where it sent one ({"error": {"message": ...}}), else the client's."""
+    body = getattr(error, "body", None)
+    text = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else ""
+    text = (text or str(getattr(error, "message", "") or error)).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
@@ -63,6 +66,8 @@ class OpenAIChat:
             except openai.APIStatusError as error:
                 raise LLMError(f"LLM endpoint {self.base_url} answered {error.status_code}: "
                                f"{first_line(error)}") from None
+            except (openai.APIError, ValueError) as error:  # a body that is not the chat format (or not JSON)
+                raise LLMError(f"LLM endpoint {self.base_url} sent a malformed answer: {first_line(error)}") from None
         if not response.choices:
             raise LLMError(f"LLM endpoint {self.base_url} returned no choices")
         text = response.choices[0].message.content or ""
