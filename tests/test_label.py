@@ -104,12 +104,14 @@ def test_a_failing_llm_is_recorded_per_feature_and_the_run_goes_on(catalog):
         return "Yes"
 
     config = LabelConfig(llm="openai:scripted", scorers="detection", limit=3, concurrency=1, device="cpu")
-    result = run_label(config, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(ScriptedChat(answer)))
+    result = run_label(config, "resid_post.1", catalog, progress=False,
+                       llm_factory=scripted_factory(ScriptedChat(answer)))
     assert (result.labeled, result.failed) == (2, 1)
     assert rows(catalog, "SELECT status, error FROM explanations WHERE status = 'failed'") == [
         ("failed", "LLM endpoint http://x answered 500: overloaded")]
     # A rerun retries the failed feature only.
-    rerun = run_label(config, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(ScriptedChat(answer)))
+    rerun = run_label(config, "resid_post.1", catalog, progress=False,
+                      llm_factory=scripted_factory(ScriptedChat(answer)))
     assert (rerun.labeled, rerun.failed) == (1, 0)
 
 
@@ -119,7 +121,8 @@ def test_a_failing_llm_is_recorded_per_feature_and_the_run_goes_on(catalog):
 ])
 def test_unusable_explanations_are_failures_never_labels(catalog, answer, error):
     config = LabelConfig(llm="openai:scripted", scorers="embedding", limit=1, device="cpu")
-    run_label(config, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(ScriptedChat(lambda p: answer)))
+    run_label(config, "resid_post.1", catalog, progress=False,
+              llm_factory=scripted_factory(ScriptedChat(lambda p: answer)))
     ((status, text, message),) = rows(catalog, "SELECT status, text, error FROM explanations")
     assert status == "failed" and text is None and error in message
     assert rows(catalog, "SELECT count(*) FROM scores") == [(0,)]
@@ -138,7 +141,8 @@ def test_concurrency_keeps_several_features_in_flight(catalog):
         return "Explanation: animals"
 
     config = LabelConfig(llm="openai:scripted", scorers="", limit=6, concurrency=3, device="cpu")
-    result = run_label(config, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(ScriptedChat(slow)))
+    result = run_label(config, "resid_post.1", catalog, progress=False,
+                       llm_factory=scripted_factory(ScriptedChat(slow)))
     assert result.labeled == 6 and peak[0] == 3
 
 
