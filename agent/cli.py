@@ -197,6 +197,32 @@ def command_search(args: argparse.Namespace) -> None:
     search_explanations(args.catalog, args.query, args.n, args.feature_set, args.embedder)
 
 
+def command_export(args: argparse.Namespace) -> None:
+    from agent.export import export_neuronpedia, export_parquet
+    from tools.catalog import Catalog
+
+    with Catalog(args.catalog, read_only=True) as catalog:
+        set_id = catalog.feature_set(args.feature_set)["feature_set_id"]
+        if args.format == "parquet":
+            for path in export_parquet(catalog, set_id, args.out):
+                print(f"wrote {path}")
+        else:
+            counts = export_neuronpedia(catalog, set_id, args.out)
+            print(f"wrote Neuronpedia batches under {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items()))
+
+
+def command_explain_records(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.explain_records import explain_records
+    from agent.show import show_labels
+
+    config = config_from_args(LabelConfig, args)
+    rows = explain_records(config, Path(args.file), args.out)
+    show_labels(rows, f"{args.file}: {config.explainer} explanations", config.scorer_names())
+    if args.out:
+        print(f"wrote {args.out}")
+
+
 def command_features(args: argparse.Namespace) -> None:
     from agent.show import show_feature, show_feature_set, show_feature_sets
     from tools.catalog import Catalog
@@ -271,6 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--embedder", default="all-MiniLM-L6-v2", help=LABEL_HELP["embedder"])
     catalog_flag(search)
     search.set_defaults(handler=command_search)
+
+    export = commands.add_parser("export", help="write a feature set's labels as Parquet or Neuronpedia batches")
+    export.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
+    export.add_argument("--format", choices=("parquet", "neuronpedia"), default="parquet")
+    export.add_argument("--out", type=Path, required=True, help="folder to write into")
+    catalog_flag(export)
+    export.set_defaults(handler=command_export)
+
+    records = commands.add_parser("explain-records",
+                                  help="explain and score {tokens, values} activation records from any tool")
+    records.add_argument("file", help="JSON or JSONL: features with 'records', or one list of records")
+    records.add_argument("--out", type=Path, help="write the results as JSONL here")
+    add_config_flags(records, LabelConfig, LABEL_HELP)
+    records.set_defaults(handler=command_explain_records)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
     features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")
