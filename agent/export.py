@@ -31,7 +31,7 @@ def export_parquet(catalog: Catalog, set_id: str, out: Path) -> list[Path]:
     written = []
     for name, sql in PARQUET_QUERIES.items():
         path = out / f"{name}.parquet"
-        pq.write_table(catalog.con.execute(sql, [set_id]).to_arrow_table(), path)
+        pq.write_table(catalog.con.sql(sql, params=[set_id]).to_arrow_table(), path)
         written.append(path)
     return written
 
