@@ -95,8 +95,9 @@ def build_labeler(config: LabelConfig, backends: Backends,
     embedder = Embedder(config.embedder, device=config.device)
     makers = {
         "simulation": lambda: SimulationScorer(AllAtOnceSimulator(backends.simulator())),
-        "detection": lambda: DetectionScorer(backends.get(config.llm)),
-        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm)),
+        # Judge calls of one feature go out together too; the backend's own limit caps the total in flight.
+        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.concurrency),
+        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.concurrency),
         "embedding": lambda: EmbeddingScorer(embedder),
     }
     return Labeler(explainer, [makers[name]() for name in config.scorer_names()], embedder)
@@ -243,6 +244,8 @@ class LabelResult:
     failed: int
     usage: Usage
     labeler: Labeler
+    seconds: float
+    """Time spent labeling, after every model is loaded: what throughput is measured on."""
 
 
 def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
@@ -267,6 +270,7 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
           f"{' (' + labeler.explainer.llm_name + ')' if labeler.explainer.llm_name else ''}; scorers: "
           f"{', '.join(s.name for s in labeler.scorers) or 'none'}; run {run_id}", flush=True)
     totals = {"labeled": 0, "failed": 0, "usage": Usage()}
+    started = time.perf_counter()
     try:
         label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress)
     except (Interrupted, KeyboardInterrupt):
@@ -280,7 +284,8 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
         raise
     with Catalog(catalog_path) as catalog:
         catalog.set_run_status(run_id, "complete")
-    return LabelResult(set_id, run_id, targets, totals["labeled"], totals["failed"], totals["usage"], labeler)
+    return LabelResult(set_id, run_id, targets, totals["labeled"], totals["failed"], totals["usage"], labeler,
+                       time.perf_counter() - started)
 
 
 def load_records(catalog_path: Path, set_id: str, items: list[Work], special: set[int],

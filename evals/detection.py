@@ -11,8 +11,9 @@ from prompts import Prompt, load_prompt
 class DetectionScorer:
     name = "detection"
 
-    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None):
+    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, parallel: int = 1):
         self.llm = llm
+        self.parallel = parallel
         self.llm_name = llm.name
         self.prompt = prompt or load_prompt("detect")
         self.prompt_hash = self.prompt.sha256
@@ -24,4 +25,4 @@ class DetectionScorer:
                              f"{len(positives)} and {len(negatives)}")
         shown = ["".join(display_token(t) for t in r.tokens) for r in positives + negatives]
         labels = [True] * len(positives) + [False] * len(negatives)
-        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels)
+        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels, self.parallel)

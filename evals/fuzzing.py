@@ -14,8 +14,9 @@ from prompts import Prompt, load_prompt
 class FuzzingScorer:
     name = "fuzzing"
 
-    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, seed: int = 0):
+    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, seed: int = 0, parallel: int = 1):
         self.llm = llm
+        self.parallel = parallel
         self.llm_name = llm.name
         self.prompt = prompt or load_prompt("fuzz")
         self.prompt_hash = self.prompt.sha256
@@ -35,4 +36,4 @@ class FuzzingScorer:
             labels.append(False)
         if not shown:
             raise ScoreError("fuzzing needs held-out activating examples with tokens to mark")
-        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels)
+        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels, self.parallel)

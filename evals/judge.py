@@ -4,6 +4,7 @@ numbered list straight; a backend that gives token probabilities answers with P(
 pass, which also makes the AUROC more than a restatement of the accuracy."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -36,21 +37,36 @@ def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage]:
     return float(parse_yes_no(completion.text)), completion.usage
 
 
+class Malformed(Exception):
+    """An answer that was neither yes nor no: that example is dropped, the others still count."""
+
+
+def judged(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage]:
+    try:
+        return judge(llm, messages)
+    except LLMError as error:
+        if "expected Yes or No" in str(error):
+            raise Malformed from None
+        raise
+
+
 def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, shown: list[str], labels: list[bool],
-                  resamples: int = 1000) -> ScorerResult:
+                  parallel: int = 1, resamples: int = 1000) -> ScorerResult:
     """Balanced accuracy and AUROC of the judge's answers on `shown` texts against `labels`.
 
+    Up to `parallel` examples are judged at once (an endpoint's own limit still caps what is in flight).
     A malformed answer drops that example (counted in details); transport failures propagate, and the
     feature's score is recorded as failed."""
     one_line = " ".join(explanation.split())
+    conversations = [[{"role": "user", "content": prompt.render(explanation=one_line, example=text)}]
+                     for text in shown]
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        futures = [pool.submit(judged, llm, messages) for messages in conversations]
     answers, kept, usage, malformed = [], [], Usage(), 0
-    for index, text in enumerate(shown):
-        messages = [{"role": "user", "content": prompt.render(explanation=one_line, example=text)}]
+    for index, future in enumerate(futures):
         try:
-            probability, cost = judge(llm, messages)
-        except LLMError as error:
-            if "expected Yes or No" not in str(error):
-                raise
+            probability, cost = future.result()
+        except Malformed:
             malformed += 1
             continue
         usage = usage + cost

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -15,20 +16,23 @@ from tools.configs import LabelConfig
 from tools.errors import InterpError
 
 
-@pytest.fixture
-def catalog(tmp_path, tiny_models, text_corpus):
+def cache_tiny_catalog(path: Path, model: Path, corpus: Path, sae_folder: Path) -> Path:
     """Neurons at mlp.1 (dense: every window is active) and latents of a sparse random SAE at resid_post.1."""
     from tests.test_cache import random_sae
 
-    path = tmp_path / "c.duckdb"
     sae = random_sae(32, 64, "resid_post.1")
-    sae.b_enc.fill_(-0.05)
-    sae_folder = sae.save_saelens(tmp_path / "sae")
-    common = ["--model", str(tiny_models["gpt2"]), "--corpus", str(text_corpus), "--tokens", "2000",
-              "--catalog", str(path), *FAST, "--random", "8"]
+    sae.b_enc.fill_(-0.05)  # the tiny model's residual stream has std ~0.03: a few percent of tokens fire
+    sae.save_saelens(sae_folder)
+    common = ["--model", str(model), "--corpus", str(corpus), "--tokens", "2000", "--catalog", str(path), *FAST,
+              "--random", "8"]
     assert main(["cache", "--hook", "mlp.1", *common]) == 0
     assert main(["sae", "load", str(sae_folder), *common]) == 0
     return path
+
+
+@pytest.fixture
+def catalog(tmp_path, tiny_models, text_corpus):
+    return cache_tiny_catalog(tmp_path / "c.duckdb", tiny_models["gpt2"], text_corpus, tmp_path / "sae")
 
 
 def judge_or_explain(prompt: str) -> str:

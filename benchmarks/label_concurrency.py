@@ -1,0 +1,90 @@
+"""`interp label` throughput at concurrency 8 against concurrency 1, side by side in one run, against a real
+OpenAI-compatible server process on loopback that answers every request after a fixed delay.
+
+    python benchmarks/label_concurrency.py [--delay 0.1] [--features 8] [--repeats 2]
+
+The catalog is a tiny model's (tests' random GPT-2 with a sparse random SAE, built in a temp folder),
+so the time is the LLM's and our pipeline's, not a subject model's; it is the labeling loop's time
+(reading examples, LLM calls, embedding, catalog writes), after the embedder has loaded. Each labeled feature costs one
+explanation call and one detection call per held-out example; the two concurrencies alternate over
+--repeats runs on fresh copies of the catalog and the medians are compared (target >= 6x). Also prints
+the LLM tokens per labeled feature for each explainer and scorer, read back from the catalog.
+"""
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.label import run_label  # noqa: E402
+from tests.conftest import sentences, tiny_configs, tiny_tokenizer  # noqa: E402
+from tests.server_process import stub_server  # noqa: E402
+from tests.test_label import cache_tiny_catalog  # noqa: E402
+from tools.configs import LabelConfig  # noqa: E402
+
+
+def tiny_setup(folder: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_configs(len(tokenizer))["gpt2"])
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    (folder / "corpus.txt").write_text("\n".join(sentences(300)))
+    return cache_tiny_catalog(folder / "catalog.duckdb", folder / "model", folder / "corpus.txt", folder / "sae")
+
+
+def timed_label(catalog: Path, copy: Path, url: str, concurrency: int, features: int) -> float:
+    shutil.copy(catalog, copy)
+    config = LabelConfig(llm="openai:stub", base_url=url, scorers="detection", limit=features,
+                         concurrency=concurrency, device="cpu")
+    result = run_label(config, "resid_post.1", copy, progress=False)
+    assert result.labeled == features, f"labeled {result.labeled} of {features}"
+    return result.seconds
+
+
+def tokens_per_feature(catalog: Path) -> None:
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        for stage, sql in (("explainer", "SELECT explainer, avg(prompt_tokens), avg(completion_tokens) FROM "
+                                         "explanations WHERE status = 'ok' GROUP BY ALL"),
+                           ("scorer", "SELECT scorer, avg(prompt_tokens), avg(completion_tokens) FROM scores "
+                                      "WHERE status = 'ok' AND prompt_tokens > 0 GROUP BY ALL")):
+            for name, prompt, completion in con.execute(sql).fetchall():
+                print(f"  {stage} {name}: {prompt:,.0f} prompt + {completion:,.0f} completion tokens per feature")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--delay", type=float, default=0.1, help="seconds the server waits before each answer")
+    parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        catalog = tiny_setup(folder)
+        with stub_server(delay=args.delay) as url:
+            timed_label(catalog, folder / "warm.duckdb", url, 8, 2)  # loads the embedder once
+            times = {1: [], 8: []}
+            for _ in range(args.repeats):
+                for concurrency in (1, 8):
+                    times[concurrency].append(timed_label(catalog, folder / f"c{concurrency}.duckdb", url,
+                                                          concurrency, args.features))
+        one, eight = statistics.median(times[1]), statistics.median(times[8])
+        print(f"{args.features} features, server delay {args.delay} s per request")
+        print(f"concurrency 1: {one:6.2f} s  ({args.features / one * 60:.1f} features/min)")
+        print(f"concurrency 8: {eight:6.2f} s  ({args.features / eight * 60:.1f} features/min)")
+        print(f"speed-up 8 vs 1: {one / eight:.1f}x (target >= 6x)")
+        print("LLM tokens per labeled feature (the stub counts words):")
+        tokens_per_feature(folder / "c8.duckdb")
+
+
+if __name__ == "__main__":
+    main()
