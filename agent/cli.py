@@ -184,10 +184,14 @@ def command_label(args: argparse.Namespace) -> None:
     with Catalog(args.catalog, read_only=True) as catalog:
         rows = catalog.label_summary(result.feature_set_id, explainer.name, explainer.llm_name,
                                      explainer.prompt_hash, result.targets)
+        usage_rows = catalog.token_usage(result.run_id)
     usage = result.usage
-    per_feature = usage.total / max(result.labeled + result.failed, 1)
-    print(f"labeled {result.labeled}, failed {result.failed}; LLM tokens {usage.prompt_tokens:,} prompt + "
-          f"{usage.completion_tokens:,} completion ({per_feature:,.0f} per feature); run {result.run_id}")
+    minutes = result.seconds / 60
+    print(f"labeled {result.labeled}, failed {result.failed} in {minutes:.1f} min; LLM tokens "
+          f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion; run {result.run_id}")
+    for row in usage_rows:
+        print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} completion "
+              f"tokens per feature")
     show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names())
 
 

@@ -10,6 +10,7 @@ An explainer receives a FeatureRecord and reads only its explain split.
 """
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +30,7 @@ from prompts import Prompt, load_prompt
 from tools.errors import FeatureFailure
 
 MAX_EXPLANATION_CHARS = 200
+ECHOED_LAYOUT = re.compile(r"^(</?example\b|activations:)", re.IGNORECASE)
 EXPLANATION_TOKENS = 48
 
 
@@ -59,10 +61,13 @@ class Evidence:
 
 
 def parse_explanation(text: str, limit: int = MAX_EXPLANATION_CHARS) -> str:
-    """The first non-empty line, without a leading 'Explanation:' or wrapping quotes. Never a placeholder:
-    an unusable answer raises, so the feature is recorded as failed rather than labeled with junk."""
+    """The first non-empty line, without a leading 'Explanation:' or wrapping quotes, skipping lines that
+    echo the prompt's own layout (a base model continues "<example 16>"). Never a placeholder: an unusable
+    answer raises, so the feature is recorded as failed rather than labeled with junk."""
     for line in text.splitlines():
         line = line.strip()
+        if ECHOED_LAYOUT.match(line):
+            continue
         if line.lower().startswith("explanation:"):
             line = line[len("explanation:"):].strip()
         line = line.strip("\"'` ").rstrip(".").strip()

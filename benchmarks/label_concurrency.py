@@ -18,14 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import duckdb
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.label import run_label  # noqa: E402
 from tests.conftest import sentences, tiny_configs, tiny_tokenizer  # noqa: E402
 from tests.server_process import stub_server  # noqa: E402
 from tests.test_label import cache_tiny_catalog  # noqa: E402
+from tools.catalog import Catalog  # noqa: E402
 from tools.configs import LabelConfig  # noqa: E402
 
 
@@ -52,13 +51,12 @@ def timed_label(catalog: Path, copy: Path, url: str, concurrency: int, features:
 
 
 def tokens_per_feature(catalog: Path) -> None:
-    with duckdb.connect(str(catalog), read_only=True) as con:
-        for stage, sql in (("explainer", "SELECT explainer, avg(prompt_tokens), avg(completion_tokens) FROM "
-                                         "explanations WHERE status = 'ok' GROUP BY ALL"),
-                           ("scorer", "SELECT scorer, avg(prompt_tokens), avg(completion_tokens) FROM scores "
-                                      "WHERE status = 'ok' AND prompt_tokens > 0 GROUP BY ALL")):
-            for name, prompt, completion in con.execute(sql).fetchall():
-                print(f"  {stage} {name}: {prompt:,.0f} prompt + {completion:,.0f} completion tokens per feature")
+    with Catalog(catalog, read_only=True) as opened:
+        run_id = opened.con.execute(
+            "SELECT run_id FROM runs WHERE kind = 'label' ORDER BY started_at DESC").fetchone()[0]
+        for row in opened.token_usage(run_id):
+            print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} "
+                  "completion tokens per feature")
 
 
 def main() -> None:

@@ -149,3 +149,27 @@ def test_marking_and_record_splits():
     assert [r.max_value for r in split.score_random] == [0.0, 5.0, 1.0]  # sampled order, not sorted
     assert [r.max_value for r in split.score_negatives] == [0.0, 1.0]
     assert split.explain_top[0].tokens == [" x", " y"]
+
+
+@pytest.mark.parametrize("answer, parsed", [
+    ("Explanation: names of cities.\nmore", "names of cities"),
+    ('\n  "the word because"  \n', "the word because"),
+    ("<example 16>\nactivations: x\nclosing brackets", "closing brackets"),
+])
+def test_explanations_are_parsed_from_the_first_real_line(answer, parsed):
+    from agent.explainers import parse_explanation
+
+    assert parse_explanation(answer) == parsed
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("", "LLM gave no explanation"),
+    ("<example 16>\n</example 16>", "LLM gave no explanation"),
+    ("y" * 201, "201 characters, over the limit of 200"),
+])
+def test_unusable_explanations_raise_feature_failures(answer, message):
+    from agent.explainers import parse_explanation
+    from tools.errors import FeatureFailure
+
+    with pytest.raises(FeatureFailure, match=message):
+        parse_explanation(answer)

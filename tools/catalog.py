@@ -435,3 +435,14 @@ class Catalog:
             f"FROM explanations e WHERE e.status = 'ok' AND e.embedder = ? AND len(e.embedding) = {dim} "
             f"AND (? IS NULL OR e.feature_set_id = ?) ORDER BY similarity DESC LIMIT ?",
             [query, embedder, feature_set_id, feature_set_id, limit])
+
+    def token_usage(self, run_id: str) -> list[dict]:
+        """Mean LLM tokens per labeled feature, for the explainer and for each scorer of one run."""
+        return self._all(
+            "SELECT 'explainer' AS stage, explainer AS name, count(*) AS features, avg(prompt_tokens) AS prompt, "
+            "avg(completion_tokens) AS completion FROM explanations WHERE run_id = ? AND status = 'ok' GROUP BY ALL "
+            "UNION ALL SELECT 'scorer', scorer, count(DISTINCT explanation_id), "
+            "sum(prompt_tokens) / count(DISTINCT explanation_id), "
+            "sum(completion_tokens) / count(DISTINCT explanation_id) "
+            "FROM scores WHERE run_id = ? AND status = 'ok' GROUP BY ALL ORDER BY 1, 2",
+            [run_id, run_id])
