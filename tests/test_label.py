@@ -185,3 +185,14 @@ def test_unknown_feature_set_is_a_clear_error(catalog, capsys):
     assert "no feature set 'mlp.7'" in capsys.readouterr().err
     with pytest.raises(InterpError, match="no feature set"):
         run_label(CONFIG, "nope", catalog, progress=False)
+
+
+def test_evidence_explainer_reads_the_subject_models_output_effect(catalog):
+    chat = ScriptedChat(judge_or_explain)
+    config = LabelConfig(explainer="evidence", llm="openai:scripted", scorers="", limit=1, device="cpu")
+    result = run_label(config, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(chat))
+    assert result.labeled == 1
+    (prompt,) = chat.prompts
+    promoted = prompt.split("more likely to predict next: ")[1].split("\n")[0]
+    assert promoted.count('"') == 20  # ten tokens of the tiny vocabulary, quoted
+    assert rows(catalog, "SELECT explainer FROM explanations") == [("evidence",)]
