@@ -192,7 +192,8 @@ def command_label(args: argparse.Namespace) -> None:
     for row in usage_rows:
         print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} completion "
               f"tokens per feature")
-    show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names())
+    show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names(),
+                {scorer.name: scorer.llm_name for scorer in result.labeler.scorers})
 
 
 def command_search(args: argparse.Namespace) -> None:

@@ -96,11 +96,14 @@ def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: i
                       + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))
 
 
-def score_cell(scores: list[dict], scorer: str, metric: str) -> str:
+def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) -> str:
+    """The newest score of this scorer (by this scorer LLM, when given) for one metric."""
     for score in scores or []:
-        if score["scorer"] == scorer and score["status"] == "failed":
+        if score["scorer"] != scorer or (llm is not None and score.get("llm") != llm):
+            continue
+        if score["status"] == "failed":
             return "failed"
-        if score["scorer"] == scorer and score["metric"] == metric:
+        if score["metric"] == metric:
             return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
     return ""
 
@@ -109,8 +112,10 @@ SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "balan
                  ("fuzzing", "balanced_accuracy", "fuzzing acc"), ("embedding", "auroc", "embedding AUROC"))
 
 
-def show_labels(rows: list[dict], title: str, scorers: list[str]) -> None:
-    """One line per feature: its explanation (or why it failed) and each score with its 95% interval."""
+def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: dict[str, str] | None = None) -> None:
+    """One line per feature: its explanation (or why it failed) and each score with its 95% interval;
+    `scorer_llms` picks, for each scorer, the scores its LLM gave when several simulators scored one label."""
+    scorer_llms = scorer_llms or {}
     console = Console()
     table = Table(title=title)
     table.add_column("feature", justify="right")
@@ -120,7 +125,8 @@ def show_labels(rows: list[dict], title: str, scorers: list[str]) -> None:
         table.add_column(header, justify="right")
     for row in rows:
         text = row["text"] if row["status"] == "ok" else f"failed: {row['error']}"
-        table.add_row(str(row["feature"]), text, *(score_cell(row["scores"], s, m) for s, m, _ in columns))
+        table.add_row(str(row["feature"]), text,
+                      *(score_cell(row["scores"], s, m, scorer_llms.get(s)) for s, m, _ in columns))
     console.print(table)
     failures = {score["error"] for row in rows for score in row["scores"] or [] if score["status"] == "failed"}
     for error in sorted(failures):

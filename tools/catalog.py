@@ -413,14 +413,14 @@ class Catalog:
 
     def label_summary(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str,
                       features: list[int]) -> list[dict]:
-        """Per feature: its latest explanation under this key (ok or failed) and one column per score metric."""
+        """Per feature: its latest explanation under this key (ok or failed) and its scores, newest first."""
         return self._all(
             "WITH latest AS (SELECT * FROM explanations WHERE feature_set_id = ? AND explainer = ? AND llm = ? "
             "AND prompt_hash = ? AND list_contains(?, feature) QUALIFY row_number() OVER "
             "(PARTITION BY feature ORDER BY status = 'ok' DESC, created_at DESC) = 1) "
             "SELECT l.feature, l.status, l.text, l.error, l.explanation_id, "
-            "list({'scorer': s.scorer, 'metric': s.metric, 'value': s.value, 'ci_low': s.ci_low, "
-            "'ci_high': s.ci_high, 'n': s.n, 'status': s.status, 'error': s.error} ORDER BY s.created_at) "
+            "list({'scorer': s.scorer, 'llm': s.llm, 'metric': s.metric, 'value': s.value, 'ci_low': s.ci_low, "
+            "'ci_high': s.ci_high, 'n': s.n, 'status': s.status, 'error': s.error} ORDER BY s.created_at DESC) "
             "FILTER (WHERE s.scorer IS NOT NULL) AS scores "
             "FROM latest l LEFT JOIN scores s USING (explanation_id) "
             "GROUP BY ALL ORDER BY l.feature",
