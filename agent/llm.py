@@ -67,9 +67,10 @@ class LogitLLM(Protocol):
         """Whether every label is one token right after the text before a slot (Gemma splits '10')."""
         ...
 
-    def slot_probabilities(self, parts: list[str], labels: list[str]) -> SlotProbabilities:
-        """The prompt is `parts` joined; after each part but the last, the distribution of the next token
-        over `labels`. One forward pass for the whole prompt."""
+    def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
+        """The prompt is `prefix` then `parts`, joined; after each part but the last, the distribution of
+        the next token over `labels`. One forward pass; a backend may keep the prefix's state for the next
+        call with the same prefix (a feature's examples share it)."""
         ...
 
 

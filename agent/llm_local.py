@@ -108,18 +108,18 @@ class LocalLLM:
         probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
         return SlotProbabilities(probabilities, Usage(len(ids), 0))
 
-    def slot_probabilities(self, parts: list[str], labels: list[str]) -> SlotProbabilities:
+    def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
         label_ids = self.label_ids(labels)
         if label_ids is None:
             raise LLMError(f"labels {labels} are not single tokens for {self.name}")
         if len(parts) < 2:
             raise LLMError("slot_probabilities needs at least one slot (two parts)")
-        prefix_ids = self.tokenizer(parts[0])["input_ids"]
-        # The prefix's last token stays out of the cache: its hidden state predicts the first slot.
-        cached, rest = prefix_ids[:-1], prefix_ids[-1:]
+        cached = self.tokenizer(prefix)["input_ids"]
+        rest: list[int] = []
         slots = []  # index in `rest` of the token whose next-token distribution fills each slot
-        for part in parts[1:]:
-            slots.append(len(rest) - 1)
+        for part in parts:
+            if rest:
+                slots.append(len(rest) - 1)
             rest.extend(self.tokenizer(part, add_special_tokens=False)["input_ids"])
         with self._lock, torch.no_grad():
             reused = self._prefix is not None and self._prefix[0] == cached

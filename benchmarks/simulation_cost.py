@@ -44,9 +44,9 @@ def examples(llm, n: int, length: int) -> list[list[str]]:
 
 
 def prompt_ids(llm, simulator: AllAtOnceSimulator, tokens: list[str]) -> list[int]:
-    parts = simulator.parts(EXPLANATION, tokens)
-    ids = llm.tokenizer(parts[0])["input_ids"]
-    for part in parts[1:]:
+    prefix, parts = simulator.prompt_parts(EXPLANATION, tokens)
+    ids = llm.tokenizer(prefix)["input_ids"]
+    for part in parts:
         ids += llm.tokenizer(part, add_special_tokens=False)["input_ids"]
     return ids
 
@@ -72,8 +72,8 @@ def time_generate_per_token(llm, simulator: AllAtOnceSimulator, records: list[li
     """Each token's number generated after the prompt so far, the previous numbers written in."""
     start = time.perf_counter()
     for tokens in records:
-        parts = simulator.parts(EXPLANATION, tokens)
-        text = parts[0]
+        prefix, parts = simulator.prompt_parts(EXPLANATION, tokens)
+        text = prefix + parts[0]
         for part in parts[1:]:
             ids = torch.tensor([llm.tokenizer(text)["input_ids"]], device=llm.device)
             out = llm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
@@ -99,7 +99,8 @@ def main() -> None:
     prompts = [prompt_ids(llm, simulator, tokens) for tokens in records]
     n_tokens = sum(len(p) for p in prompts)
     print(f"simulator {llm.name} on {llm.device}; {len(records)} examples of {args.tokens} tokens; "
-          f"{n_tokens:,} prompt tokens in all ({len(prompts[0]):,} per example); scale 0..{simulator.labels[-1]}")
+          f"{n_tokens:,} prompt tokens in all ({n_tokens / len(prompts):,.0f} per example); "
+          f"scale 0..{simulator.labels[-1]}")
 
     time_ours(simulator, records[:2])  # warm-up
     ours, bare = [], []

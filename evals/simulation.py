@@ -30,20 +30,19 @@ class AllAtOnceSimulator:
         if not llm.single_token_labels(self.labels):
             raise ScoreError(f"the digits 0-9 are not single tokens for {llm.name}; it cannot simulate")
 
-    def parts(self, explanation: str, tokens: list[str]) -> list[str]:
-        """The prompt, cut at each slot: the prefix (shared by all of a feature's examples) ends at the
-        first token's tab."""
+    def prompt_parts(self, explanation: str, tokens: list[str]) -> tuple[str, list[str]]:
+        """The prefix (instructions, worked example, explanation: the same for all of a feature's examples)
+        and the listing cut at each slot, which follows each token's tab."""
         one_line = " ".join(explanation.split())
         prefix = self.prompt.render(explanation=one_line, scale_max=self.labels[-1])
         shown = [display_token(token) for token in tokens]
-        parts = [f"{prefix}{shown[0]}\t"]
-        parts += [f"{SLOT_PLACEHOLDER}\n{token}\t" for token in shown[1:]]
+        parts = [f"{shown[0]}\t"] + [f"{SLOT_PLACEHOLDER}\n{token}\t" for token in shown[1:]]
         parts.append(f"{SLOT_PLACEHOLDER}\n<end>")
-        return parts
+        return prefix, parts
 
     def simulate(self, explanation: str, tokens: list[str]) -> tuple[np.ndarray, Usage]:
         """Expected activation level per token [n_tokens], on the 0..scale_max scale."""
-        result = self.llm.slot_probabilities(self.parts(explanation, tokens), self.labels)
+        result = self.llm.slot_probabilities(*self.prompt_parts(explanation, tokens), self.labels)
         levels = np.arange(len(self.labels), dtype=np.float64)
         return result.probabilities @ levels, result.usage
 

@@ -45,13 +45,13 @@ class ScriptedSimulator:
     def choice_probabilities(self, messages: list[dict], choices: list[str]) -> SlotProbabilities:
         raise LLMError("the scripted simulator does not judge")
 
-    def slot_probabilities(self, parts: list[str], labels: list[str]) -> SlotProbabilities:
-        tokens = [parts[0].rsplit("<start>\n", 1)[1][:-1]] + [part.split("\n", 1)[1][:-1] for part in parts[1:-1]]
+    def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
+        tokens = [parts[0][:-1]] + [part.split("\n", 1)[1][:-1] for part in parts[1:-1]]
         values = np.clip(np.asarray(self.predict(tokens), dtype=np.float64), 0, 1)
         probabilities = np.zeros((len(tokens), len(labels)))
         probabilities[:, 0] = 1 - values
         probabilities[:, -1] += values
-        return SlotProbabilities(probabilities, Usage(sum(len(p.split()) for p in parts), 0))
+        return SlotProbabilities(probabilities, Usage(sum(len(p.split()) for p in [prefix, *parts]), 0))
 
 
 def shown(tokens: list[str]) -> tuple[str, ...]:

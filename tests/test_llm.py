@@ -93,14 +93,15 @@ def tiny_llm(tiny_models) -> LocalLLM:
 
 
 def test_slot_probabilities_equal_a_full_forward_pass_and_reuse_the_prefix(tiny_llm):
-    parts = ["the cat runs and the", "dog sleeps or a", "red cat is"]
+    prefix, parts = "the cat runs and the", ["dog sleeps", "or a", "red cat is"]
     labels = ["one", "two", "three"]
-    first = tiny_llm.slot_probabilities(parts, labels)
-    again = tiny_llm.slot_probabilities(parts, labels)
+    first = tiny_llm.slot_probabilities(prefix, parts, labels)
+    again = tiny_llm.slot_probabilities(prefix, parts, labels)
     tokenizer, model = tiny_llm.tokenizer, tiny_llm.model
-    ids, slots = tokenizer(parts[0])["input_ids"], []
-    for part in parts[1:]:
-        slots.append(len(ids) - 1)
+    ids, slots = tokenizer(prefix)["input_ids"], []
+    for index, part in enumerate(parts):
+        if index > 0:  # a slot follows every part but the last
+            slots.append(len(ids) - 1)
         ids += tokenizer(part, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
@@ -118,4 +119,4 @@ def test_local_llm_chats_judges_and_refuses_labels_that_are_not_one_token(tiny_l
     assert yes_no.probabilities.shape == (1, 2) and yes_no.probabilities.sum() == pytest.approx(1.0)
     assert not tiny_llm.single_token_labels(["one", "two cats"])
     with pytest.raises(LLMError, match="not single tokens"):
-        tiny_llm.slot_probabilities(["a", "b"], ["one", "two cats"])
+        tiny_llm.slot_probabilities("a", ["b", "c"], ["one", "two cats"])
