@@ -288,41 +288,48 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
                        time.perf_counter() - started)
 
 
-def load_records(catalog_path: Path, set_id: str, items: list[Work], special: set[int],
-                 config: LabelConfig) -> list[tuple[Work, FeatureRecord]]:
-    with Catalog(catalog_path, read_only=True) as catalog:
-        return [(item, feature_record(item.feature, catalog.feature(set_id, item.feature)["max_act"],
-                                      catalog.examples(set_id, item.feature), special, config.score_active,
-                                      config.score_random)) for item in items]
+def read_record(catalog: Catalog, set_id: str, feature: int, special: set[int], config: LabelConfig) -> FeatureRecord:
+    return feature_record(feature, catalog.feature(set_id, feature)["max_act"], catalog.examples(set_id, feature),
+                          special, config.score_active, config.score_random)
 
 
 def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set[int], labeler: Labeler,
               work: list[Work], run_id: str, totals: dict, progress: bool) -> None:
-    """Keeps `concurrency` features in flight; the calling thread reads examples and writes results."""
+    """Keeps `concurrency` features in flight. The calling thread is the catalog's one writer: each time
+    features finish it opens the catalog once, commits each finished feature and reads the examples of
+    the next ones, and closes it again, so other processes can read between its writes."""
     queue = list(reversed(work))
     started = time.monotonic()
     bar = tqdm(total=len(work), unit="feature", disable=not progress, desc="label")
     in_flight: dict[Future, int] = {}
+    finished: list[Future] = []
     with bar, ThreadPoolExecutor(config.concurrency) as pool, stop_at_batch_boundary() as request:
         try:
-            while queue or in_flight:
+            while True:
+                if request["stop"]:
+                    queue.clear()
                 refill = [queue.pop() for _ in range(min(len(queue), config.concurrency - len(in_flight)))]
-                if refill and not request["stop"]:
-                    for item, record in load_records(catalog_path, set_id, refill, special, config):
+                if finished or refill:
+                    with Catalog(catalog_path) as catalog:
+                        for future in finished:
+                            write_outcome(catalog, future.result(), totals)
+                        records = [(item, read_record(catalog, set_id, item.feature, special, config))
+                                   for item in refill]
+                    if finished:
+                        bar.update(len(finished))
+                        minutes = (time.monotonic() - started) / 60
+                        bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, "
+                                            f"{totals['usage'].total:,} LLM tokens")
+                    for item, record in records:
                         future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
                                              item.scorers)
                         in_flight[future] = item.feature
-                elif request["stop"]:
-                    queue.clear()
-                    if not in_flight:
-                        break
-                finished, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                finished = list(done)
                 for future in finished:
                     del in_flight[future]
-                    write_outcome(catalog_path, future.result(), totals)
-                    bar.update(1)
-                    minutes = (time.monotonic() - started) / 60
-                    bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, {totals['usage'].total:,} LLM tokens")
         except BaseException:
             for future in in_flight:
                 future.cancel()
@@ -331,9 +338,8 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
         raise Interrupted("interrupted")
 
 
-def write_outcome(catalog_path: Path, outcome: FeatureOutcome, totals: dict) -> None:
-    with Catalog(catalog_path) as catalog:
-        catalog.record_label(outcome.explanation, outcome.scores)
+def write_outcome(catalog: Catalog, outcome: FeatureOutcome, totals: dict) -> None:
+    catalog.record_label(outcome.explanation, outcome.scores)
     failed = outcome.explanation is not None and outcome.explanation["status"] == "failed"
     totals["failed" if failed else "labeled"] += 1
     totals["usage"] = totals["usage"] + outcome.usage

@@ -14,7 +14,7 @@ import numpy as np
 from agent.llm import Usage
 from evals.records import FeatureRecord
 from evals.scorer import Score, ScoreError, ScorerResult
-from evals.stats import auroc, bootstrap_interval
+from evals.stats import bootstrap_interval, weighted_auroc
 from tools.errors import InterpError
 
 EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2"
@@ -69,10 +69,10 @@ class EmbeddingScorer:
         similarity = vectors[1:] @ vectors[0]  # [n_examples]
         truth = np.asarray([True] * len(positives) + [False] * len(negatives))
 
-        def ranking(indices: np.ndarray) -> float:
-            return auroc(truth[indices], similarity[indices])
+        def ranking(weights: np.ndarray) -> np.ndarray:
+            return weighted_auroc(truth, similarity, weights)
 
         low, high = bootstrap_interval(ranking, len(truth), self.resamples)
         details = {"positives": len(positives), "negatives": len(negatives)}
-        return ScorerResult([Score(self.name, "auroc", ranking(np.arange(len(truth))), len(truth), low, high,
-                                   details)], Usage())
+        value = float(ranking(np.ones((1, len(truth))))[0])
+        return ScorerResult([Score(self.name, "auroc", value, len(truth), low, high, details)], Usage())

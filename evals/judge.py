@@ -10,7 +10,7 @@ import numpy as np
 
 from agent.llm import ChatLLM, LLMError, LogitLLM, Usage
 from evals.scorer import Score, ScoreError, ScorerResult
-from evals.stats import auroc, balanced_accuracy, bootstrap_interval
+from evals.stats import bootstrap_interval, weighted_auroc, weighted_balanced_accuracy
 from prompts import Prompt
 
 ANSWER_TOKENS = 3
@@ -78,16 +78,16 @@ def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, sho
     probability = np.asarray(answers)
     predictions = probability > 0.5
 
-    def accuracy(indices: np.ndarray) -> float:
-        return balanced_accuracy(truth[indices], predictions[indices])
+    def accuracy(weights: np.ndarray) -> np.ndarray:
+        return weighted_balanced_accuracy(truth, predictions, weights)
 
-    def ranking(indices: np.ndarray) -> float:
-        return auroc(truth[indices], probability[indices])
+    def ranking(weights: np.ndarray) -> np.ndarray:
+        return weighted_auroc(truth, probability, weights)
 
-    everything = np.arange(len(truth))
+    everything = np.ones((1, len(truth)))
     details = {"positives": int(truth.sum()), "negatives": int((~truth).sum()), "malformed": malformed,
                "probabilities": isinstance(llm, LogitLLM)}
-    scores = [Score(name, metric, statistic(everything), len(truth), *bootstrap_interval(statistic, len(truth),
-                                                                                         resamples), details)
+    scores = [Score(name, metric, float(statistic(everything)[0]), len(truth),
+                    *bootstrap_interval(statistic, len(truth), resamples), details)
               for metric, statistic in (("balanced_accuracy", accuracy), ("auroc", ranking))]
     return ScorerResult(scores, usage)

@@ -12,7 +12,7 @@ import numpy as np
 from agent.llm import LogitLLM, Usage
 from evals.records import ActivationRecord, FeatureRecord, display_token
 from evals.scorer import Score, ScoreError, ScorerResult
-from evals.stats import bootstrap_interval, pearson
+from evals.stats import bootstrap_interval, moments, pooled_pearson
 from prompts import Prompt, load_prompt
 
 SLOT_PLACEHOLDER = "unknown"
@@ -65,13 +65,13 @@ class SimulationScorer:
             values, cost = self.simulator.simulate(explanation, example.tokens)
             predicted.append(values)
             usage = usage + cost
-        true = [np.asarray(r.values, dtype=np.float64) for r in records]
+        by_example = np.stack([moments(r.values, p) for r, p in zip(records, predicted, strict=True)])
 
-        def pooled(indices: np.ndarray) -> float:
-            return pearson(np.concatenate([true[i] for i in indices]), np.concatenate([predicted[i] for i in indices]))
+        def pooled(weights: np.ndarray) -> np.ndarray:
+            return pooled_pearson(by_example, weights)
 
         low, high = bootstrap_interval(pooled, len(records), self.resamples)
-        details = {"tokens": int(sum(len(t) for t in true)), "scale_max": int(self.simulator.labels[-1]),
+        details = {"tokens": int(by_example[:, 0].sum()), "scale_max": int(self.simulator.labels[-1]),
                    "active_examples": len(record.score_active), "random_examples": len(record.score_random)}
-        value = pooled(np.arange(len(records)))
+        value = float(pooled(np.ones((1, len(records))))[0])
         return ScorerResult([Score(self.name, "pearson", value, len(records), low, high, details)], usage)

@@ -1,62 +1,92 @@
 """The numbers behind every score: correlation, ranking quality, and a bootstrap interval around either.
 
-Pure functions on arrays so each can be checked with three numbers. AUROC is the Mann-Whitney U
-statistic over scipy's tie-aware ranks: a few lines, and fast enough to bootstrap a thousand times.
+Pure functions on arrays, each checkable with three numbers. Every metric also has a weighted form
+that takes a matrix of item counts [resamples, n] and returns one value per row: a bootstrap resample
+is a row of counts, so a thousand resamples are one matrix product instead of a thousand Python calls
+(looping was 0.2 s of CPU per feature, which under the GIL capped labeling concurrency).
 """
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation; 0.0 when either side is constant (no linear signal to find)."""
+def moments(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
+    """(count, sum x, sum y, sum xx, sum yy, sum xy) of one group of pairs: [6]."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"pearson needs two 1-d arrays of one length, got {x.shape} and {y.shape}")
-    dx = x - x.mean()
-    dy = y - y.mean()
-    denominator = np.sqrt((dx * dx).sum() * (dy * dy).sum())
-    return float((dx * dy).sum() / denominator) if denominator > 0 else 0.0
+    return np.array([len(x), x.sum(), y.sum(), x @ x, y @ y, x @ y])
+
+
+def pooled_pearson(group_moments: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the pairs of all groups pooled, each group counted `weights` times.
+
+    group_moments [n_groups, 6], weights [resamples, n_groups] -> [resamples]; 0.0 where either side is
+    constant (no linear signal to find). Centred sums are formed after pooling, in float64."""
+    n, sx, sy, sxx, syy, sxy = (weights @ group_moments).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        covariance = sxy - sx * sy / n
+        variance = (sxx - sx * sx / n) * (syy - sy * sy / n)
+        r = covariance / np.sqrt(variance)
+    return np.where(variance > 1e-12 * np.maximum(sxx * syy, 1e-300), np.clip(r, -1.0, 1.0), 0.0)
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    return float(pooled_pearson(moments(x, y)[None], np.ones((1, 1)))[0])
+
+
+def weighted_auroc(labels: Sequence[bool], scores: Sequence[float], weights: np.ndarray) -> np.ndarray:
+    """Probability that a random positive scores above a random negative (ties count half), per row of
+    weights [resamples, n]; NaN where a row holds no positive or no negative."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    beats = (scores[:, None] > scores[None, :]) + 0.5 * (scores[:, None] == scores[None, :])  # [n, n]
+    positive, negative = weights * labels, weights * ~labels  # [resamples, n]
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    wins = np.einsum("ri,ij,rj->r", positive, beats, negative)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
 
 
 def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
     labels = np.asarray(labels, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUROC needs positives and negatives, got {n_pos} and {n_neg}")
-    ranks = rankdata(scores)  # average ranks, so ties count half
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(weighted_auroc(labels, scores, np.ones((1, len(labels))))[0])
+
+
+def weighted_balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool], weights: np.ndarray) -> np.ndarray:
+    """Mean of the true-positive and true-negative rates per row of weights; NaN where undefined."""
+    labels = np.asarray(labels, dtype=bool)
+    predictions = np.asarray(predictions, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hit_rate = (weights * (labels & predictions)).sum(axis=1) / (weights * labels).sum(axis=1)
+        reject_rate = (weights * (~labels & ~predictions)).sum(axis=1) / (weights * ~labels).sum(axis=1)
+    return (hit_rate + reject_rate) / 2
 
 
 def balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool]) -> float:
-    """Mean of the true-positive and true-negative rates, so a judge that always says yes scores 0.5."""
+    """A judge that always says yes scores 0.5."""
     labels = np.asarray(labels, dtype=bool)
-    predictions = np.asarray(predictions, dtype=bool)
     if labels.all() or not labels.any():
         raise ValueError("balanced accuracy needs positives and negatives")
-    return float(((predictions & labels).sum() / labels.sum() + (~predictions & ~labels).sum() / (~labels).sum()) / 2)
+    return float(weighted_balanced_accuracy(labels, predictions, np.ones((1, len(labels))))[0])
 
 
-def bootstrap_interval(statistic: Callable[[np.ndarray], float], n_items: int, resamples: int = 1000,
+def bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray], n_items: int, resamples: int = 1000,
                        confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of `statistic(indices)` over resamples of `n_items` items with replacement.
+    """Percentile interval of a weighted statistic over resamples of `n_items` items with replacement.
 
-    The statistic receives the resampled item indices, so grouped data (tokens pooled by example)
-    resamples whole examples. Resamples where the statistic is undefined (one class only) are skipped."""
+    `statistic` takes item counts [resamples, n_items] and returns [resamples]; grouped data (tokens
+    pooled by example) resample whole groups. Resamples where it is undefined (NaN) are skipped."""
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        try:
-            values.append(statistic(rng.integers(0, n_items, n_items)))
-        except ValueError:
-            continue
-    if not values:
+    counts = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=resamples).astype(np.float64)
+    values = np.asarray(statistic(counts), dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
         return float("nan"), float("nan")
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])

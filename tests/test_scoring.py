@@ -46,8 +46,8 @@ def test_statistics_on_three_numbers():
 def test_bootstrap_interval_brackets_the_statistic_and_shrinks_with_n():
     rng = np.random.default_rng(0)
     small, large = rng.normal(1, 1, 20), rng.normal(1, 1, 2000)
-    low_s, high_s = bootstrap_interval(lambda idx: float(small[idx].mean()), len(small))
-    low_l, high_l = bootstrap_interval(lambda idx: float(large[idx].mean()), len(large))
+    low_s, high_s = bootstrap_interval(lambda counts: counts @ small / counts.sum(axis=1), len(small))
+    low_l, high_l = bootstrap_interval(lambda counts: counts @ large / counts.sum(axis=1), len(large))
     assert low_s < small.mean() < high_s and low_l < large.mean() < high_l
     assert high_l - low_l < (high_s - low_s) / 3
 
@@ -173,3 +173,22 @@ def test_unusable_explanations_raise_feature_failures(answer, message):
 
     with pytest.raises(FeatureFailure, match=message):
         parse_explanation(answer)
+
+
+def test_weighted_metrics_equal_the_metric_on_the_resampled_items():
+    rng = np.random.default_rng(3)
+    labels = rng.random(30) > 0.5
+    scores = np.round(rng.random(30), 1)  # ties included
+    x, y = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    from evals.stats import moments, pooled_pearson, weighted_auroc, weighted_balanced_accuracy
+
+    for _ in range(5):
+        picks = rng.integers(0, 30, 30)
+        counts = np.bincount(picks, minlength=30)[None].astype(float)
+        assert weighted_auroc(labels, scores, counts)[0] == pytest.approx(auroc(labels[picks], scores[picks]))
+        assert weighted_balanced_accuracy(labels, scores > 0.5, counts)[0] == pytest.approx(
+            balanced_accuracy(labels[picks], scores[picks] > 0.5))
+        groups = rng.integers(0, 5, 5)
+        group_counts = np.bincount(groups, minlength=5)[None].astype(float)
+        pooled = pooled_pearson(np.stack([moments(a, b) for a, b in zip(x, y, strict=True)]), group_counts)[0]
+        assert pooled == pytest.approx(pearson(x[groups].ravel(), y[groups].ravel()))
