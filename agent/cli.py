@@ -203,10 +203,11 @@ def command_search(args: argparse.Namespace) -> None:
 
 
 def command_export(args: argparse.Namespace) -> None:
-    from agent.export import export_neuronpedia, export_parquet
+    from agent.export import export_neuronpedia, export_parquet, require_labels
     from tools.catalog import Catalog
 
     with Catalog(args.catalog, read_only=True) as catalog:
+        require_labels(catalog)
         set_id = catalog.feature_set(args.feature_set)["feature_set_id"]
         if args.format == "parquet":
             for path in export_parquet(catalog, set_id, args.out):

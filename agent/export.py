@@ -25,8 +25,14 @@ PARQUET_QUERIES = {
 }
 
 
+def require_labels(catalog: Catalog) -> None:
+    if not catalog.has_labels():
+        raise InterpError(f"catalog '{catalog.path}' has no labels yet; run `interp label` first")
+
+
 def export_parquet(catalog: Catalog, set_id: str, out: Path) -> list[Path]:
     """One Parquet file a table. Embeddings come out as FLOAT[]: cast to FLOAT[dim] after loading them back."""
+    require_labels(catalog)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, sql in PARQUET_QUERIES.items():
@@ -71,6 +77,7 @@ def write_batches(folder: Path, rows: Iterator[dict]) -> int:
 
 
 def export_neuronpedia(catalog: Catalog, set_id: str, out: Path) -> dict[str, int]:
+    require_labels(catalog)
     feature_set = catalog.feature_set(set_id)
     ids = {"modelId": model_id(feature_set["model"]), "layer": source_id(feature_set)}
     root = out / ids["modelId"] / ids["layer"]

@@ -18,13 +18,17 @@ YES = ("yes", "true", "1")
 NO = ("no", "false", "0")
 
 
+class MalformedAnswer(LLMError):
+    """An answer that was neither yes nor no: that example is dropped, the others still count."""
+
+
 def parse_yes_no(text: str) -> bool:
     words = re.findall(r"[a-z0-9]+", text.lower())
     if words and words[0] in YES:
         return True
     if words and words[0] in NO:
         return False
-    raise LLMError(f"judge answered {text.strip()[:40]!r}, expected Yes or No")
+    raise MalformedAnswer(f"judge answered {text.strip()[:40]!r}, expected Yes or No")
 
 
 def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage]:
@@ -35,19 +39,6 @@ def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage]:
         return float(yes / (yes + no)), result.usage
     completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
     return float(parse_yes_no(completion.text)), completion.usage
-
-
-class Malformed(Exception):
-    """An answer that was neither yes nor no: that example is dropped, the others still count."""
-
-
-def judged(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage]:
-    try:
-        return judge(llm, messages)
-    except LLMError as error:
-        if "expected Yes or No" in str(error):
-            raise Malformed from None
-        raise
 
 
 def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, shown: list[str], labels: list[bool],
@@ -61,12 +52,12 @@ def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, sho
     conversations = [[{"role": "user", "content": prompt.render(explanation=one_line, example=text)}]
                      for text in shown]
     with ThreadPoolExecutor(max(1, parallel)) as pool:
-        futures = [pool.submit(judged, llm, messages) for messages in conversations]
+        futures = [pool.submit(judge, llm, messages) for messages in conversations]
     answers, kept, usage, malformed = [], [], Usage(), 0
     for index, future in enumerate(futures):
         try:
             probability, cost = future.result()
-        except Malformed:
+        except MalformedAnswer:
             malformed += 1
             continue
         usage = usage + cost

@@ -93,3 +93,18 @@ def test_malformed_records_files_are_one_line_errors(tmp_path, capsys, content, 
     assert main(["explain-records", str(path), "--explainer", "token-stats", "--scorers", ""]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_catalog_from_before_labeling_reads_without_labels(tmp_path, capsys):
+    """A schema-2 catalog opened read-only is never upgraded: search finds nothing, export says why."""
+    from tools.catalog import Catalog
+
+    path = tmp_path / "old.duckdb"
+    with Catalog(path):
+        pass
+    with duckdb.connect(str(path)) as con:
+        con.execute("DROP TABLE explanations; DROP TABLE scores; UPDATE schema_info SET value = '2'")
+    assert main(["search", "cities", "--catalog", str(path)]) == 0
+    assert "no explanations" in capsys.readouterr().out
+    assert main(["export", "mlp.1", "--out", str(tmp_path / "o"), "--catalog", str(path)]) == 2
+    assert "has no labels yet" in capsys.readouterr().err

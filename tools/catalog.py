@@ -295,11 +295,12 @@ class Catalog:
             self.set_run_status(run_id, "complete")
 
     def _one(self, sql: str, params: list) -> dict | None:
+        # fetchall, not fetchone: DuckDB 2 refuses relation queries on a connection with an unfinished result.
         cursor = self.con.execute(sql, params)
-        row = cursor.fetchone()
-        if row is None:
+        rows = cursor.fetchall()
+        if not rows:
             return None
-        return dict(zip([d[0] for d in cursor.description], row, strict=True))
+        return dict(zip([d[0] for d in cursor.description], rows[0], strict=True))
 
     def _all(self, sql: str, params: list | None = None) -> list[dict]:
         cursor = self.con.execute(sql, params or [])
@@ -426,8 +427,16 @@ class Catalog:
             "GROUP BY ALL ORDER BY l.feature",
             [feature_set_id, explainer, llm, prompt_hash, features])
 
+    def has_labels(self) -> bool:
+        """False for a catalog written before labeling existed (schema 2) and opened read-only, so never
+        upgraded: it has no explanations table yet."""
+        return bool(self._one(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'explanations'", [])["n"])
+
     def search(self, query: list[float], embedder: str, limit: int, feature_set_id: str | None = None) -> list[dict]:
         """Explanations nearest the query vector by cosine similarity (brute force, built into DuckDB)."""
+        if not self.has_labels():
+            return []
         dim = len(query)
         return self._all(
             f"SELECT e.feature_set_id, e.feature, e.text, e.explainer, "
