@@ -209,9 +209,8 @@ def target_features(catalog: Catalog, config: LabelConfig, set_id: str) -> list[
     return live[:config.limit] if config.limit else live
 
 
-def plan(catalog: Catalog, config: LabelConfig, labeler: Labeler, set_id: str) -> list[Work]:
+def plan(catalog: Catalog, labeler: Labeler, targets: list[int], set_id: str) -> list[Work]:
     """What is left to do: features without an explanation under this key, or missing some score."""
-    targets = target_features(catalog, config, set_id)
     explainer = labeler.explainer
     done = catalog.labeled(set_id, explainer.name, explainer.llm_name, explainer.prompt_hash)
     have = catalog.scored([row["explanation_id"] for row in done.values()])
@@ -252,17 +251,18 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
               llm_factory: LLMFactory | None = None) -> LabelResult:
     config.validate()
     catalog_path = Path(catalog_path)
-    with Catalog(catalog_path) as catalog:
+    # Everything the flags name is checked before any model loads or anything is written.
+    with Catalog(catalog_path, read_only=True) as catalog:
         feature_set = catalog.feature_set(feature_set_ref)
         set_id = feature_set["feature_set_id"]
+        targets = target_features(catalog, config, set_id)
         special = special_token_ids(catalog.model(feature_set["model_id"]))
         needs_counts = config.explainer in ("token-stats", "evidence")
         corpus = corpus_counts(catalog, set_id, special) if needs_counts else None
     evidence = output_evidence(catalog_path, set_id, corpus, config.device) if config.explainer == "evidence" else None
     labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus)
     with Catalog(catalog_path) as catalog:
-        targets = target_features(catalog, config, set_id)
-        work = plan(catalog, config, labeler, set_id)
+        work = plan(catalog, labeler, targets, set_id)
         run_id = catalog.start_run("label", dataclasses.asdict(config) | {"feature_set": set_id},
                                    run_key(config, set_id, labeler), None, {})
     print(f"config: {json.dumps(dataclasses.asdict(config))}", flush=True)

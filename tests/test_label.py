@@ -168,7 +168,8 @@ def test_token_stats_labels_without_any_llm_and_search_finds_the_feature(catalog
     (["--scorers", "simulation,vibes"], "unknown scorer 'vibes'"),
     (["--concurrency", "0"], "--concurrency must be positive"),
     (["--features", "1,x"], "--features must be comma-separated integers"),
-    (["--features", "99999"], "features [99999] are out of range"),
+    # Checked before any model loads: the LLM path below would fail otherwise.
+    (["--features", "99999", "--llm", "local:/no/such/model"], "features [99999] are out of range"),
     (["--llm", "gpt4"], "unknown LLM 'gpt4'"),
 ])
 def test_bad_label_flags_are_one_line_errors_and_write_nothing(catalog, capsys, flags, message):
@@ -178,6 +179,13 @@ def test_bad_label_flags_are_one_line_errors_and_write_nothing(catalog, capsys, 
     assert message in err and err.count("\n") == 1
     assert rows(catalog, "SELECT count(*) FROM runs") == before
     assert rows(catalog, "SELECT count(*) FROM explanations") == [(0,)]
+
+
+def test_a_missing_catalog_is_a_clear_error_and_is_not_created(tmp_path, capsys):
+    missing = tmp_path / "none.duckdb"
+    assert main(["label", "mlp.6", "--catalog", str(missing)]) == 2
+    assert "does not exist; run `interp cache` first" in capsys.readouterr().err
+    assert not missing.exists()
 
 
 def test_unknown_feature_set_is_a_clear_error(catalog, capsys):
