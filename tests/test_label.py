@@ -1,5 +1,8 @@
 """`interp label` end to end on a tiny model's catalog, with a scripted LLM at the boundary."""
 
+import os
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -204,3 +207,41 @@ def test_evidence_explainer_reads_the_subject_models_output_effect(catalog):
     promoted = prompt.split("more likely to predict next: ")[1].split("\n")[0]
     assert promoted.count('"') == 20  # ten tokens of the tiny vocabulary, quoted
     assert rows(catalog, "SELECT explainer FROM explanations") == [("evidence",)]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest(stop_signal, catalog):
+    """Against a real server process answering slowly: stop the run mid-way (Ctrl-C or kill -9), then rerun."""
+    from tests.server_process import stub_server
+    from tests.test_cli import interp_command
+
+    def labeled() -> int:
+        try:
+            return rows(catalog, "SELECT count(*) FROM explanations WHERE status = 'ok'")[0][0]
+        except duckdb.IOException:  # the run holds the catalog for a moment while it writes
+            return 0
+
+    with stub_server(delay=0.2) as url:
+        args = ["label", "resid_post.1", "--llm", "openai:stub", "--base-url", url, "--scorers", "detection",
+                "--score-active", "2", "--score-random", "2", "--limit", "6", "--concurrency", "1",
+                "--catalog", str(catalog), "--no-progress", "--device", "cpu"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        process = subprocess.Popen(interp_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        deadline = time.monotonic() + 120
+        while labeled() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(stop_signal)
+        _, err = process.communicate(timeout=60)
+        if stop_signal == signal.SIGINT:
+            assert process.returncode == 130 and "rerun the same command to label the rest" in err
+        else:
+            assert process.returncode == -signal.SIGKILL
+        done = labeled()
+        assert 2 <= done < 6
+        rerun = subprocess.run(interp_command(*args), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"labeling {6 - done} of 6 features" in rerun.stdout
+    assert rows(catalog, "SELECT count(*), count(DISTINCT feature) FROM explanations") == [(6, 6)]
+    # Every explanation has its detection scores: none was written without them.
+    assert rows(catalog, "SELECT count(DISTINCT explanation_id) FROM scores") == [(6,)]
