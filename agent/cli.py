@@ -162,7 +162,7 @@ LABEL_HELP = {
     "max_retries": "retries with backoff on 429, 5xx and dropped connections",
     "limit": "label the first N live features; 0 for all",
     "features": "comma-separated feature indices, instead of --limit",
-    "concurrency": "features in flight at once",
+    "concurrency": "features in flight at once; 0: 1 with a local LLM, 8 with an endpoint",
     "n_top": "top examples shown to the explainer",
     "n_quantile": "quantile samples shown to the explainer",
     "score_active": "held-out activating examples per scorer",

@@ -74,7 +74,7 @@ def explain_records(config: LabelConfig, path: Path, out: Path | None,
     labeler = build_labeler(config, Backends(config, llm_factory), None, corpus)
     source = f"records:{path.name}"
     split = [split_records(number, records) for number, (_, records) in enumerate(features)]
-    with ThreadPoolExecutor(config.concurrency) as pool:
+    with ThreadPoolExecutor(config.effective_concurrency()) as pool:
         outcomes = list(pool.map(lambda record: label_feature(labeler, record, source, "", None, labeler.scorers),
                                  split))
     rows = []

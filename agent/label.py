@@ -53,7 +53,7 @@ class FeatureOutcome:
 
 def llm_backend(config: LabelConfig, spec: str) -> ChatLLM:
     llm = make_llm(spec, base_url=config.base_url, api_key_env=config.api_key_env, timeout=config.timeout,
-                   max_retries=config.max_retries, concurrency=config.concurrency, device=config.device)
+                   max_retries=config.max_retries, concurrency=config.effective_concurrency(), device=config.device)
     if hasattr(llm, "check"):
         llm.check()
     return llm
@@ -96,8 +96,8 @@ def build_labeler(config: LabelConfig, backends: Backends,
     makers = {
         "simulation": lambda: SimulationScorer(AllAtOnceSimulator(backends.simulator())),
         # Judge calls of one feature go out together too; the backend's own limit caps the total in flight.
-        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.concurrency),
-        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.concurrency),
+        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.effective_concurrency()),
+        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.effective_concurrency()),
         "embedding": lambda: EmbeddingScorer(embedder),
     }
     return Labeler(explainer, [makers[name]() for name in config.scorer_names()], embedder)
@@ -303,12 +303,12 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
     bar = tqdm(total=len(work), unit="feature", disable=not progress, desc="label")
     in_flight: dict[Future, int] = {}
     finished: list[Future] = []
-    with bar, ThreadPoolExecutor(config.concurrency) as pool, stop_at_batch_boundary() as request:
+    with bar, ThreadPoolExecutor(config.effective_concurrency()) as pool, stop_at_batch_boundary() as request:
         try:
             while True:
                 if request["stop"]:
                     queue.clear()
-                refill = [queue.pop() for _ in range(min(len(queue), config.concurrency - len(in_flight)))]
+                refill = [queue.pop() for _ in range(min(len(queue), config.effective_concurrency() - len(in_flight)))]
                 if finished or refill:
                     with Catalog(catalog_path) as catalog:
                         for future in finished:

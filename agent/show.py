@@ -108,8 +108,10 @@ def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) ->
     return ""
 
 
-SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "balanced_accuracy", "detection acc"),
-                 ("fuzzing", "balanced_accuracy", "fuzzing acc"), ("embedding", "auroc", "embedding AUROC"))
+# AUROC rather than balanced accuracy for the judges: a biased small judge (P(yes) always above one half)
+# has accuracy 0.50 on every feature while its ranking still tells features apart. Both are in the catalog.
+SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "auroc", "detection AUROC"),
+                 ("fuzzing", "auroc", "fuzzing AUROC"), ("embedding", "auroc", "embedding AUROC"))
 
 
 def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: dict[str, str] | None = None) -> None:
@@ -117,6 +119,8 @@ def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: d
     `scorer_llms` picks, for each scorer, the scores its LLM gave when several simulators scored one label."""
     scorer_llms = scorer_llms or {}
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # logs and pipes get a readable table, not 80 columns
     table = Table(title=title)
     table.add_column("feature", justify="right")
     table.add_column("explanation", overflow="fold", max_width=48)

@@ -169,7 +169,7 @@ def test_token_stats_labels_without_any_llm_and_search_finds_the_feature(catalog
 @pytest.mark.parametrize("flags, message", [
     (["--explainer", "magic"], "unknown explainer 'magic'"),
     (["--scorers", "simulation,vibes"], "unknown scorer 'vibes'"),
-    (["--concurrency", "0"], "--concurrency must be positive"),
+    (["--concurrency", "-1"], "--concurrency must be zero or more"),
     (["--features", "1,x"], "--features must be comma-separated integers"),
     # Checked before any model loads: the LLM path below would fail otherwise.
     (["--features", "99999", "--llm", "local:/no/such/model"], "features [99999] are out of range"),

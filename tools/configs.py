@@ -144,8 +144,9 @@ class LabelConfig:
     """Label the first N live features (index order); 0 for all."""
     features: str = ""
     """Comma-separated feature indices to label instead of the first --limit."""
-    concurrency: int = 4
-    """Features in flight at once."""
+    concurrency: int = 0
+    """Features in flight at once; 0 picks 1 for a local LLM (one model, one forward at a time: more in flight
+    would only delay every result) and 8 for an endpoint."""
     n_top: int = 10
     """Top examples shown to the explainer."""
     n_quantile: int = 5
@@ -157,6 +158,11 @@ class LabelConfig:
     embedder: str = "all-MiniLM-L6-v2"
     """Sentence-transformers model for explanation embeddings and the embedding scorer (name or folder)."""
     device: str = "auto"
+
+    def effective_concurrency(self) -> int:
+        if self.concurrency:
+            return self.concurrency
+        return 1 if self.llm.startswith("local") else 8
 
     def scorer_names(self) -> list[str]:
         return [name.strip() for name in self.scorers.split(",") if name.strip()]
@@ -173,8 +179,8 @@ class LabelConfig:
         for name in self.scorer_names():
             if name not in SCORERS:
                 raise InterpError(f"unknown scorer '{name}'; expected some of {', '.join(SCORERS)}")
-        require_positive(self, ("concurrency", "timeout", "n_top", "score_active"))
-        for name in ("limit", "max_retries", "n_quantile", "score_random"):
+        require_positive(self, ("timeout", "n_top", "score_active"))
+        for name in ("limit", "concurrency", "max_retries", "n_quantile", "score_random"):
             if getattr(self, name) < 0:
                 raise InterpError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
         if any(feature < 0 for feature in self.feature_list()):
