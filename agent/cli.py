@@ -197,6 +197,7 @@ def command_label(args: argparse.Namespace) -> None:
 
 
 def command_search(args: argparse.Namespace) -> None:
+    quiet_transformers()
     from agent.search import search_explanations
 
     search_explanations(args.catalog, args.query, args.n, args.feature_set, args.embedder)

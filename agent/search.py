@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from agent.show import table_console
 from tools.catalog import Catalog
 
 
@@ -18,7 +18,7 @@ def search_explanations(catalog_path: Path, query: str, limit: int, feature_set:
     vector = embedder.embed([query])[0].tolist()
     with Catalog(catalog_path, read_only=True) as catalog:
         rows = catalog.search(vector, embedder.name, limit, set_id)
-    console = Console()
+    console = table_console()
     if not rows:
         console.print(f"no explanations embedded with {embedder.name} in {catalog_path}; run `interp label` first")
         return

@@ -96,6 +96,12 @@ def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: i
                       + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))
 
 
+def table_console() -> Console:
+    """The terminal's width, or 120 columns for logs and pipes (rich would wrap tables at 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) -> str:
     """The newest score of this scorer (by this scorer LLM, when given) for one metric."""
     for score in scores or []:
@@ -118,9 +124,7 @@ def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: d
     """One line per feature: its explanation (or why it failed) and each score with its 95% interval;
     `scorer_llms` picks, for each scorer, the scores its LLM gave when several simulators scored one label."""
     scorer_llms = scorer_llms or {}
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)  # logs and pipes get a readable table, not 80 columns
+    console = table_console()
     table = Table(title=title)
     table.add_column("feature", justify="right")
     table.add_column("explanation", overflow="fold", max_width=48)
