@@ -36,14 +36,19 @@ CACHE_HELP = {
 }
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_type: type, help_text: dict[str, str]) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_type: type, help_text: dict[str, str],
+                     skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field; `skip` leaves out fields a command has no use for (they keep defaults)."""
     for field in dataclasses.fields(config_type):
+        if field.name in skip:
+            continue
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(field.default),
                             default=field.default, help=f"{help_text[field.name]} (default: {field.default})")
 
 
 def config_from_args(config_type: type, args: argparse.Namespace):
-    return config_type(**{field.name: getattr(args, field.name) for field in dataclasses.fields(config_type)})
+    return config_type(**{field.name: getattr(args, field.name, field.default)
+                          for field in dataclasses.fields(config_type)})
 
 
 def catalog_flag(parser: argparse.ArgumentParser) -> None:
@@ -175,7 +180,7 @@ LABEL_HELP = {
 def command_label(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.label import run_label
-    from agent.show import show_labels
+    from agent.show import print_token_usage, show_labels
     from tools.catalog import Catalog
 
     config = config_from_args(LabelConfig, args)
@@ -189,14 +194,14 @@ def command_label(args: argparse.Namespace) -> None:
     minutes = result.seconds / 60
     print(f"labeled {result.labeled}, failed {result.failed} in {minutes:.1f} min; LLM tokens "
           f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion; run {result.run_id}")
-    for row in usage_rows:
-        print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} completion "
-              f"tokens per feature")
+    print_token_usage(usage_rows)
     show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names(),
                 {scorer.name: scorer.llm_name for scorer in result.labeler.scorers})
 
 
 def command_search(args: argparse.Namespace) -> None:
+    if args.n <= 0:
+        raise InterpError(f"-n must be positive, got {args.n}")
     quiet_transformers()
     from agent.search import search_explanations
 
@@ -316,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="explain and score {tokens, values} activation records from any tool")
     records.add_argument("file", help="JSON or JSONL: features with 'records', or one list of records")
     records.add_argument("--out", type=Path, help="write the results as JSONL here")
-    add_config_flags(records, LabelConfig, LABEL_HELP)
+    add_config_flags(records, LabelConfig, LABEL_HELP, skip=("limit", "features"))
     records.set_defaults(handler=command_explain_records)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")

@@ -96,6 +96,13 @@ def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: i
                       + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))
 
 
+def print_token_usage(rows: list[dict]) -> None:
+    """Catalog.token_usage rows: mean LLM tokens per labeled feature, for the explainer and each scorer."""
+    for row in rows:
+        print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} completion "
+              "tokens per feature")
+
+
 def table_console() -> Console:
     """The terminal's width, or 120 columns for logs and pipes (rich would wrap tables at 80)."""
     console = Console()

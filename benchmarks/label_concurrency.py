@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.label import run_label  # noqa: E402
+from agent.show import print_token_usage  # noqa: E402
 from tests.conftest import sentences, tiny_configs, tiny_tokenizer  # noqa: E402
 from tests.server_process import stub_server  # noqa: E402
 from tests.test_label import cache_tiny_catalog  # noqa: E402
@@ -54,9 +55,7 @@ def tokens_per_feature(catalog: Path) -> None:
     with Catalog(catalog, read_only=True) as opened:
         run_id = opened.con.execute(
             "SELECT run_id FROM runs WHERE kind = 'label' ORDER BY started_at DESC").fetchone()[0]
-        for row in opened.token_usage(run_id):
-            print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} "
-                  "completion tokens per feature")
+        print_token_usage(opened.token_usage(run_id))
 
 
 def main() -> None:
