@@ -32,7 +32,10 @@ def parse_record(raw, where: str) -> ActivationRecord:
 def read_features(path: Path) -> list[tuple[str, list[ActivationRecord]]]:
     if not path.is_file():
         raise InterpError(f"records file '{path}' does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InterpError(f"records file '{path}' is not UTF-8 text") from None
     try:
         items = json.loads(text)
         items = items if isinstance(items, list) else [items]
@@ -60,8 +63,9 @@ def read_features(path: Path) -> list[tuple[str, list[ActivationRecord]]]:
 def split_records(number: int, records: list[ActivationRecord]) -> FeatureRecord:
     peak = max((r.max_value for r in records), default=0.0)
     ranked = sorted(records, key=lambda r: -r.max_value)
-    active = [r for r in ranked if r.max_value >= NEGATIVE_FRACTION * peak and r.max_value > 0]
-    quiet = [r for r in ranked if r not in active]
+    is_active = [r.max_value > 0 and r.max_value >= NEGATIVE_FRACTION * peak for r in ranked]
+    active = [r for r, keep in zip(ranked, is_active, strict=True) if keep]
+    quiet = [r for r, keep in zip(ranked, is_active, strict=True) if not keep]
     return FeatureRecord(number, peak, active[0::2], [], active[1::2], quiet)
 
 

@@ -121,7 +121,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     explanation_id VARCHAR PRIMARY KEY,
     feature_set_id VARCHAR NOT NULL,
     feature INTEGER NOT NULL,
-    explainer VARCHAR NOT NULL,         -- oneshot | evidence | token-stats | records:...
+    explainer VARCHAR NOT NULL,         -- oneshot | evidence | token-stats
     llm VARCHAR NOT NULL,               -- backend and model; '' for explainers without one
     prompt_hash VARCHAR NOT NULL,       -- sha256 prefix of the prompt file; '' without one
     status VARCHAR NOT NULL,            -- ok | failed
@@ -129,7 +129,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     error VARCHAR,
     prompt_tokens BIGINT NOT NULL,
     completion_tokens BIGINT NOT NULL,
-    embedding FLOAT[],                  -- unit length; cast to FLOAT[embedding_dim] for array_cosine_similarity
+    embedding FLOAT[],                  -- unit length; cast to FLOAT[n] for array_cosine_similarity
     embedder VARCHAR,
     run_id VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
