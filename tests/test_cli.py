@@ -132,6 +132,16 @@ def interp_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())", *args]
 
 
+def stop(process: subprocess.Popen, stop_signal: int, interrupted_message: str) -> None:
+    """Send Ctrl-C or kill -9; a Ctrl-C'd run must exit 130 saying how to resume."""
+    process.send_signal(stop_signal)
+    _, err = process.communicate(timeout=60)
+    if stop_signal == signal.SIGINT:
+        assert process.returncode == 130 and interrupted_message in err
+    else:
+        assert process.returncode == -signal.SIGKILL
+
+
 def examples_of(catalog: Path) -> list:
     with duckdb.connect(str(catalog), read_only=True) as con:
         return con.execute("SELECT feature, bucket, rank, window_id, max_act, acts FROM examples "
@@ -157,12 +167,7 @@ def test_interrupted_cache_resumes_to_the_same_result(stop_signal, tmp_path, tin
     while not (runs.exists() and any(runs.glob("*.pt"))) and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
-    process.send_signal(stop_signal)
-    _, err = process.communicate(timeout=60)
-    if stop_signal == signal.SIGINT:
-        assert process.returncode == 130 and "rerun the same command to resume" in err
-    else:
-        assert process.returncode == -signal.SIGKILL
+    stop(process, stop_signal, "rerun the same command to resume")
     with duckdb.connect(str(catalog), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM feature_sets").fetchone() == (0,)
 

@@ -213,7 +213,7 @@ def test_evidence_explainer_reads_the_subject_models_output_effect(catalog):
 def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest(stop_signal, catalog):
     """Against a real server process answering slowly: stop the run mid-way (Ctrl-C or kill -9), then rerun."""
     from tests.server_process import stub_server
-    from tests.test_cli import interp_command
+    from tests.test_cli import interp_command, stop
 
     def labeled() -> int:
         try:
@@ -231,12 +231,7 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
         deadline = time.monotonic() + 120
         while labeled() < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        process.send_signal(stop_signal)
-        _, err = process.communicate(timeout=60)
-        if stop_signal == signal.SIGINT:
-            assert process.returncode == 130 and "rerun the same command to label the rest" in err
-        else:
-            assert process.returncode == -signal.SIGKILL
+        stop(process, stop_signal, "rerun the same command to label the rest")
         done = labeled()
         assert 2 <= done < 6
         rerun = subprocess.run(interp_command(*args), env=env, capture_output=True, text=True, timeout=300)
