@@ -235,6 +235,20 @@ def command_explain_records(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def command_investigate(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.investigate import run_investigation
+    from agent.show import show_investigation_step, show_labels
+
+    config = config_from_args(LabelConfig, args)
+    result = run_investigation(config, args.feature_set, args.feature, args.catalog, on_step=show_investigation_step)
+    row = {"feature": args.feature, "status": "ok" if result.explanation else "failed", "text": result.explanation,
+           "error": result.error, "scores": result.scores}
+    print(f"{result.steps} steps logged; LLM tokens {result.usage.prompt_tokens:,} prompt + "
+          f"{result.usage.completion_tokens:,} completion; explanation {result.explanation_id}")
+    show_labels([row], f"feature {args.feature}: investigated explanation", config.scorer_names())
+
+
 def command_features(args: argparse.Namespace) -> None:
     from agent.show import show_feature, show_feature_set, show_feature_sets
     from tools.catalog import Catalog
@@ -323,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     records.add_argument("--out", type=Path, help="write the results as JSONL here")
     add_config_flags(records, LabelConfig, LABEL_HELP, skip=("limit", "features"))
     records.set_defaults(handler=command_explain_records)
+
+    investigate = commands.add_parser("investigate", help="investigate one feature: hypothesis, tests, revision, "
+                                                          "scores, with every experiment logged")
+    investigate.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
+    investigate.add_argument("feature", type=int)
+    add_config_flags(investigate, LabelConfig, LABEL_HELP, skip=("explainer", "limit", "features", "n_top",
+                                                                 "n_quantile"))
+    catalog_flag(investigate)
+    investigate.set_defaults(handler=command_investigate)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
     features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")

@@ -84,15 +84,19 @@ class Backends:
 def build_labeler(config: LabelConfig, backends: Backends,
                   evidence: Callable[[FeatureRecord], Evidence] | None = None,
                   corpus: CorpusCounts | None = None) -> Labeler:
-    from evals.detection import DetectionScorer
-    from evals.fuzzing import FuzzingScorer
-    from evals.simulation import AllAtOnceSimulator, SimulationScorer
-
     if config.explainer == "token-stats":
         explainer: Explainer = TokenStatsExplainer(corpus)
     else:
         explainer = OneShotExplainer(backends.get(config.llm), config.n_top, config.n_quantile, evidence)
     embedder = Embedder(config.embedder, device=config.device)
+    return Labeler(explainer, build_scorers(config, backends, embedder), embedder)
+
+
+def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder) -> list[Scorer]:
+    from evals.detection import DetectionScorer
+    from evals.fuzzing import FuzzingScorer
+    from evals.simulation import AllAtOnceSimulator, SimulationScorer
+
     makers = {
         "simulation": lambda: SimulationScorer(AllAtOnceSimulator(backends.simulator())),
         # Judge calls of one feature go out together too; the backend's own limit caps the total in flight.
@@ -100,18 +104,18 @@ def build_labeler(config: LabelConfig, backends: Backends,
         "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.effective_concurrency()),
         "embedding": lambda: EmbeddingScorer(embedder),
     }
-    return Labeler(explainer, [makers[name]() for name in config.scorer_names()], embedder)
+    return [makers[name]() for name in config.scorer_names()]
 
 
-def explanation_row(labeler: Labeler, set_id: str, feature: int, run_id: str, text: str | None, error: str | None,
-                    usage: Usage) -> dict:
-    explainer = labeler.explainer
-    embedding = labeler.embedder.embed([text])[0].tolist() if text else None
+def explanation_row(explainer: Explainer, embedder: Embedder, set_id: str, feature: int, run_id: str,
+                    text: str | None, error: str | None, usage: Usage) -> dict:
+    """An explanations row, keyed by the explainer's name, LLM and prompt hash."""
+    embedding = embedder.embed([text])[0].tolist() if text else None
     return {"explanation_id": uuid.uuid4().hex[:16], "feature_set_id": set_id, "feature": feature,
             "explainer": explainer.name, "llm": explainer.llm_name, "prompt_hash": explainer.prompt_hash,
             "status": "ok" if text else "failed", "text": text, "error": error,
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "embedding": embedding, "embedder": labeler.embedder.name if text else None, "run_id": run_id}
+            "embedding": embedding, "embedder": embedder.name if text else None, "run_id": run_id}
 
 
 def score_rows(scorer: Scorer, explanation: str, record: FeatureRecord, explanation_id: str,
@@ -137,12 +141,15 @@ def label_feature(labeler: Labeler, record: FeatureRecord, set_id: str, run_id: 
                   scorers: list[Scorer]) -> FeatureOutcome:
     """Explain (unless `previous` already did) and run `scorers`; failures become rows, not exceptions."""
     if previous is None:
+        def new_row(text: str | None, error: str | None, usage: Usage) -> dict:
+            return explanation_row(labeler.explainer, labeler.embedder, set_id, record.feature, run_id, text, error,
+                                   usage)
+
         try:
             explanation = labeler.explainer.explain(record)
         except FeatureFailure as failure:
-            return FeatureOutcome(record.feature, explanation_row(labeler, set_id, record.feature, run_id, None,
-                                                                  str(failure), Usage()))
-        row = explanation_row(labeler, set_id, record.feature, run_id, explanation.text, None, explanation.usage)
+            return FeatureOutcome(record.feature, new_row(None, str(failure), Usage()))
+        row = new_row(explanation.text, None, explanation.usage)
         outcome = FeatureOutcome(record.feature, row, usage=explanation.usage)
         explanation_id, text = row["explanation_id"], explanation.text
     else:

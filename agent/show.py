@@ -146,3 +146,12 @@ def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: d
     failures = {score["error"] for row in rows for score in row["scores"] or [] if score["status"] == "failed"}
     for error in sorted(failures):
         console.print(f"score failed: {error}", style="dim")
+
+
+def show_investigation_step(name: str, update: dict) -> None:
+    """One line per finished step of an investigation, as it happens."""
+    shown = {key: value for key, value in update.items() if key != "evidence"}
+    if "evidence" in update:
+        shown["evidence"] = f"{update['evidence'].count('<tool_result')} tool results"
+    print(f"[{name}] " + "; ".join(f"{key}: {' '.join(str(value).split())[:160]}" for key, value in shown.items()),
+          flush=True)

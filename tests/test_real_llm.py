@@ -60,3 +60,15 @@ def test_label_through_transformers_serve_on_loopback(catalog, capsys):
     assert all(llm == f"openai:{folder}@http://127.0.0.1:{port}/v1" and p > 0 and c > 0 for llm, p, c in rows)
     # Each detection either scored or failed with a recorded reason (a tiny model may not answer Yes/No).
     assert all(s[3] == "ok" or s[6] for s in scores_of(catalog))
+
+
+def test_investigate_a_feature_with_the_embedded_local_llm(catalog, capsys):
+    assert main(["investigate", "resid_post.1", "3", "--scorers", "embedding", "--catalog", str(catalog),
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "[gather]" in out and "[revise]" in out and "steps logged" in out
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        tools = [row[0] for row in con.execute("SELECT tool FROM experiments ORDER BY step").fetchall()]
+        (status, llm), = con.execute("SELECT status, llm FROM explanations").fetchall()
+    assert tools[:4] == ["top_examples", "token_stats", "logit_effect", "llm:hypothesis"]
+    assert llm.startswith("local:smollm2-135m@") and status in ("ok", "failed")

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -151,6 +151,16 @@ CREATE TABLE IF NOT EXISTS scores (
     completion_tokens BIGINT NOT NULL,
     run_id VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    explanation_id VARCHAR NOT NULL,    -- the explanation an investigation arrived at
+    step INTEGER NOT NULL,
+    tool VARCHAR NOT NULL,              -- a tool name, or llm:<step> for what the LLM wrote
+    arguments JSON NOT NULL,
+    ok BOOLEAN NOT NULL,                -- false: invalid arguments or a failed call, never run
+    result VARCHAR NOT NULL,            -- exactly the text the LLM was shown (or wrote)
+    seconds DOUBLE NOT NULL,
+    run_id VARCHAR NOT NULL
 );
 """
 
@@ -426,6 +436,17 @@ class Catalog:
             "FROM latest l LEFT JOIN scores s USING (explanation_id) "
             "GROUP BY ALL ORDER BY l.feature",
             [feature_set_id, explainer, llm, prompt_hash, features])
+
+    def record_investigation(self, run_id: str, explanation: dict, scores: list[dict], experiments: list[dict]) -> None:
+        """An investigation's explanation, scores and experiment log, and its run's end, all or nothing."""
+        with self.transaction() as con:
+            insert_row(con, "explanations", explanation)
+            for row in scores:
+                insert_row(con, "scores", row)
+            for row in experiments:
+                insert_row(con, "experiments", row)
+            self.set_run_status(run_id, "complete" if explanation["status"] == "ok" else "failed",
+                                explanation["error"])
 
     def has_labels(self) -> bool:
         """False for a catalog written before labeling existed (schema 2) and opened read-only, so never

@@ -1,0 +1,187 @@
+"""`interp investigate`: a fixed LangGraph investigation of one feature that works with any LLM, even a
+tiny local one, because the LLM only writes text while the graph calls the tools:
+
+    gather (examples, statistics, output effect) -> hypothesize -> design tests -> run tests -> revise
+    -> score (the scorers `interp label` uses) -> record
+
+The explanation goes into `explanations` (explainer "investigate"), its scores into `scores`, and every
+step, tool calls and LLM answers alike, into `experiments`, all in one transaction.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from agent.explainers import parse_explanation
+from agent.label import Backends, build_scorers, explanation_row, score_rows
+from agent.llm import ChatLLM, Usage
+from agent.toolbox import Toolbox, ToolCall
+from agent.workbench import Workbench
+from prompts import load_prompt
+from tools.catalog import Catalog
+from tools.configs import LabelConfig
+from tools.errors import FeatureFailure
+
+TESTS_PER_SIDE = 4
+ANSWER_TOKENS = 48
+TESTS_TOKENS = 160
+PROMPTS = ("investigate_hypothesis", "investigate_tests", "investigate_revise")
+
+
+class Investigation(TypedDict, total=False):
+    feature: int
+    evidence: str
+    hypothesis: str
+    should_fire: list[str]
+    should_not: list[str]
+    results: str
+    explanation: str
+    revised: bool
+
+
+def parse_tests(text: str) -> tuple[list[str], list[str]]:
+    """Sentences on lines starting '+' (should fire) and '-' (should not)."""
+    fire, quiet = [], []
+    for line in text.splitlines():
+        match = re.match(r"^\s*(?:\d+[.)]\s*)?([+-])\s*(.+?)\s*$", line)
+        if match and len(match.group(2)) > 2:
+            (fire if match.group(1) == "+" else quiet).append(match.group(2))
+    return fire[:TESTS_PER_SIDE], quiet[:TESTS_PER_SIDE]
+
+
+@dataclass
+class Investigator:
+    """The graph's nodes, sharing one LLM and one toolbox, whose log also takes the LLM's answers. It keys
+    its explanations like an explainer (name, LLM, prompt hash), so they are scored and compared alike."""
+
+    llm: ChatLLM
+    toolbox: Toolbox
+    usage: Usage = Usage()
+    name = "investigate"
+
+    def __post_init__(self):
+        self.prompts = {name: load_prompt(name) for name in PROMPTS}
+        self.llm_name = self.llm.name
+
+    @property
+    def prompt_hash(self) -> str:
+        joined = "".join(self.prompts[name].sha256 for name in PROMPTS)
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+    def ask(self, step: str, prompt: str, max_tokens: int, **values: str) -> str:
+        content = self.prompts[prompt].render(**values)
+        completion = self.llm.chat([{"role": "user", "content": content}], max_tokens=max_tokens)
+        self.usage = self.usage + completion.usage
+        self.toolbox.log.append(ToolCall(f"llm:{step}", {"prompt": prompt}, True, completion.text, 0.0))
+        return completion.text
+
+    def gather(self, state: Investigation) -> Investigation:
+        feature = state["feature"]
+        calls = [self.toolbox.call("top_examples", {"feature": feature, "n": 8}),
+                 self.toolbox.call("token_stats", {"feature": feature}),
+                 self.toolbox.call("logit_effect", {"feature": feature, "n": 8})]
+        return {"evidence": "\n\n".join(call.result for call in calls)}
+
+    def hypothesize(self, state: Investigation) -> Investigation:
+        answer = self.ask("hypothesis", "investigate_hypothesis", ANSWER_TOKENS, evidence=state["evidence"])
+        return {"hypothesis": parse_explanation(answer)}
+
+    def design_tests(self, state: Investigation) -> Investigation:
+        answer = self.ask("tests", "investigate_tests", TESTS_TOKENS, hypothesis=state["hypothesis"],
+                          n=str(TESTS_PER_SIDE))
+        fire, quiet = parse_tests(answer)
+        return {"should_fire": fire, "should_not": quiet}
+
+    def run_tests(self, state: Investigation) -> Investigation:
+        fire, quiet = state.get("should_fire", []), state.get("should_not", [])
+        if not fire and not quiet:
+            return {"results": "The LLM wrote no usable test sentences, so no tests were run."}
+        parts = []
+        for label, texts in (("should fire", fire), ("should not fire", quiet)):
+            if texts:
+                call = self.toolbox.call("activations_on", {"feature": state["feature"], "texts": texts})
+                parts.append(f"Sentences that {label}:\n{call.result}")
+        return {"results": "\n\n".join(parts)}
+
+    def revise(self, state: Investigation) -> Investigation:
+        answer = self.ask("revise", "investigate_revise", ANSWER_TOKENS, hypothesis=state["hypothesis"],
+                          results=state["results"])
+        try:
+            return {"explanation": parse_explanation(answer), "revised": True}
+        except FeatureFailure:
+            # An unusable revision keeps the tested hypothesis; the log shows the answer it replaced.
+            return {"explanation": state["hypothesis"], "revised": False}
+
+    def graph(self):
+        builder = StateGraph(Investigation)
+        steps = [("gather", self.gather), ("hypothesize", self.hypothesize), ("design_tests", self.design_tests),
+                 ("run_tests", self.run_tests), ("revise", self.revise)]
+        for name, node in steps:
+            builder.add_node(name, node)
+        builder.add_edge(START, steps[0][0])
+        for (first, _), (second, _) in zip(steps, steps[1:], strict=False):
+            builder.add_edge(first, second)
+        builder.add_edge(steps[-1][0], END)
+        return builder.compile()
+
+
+@dataclass
+class InvestigationResult:
+    explanation_id: str
+    explanation: str | None
+    error: str | None
+    scores: list[dict]
+    steps: int
+    usage: Usage
+
+
+def experiment_rows(log: list[ToolCall], explanation_id: str, run_id: str) -> list[dict]:
+    return [{"explanation_id": explanation_id, "step": index, "tool": call.tool,
+             "arguments": json.dumps(call.arguments), "ok": call.ok, "result": call.result,
+             "seconds": call.seconds, "run_id": run_id} for index, call in enumerate(log)]
+
+
+def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, catalog_path: Path,
+                      llm_factory=None, on_step=None) -> InvestigationResult:
+    """Investigate one feature with the fixed graph and record everything; `on_step(name, update)` sees
+    each node's output as it finishes (the CLI prints them)."""
+    config.validate()
+    bench = Workbench(catalog_path, feature_set_ref, config.device)
+    bench.check_feature(feature)
+    backends = Backends(config, llm_factory)
+    scorers = build_scorers(config, backends, bench.embedder)
+    toolbox = Toolbox(bench, scorers)
+    investigator = Investigator(backends.get(config.llm), toolbox)
+    with Catalog(catalog_path) as catalog:
+        run_id = catalog.start_run("investigate", dataclasses.asdict(config) | {
+            "feature_set": bench.set_id, "feature": feature}, uuid.uuid4().hex[:16], None, {})
+    state: Investigation = {"feature": feature}
+    error = None
+    try:
+        for update in investigator.graph().stream(state, {"recursion_limit": 20}, stream_mode="updates"):
+            for name, values in update.items():
+                state |= values or {}
+                if on_step:
+                    on_step(name, values or {})
+    except FeatureFailure as failure:
+        error = str(failure)
+    record = bench.record(feature, config.score_active, config.score_random)
+    explanation = state.get("explanation")
+    row = explanation_row(investigator, bench.embedder, bench.set_id, feature, run_id, explanation, error,
+                          investigator.usage)
+    scores = []
+    if explanation:
+        for scorer in scorers:
+            scores += score_rows(scorer, explanation, record, row["explanation_id"], run_id)[0]
+    with Catalog(catalog_path) as catalog:
+        catalog.record_investigation(run_id, row, scores, experiment_rows(toolbox.log, row["explanation_id"], run_id))
+    return InvestigationResult(row["explanation_id"], explanation, error, scores, len(toolbox.log),
+                               investigator.usage)
+
