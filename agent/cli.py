@@ -237,11 +237,13 @@ def command_explain_records(args: argparse.Namespace) -> None:
 
 def command_investigate(args: argparse.Namespace) -> None:
     quiet_transformers()
+    from agent.free_agent import Budget
     from agent.investigate import run_investigation
     from agent.show import show_investigation_step, show_labels
 
     config = config_from_args(LabelConfig, args)
-    result = run_investigation(config, args.feature_set, args.feature, args.catalog, on_step=show_investigation_step)
+    result = run_investigation(config, args.feature_set, args.feature, args.catalog, args.graph,
+                               Budget(args.max_tool_calls, args.max_tokens), on_step=show_investigation_step)
     row = {"feature": args.feature, "status": "ok" if result.explanation else "failed", "text": result.explanation,
            "error": result.error, "scores": result.scores}
     print(f"{result.steps} steps logged; LLM tokens {result.usage.prompt_tokens:,} prompt + "
@@ -342,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "scores, with every experiment logged")
     investigate.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
     investigate.add_argument("feature", type=int)
+    investigate.add_argument("--graph", choices=("fixed", "free"), default="fixed",
+                             help="fixed: the graph calls the tools, any LLM (default); free: the LLM calls them, "
+                                  "needs an endpoint with tool calls")
+    investigate.add_argument("--max-tool-calls", type=int, default=12, help="free agent: tool calls per question")
+    investigate.add_argument("--max-tokens", type=int, default=60_000, help="free agent: LLM tokens per question")
     add_config_flags(investigate, LabelConfig, LABEL_HELP, skip=("explainer", "limit", "features", "n_top",
                                                                  "n_quantile"))
     catalog_flag(investigate)

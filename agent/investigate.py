@@ -20,6 +20,7 @@ from typing import TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.explainers import parse_explanation
+from agent.free_agent import Budget, FreeAgent
 from agent.label import Backends, build_scorers, explanation_row, score_rows
 from agent.llm import ChatLLM, Usage
 from agent.toolbox import Toolbox, ToolCall
@@ -27,7 +28,7 @@ from agent.workbench import Workbench
 from prompts import load_prompt
 from tools.catalog import Catalog
 from tools.configs import LabelConfig
-from tools.errors import FeatureFailure
+from tools.errors import FeatureFailure, InterpError
 
 TESTS_PER_SIDE = 4
 ANSWER_TOKENS = 48
@@ -119,6 +120,19 @@ class Investigator:
             # An unusable revision keeps the tested hypothesis; the log shows the answer it replaced.
             return {"explanation": state["hypothesis"], "revised": False}
 
+    def investigate(self, feature: int, on_step=None) -> tuple[str | None, str | None]:
+        """(explanation, None), or (None, why) when the LLM gave nothing usable."""
+        state: Investigation = {"feature": feature}
+        try:
+            for update in self.graph().stream(state, {"recursion_limit": 20}, stream_mode="updates"):
+                for name, values in update.items():
+                    state |= values or {}
+                    if on_step:
+                        on_step(name, values or {})
+        except FeatureFailure as failure:
+            return None, str(failure)
+        return state.get("explanation"), None
+
     def graph(self):
         builder = StateGraph(Investigation)
         steps = [("gather", self.gather), ("hypothesize", self.hypothesize), ("design_tests", self.design_tests),
@@ -130,6 +144,37 @@ class Investigator:
             builder.add_edge(first, second)
         builder.add_edge(steps[-1][0], END)
         return builder.compile()
+
+
+class AgentInvestigator:
+    """The free tool-calling agent, keyed like an explainer; its explanation is its last recorded finding."""
+
+    name = "investigate-agent"
+
+    def __init__(self, llm: ChatLLM, toolbox: Toolbox, budget: Budget):
+        self.agent = FreeAgent(llm, toolbox, budget)
+        self.prompt = load_prompt("agent_system")
+        self.llm_name = llm.name
+        self.prompt_hash = self.prompt.sha256
+
+    @property
+    def usage(self) -> Usage:
+        return self.agent.usage
+
+    def investigate(self, feature: int, on_step=None) -> tuple[str | None, str | None]:
+        feature_set = self.agent.toolbox.bench.feature_set
+        system = self.prompt.render(feature=str(feature), feature_set=feature_set["feature_set_id"],
+                                    kind=feature_set["kind"], hook=feature_set["hook"], model=feature_set["model"])
+        messages = [{"role": "system", "content": system},
+                    {"role": "user", "content": f"Investigate feature {feature}."}]
+        try:
+            state = self.agent.run(messages, on_step)
+        except FeatureFailure as failure:
+            return None, str(failure)
+        findings = [f for f in self.agent.toolbox.findings if f["feature"] == feature]
+        if not findings:
+            return None, f"the agent recorded no finding for feature {feature} (stopped: {state.get('stop')})"
+        return findings[-1]["explanation"], None
 
 
 @dataclass
@@ -148,32 +193,35 @@ def experiment_rows(log: list[ToolCall], explanation_id: str, run_id: str) -> li
              "seconds": call.seconds, "run_id": run_id} for index, call in enumerate(log)]
 
 
+GRAPHS = ("fixed", "free")
+
+
 def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, catalog_path: Path,
-                      llm_factory=None, on_step=None) -> InvestigationResult:
-    """Investigate one feature with the fixed graph and record everything; `on_step(name, update)` sees
-    each node's output as it finishes (the CLI prints them)."""
+                      graph: str = "fixed", budget: Budget | None = None, llm_factory=None,
+                      on_step=None) -> InvestigationResult:
+    """Investigate one feature with the fixed graph or the free agent and record everything;
+    `on_step(name, update)` sees each node's output as it finishes (the CLI prints them)."""
+    if graph not in GRAPHS:
+        raise InterpError(f"unknown graph '{graph}'; expected fixed (any LLM) or free (tool-calling endpoints)")
     config.validate()
     bench = Workbench(catalog_path, feature_set_ref, config.device)
     bench.check_feature(feature)
     backends = Backends(config, llm_factory)
     scorers = build_scorers(config, backends, bench.embedder)
     toolbox = Toolbox(bench, scorers)
-    investigator = Investigator(backends.get(config.llm), toolbox)
+    llm = backends.get(config.llm)
+    investigator = Investigator(llm, toolbox) if graph == "fixed" else AgentInvestigator(llm, toolbox,
+                                                                                         budget or Budget())
     with Catalog(catalog_path) as catalog:
         run_id = catalog.start_run("investigate", dataclasses.asdict(config) | {
-            "feature_set": bench.set_id, "feature": feature}, uuid.uuid4().hex[:16], None, {})
-    state: Investigation = {"feature": feature}
-    error = None
+            "feature_set": bench.set_id, "feature": feature, "graph": graph}, uuid.uuid4().hex[:16], None, {})
     try:
-        for update in investigator.graph().stream(state, {"recursion_limit": 20}, stream_mode="updates"):
-            for name, values in update.items():
-                state |= values or {}
-                if on_step:
-                    on_step(name, values or {})
-    except FeatureFailure as failure:
-        error = str(failure)
+        explanation, error = investigator.investigate(feature, on_step)
+    except BaseException as stop:
+        with Catalog(catalog_path) as catalog:
+            catalog.set_run_status(run_id, "failed", f"{type(stop).__name__}: {stop}")
+        raise
     record = bench.record(feature, config.score_active, config.score_random)
-    explanation = state.get("explanation")
     row = explanation_row(investigator, bench.embedder, bench.set_id, feature, run_id, explanation, error,
                           investigator.usage)
     scores = []

@@ -49,6 +49,22 @@ class SlotProbabilities:
     usage: Usage
 
 
+@dataclass(frozen=True)
+class ToolRequest:
+    """One tool call the model asked for; `arguments` is the raw JSON text, validated by the toolbox."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class AgentTurn:
+    text: str
+    tool_calls: list[ToolRequest]
+    usage: Usage
+
+
 class ChatLLM(Protocol):
     name: str
     """Names the model and where it runs, e.g. 'openai:gpt-4o-mini@https://api.openai.com/v1'; part of the
@@ -56,6 +72,15 @@ class ChatLLM(Protocol):
 
     def chat(self, messages: list[dict], max_tokens: int) -> Completion:
         """Greedy (temperature 0) answer to OpenAI-format messages. Raises LLMError."""
+        ...
+
+
+@runtime_checkable
+class ToolCallingLLM(Protocol):
+    name: str
+
+    def chat_tools(self, messages: list[dict], tools: list[dict], max_tokens: int) -> AgentTurn:
+        """An answer that may ask for tool calls (OpenAI tool-calling format). Raises LLMError."""
         ...
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import openai
 
-from agent.llm import Completion, LLMError, Usage
+from agent.llm import AgentTurn, Completion, LLMError, ToolRequest, Usage
 from tools.errors import InterpError
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -53,10 +53,26 @@ class OpenAIChat:
         self._in_flight = threading.BoundedSemaphore(concurrency)
 
     def chat(self, messages: list[dict], max_tokens: int) -> Completion:
+        response = self._create(messages=messages, max_tokens=max_tokens)
+        text = response.choices[0].message.content or ""
+        return Completion(text, self._usage(response))
+
+    def chat_tools(self, messages: list[dict], tools: list[dict], max_tokens: int) -> AgentTurn:
+        response = self._create(messages=messages, max_tokens=max_tokens, tools=tools)
+        message = response.choices[0].message
+        calls = [ToolRequest(call.id, call.function.name, call.function.arguments or "{}")
+                 for call in message.tool_calls or []]
+        return AgentTurn(message.content or "", calls, self._usage(response))
+
+    @staticmethod
+    def _usage(response) -> Usage:
+        usage = response.usage
+        return Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage()
+
+    def _create(self, **request):
         with self._in_flight:
             try:
-                response = self.client.chat.completions.create(
-                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=0)
+                response = self.client.chat.completions.create(model=self.model, temperature=0, **request)
             except (openai.APIConnectionError, openai.APITimeoutError) as error:
                 raise LLMError(f"cannot reach LLM endpoint {self.base_url}: {first_line(error)}") from None
             except openai.AuthenticationError:
@@ -70,9 +86,7 @@ class OpenAIChat:
                 raise LLMError(f"LLM endpoint {self.base_url} sent a malformed answer: {first_line(error)}") from None
         if not response.choices:
             raise LLMError(f"LLM endpoint {self.base_url} returned no choices")
-        text = response.choices[0].message.content or ""
-        usage = response.usage
-        return Completion(text, Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage())
+        return response
 
     def check(self) -> None:
         """One tiny call before a run, so an unreachable endpoint, a wrong key or an unknown model stops

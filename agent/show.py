@@ -148,8 +148,24 @@ def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: d
         console.print(f"score failed: {error}", style="dim")
 
 
+def show_agent_messages(messages: list[dict]) -> None:
+    for message in messages:
+        if message["role"] == "tool":
+            body = message["content"].split("\n", 2)[1:2] or [""]
+            print(f"  <- {' '.join(body[0].split())[:150]}", flush=True)
+        elif message["role"] == "assistant":
+            for call in message.get("tool_calls", []):
+                print(f"  -> {call['function']['name']}({call['function']['arguments'][:150]})", flush=True)
+            if message["content"] and not message.get("tool_calls"):
+                print(message["content"], flush=True)
+
+
 def show_investigation_step(name: str, update: dict) -> None:
-    """One line per finished step of an investigation, as it happens."""
+    """One line per finished step of an investigation, as it happens; the free agent's tool calls, their
+    results' first lines and its answer as they come."""
+    if "messages" in update:
+        show_agent_messages(update["messages"])
+        return
     shown = {key: value for key, value in update.items() if key != "evidence"}
     if "evidence" in update:
         shown["evidence"] = f"{update['evidence'].count('<tool_result')} tool results"

@@ -1,11 +1,12 @@
 """A scripted LLM for unit tests: the only fake, at the network boundary. Its answers come from a function
 of the prompt, so a test states exactly what a perfect, a useless or a broken LLM would say."""
 
+import json
 from collections.abc import Callable
 
 import numpy as np
 
-from agent.llm import Completion, LLMError, SlotProbabilities, Usage
+from agent.llm import AgentTurn, Completion, LLMError, SlotProbabilities, ToolRequest, Usage
 from evals.records import display_token
 
 
@@ -56,3 +57,28 @@ class ScriptedSimulator:
 
 def shown(tokens: list[str]) -> tuple[str, ...]:
     return tuple(display_token(t) for t in tokens)
+
+
+class ScriptedAgent:
+    """A tool-calling LLM whose turn is a function of the conversation so far: returns text, or a list of
+    (tool name, arguments) to call."""
+
+    def __init__(self, turn: Callable[[list[dict]], "str | list[tuple[str, object]]"], name: str = "scripted-agent"):
+        self.turn = turn
+        self.name = name
+        self.conversations: list[list[dict]] = []
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Completion:
+        self.conversations.append(list(messages))
+        answer = self.turn(messages)
+        return Completion(answer if isinstance(answer, str) else "", Usage(10, 5))
+
+    def chat_tools(self, messages: list[dict], tools: list[dict], max_tokens: int) -> AgentTurn:
+        self.conversations.append(list(messages))
+        answer = self.turn(messages)
+        if isinstance(answer, str):
+            return AgentTurn(answer, [], Usage(10, 5))
+        calls = [ToolRequest(f"call{len(self.conversations)}-{i}", name,
+                             arguments if isinstance(arguments, str) else json.dumps(arguments))
+                 for i, (name, arguments) in enumerate(answer)]
+        return AgentTurn("", calls, Usage(10, 5))

@@ -2,6 +2,7 @@
 client, and tiny local models through transformers."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,3 +121,27 @@ def test_local_llm_chats_judges_and_refuses_labels_that_are_not_one_token(tiny_l
     assert not tiny_llm.single_token_labels(["one", "two cats"])
     with pytest.raises(LLMError, match="not single tokens"):
         tiny_llm.slot_probabilities("a", ["b", "c"], ["one", "two cats"])
+
+
+def tool_call_response(name: str, arguments: str) -> dict:
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "stub",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}]}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+
+
+def test_openai_backend_reads_tool_calls_and_reports_endpoints_that_refuse_tools(tmp_path):
+    from agent.free_agent import FreeAgent
+
+    responses = [[200, tool_call_response("token_stats", '{"feature": 3}')],
+                 [400, error_body("tools are not supported by this model")]]
+    with scripted_server(tmp_path, responses) as url:
+        llm = OpenAIChat("stub", base_url=url, max_retries=0)
+        turn = llm.chat_tools(HELLO, [{"type": "function", "function": {"name": "token_stats", "parameters": {}}}], 8)
+        assert [(c.id, c.name, c.arguments) for c in turn.tool_calls] == [("c1", "token_stats", '{"feature": 3}')]
+        assert turn.usage.total == 10
+        no_tools = SimpleNamespace(schemas=lambda: [], log=[])  # the refusal comes before any tool would run
+        agent = FreeAgent(llm, toolbox=no_tools)
+        with pytest.raises(InterpError, match="rejected a request with tools .*use the fixed graph"):
+            agent.model({"messages": HELLO})
