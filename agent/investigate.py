@@ -1,11 +1,14 @@
-"""`interp investigate`: a fixed LangGraph investigation of one feature that works with any LLM, even a
-tiny local one, because the LLM only writes text while the graph calls the tools:
+"""`interp investigate`: one feature, investigated by a graph, scored, and recorded with its experiments.
+
+The fixed graph works with any LLM, even a tiny local one, because the LLM only writes text while the
+graph calls the tools:
 
     gather (examples, statistics, output effect) -> hypothesize -> design tests -> run tests -> revise
-    -> score (the scorers `interp label` uses) -> record
 
-The explanation goes into `explanations` (explainer "investigate"), its scores into `scores`, and every
-step, tool calls and LLM answers alike, into `experiments`, all in one transaction.
+The free graph (`agent/free_agent.py`) lets a tool-calling LLM choose its own experiments. Either way
+the explanation is scored by the scorers `interp label` uses and goes into `explanations` (explainer
+"investigate" or "investigate-agent"), with its scores and every step, tool calls and LLM answers alike,
+in `experiments`, all in one transaction.
 """
 
 import dataclasses
@@ -204,7 +207,7 @@ def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, c
     if graph not in GRAPHS:
         raise InterpError(f"unknown graph '{graph}'; expected fixed (any LLM) or free (tool-calling endpoints)")
     config.validate()
-    bench = Workbench(catalog_path, feature_set_ref, config.device)
+    bench = Workbench(catalog_path, feature_set_ref, config.device, config.embedder)
     bench.check_feature(feature)
     backends = Backends(config, llm_factory)
     scorers = build_scorers(config, backends, bench.embedder)

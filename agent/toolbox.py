@@ -93,10 +93,6 @@ def example_lines(records: list[ActivationRecord], max_act: float) -> str:
     return "\n".join(lines) or "(none)"
 
 
-def shown(text: str) -> str:
-    return display_token(text)
-
-
 @dataclass
 class Toolbox:
     bench: Workbench
@@ -171,8 +167,10 @@ class Toolbox:
     def token_stats(self, args: FeatureArgs) -> str:
         record = self.bench.record(args.feature)
         statistics = token_statistics(record.explain, self.bench.corpus)
-        tokens = ", ".join(f'"{shown(e.text)}" x{e.ratio:.0f} ({e.count})' for e in statistics.tokens) or "(none)"
-        bigrams = ", ".join(f'"{shown(e.text)}" x{e.ratio:.0f} ({e.count})' for e in statistics.bigrams) or "(none)"
+        def listed(items) -> str:
+            return ", ".join(f'"{display_token(e.text)}" x{e.ratio:.0f} ({e.count})' for e in items) or "(none)"
+
+        tokens, bigrams = listed(statistics.tokens), listed(statistics.bigrams)
         return (f"feature {args.feature}: tokens enriched at activating positions (times the corpus rate, count): "
                 f"{tokens}\ntwo-token sequences ending there: {bigrams}")
 
@@ -181,8 +179,10 @@ class Toolbox:
 
         subject, source = self.bench.subject_and_source
         effect = direct_logit_effect(subject, source, args.feature)
-        up = [f'"{shown(subject.tokenizer.decode([int(i)]))}"' for i in effect.topk(args.n).indices]
-        down = [f'"{shown(subject.tokenizer.decode([int(i)]))}"' for i in effect.topk(args.n, largest=False).indices]
+        def quoted(ids) -> list[str]:
+            return [f'"{display_token(subject.tokenizer.decode([int(i)]))}"' for i in ids]
+
+        up, down = quoted(effect.topk(args.n).indices), quoted(effect.topk(args.n, largest=False).indices)
         return f"feature {args.feature} promotes: {', '.join(up)}\nsuppresses: {', '.join(down)}"
 
     def ablate(self, args: TextsArgs) -> str:
@@ -190,8 +190,8 @@ class Toolbox:
 
         subject, source = self.bench.subject_and_source
         effect = measure_effect(subject, source, args.feature, set_to(0.0), [t[:MAX_TEXT_CHARS] for t in args.texts])
-        promoted = ", ".join(f'"{shown(s.token)}" {s.change:+.2f}' for s in effect.promoted[:5])
-        suppressed = ", ".join(f'"{shown(s.token)}" {s.change:+.2f}' for s in effect.suppressed[:5])
+        promoted = ", ".join(f'"{display_token(s.token)}" {s.change:+.2f}' for s in effect.promoted[:5])
+        suppressed = ", ".join(f'"{display_token(s.token)}" {s.change:+.2f}' for s in effect.suppressed[:5])
         return (f"zeroing feature {args.feature}: loss {effect.loss_clean:.3f} -> {effect.loss_edited:.3f}; "
                 f"next-token logits that rose most: {promoted}; fell most: {suppressed}")
 
@@ -201,8 +201,8 @@ class Toolbox:
         subject, source = self.bench.subject_and_source
         clean = generate(subject, args.prompt, max_new_tokens=16)
         steered = generate(subject, args.prompt, max_new_tokens=16, edit=(source, args.feature, add(args.strength)))
-        return (f'prompt "{shown(args.prompt)}"\nclean:   "{shown(clean)}"\n'
-                f'steered (+{args.strength:g} x feature {args.feature}): "{shown(steered)}"')
+        return (f'prompt "{display_token(args.prompt)}"\nclean:   "{display_token(clean)}"\n'
+                f'steered (+{args.strength:g} x feature {args.feature}): "{display_token(steered)}"')
 
     def score_explanation(self, args: ExplanationArgs) -> str:
         if not self.scorers:
@@ -217,7 +217,7 @@ class Toolbox:
                 continue
             lines += [f"{s.scorer} {s.metric}: {s.value:.2f} [{s.ci_low:.2f}, {s.ci_high:.2f}], n={s.n}"
                       for s in result.scores]
-        return f'explanation "{shown(args.explanation)}" of feature {args.feature}:\n' + "\n".join(lines)
+        return f'explanation "{display_token(args.explanation)}" of feature {args.feature}:\n' + "\n".join(lines)
 
     def search_catalog(self, args: SearchArgs) -> str:
         embedder = self.bench.embedder
@@ -225,7 +225,7 @@ class Toolbox:
         with Catalog(self.bench.catalog_path, read_only=True) as catalog:
             rows = catalog.search(vector, embedder.name, args.n)
         return "\n".join(f"{row['feature_set_id']} feature {row['feature']} ({row['similarity']:.2f}): "
-                         f"{shown(row['text'])}" for row in rows) or "no labeled features yet"
+                         f"{display_token(row['text'])}" for row in rows) or "no labeled features yet"
 
     def record_finding(self, args: FindingArgs) -> str:
         self.findings.append(args.model_dump())

@@ -15,9 +15,11 @@ from tools.errors import InterpError
 
 
 class Workbench:
-    def __init__(self, catalog_path: Path, feature_set_ref: str, device: str = "auto"):
+    def __init__(self, catalog_path: Path, feature_set_ref: str, device: str = "auto",
+                 embedder_spec: str = "all-MiniLM-L6-v2"):
         self.catalog_path = Path(catalog_path)
         self.device = device
+        self.embedder_spec = embedder_spec
         with Catalog(self.catalog_path, read_only=True) as catalog:
             self.feature_set = catalog.feature_set(feature_set_ref)
             self.model_row = catalog.model(self.feature_set["model_id"])
@@ -53,7 +55,7 @@ class Workbench:
     def embedder(self):
         from evals.embedding import Embedder
 
-        return Embedder(device=self.device)
+        return Embedder(self.embedder_spec, device=self.device)
 
     def explain_random(self, feature: int) -> list[ActivationRecord]:
         """Random windows of the explain split: what the feature does on ordinary text."""
