@@ -57,6 +57,19 @@ class SearchArgs(BaseModel, extra="forbid"):
     n: int = Field(5, ge=1, le=20)
 
 
+class PatchArgs(BaseModel, extra="forbid"):
+    clean: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="prompt whose answer is `target`")
+    corrupt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
+                         description="same number of tokens, one detail changed, answer `foil`")
+    target: str = Field(min_length=1, max_length=40, description="one-token answer of the clean prompt")
+    foil: str = Field(min_length=1, max_length=40, description="one-token answer of the corrupt prompt")
+
+
+class PatchSiteArgs(PatchArgs):
+    hook: str = Field(description="hook point, e.g. resid_pre.3, mlp.6, attn.2")
+    positions: list[int] | None = Field(None, max_length=64, description="token positions (0 is BOS); all if omitted")
+
+
 class FindingArgs(FeatureArgs):
     explanation: str = Field(min_length=1, max_length=200)
     evidence: str = Field(min_length=1, max_length=1000, description="which tool results support it")
@@ -119,6 +132,12 @@ class Toolbox:
                  ExplanationArgs, self.score_explanation),
             Tool("search_catalog", "Features of any cataloged set whose explanation matches a description.",
                  SearchArgs, self.search_catalog),
+            Tool("patch", "Activation patching: run the corrupt prompt with the clean prompt's activation at one hook "
+                 "(and positions) and report how much of the clean logit difference (target - foil) comes back.",
+                 PatchSiteArgs, self.patch),
+            Tool("patch_sweep", "Patch the residual stream before every layer at every position, one site at a "
+                 "time, and show the recovered fraction of the clean logit difference as a layer x position grid.",
+                 PatchArgs, self.patch_sweep),
             Tool("record_finding", "Record your explanation of the feature and the evidence for it.", FindingArgs,
                  self.record_finding),
         )}
@@ -226,6 +245,34 @@ class Toolbox:
             rows = catalog.search(vector, embedder.name, args.n)
         return "\n".join(f"{row['feature_set_id']} feature {row['feature']} ({row['similarity']:.2f}): "
                          f"{display_token(row['text'])}" for row in rows) or "no labeled features yet"
+
+    def patch(self, args: PatchSiteArgs) -> str:
+        from tools.hooks import n_layers, parse_hook
+        from tools.patching import PatchPrompts, patch
+
+        subject, _ = self.bench.subject_and_source
+        hook = parse_hook(args.hook, n_layers(subject.model))
+        prompts = PatchPrompts.encode(subject, args.clean, args.corrupt, args.target, args.foil)
+        result = patch(subject, prompts, hook, args.positions)
+        where = "all positions" if args.positions is None else f"positions {args.positions}"
+        metric = f"{display_token(args.target)} - {display_token(args.foil)}"
+        return (f"logit difference {metric}: clean {result.clean:.3f}, "
+                f"corrupt {result.corrupt:.3f}, corrupt with clean {hook.name} at {where} {result.patched:.3f}; "
+                f"recovered {result.recovery:.0%}")
+
+    def patch_sweep(self, args: PatchArgs) -> str:
+        from tools.patching import PatchPrompts, sweep
+
+        subject, _ = self.bench.subject_and_source
+        prompts = PatchPrompts.encode(subject, args.clean, args.corrupt, args.target, args.foil)
+        grid, clean, corrupt = sweep(subject, prompts)  # [layers, positions]
+        tokens = [display_token(subject.tokenizer.decode([int(i)])) for i in prompts.clean_ids[0]]
+        lines = [f"recovered fraction of the clean logit difference ({clean:.3f} clean, {corrupt:.3f} corrupt), "
+                 "patching resid_pre.L at one position; columns are the clean prompt's tokens:",
+                 "layer | " + " | ".join(tokens)]
+        lines += [f"{layer:5d} | " + " | ".join(f"{value:.0%}" for value in row.tolist())
+                  for layer, row in enumerate(grid)]
+        return "\n".join(lines)
 
     def record_finding(self, args: FindingArgs) -> str:
         self.findings.append(args.model_dump())

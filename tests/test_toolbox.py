@@ -26,7 +26,7 @@ def test_every_tool_has_an_openai_schema(bench):
     schemas = Toolbox(bench).schemas()
     names = [s["function"]["name"] for s in schemas]
     assert names == ["top_examples", "activations_on", "token_stats", "logit_effect", "ablate", "steer",
-                     "score_explanation", "search_catalog", "record_finding"]
+                     "score_explanation", "search_catalog", "patch", "patch_sweep", "record_finding"]
     texts = next(s for s in schemas if s["function"]["name"] == "activations_on")["function"]["parameters"]
     assert texts["required"] == ["feature", "texts"] and texts["properties"]["texts"]["maxItems"] == 8
     json.dumps(schemas)
@@ -70,6 +70,10 @@ def test_experiment_tools_return_readable_text(bench):
         ("logit_effect", {"feature": 2, "n": 3}, "promotes:"),
         ("ablate", {"feature": 2, "texts": ["the cat runs"]}, "zeroing feature 2: loss"),
         ("steer", {"feature": 2, "prompt": "the cat", "strength": 4}, "steered (+4 x feature 2)"),
+        ("patch", {"clean": "the cat runs", "corrupt": "the dog runs", "target": "paris", "foil": "london",
+                   "hook": "resid_pre.0"}, "recovered 100%"),
+        ("patch_sweep", {"clean": "the cat runs", "corrupt": "the dog runs", "target": "paris", "foil": "london"},
+         "    0 | 0% | 0% | 100% | 0%"),
         ("record_finding", {"feature": 2, "explanation": "cats", "evidence": "top examples"}, "recorded"),
     ]:
         call = toolbox.call(name, arguments)
