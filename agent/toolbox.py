@@ -70,6 +70,12 @@ class PatchSiteArgs(PatchArgs):
     positions: list[int] | None = Field(None, max_length=64, description="token positions (0 is BOS); all if omitted")
 
 
+class ProbeArgs(BaseModel, extra="forbid"):
+    positive_texts: list[str] = Field(min_length=3, max_length=24, description="texts with the concept")
+    negative_texts: list[str] = Field(min_length=3, max_length=24, description="texts without it")
+    hook: str | None = Field(None, description="hook point; omitted: this feature set's own hook and features")
+
+
 class FindingArgs(FeatureArgs):
     explanation: str = Field(min_length=1, max_length=200)
     evidence: str = Field(min_length=1, max_length=1000, description="which tool results support it")
@@ -138,6 +144,9 @@ class Toolbox:
             Tool("patch_sweep", "Patch the residual stream before every layer at every position, one site at a "
                  "time, and show the recovered fraction of the clean logit difference as a layer x position grid.",
                  PatchArgs, self.patch_sweep),
+            Tool("probe", "Train a linear probe (logistic regression on each text's mean activation) to tell positive "
+                 "from negative texts; held-out accuracy and the features most aligned with its direction.",
+                 ProbeArgs, self.probe),
             Tool("record_finding", "Record your explanation of the feature and the evidence for it.", FindingArgs,
                  self.record_finding),
         )}
@@ -273,6 +282,20 @@ class Toolbox:
         lines += [f"{layer:5d} | " + " | ".join(f"{value:.0%}" for value in row.tolist())
                   for layer, row in enumerate(grid)]
         return "\n".join(lines)
+
+    def probe(self, args: ProbeArgs) -> str:
+        from tools.features import resolve_features
+        from tools.probing import train_probe
+
+        subject, source = self.bench.subject_and_source
+        if args.hook is not None:
+            source = resolve_features(args.hook, "", subject)  # that hook's own dimensions
+        texts = [[t[:MAX_TEXT_CHARS] for t in group] for group in (args.positive_texts, args.negative_texts)]
+        result = train_probe(subject, source, *texts)
+        unit = "latent" if source.sae is not None else f"{source.kind} dimension"
+        aligned = ", ".join(f"{unit} {feature} ({value:+.2f})" for feature, value in result.aligned)
+        return (f"probe at {source.hook.name}: held-out accuracy {result.accuracy:.0%} ({result.folds}-fold "
+                f"cross-validation, {len(texts[0])} + {len(texts[1])} texts); most aligned: {aligned}")
 
     def record_finding(self, args: FindingArgs) -> str:
         self.findings.append(args.model_dump())

@@ -26,7 +26,7 @@ def test_every_tool_has_an_openai_schema(bench):
     schemas = Toolbox(bench).schemas()
     names = [s["function"]["name"] for s in schemas]
     assert names == ["top_examples", "activations_on", "token_stats", "logit_effect", "ablate", "steer",
-                     "score_explanation", "search_catalog", "patch", "patch_sweep", "record_finding"]
+                     "score_explanation", "search_catalog", "patch", "patch_sweep", "probe", "record_finding"]
     texts = next(s for s in schemas if s["function"]["name"] == "activations_on")["function"]["parameters"]
     assert texts["required"] == ["feature", "texts"] and texts["properties"]["texts"]["maxItems"] == 8
     json.dumps(schemas)
@@ -74,6 +74,9 @@ def test_experiment_tools_return_readable_text(bench):
                    "hook": "resid_pre.0"}, "recovered 100%"),
         ("patch_sweep", {"clean": "the cat runs", "corrupt": "the dog runs", "target": "paris", "foil": "london"},
          "    0 | 0% | 0% | 100% | 0%"),
+        ("probe", {"positive_texts": ["the cat runs", "a cat sleeps", "red cat", "cat and dog"],
+                   "negative_texts": ["the dog runs", "a dog sleeps", "blue dog", "one two"]},
+         "probe at mlp.1: held-out accuracy"),
         ("record_finding", {"feature": 2, "explanation": "cats", "evidence": "top examples"}, "recorded"),
     ]:
         call = toolbox.call(name, arguments)
