@@ -13,7 +13,7 @@ from typing import Annotated, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agent.llm import AgentTurn, ChatLLM, LLMError, ToolCallingLLM, Usage
-from agent.toolbox import Toolbox, ToolCall
+from agent.toolbox import Toolbox
 from tools.errors import InterpError
 
 ANSWER_TOKENS = 512
@@ -82,8 +82,7 @@ class FreeAgent:
             raise InterpError(f"{self.llm.name} rejected a request with tools ({error}); use the fixed graph "
                               "(--graph fixed) or an endpoint that supports tool calls") from None
         self.usage = self.usage + turn.usage
-        self.toolbox.log.append(ToolCall("llm:turn", {"tool_calls": [c.name for c in turn.tool_calls]}, True,
-                                         turn.text, 0.0))
+        self.toolbox.log_llm("turn", {"tool_calls": [c.name for c in turn.tool_calls]}, turn.text)
         return {"messages": new + [assistant_message(turn)], "tokens": state.get("tokens", 0) + turn.usage.total,
                 "stop": exhausted or ("" if turn.tool_calls else "answered")}
 

@@ -83,7 +83,7 @@ class Investigator:
         content = self.prompts[prompt].render(**values)
         completion = self.llm.chat([{"role": "user", "content": content}], max_tokens=max_tokens)
         self.usage = self.usage + completion.usage
-        self.toolbox.log.append(ToolCall(f"llm:{step}", {"prompt": prompt}, True, completion.text, 0.0))
+        self.toolbox.log_llm(step, {"prompt": prompt}, completion.text)
         return completion.text
 
     def gather(self, state: Investigation) -> Investigation:

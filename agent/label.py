@@ -77,7 +77,7 @@ class Backends:
         return self._built[spec]
 
     def simulator(self) -> LogitLLM:
-        spec = self.config.simulator or (self.config.llm if self.config.llm.startswith("local") else "local")
+        spec = self.config.simulator or (self.config.llm if self.config.llm_is_local else "local")
         return self.get(spec)
 
 
@@ -295,9 +295,10 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
                        time.perf_counter() - started)
 
 
-def read_record(catalog: Catalog, set_id: str, feature: int, special: set[int], config: LabelConfig) -> FeatureRecord:
+def read_record(catalog: Catalog, set_id: str, feature: int, special: set[int], score_active: int,
+                score_random: int) -> FeatureRecord:
     return feature_record(feature, catalog.feature(set_id, feature)["max_act"], catalog.examples(set_id, feature),
-                          special, config.score_active, config.score_random)
+                          special, score_active, score_random)
 
 
 def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set[int], labeler: Labeler,
@@ -320,7 +321,8 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                     with Catalog(catalog_path) as catalog:
                         for future in finished:
                             write_outcome(catalog, future.result(), totals)
-                        records = [(item, read_record(catalog, set_id, item.feature, special, config))
+                        records = [(item, read_record(catalog, set_id, item.feature, special,
+                                                               config.score_active, config.score_random))
                                    for item in refill]
                     if finished:
                         bar.update(len(finished))

@@ -19,7 +19,6 @@ from agent.token_stats import token_statistics
 from agent.workbench import Workbench
 from evals.records import ActivationRecord, activation_level, active_positions, display_token, marked_text
 from evals.scorer import Scorer
-from tools.catalog import Catalog
 from tools.errors import FeatureFailure, InterpError
 
 MAX_TEXTS = 8
@@ -151,6 +150,10 @@ class Toolbox:
                  self.record_finding),
         )}
 
+    def log_llm(self, step: str, arguments: dict, text: str) -> None:
+        """What the LLM wrote at a step, in the same log as the tool calls, so the record reads in order."""
+        self.log.append(ToolCall(f"llm:{step}", arguments, True, text, 0.0))
+
     def schemas(self) -> list[dict]:
         return [tool.schema() for tool in self.tools.values()]
 
@@ -188,7 +191,7 @@ class Toolbox:
     def activations_on(self, args: TextsArgs) -> str:
         texts = [text[:MAX_TEXT_CHARS] for text in args.texts]
         records = self.bench.activations_on(args.feature, texts)
-        max_act = self.bench.record(args.feature).max_act
+        max_act = self.bench.max_act(args.feature)
         return f"feature {args.feature} on your texts (0-10 relative to its corpus max):\n" + \
             example_lines(records, max_act)
 
@@ -248,10 +251,9 @@ class Toolbox:
         return f'explanation "{display_token(args.explanation)}" of feature {args.feature}:\n' + "\n".join(lines)
 
     def search_catalog(self, args: SearchArgs) -> str:
-        embedder = self.bench.embedder
-        vector = embedder.embed([args.query])[0].tolist()
-        with Catalog(self.bench.catalog_path, read_only=True) as catalog:
-            rows = catalog.search(vector, embedder.name, args.n)
+        from agent.search import nearest_explanations
+
+        rows = nearest_explanations(self.bench.catalog_path, self.bench.embedder, args.query, args.n)
         return "\n".join(f"{row['feature_set_id']} feature {row['feature']} ({row['similarity']:.2f}): "
                          f"{display_token(row['text'])}" for row in rows) or "no labeled features yet"
 

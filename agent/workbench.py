@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from agent.token_stats import CorpusCounts
-from evals.records import ActivationRecord, FeatureRecord, feature_record, record_from_example
+from evals.records import ActivationRecord, FeatureRecord, record_from_example
 from tools.catalog import Catalog
 from tools.errors import InterpError
 
@@ -65,11 +65,17 @@ class Workbench:
         return [record_from_example(e, self.special_ids) for e in examples]
 
     def record(self, feature: int, score_active: int = 10, score_random: int = 10) -> FeatureRecord:
+        from agent.label import read_record
+
         self.check_feature(feature)
         with Catalog(self.catalog_path, read_only=True) as catalog:
-            max_act = catalog.feature(self.set_id, feature)["max_act"]
-            examples = catalog.examples(self.set_id, feature)
-        return feature_record(feature, max_act, examples, self.special_ids, score_active, score_random)
+            return read_record(catalog, self.set_id, feature, self.special_ids, score_active, score_random)
+
+    def max_act(self, feature: int) -> float:
+        """The feature's max over the cached corpus, without reading its examples."""
+        self.check_feature(feature)
+        with Catalog(self.catalog_path, read_only=True) as catalog:
+            return float(catalog.feature(self.set_id, feature)["max_act"] or 0.0)
 
     @torch.inference_mode()
     def activations_on(self, feature: int, texts: list[str]) -> list[ActivationRecord]:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.label import run_label  # noqa: E402
 from agent.show import print_token_usage  # noqa: E402
-from tests.conftest import sentences, tiny_configs, tiny_tokenizer  # noqa: E402
+from tests.conftest import save_tiny_model, sentences  # noqa: E402
 from tests.server_process import stub_server  # noqa: E402
 from tests.test_label import cache_tiny_catalog  # noqa: E402
 from tools.catalog import Catalog  # noqa: E402
@@ -30,14 +30,7 @@ from tools.configs import LabelConfig  # noqa: E402
 
 
 def tiny_setup(folder: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_configs(len(tokenizer))["gpt2"])
-    model.save_pretrained(folder / "model")
-    tokenizer.save_pretrained(folder / "model")
+    save_tiny_model("gpt2", folder / "model")
     (folder / "corpus.txt").write_text("\n".join(sentences(300)))
     return cache_tiny_catalog(folder / "catalog.duckdb", folder / "model", folder / "corpus.txt", folder / "sae")
 

@@ -41,19 +41,20 @@ def tiny_configs(vocab_size: int) -> dict:
     }
 
 
+def save_tiny_model(name: str, folder: Path) -> Path:
+    """A tiny model ('gpt2', 'llama' or 'gemma3') with seeded random weights, saved with its tokenizer."""
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_configs(len(tokenizer))[name]).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Saved tiny GPT-2, Llama and Gemma 3 folders that `load_subject_model` loads by path."""
-    tokenizer = tiny_tokenizer()
-    folders = {}
-    for name, config in tiny_configs(len(tokenizer)).items():
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config)
-        folder = tmp_path_factory.mktemp(f"tiny-{name}")
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders[name] = folder
-    return folders
+    names = tiny_configs(vocab_size=1)  # only its keys are used
+    return {name: save_tiny_model(name, tmp_path_factory.mktemp(f"tiny-{name}")) for name in names}
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:

@@ -414,13 +414,17 @@ class Catalog:
             "WHERE status = 'ok' AND list_contains(?, explanation_id)", [explanation_ids]).fetchall()
         return {tuple(row) for row in rows}
 
+    @staticmethod
+    def _insert_label(con: duckdb.DuckDBPyConnection, explanation: dict | None, scores: list[dict]) -> None:
+        if explanation is not None:
+            insert_row(con, "explanations", explanation)
+        for score in scores:
+            insert_row(con, "scores", score)
+
     def record_label(self, explanation: dict | None, scores: list[dict]) -> None:
         """A feature's new explanation (if any) and its scores, all or nothing."""
         with self.transaction() as con:
-            if explanation is not None:
-                insert_row(con, "explanations", explanation)
-            for score in scores:
-                insert_row(con, "scores", score)
+            self._insert_label(con, explanation, scores)
 
     def label_summary(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str,
                       features: list[int]) -> list[dict]:
@@ -440,9 +444,7 @@ class Catalog:
     def record_investigation(self, run_id: str, explanation: dict, scores: list[dict], experiments: list[dict]) -> None:
         """An investigation's explanation, scores and experiment log, and its run's end, all or nothing."""
         with self.transaction() as con:
-            insert_row(con, "explanations", explanation)
-            for row in scores:
-                insert_row(con, "scores", row)
+            self._insert_label(con, explanation, scores)
             for row in experiments:
                 insert_row(con, "experiments", row)
             self.set_run_status(run_id, "complete" if explanation["status"] == "ok" else "failed",

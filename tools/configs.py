@@ -159,10 +159,14 @@ class LabelConfig:
     """Sentence-transformers model for explanation embeddings and the embedding scorer (name or folder)."""
     device: str = "auto"
 
+    @property
+    def llm_is_local(self) -> bool:
+        return self.llm.startswith("local")
+
     def effective_concurrency(self) -> int:
         if self.concurrency:
             return self.concurrency
-        return 1 if self.llm.startswith("local") else 8
+        return 1 if self.llm_is_local else 8
 
     def scorer_names(self) -> list[str]:
         return [name.strip() for name in self.scorers.split(",") if name.strip()]
