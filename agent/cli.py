@@ -251,6 +251,35 @@ def command_investigate(args: argparse.Namespace) -> None:
     show_labels([row], f"feature {args.feature}: investigated explanation", config.scorer_names())
 
 
+def command_ask(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.ask import Sessions, open_session, sessions_path
+    from agent.ask_terminal import ToolPrinter, converse, show_answer, show_history, show_sessions
+    from agent.free_agent import Budget
+
+    if args.sessions:
+        path = sessions_path(args.catalog)
+        if not path.exists():
+            raise InterpError(f"no ask sessions beside {args.catalog} yet ({path})")
+        sessions = Sessions(path)
+        show_sessions(sessions)
+        sessions.close()
+        return
+    config = config_from_args(LabelConfig, args)
+    with open_session(config, args.catalog, args.feature_set, args.feature, args.session, args.graph,
+                      Budget(args.max_tool_calls, args.max_tokens), watcher=ToolPrinter()) as session:
+        resumed = f", {session.row['questions']} earlier questions" if args.session else ""
+        print(f"session {session.id}: feature {session.feature} of {session.row['feature_set_id']}, "
+              f"{session.asker.name} graph, LLM {config.llm}{resumed}", flush=True)
+        if args.session and not args.question:
+            show_history(session, last=2)
+        if args.question:
+            show_answer(session.ask(args.question))
+        else:
+            converse(session)
+        print(f"resume with: interp ask --session {session.id}", flush=True)
+
+
 def command_features(args: argparse.Namespace) -> None:
     from agent.show import show_feature, show_feature_set, show_feature_sets
     from tools.catalog import Catalog
@@ -347,12 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     investigate.add_argument("--graph", choices=("fixed", "free"), default="fixed",
                              help="fixed: the graph calls the tools, any LLM (default); free: the LLM calls them, "
                                   "needs an endpoint with tool calls")
-    investigate.add_argument("--max-tool-calls", type=int, default=12, help="free agent: tool calls per question")
-    investigate.add_argument("--max-tokens", type=int, default=60_000, help="free agent: LLM tokens per question")
-    add_config_flags(investigate, LabelConfig, LABEL_HELP, skip=("explainer", "limit", "features", "n_top",
-                                                                 "n_quantile"))
-    catalog_flag(investigate)
+    agent_flags(investigate)
     investigate.set_defaults(handler=command_investigate)
+
+    ask = commands.add_parser("ask", help="question a feature: experiments run and cited for each answer; "
+                                          "interactive, or once with --question; sessions resume by id")
+    ask.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name); "
+                                                    "not needed with --session")
+    ask.add_argument("--feature", type=int, help="the feature to ask about (in a session: /feature N switches)")
+    ask.add_argument("--question", "-q", help="answer this one question and exit")
+    ask.add_argument("--session", help="resume this session (its feature set, feature and conversation)")
+    ask.add_argument("--sessions", action="store_true", help="list the sessions beside the catalog and exit")
+    ask.add_argument("--graph", choices=("auto", "fixed", "free"), default=None,
+                     help="auto (default): free for an endpoint, fixed for a local LLM; fixed: the graph picks "
+                          "the experiments from the question, any LLM; free: the LLM calls the tools")
+    agent_flags(ask)
+    ask.set_defaults(handler=command_ask)
 
     features = commands.add_parser("features", help="list feature sets, a set's features, or one feature's examples")
     features.add_argument("feature_set", nargs="?", help="feature set id (or unique prefix, or hook name)")
@@ -363,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_flag(features)
     features.set_defaults(handler=command_features)
     return parser
+
+
+def agent_flags(parser: argparse.ArgumentParser) -> None:
+    """What investigate and ask share: the free agent's budgets, the LLMs and scorers, the catalog."""
+    parser.add_argument("--max-tool-calls", type=int, default=12, help="free agent: tool calls per question")
+    parser.add_argument("--max-tokens", type=int, default=60_000, help="free agent: LLM tokens per question")
+    add_config_flags(parser, LabelConfig, LABEL_HELP, skip=("explainer", "limit", "features", "n_top", "n_quantile"))
+    catalog_flag(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,19 +103,23 @@ class FreeAgent:
     def route(self, state: AgentState) -> str:
         return END if state.get("stop") else "tools"
 
-    def graph(self):
+    def graph(self, checkpointer=None):
+        """`checkpointer` keeps the conversation across questions (`interp ask` sessions)."""
         builder = StateGraph(AgentState)
         builder.add_node("model", self.model)
         builder.add_node("tools", self.tools)
         builder.add_edge(START, "model")
         builder.add_conditional_edges("model", self.route, ["tools", END])
         builder.add_edge("tools", "model")
-        return builder.compile()
+        return builder.compile(checkpointer=checkpointer)
+
+    @property
+    def recursion_limit(self) -> int:
+        return 2 * self.budget.tool_calls + 6  # every tool round is two steps, plus the final answer
 
     def run(self, messages: list[dict], on_step=None) -> AgentState:
         state: AgentState = {"messages": messages, "tool_calls": 0, "tokens": 0}
-        limit = 2 * self.budget.tool_calls + 6  # every tool round is two steps, plus the final answer
-        for update in self.graph().stream(state, {"recursion_limit": limit}, stream_mode="updates"):
+        for update in self.graph().stream(state, {"recursion_limit": self.recursion_limit}, stream_mode="updates"):
             for name, values in update.items():
                 values = values or {}
                 state["messages"] = state["messages"] + values.get("messages", [])

@@ -190,7 +190,8 @@ class InvestigationResult:
     usage: Usage
 
 
-def experiment_rows(log: list[ToolCall], explanation_id: str, run_id: str) -> list[dict]:
+def experiment_rows(log: list[ToolCall], explanation_id: str | None, run_id: str) -> list[dict]:
+    """`explanation_id` is None for an `interp ask` question, which explains nothing."""
     return [{"explanation_id": explanation_id, "step": index, "tool": call.tool,
              "arguments": json.dumps(call.arguments), "ok": call.ok, "result": call.result,
              "seconds": call.seconds, "run_id": run_id} for index, call in enumerate(log)]

@@ -29,6 +29,10 @@ class Usage:
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
 
+    def __sub__(self, other: "Usage") -> "Usage":
+        """What was spent since `other` was read off the same running total."""
+        return Usage(self.prompt_tokens - other.prompt_tokens, self.completion_tokens - other.completion_tokens)
+
     @property
     def total(self) -> int:
         return self.prompt_tokens + self.completion_tokens

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -102,6 +102,14 @@ class ToolCall:
     seconds: float
 
 
+class ToolWatcher(Protocol):
+    """Sees each call as it starts and ends, so a terminal can stream an agent's experiments."""
+
+    def started(self, name: str, arguments: dict | str) -> None: ...
+
+    def finished(self, call: "ToolCall") -> None: ...
+
+
 def example_lines(records: list[ActivationRecord], max_act: float) -> str:
     lines = []
     for number, record in enumerate(records, 1):
@@ -117,6 +125,7 @@ class Toolbox:
     scorers: list[Scorer] = field(default_factory=list)
     log: list[ToolCall] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
+    watcher: ToolWatcher | None = None
 
     def __post_init__(self):
         self.tools = {tool.name: tool for tool in (
@@ -160,6 +169,8 @@ class Toolbox:
     def call(self, name: str, arguments: dict | str) -> ToolCall:
         """Validate, run and log one call. The result is always text for the LLM, delimited as data."""
         started = time.monotonic()
+        if self.watcher:
+            self.watcher.started(name, arguments)
         tool = self.tools.get(name)
         try:
             if tool is None:
@@ -179,6 +190,8 @@ class Toolbox:
         call = ToolCall(name, arguments if isinstance(arguments, dict) else {"raw": arguments}, ok,
                         f'<tool_result name="{name}">\n{body}\n</tool_result>', time.monotonic() - started)
         self.log.append(call)
+        if self.watcher:
+            self.watcher.finished(call)
         return call
 
     def top_examples(self, args: TopExamplesArgs) -> str:

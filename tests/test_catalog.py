@@ -54,3 +54,19 @@ def test_an_older_catalog_is_upgraded_by_a_writer_and_read_as_is(tmp_path):
     with Catalog(path) as catalog:
         assert catalog.con.execute("SELECT value FROM schema_info").fetchone() == (str(SCHEMA_VERSION),)
         assert catalog.con.execute("SELECT count(*) FROM sae_evals").fetchone() == (0,)
+
+
+def test_a_version_4_catalog_lets_ask_experiments_stand_without_an_explanation(tmp_path):
+    import duckdb
+
+    path = tmp_path / "v4.duckdb"
+    Catalog(path).close()
+    with duckdb.connect(str(path)) as con:  # what version 4 wrote: experiments keyed by an explanation
+        con.execute("DROP TABLE experiments")
+        con.execute("CREATE TABLE experiments (explanation_id VARCHAR NOT NULL, step INTEGER NOT NULL, "
+                    "tool VARCHAR NOT NULL, arguments JSON NOT NULL, ok BOOLEAN NOT NULL, result VARCHAR NOT NULL, "
+                    "seconds DOUBLE NOT NULL, run_id VARCHAR NOT NULL)")
+        con.execute("UPDATE schema_info SET value = '4' WHERE key = 'schema_version'")
+    with Catalog(path) as catalog:
+        catalog.con.execute("INSERT INTO experiments VALUES (NULL, 0, 'ablate', '{}', true, 'r', 0.1, 'run')")
+        assert catalog.con.execute("SELECT explanation_id, tool FROM experiments").fetchall() == [(None, "ablate")]

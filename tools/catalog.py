@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -153,7 +153,7 @@ CREATE TABLE IF NOT EXISTS scores (
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS experiments (
-    explanation_id VARCHAR NOT NULL,    -- the explanation an investigation arrived at
+    explanation_id VARCHAR,             -- the explanation an investigation arrived at; NULL for `interp ask`
     step INTEGER NOT NULL,
     tool VARCHAR NOT NULL,              -- a tool name, or llm:<step> for what the LLM wrote
     arguments JSON NOT NULL,
@@ -242,9 +242,12 @@ class Catalog:
                 f"understands ({SCHEMA_VERSION}); upgrade interp-agent to read it"
             )
         if version < SCHEMA_VERSION and not read_only:
-            # Every version so far only adds tables, which SCHEMA creates where missing.
+            # Versions add tables, which SCHEMA creates where missing; 5 also lets an ask question's
+            # experiments stand without an explanation.
             with self.transaction() as con:
                 con.execute(SCHEMA)
+                if version == 4:
+                    con.execute("ALTER TABLE experiments ALTER COLUMN explanation_id DROP NOT NULL")
                 con.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
     def close(self) -> None:
@@ -445,10 +448,18 @@ class Catalog:
         """An investigation's explanation, scores and experiment log, and its run's end, all or nothing."""
         with self.transaction() as con:
             self._insert_label(con, explanation, scores)
-            for row in experiments:
-                insert_row(con, "experiments", row)
-            self.set_run_status(run_id, "complete" if explanation["status"] == "ok" else "failed",
-                                explanation["error"])
+            self._finish_experiments(con, run_id, experiments, explanation["status"] == "ok", explanation["error"])
+
+    def record_answer(self, run_id: str, experiments: list[dict], error: str | None = None) -> None:
+        """An `interp ask` question's experiment log (its answer the last LLM step) and its run's end."""
+        with self.transaction() as con:
+            self._finish_experiments(con, run_id, experiments, error is None, error)
+
+    def _finish_experiments(self, con: duckdb.DuckDBPyConnection, run_id: str, experiments: list[dict], ok: bool,
+                            error: str | None) -> None:
+        for row in experiments:
+            insert_row(con, "experiments", row)
+        self.set_run_status(run_id, "complete" if ok else "failed", error)
 
     def has_labels(self) -> bool:
         """False for a catalog written before labeling existed (schema 2) and opened read-only, so never
