@@ -26,10 +26,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from agent.free_agent import Budget, FreeAgent
-from agent.investigate import experiment_rows, parse_tests
+from agent.investigate import experiment_rows
 from agent.label import Backends, build_scorers
 from agent.llm import ChatLLM, Usage
-from agent.toolbox import MAX_TEXT_CHARS, MAX_TEXTS, Toolbox, ToolWatcher
+from agent.toolbox import MAX_TEXT_CHARS, MAX_TEXTS, Toolbox, ToolCall, ToolWatcher
 from agent.workbench import Workbench
 from evals.records import FeatureRecord
 from prompts import load_prompt
@@ -38,8 +38,9 @@ from tools.configs import LabelConfig
 from tools.errors import InterpError
 
 GRAPHS = ("auto", "fixed", "free")
-TEXTS_PER_SIDE = 4
-TEXTS_TOKENS = 200
+TEST_SENTENCES = 4
+TEXTS_TOKENS = 150
+CONTROL_WINDOWS = 8
 ANSWER_TOKENS = 160
 HISTORY_TURNS = 3
 STEER_MULTIPLE = 10.0
@@ -56,6 +57,8 @@ EFFECT = re.compile(r"\b(predict\w*|promot\w*|outputs?|logits?|next tokens?|down
 CONCEPT = re.compile(r"\b(?:fires?|firing|activat(?:e|es|ing)|respond(?:s|ing)?|reacts?|detects?|encodes?|"
                      r"represents?|tracks?|cares?|lights? up|sensitive)\b"
                      r"(?:\s+(?:to|on|for|when|with|about|in|at))?\s+(.+)", re.I)
+PEAK_LINE = re.compile(r"^\s*\d+\. \(peak (\d+)/10\) (.*)$")
+"""A line of `activations_on`'s result (toolbox.example_lines)."""
 PRONOUNS = {"it", "this", "that", "them", "anything", "something", "what"}
 
 
@@ -124,6 +127,45 @@ def plan_experiments(question: str, record: FeatureRecord) -> Plan:
     return Plan(tuple(calls), subject)
 
 
+def measured(step: dict, call: ToolCall) -> list[str]:
+    """A tool result in a few lines: each text's peak (all peaks and their mean for more than three texts),
+    or the head of the result. Cut from the result the tool returned, so it quotes exactly what was shown."""
+    body = call.result.split("\n")[1:-1]  # inside the <tool_result> tags
+    peaks = [(int(match.group(1)), match.group(2)) for match in map(PEAK_LINE.match, body) if match]
+    if call.ok and step["tool"] == "activations_on" and 0 < len(peaks) <= 3:
+        shown = [f"peak {peak}/10: {text[:120]}" for peak, text in peaks]
+    elif call.ok and peaks:
+        values = [peak for peak, _ in peaks]
+        shown = [f"peaks {', '.join(map(str, values))} of 10 (mean {sum(values) / len(values):.1f})"]
+    else:
+        shown = [line[:240] for line in body[:3]]
+    return [f"- {step['label']} {' / '.join(shown)}"]
+
+
+def list_items(text: str) -> list[str]:
+    """Sentences from a list an LLM wrote: numbers, bullets and a gloss after a quoted sentence dropped
+    ('1. "Je suis ici" - I am here' -> 'Je suis ici'), repeats removed."""
+    items = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]|[-+*•])\s*", "", line).strip()
+        quoted = re.match(r'^"([^"]{3,})"', line)
+        item = (quoted.group(1) if quoted else line)[:MAX_TEXT_CHARS]
+        if len(item) >= 3 and not item.endswith(":") and item not in items:
+            items.append(item)
+    return items[:TEST_SENTENCES]
+
+
+def usable_answer(text: str) -> str:
+    """The LLM's first paragraph, without the repeated lines and echoed result rows small models produce."""
+    paragraph = re.sub(r"^\s*Answer:\s*", "", text).strip().split("\n\n")[0]
+    kept: list[str] = []
+    for line in paragraph.splitlines():
+        line = line.strip()
+        if line and line not in kept and not PEAK_LINE.search(line):
+            kept.append(line)
+    return " ".join(kept)[:600] or "(the LLM wrote no usable answer; the measurements are the evidence)"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The two graphs, each with the same face: inputs for a question, the answer from the final state.
 
@@ -162,31 +204,31 @@ class FixedAsk:
 
     def write_texts(self, state: FixedState) -> FixedState:
         subject, feature = state["subject"], state["feature"]
-        answer = self.write("texts", "ask_texts", TEXTS_TOKENS, question=state["question"], subject=subject,
-                            n=str(TEXTS_PER_SIDE))
-        examples, others = parse_tests(answer)
-        # With no usable sentences the subject itself is the one test text: weak, but an experiment.
-        tests = [call("activations_on", f'Sentences written as examples of "{subject}":', feature=feature,
-                      texts=examples or [subject])]
-        if others:
-            tests.append(call("activations_on", "Sentences written as not examples of it:", feature=feature,
-                              texts=others))
+        answer = self.write("texts", "ask_texts", TEXTS_TOKENS, subject=subject, n=str(TEST_SENTENCES))
+        # With no usable sentences the subject itself is the one test text: weak, but an experiment. The
+        # control is ordinary corpus text, not LLM-written "other" sentences, which a small LLM gets wrong.
+        tests = [call("activations_on", f'Sentences written to contain "{subject}":', feature=feature,
+                      texts=list_items(answer) or [subject]),
+                 call("top_examples", "Ordinary corpus text (random windows), for comparison:", feature=feature,
+                      bucket="random", n=CONTROL_WINDOWS)]
         return {"plan": tests + state["plan"]}
 
     def experiment(self, state: FixedState) -> FixedState:
-        parts = [f"{step['label']}\n{self.toolbox.call(step['tool'], step['arguments']).result}"
-                 for step in state["plan"]]
-        return {"results": "\n\n".join(parts)}
+        lines = []
+        for step in state["plan"]:
+            lines += measured(step, self.toolbox.call(step["tool"], step["arguments"]))
+        return {"results": "\n".join(lines)}
 
     def answer(self, state: FixedState) -> FixedState:
-        history = "".join(f"\nEarlier question: {turn['question']}\nEarlier answer: {turn['answer'][:300]}\n"
-                          for turn in state.get("history", [])[-HISTORY_TURNS:])
+        # Earlier questions only, for follow-ups ("and on dogs?"): a small LLM shown an earlier answer repeats it.
+        earlier = [turn["question"] for turn in state.get("history", [])[-HISTORY_TURNS:]]
+        history = "".join(f"Earlier question: {question}\n" for question in earlier)
         bench = self.toolbox.bench
         text = self.write("answer", "ask_answer", ANSWER_TOKENS, feature=str(state["feature"]),
-                          kind=bench.feature_set["kind"], hook=bench.feature_set["hook"], history=history,
-                          results=state["results"], question=state["question"])
-        answer = re.sub(r"^\s*Answer:\s*", "", text).strip() or \
-            "(the LLM wrote no answer; the experiment results above are the evidence)"
+                          kind=bench.feature_set["kind"], history=history, results=state["results"],
+                          question=state["question"])
+        # The measurements close every answer: the evidence stands even where a small LLM's prose falls short.
+        answer = f"{usable_answer(text)}\n\nMeasured:\n{state['results']}"
         return {"answer": answer,
                 "history": [{"feature": state["feature"], "question": state["question"], "answer": answer}]}
 
@@ -298,9 +340,13 @@ class Sessions:
         self.conn.commit()
         return self.get(session_id)
 
-    def asked(self, session_id: str, feature: int, question: str) -> None:
-        self.conn.execute("UPDATE ask_sessions SET questions = questions + 1, feature = ?, last_question = ? "
-                          "WHERE session_id = ?", (feature, question, session_id))
+    def focus(self, session_id: str, feature: int) -> None:
+        self.conn.execute("UPDATE ask_sessions SET feature = ? WHERE session_id = ?", (feature, session_id))
+        self.conn.commit()
+
+    def asked(self, session_id: str, question: str) -> None:
+        self.conn.execute("UPDATE ask_sessions SET questions = questions + 1, last_question = ? "
+                          "WHERE session_id = ?", (question, session_id))
         self.conn.commit()
 
 
@@ -330,8 +376,10 @@ class AskSession:
 
     @feature.setter
     def feature(self, feature: int) -> None:
+        """Switching feature sticks: a resumed session asks about the feature it was left on."""
         self.toolbox.bench.check_feature(feature)
         self.row["feature"] = feature
+        self.sessions.focus(self.id, feature)
 
     @property
     def history(self) -> list[dict]:
@@ -375,7 +423,7 @@ class AskSession:
         rows = experiment_rows(self.toolbox.log[first_log:], None, run_id)
         with Catalog(catalog_path) as catalog:
             catalog.record_answer(run_id, rows)
-        self.sessions.asked(self.id, feature, question)
+        self.sessions.asked(self.id, question)
         tool_calls = sum(1 for row in rows if not row["tool"].startswith("llm:"))
         return Answer(answer, run_id, tool_calls, self.asker.usage - usage_before)
 

@@ -2,10 +2,11 @@
 the boundary, sessions that persist and resume, the terminal loop, and bad input."""
 
 import json
+import re
 
 import pytest
 
-from agent.ask import concept_of, open_session, plan_experiments, quoted_texts, sessions_path
+from agent.ask import concept_of, list_items, open_session, plan_experiments, quoted_texts, sessions_path
 from agent.ask_terminal import ToolPrinter, converse
 from agent.cli import main
 from agent.free_agent import Budget
@@ -47,11 +48,17 @@ def test_quotes_and_concepts_are_read_without_tripping_on_apostrophes():
     assert concept_of("When does it fire?") == "" and concept_of("does it activate on it?") == ""
 
 
+def test_list_items_reads_the_lists_small_llms_write():
+    assert list_items('Sure:\n1. "Je suis ici" - I am here\n2) Il pleut.\n• Il pleut.\n\n- ok\nThat is all.') == [
+        "Je suis ici", "Il pleut.", "That is all."]
+
+
 def fixed_answers(prompt: str) -> str:
-    if 'starting with "+ "' in prompt:
-        return "+ Le chat dort.\n+ Bonjour mes amis.\n- The dog runs.\n- Red and blue."
-    if prompt.rstrip().endswith("Answer:"):
-        return "Answer: It fires weakly on French (peak 2/10) and not on English."
+    if prompt.startswith("Write 4 short sentences that contain"):
+        return ('Here they are:\n1. "Le chat dort." - The cat sleeps.\n2. Bonjour mes amis.\n- Il pleut.\n'
+                '* Merci.\n* Merci.')
+    if "Answer the question" in prompt:
+        return "Answer: It fires weakly on French.\nIt fires weakly on French.\n1. (peak 2/10) echoed row\n\nMore."
     return "Yes"
 
 
@@ -61,16 +68,20 @@ def test_fixed_graph_answers_from_experiments_and_records_them(catalog):  # noqa
     with open_session(CONFIG, catalog, "resid_post.1", 3, graph="fixed", llm_factory=lambda spec: chat,
                       watcher=ToolPrinter(write=printed.append)) as session:
         answer = session.ask("Does this neuron fire on French?")
-    assert answer.text == "It fires weakly on French (peak 2/10) and not on English."
+    # The LLM's first paragraph without repeats or echoed rows, then the measurements it was shown.
+    said, measurements = answer.text.split("\n\nMeasured:\n")
+    assert said == "It fires weakly on French."
+    assert re.fullmatch(r'- Sentences written to contain "French": peaks \d+, \d+, \d+, \d+ of 10 \(mean \d+\.\d\)\n'
+                        r"- Ordinary corpus text \(random windows\), for comparison: peaks (\d+, )+\d+ of 10 "
+                        r"\(mean \d+\.\d\)", measurements), measurements
     assert answer.tool_calls == 2 and answer.usage.total > 0
     # Both calls streamed as they ran: the call, then its result's lines.
-    assert printed[0].startswith('  -> activations_on({"feature": 3, "texts": ["Le chat dort."')
+    assert printed[0] == ('  -> activations_on({"feature": 3, "texts": ["Le chat dort.", "Bonjour mes amis.", '
+                          '"Il pleut.", "Merci."]})')
     assert any("on your texts" in line for line in printed)
-    answer_prompt = chat.prompts[-1]
-    assert answer_prompt.count('<tool_result name="activations_on">') == 2
-    assert 'Sentences written as examples of "French"' in answer_prompt
+    assert measurements in chat.prompts[-1]
     log = rows(catalog, "SELECT explanation_id, tool, ok FROM experiments ORDER BY step")
-    assert log == [(None, "llm:texts", True), (None, "activations_on", True), (None, "activations_on", True),
+    assert log == [(None, "llm:texts", True), (None, "activations_on", True), (None, "top_examples", True),
                    (None, "llm:answer", True)]
     (status, config), = rows(catalog, "SELECT status, config FROM runs WHERE kind = 'ask'")
     assert status == "complete" and json.loads(config)["question"] == "Does this neuron fire on French?"
@@ -88,8 +99,8 @@ def test_sessions_persist_and_resume_by_id_with_their_history(catalog):  # noqa:
         resumed.feature = 5
         resumed.ask("What happens if I ablate it?")
         assert [turn["feature"] for turn in resumed.history] == [3, 5]
-    # The earlier answer is shown to the LLM as context for the next question.
-    assert "Earlier question: Does it fire on" in chat.prompts[-1]
+    # The earlier question is shown to the LLM as context for a follow-up.
+    assert 'Earlier question: Does it fire on "the cat"?' in chat.prompts[-1]
     with open_session(CONFIG, catalog, session_id=session_id, llm_factory=lambda spec: chat) as again:
         assert again.feature == 5 and len(again.history) == 2
     assert rows(catalog, "SELECT count(*) FROM runs WHERE kind = 'ask' AND status = 'complete'") == [(2,)]
@@ -148,6 +159,9 @@ def test_the_terminal_loop_answers_switches_feature_and_survives_errors(catalog,
     with open_session(CONFIG, catalog, "resid_post.1", 3, graph="fixed", llm_factory=lambda spec: chat) as session:
         converse(session, read=lambda prompt: next(lines))
         assert session.feature == 4
+        session_id = session.id
+    with open_session(CONFIG, catalog, session_id=session_id, llm_factory=lambda spec: chat) as resumed:
+        assert resumed.feature == 4  # the switch stuck
     out = capsys.readouterr().out
     assert "error: feature 999 is not in feature set" in out
     assert "It fires weakly on French" in out and "unknown command '/nope'" in out

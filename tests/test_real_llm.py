@@ -72,3 +72,16 @@ def test_investigate_a_feature_with_the_embedded_local_llm(catalog, capsys):
         (status, llm), = con.execute("SELECT status, llm FROM explanations").fetchall()
     assert tools[:4] == ["top_examples", "token_stats", "logit_effect", "llm:hypothesis"]
     assert llm.startswith("local:smollm2-135m@") and status in ("ok", "failed")
+
+
+def test_ask_one_question_with_the_embedded_local_llm(catalog, capsys):
+    assert main(["ask", "resid_post.1", "--feature", "3", "--question", "Does it fire on numbers?",
+                 "--catalog", str(catalog), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    # The graph ran the LLM's sentences and ordinary corpus text for comparison, and cited both.
+    assert '-> activations_on({"feature": 3, "texts": [' in out
+    assert '-> top_examples({"feature": 3, "bucket": "random", "n": 8})' in out
+    assert '- Sentences written to contain "numbers": peak' in out and "Measured:" in out
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        tools = [row[0] for row in con.execute("SELECT tool FROM experiments ORDER BY step").fetchall()]
+    assert tools == ["llm:texts", "activations_on", "top_examples", "llm:answer"]
