@@ -203,3 +203,24 @@ def test_bad_ask_input_is_a_clear_error_before_anything_is_written(catalog, tmp_
         opened(session_id="nope")
     with pytest.raises(InterpError, match="no catalog at"):
         open_session(CONFIG, tmp_path / "none.duckdb", "mlp.1", 1)
+
+
+def test_ask_through_a_real_endpoint_process_that_calls_tools(catalog, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """The free agent against the loopback server (a separate process) via the openai client: the
+    endpoint asks for a tool, the tool runs and streams, the endpoint answers."""
+    from tests.loopback_server import completion
+    from tests.server_process import stub_server
+    from tests.test_llm import tool_call_response
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([
+        [200, completion("OK", "stub", "probe")],
+        [200, tool_call_response("activations_on", '{"feature": 3, "texts": ["the cat"]}')],
+        [200, completion("It peaks at 'cat' (activations_on, peak shown above).", "stub", "")]]))
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with stub_server(script=script) as url:
+        assert main(["ask", "resid_post.1", "--feature", "3", "-q", "Where does it fire?", "--llm", "openai:stub",
+                     "--base-url", url, "--scorers", "embedding", "--device", "cpu", "--catalog", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "free graph" in out and '-> activations_on({"feature": 3, "texts": ["the cat"]})' in out
+    assert "It peaks at 'cat'" in out and "(1 tool calls;" in out
