@@ -29,6 +29,7 @@ from agent.free_agent import Budget, FreeAgent
 from agent.investigate import experiment_rows
 from agent.label import Backends, build_scorers
 from agent.llm import ChatLLM, Usage
+from agent.prompted import PromptedSteps
 from agent.toolbox import MAX_TEXT_CHARS, MAX_TEXTS, Toolbox, ToolCall, ToolWatcher
 from agent.workbench import Workbench
 from evals.records import FeatureRecord
@@ -180,23 +181,12 @@ class FixedState(TypedDict, total=False):
     history: Annotated[list[dict], operator.add]
 
 
-class FixedAsk:
+class FixedAsk(PromptedSteps):
     """Any LLM: it writes test sentences and the answer; the graph chooses and runs the experiments."""
 
     name = "fixed"
-
-    def __init__(self, llm: ChatLLM, toolbox: Toolbox):
-        self.llm, self.toolbox = llm, toolbox
-        self.prompts = {name: load_prompt(name) for name in ("ask_texts", "ask_answer")}
-        self.usage = Usage()
-        self.recursion_limit = 12
-
-    def write(self, step: str, prompt: str, max_tokens: int, **values: str) -> str:
-        content = self.prompts[prompt].render(**values)
-        completion = self.llm.chat([{"role": "user", "content": content}], max_tokens=max_tokens)
-        self.usage = self.usage + completion.usage
-        self.toolbox.log_llm(step, {"prompt": prompt}, completion.text)
-        return completion.text
+    prompt_names = ("ask_texts", "ask_answer")
+    recursion_limit = 12
 
     def plan(self, state: FixedState) -> FixedState:
         plan = plan_experiments(state["question"], self.toolbox.bench.record(state["feature"]))
@@ -270,7 +260,9 @@ class FreeAsk:
     def __init__(self, llm: ChatLLM, toolbox: Toolbox, budget: Budget):
         self.agent = FreeAgent(llm, toolbox, budget)
         feature_set = toolbox.bench.feature_set
-        self.system = load_prompt("ask_system").render(
+        prompt = load_prompt("ask_system")
+        self.llm_name, self.prompt_hash = llm.name, prompt.sha256
+        self.system = prompt.render(
             feature_set=feature_set["feature_set_id"], kind=feature_set["kind"], hook=feature_set["hook"],
             model=feature_set["model"])
         self.recursion_limit = self.agent.recursion_limit
@@ -406,7 +398,8 @@ class AskSession:
         with Catalog(catalog_path) as catalog:
             run_id = catalog.start_run("ask", dataclasses.asdict(self.config) | {
                 "session": self.id, "feature_set": self.row["feature_set_id"], "feature": feature,
-                "question": question, "graph": self.asker.name}, uuid.uuid4().hex[:16], None, {})
+                "question": question, "graph": self.asker.name, "llm_name": self.asker.llm_name,
+                "prompt_hash": self.asker.prompt_hash}, uuid.uuid4().hex[:16], None, {})
         try:
             inputs = self.asker.inputs(previous, question, feature)
             config = self.thread | {"recursion_limit": self.asker.recursion_limit}

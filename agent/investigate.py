@@ -12,7 +12,6 @@ in `experiments`, all in one transaction.
 """
 
 import dataclasses
-import hashlib
 import json
 import re
 import uuid
@@ -26,6 +25,7 @@ from agent.explainers import parse_explanation
 from agent.free_agent import Budget, FreeAgent
 from agent.label import Backends, build_scorers, explanation_row, score_rows
 from agent.llm import ChatLLM, Usage
+from agent.prompted import PromptedSteps
 from agent.toolbox import Toolbox, ToolCall
 from agent.workbench import Workbench
 from prompts import load_prompt
@@ -60,31 +60,12 @@ def parse_tests(text: str) -> tuple[list[str], list[str]]:
     return fire[:TESTS_PER_SIDE], quiet[:TESTS_PER_SIDE]
 
 
-@dataclass
-class Investigator:
-    """The graph's nodes, sharing one LLM and one toolbox, whose log also takes the LLM's answers. It keys
-    its explanations like an explainer (name, LLM, prompt hash), so they are scored and compared alike."""
+class Investigator(PromptedSteps):
+    """The fixed graph's nodes; its explanations are keyed like an explainer's, so they are scored and
+    compared alike."""
 
-    llm: ChatLLM
-    toolbox: Toolbox
-    usage: Usage = Usage()
     name = "investigate"
-
-    def __post_init__(self):
-        self.prompts = {name: load_prompt(name) for name in PROMPTS}
-        self.llm_name = self.llm.name
-
-    @property
-    def prompt_hash(self) -> str:
-        joined = "".join(self.prompts[name].sha256 for name in PROMPTS)
-        return hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-    def ask(self, step: str, prompt: str, max_tokens: int, **values: str) -> str:
-        content = self.prompts[prompt].render(**values)
-        completion = self.llm.chat([{"role": "user", "content": content}], max_tokens=max_tokens)
-        self.usage = self.usage + completion.usage
-        self.toolbox.log_llm(step, {"prompt": prompt}, completion.text)
-        return completion.text
+    prompt_names = PROMPTS
 
     def gather(self, state: Investigation) -> Investigation:
         feature = state["feature"]
@@ -94,11 +75,11 @@ class Investigator:
         return {"evidence": "\n\n".join(call.result for call in calls)}
 
     def hypothesize(self, state: Investigation) -> Investigation:
-        answer = self.ask("hypothesis", "investigate_hypothesis", ANSWER_TOKENS, evidence=state["evidence"])
+        answer = self.write("hypothesis", "investigate_hypothesis", ANSWER_TOKENS, evidence=state["evidence"])
         return {"hypothesis": parse_explanation(answer)}
 
     def design_tests(self, state: Investigation) -> Investigation:
-        answer = self.ask("tests", "investigate_tests", TESTS_TOKENS, hypothesis=state["hypothesis"],
+        answer = self.write("tests", "investigate_tests", TESTS_TOKENS, hypothesis=state["hypothesis"],
                           n=str(TESTS_PER_SIDE))
         fire, quiet = parse_tests(answer)
         return {"should_fire": fire, "should_not": quiet}
@@ -115,7 +96,7 @@ class Investigator:
         return {"results": "\n\n".join(parts)}
 
     def revise(self, state: Investigation) -> Investigation:
-        answer = self.ask("revise", "investigate_revise", ANSWER_TOKENS, hypothesis=state["hypothesis"],
+        answer = self.write("revise", "investigate_revise", ANSWER_TOKENS, hypothesis=state["hypothesis"],
                           results=state["results"])
         try:
             return {"explanation": parse_explanation(answer), "revised": True}

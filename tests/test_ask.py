@@ -84,7 +84,9 @@ def test_fixed_graph_answers_from_experiments_and_records_them(catalog):  # noqa
     assert log == [(None, "llm:texts", True), (None, "activations_on", True), (None, "top_examples", True),
                    (None, "llm:answer", True)]
     (status, config), = rows(catalog, "SELECT status, config FROM runs WHERE kind = 'ask'")
-    assert status == "complete" and json.loads(config)["question"] == "Does this neuron fire on French?"
+    config = json.loads(config)
+    assert status == "complete" and config["question"] == "Does this neuron fire on French?"
+    assert (config["graph"], config["llm_name"], len(config["prompt_hash"])) == ("fixed", "scripted", 16)
 
 
 def test_sessions_persist_and_resume_by_id_with_their_history(catalog):  # noqa: F811
