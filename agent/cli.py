@@ -280,6 +280,34 @@ def command_ask(args: argparse.Namespace) -> None:
         print(f"resume with: interp ask --session {session.id}", flush=True)
 
 
+def command_eval_planted(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.show import eval_json, show_eval
+    from evals.planted_eval import run_planted_eval
+
+    config = config_from_args(LabelConfig, args)
+    explainers = [name.strip() for name in args.explainers.split(",") if name.strip()]
+    result = run_planted_eval(config, explainers, args.catalog, args.feature_set, args.seed,
+                              progress=not args.no_progress)
+    if args.json:
+        print(eval_json(result.rows))
+    else:
+        show_eval(result.rows, f"{result.set_id}: explainers and scorers on planted features (run {result.run_id})")
+
+
+def command_eval_compare(args: argparse.Namespace) -> None:
+    from agent.show import eval_json, show_eval
+    from evals.compare import run_compare
+
+    scorers = [name.strip() for name in args.scorers.split(",") if name.strip()]
+    result = run_compare(args.catalog, args.feature_set, args.a, args.b, scorers, args.seed)
+    if args.json:
+        print(eval_json(result.rows))
+    else:
+        show_eval(result.rows, f"{result.set_id}: {result.names[0]} vs {result.names[1]}, paired by feature "
+                               f"(run {result.run_id})")
+
+
 def command_features(args: argparse.Namespace) -> None:
     from agent.show import show_feature, show_feature_set, show_feature_sets
     from tools.catalog import Catalog
@@ -378,6 +406,30 @@ def build_parser() -> argparse.ArgumentParser:
                                   "needs an endpoint with tool calls")
     agent_flags(investigate)
     investigate.set_defaults(handler=command_investigate)
+
+    evals = commands.add_parser("eval", help="judge explainers and scorers: planted features, paired comparisons")
+    eval_commands = evals.add_subparsers(dest="eval_command", required=True)
+    planted = eval_commands.add_parser("planted", help="explainers and scorers on planted features with known "
+                                                       "meanings (cache them first: interp cache --hook planted)")
+    planted.add_argument("feature_set", nargs="?", default="planted", help="the planted feature set (default: planted)")
+    planted.add_argument("--explainers", default="oneshot,token-stats",
+                         help="comma-separated explainers to judge (default: oneshot,token-stats)")
+    planted.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    planted.add_argument("--json", action="store_true", help="print the rows as JSON")
+    planted.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_flags(planted, LabelConfig, LABEL_HELP, skip=("explainer",))
+    catalog_flag(planted)
+    planted.set_defaults(handler=command_eval_planted)
+    compare = eval_commands.add_parser("compare", help="two labeling configurations on the same features, paired")
+    compare.add_argument("feature_set", help="feature set id (or unique prefix, or hook name)")
+    compare.add_argument("a", help="a configuration: explainer name, or NAME@part-of-its-LLM")
+    compare.add_argument("b", help="the other configuration")
+    compare.add_argument("--scorers", default="simulation,detection,fuzzing,embedding",
+                         help="scorers whose scores to compare (default: all four)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    compare.add_argument("--json", action="store_true", help="print the rows as JSON")
+    catalog_flag(compare)
+    compare.set_defaults(handler=command_eval_compare)
 
     ask = commands.add_parser("ask", help="question a feature: experiments run and cited for each answer; "
                                           "interactive, or once with --question; sessions resume by id")

@@ -83,10 +83,11 @@ class Backends:
 
 def build_labeler(config: LabelConfig, backends: Backends,
                   evidence: Callable[[FeatureRecord], Evidence] | None = None,
-                  corpus: CorpusCounts | None = None) -> Labeler:
-    if config.explainer == "token-stats":
-        explainer: Explainer = TokenStatsExplainer(corpus)
-    else:
+                  corpus: CorpusCounts | None = None, explainer: Explainer | None = None) -> Labeler:
+    """`explainer`, when given, replaces the one the config names (the planted eval's descriptions)."""
+    if explainer is None and config.explainer == "token-stats":
+        explainer = TokenStatsExplainer(corpus)
+    elif explainer is None:
         explainer = OneShotExplainer(backends.get(config.llm), config.n_top, config.n_quantile, evidence)
     embedder = Embedder(config.embedder, device=config.device)
     return Labeler(explainer, build_scorers(config, backends, embedder), embedder)
@@ -255,7 +256,7 @@ class LabelResult:
 
 
 def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
-              llm_factory: LLMFactory | None = None) -> LabelResult:
+              llm_factory: LLMFactory | None = None, explainer: Explainer | None = None) -> LabelResult:
     config.validate()
     catalog_path = Path(catalog_path)
     # Everything the flags name is checked before any model loads or anything is written.
@@ -264,10 +265,11 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
         set_id = feature_set["feature_set_id"]
         targets = target_features(catalog, config, set_id)
         special = special_token_ids(catalog.model(feature_set["model_id"]))
-        needs_counts = config.explainer in ("token-stats", "evidence")
+        needs_counts = explainer is None and config.explainer in ("token-stats", "evidence")
         corpus = corpus_counts(catalog, set_id, special) if needs_counts else None
-    evidence = output_evidence(catalog_path, set_id, corpus, config.device) if config.explainer == "evidence" else None
-    labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus)
+    wants_evidence = explainer is None and config.explainer == "evidence"
+    evidence = output_evidence(catalog_path, set_id, corpus, config.device) if wants_evidence else None
+    labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer)
     with Catalog(catalog_path) as catalog:
         work = plan(catalog, labeler, targets, set_id)
         run_id = catalog.start_run("label", dataclasses.asdict(config) | {"feature_set": set_id},

@@ -171,3 +171,29 @@ def show_investigation_step(name: str, update: dict) -> None:
         shown["evidence"] = f"{update['evidence'].count('<tool_result')} tool results"
     print(f"[{name}] " + "; ".join(f"{key}: {' '.join(str(value).split())[:160]}" for key, value in shown.items()),
           flush=True)
+
+
+def show_eval(rows: list, title: str) -> None:
+    """An eval's rows: subject, metric, value with its 95% interval, and n."""
+    console = table_console()
+    table = Table(title=title)
+    for column, justify in (("subject", "left"), ("metric", "left"), ("value", "right"), ("95% interval", "right"),
+                            ("n", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in rows:
+        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.2f}, {row.ci_high:.2f}]"  # NaN: none
+        value = "-" if row.value != row.value else f"{row.value:.2f}" if abs(row.value) < 100 else f"{row.value:,.0f}"
+        table.add_row(row.subject, row.metric, value, interval, str(row.n))
+    console.print(table)
+
+
+def eval_json(rows: list) -> str:
+    """Rows for machines: NaN becomes null, so any JSON reader takes it."""
+    import dataclasses
+    import json
+    import math
+
+    def clean(value):
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return json.dumps([{key: clean(value) for key, value in dataclasses.asdict(row).items()} for row in rows], indent=1)

@@ -80,7 +80,6 @@ class Workbench:
     @torch.inference_mode()
     def activations_on(self, feature: int, texts: list[str]) -> list[ActivationRecord]:
         """The feature's activation on each token of each text (BOS first, then left out)."""
-        from tools.hooks import run_to_hooks
         from tools.interventions import encode_text
 
         self.check_feature(feature)
@@ -88,8 +87,7 @@ class Workbench:
         records = []
         for text in texts:
             input_ids = encode_text(subject, text)  # [1, seq]
-            acts = run_to_hooks(subject.model, input_ids, [source.hook])[source.hook.name]
-            values = source.features(acts)[0, :, feature].float().cpu().tolist()  # [seq]
+            values = source.read(subject, input_ids)[0, :, feature].float().cpu().tolist()  # [seq]
             ids = input_ids[0].tolist()
             kept = [i for i, token_id in enumerate(ids) if token_id not in self.special_ids]
             tokens = [subject.tokenizer.decode([ids[i]]) for i in kept]

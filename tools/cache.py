@@ -28,7 +28,7 @@ from tools.configs import CacheConfig, ModelAndCorpus, SAEEvalConfig
 from tools.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
 from tools.errors import InterpError, Interrupted
 from tools.features import FeatureSource, resolve_features
-from tools.hooks import hf_module_path, n_layers, run_to_hooks
+from tools.hooks import n_layers
 from tools.interrupts import StopRequested, stop_at_batch_boundary
 from tools.model import SubjectModel, load_subject_model
 from tools.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
@@ -223,7 +223,6 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
     catalog_path = Path(catalog_path)
     corpus, subject, source = checked_inputs(config, catalog_path)
-    hook = source.hook
     windows = prepare_windows(config, subject)
     n_windows = len(windows)
     n_tokens_planned = n_windows * config.window
@@ -231,7 +230,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     run_key = f"{config.results_hash()}:{subject.sha256}:{corpus['sha256']}:{source.sha256}"
     config_hash = hashlib.sha256(run_key.encode()).hexdigest()[:16]
     print(f"config: {json.dumps(dataclasses.asdict(config))}", flush=True)
-    print(f"caching {source.width} {source.kind} features at {hook.name} of {config.model} on "
+    print(f"caching {source.width} {source.kind} features at {source.hook_name} of {config.model} on "
           f"{n_tokens_planned:,} tokens ({n_windows:,} windows of {config.window}) from '{config.corpus}' on "
           f"{subject.device} ({subject.dtype}); run key {config_hash}", flush=True)
     if n_tokens_planned < config.tokens - config.window:
@@ -258,7 +257,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     if resumed:
         state.load_state_dict(torch.load(checkpoint, map_location=subject.device))
         print(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}", flush=True)
-    set_id = f"{hook.name}{'-sae' if source.sae is not None else ''}-{config_hash[:8]}"
+    set_id = f"{source.name}-{config_hash[:8]}"
     try:
         stream(config, subject, source, windows, state, checkpoint, progress)
         rows = build_rows(state, config, windows, subject, feature_set_row(subject, source, config, set_id, n_windows,
@@ -290,8 +289,8 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
 def feature_set_row(subject: SubjectModel, source: FeatureSource, config: CacheConfig, set_id: str, n_windows: int,
                     run_id: str) -> dict:
     return {
-        "feature_set_id": set_id, "model_id": subject.sha256, "hook": source.hook.name,
-        "hf_module": hf_module_path(subject.model, source.hook), "kind": source.kind, "n_features": source.width,
+        "feature_set_id": set_id, "model_id": subject.sha256, "hook": source.hook_name,
+        "hf_module": source.hf_module(subject.model), "kind": source.kind, "n_features": source.width,
         "window_length": config.window, "n_windows": n_windows, "tokens": n_windows * config.window,
         "source_path": source.path, "source_sha256": source.sha256, "run_id": run_id}
 
@@ -306,18 +305,17 @@ def model_row(subject: SubjectModel, run_id: str) -> dict:
 
 def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, windows: torch.Tensor,
            state: CacheState, checkpoint: Path, progress: bool) -> None:
-    hook = source.hook
     n_batches = -(-len(windows) // config.batch_size)
     done_tokens = min(state.next_batch * config.batch_size, len(windows)) * config.window
     bar = tqdm(total=len(windows) * config.window, initial=done_tokens, unit="tok", unit_scale=True,
-               disable=not progress, desc=hook.name, smoothing=0.1)
+               disable=not progress, desc=source.hook_name, smoothing=0.1)
     last_save = time.monotonic()
     with bar, stop_at_batch_boundary() as request:
         for batch_index in range(state.next_batch, n_batches):
             window_ids = torch.arange(batch_index * config.batch_size,
                                       min((batch_index + 1) * config.batch_size, len(windows)))
             input_ids = windows[window_ids].to(subject.device)  # [B, seq]
-            acts = source.features(run_to_hooks(subject.model, input_ids, [hook])[hook.name])  # [B, seq, F]
+            acts = source.read(subject, input_ids)  # [B, seq, F]
             mask = content_mask(input_ids, subject.tokenizer)
             generator = batch_generator(config.seed, batch_index, subject.device)
             update_state(state, acts, mask, window_ids.to(subject.device), generator, config.threshold)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -161,6 +161,18 @@ CREATE TABLE IF NOT EXISTS experiments (
     result VARCHAR NOT NULL,            -- exactly the text the LLM was shown (or wrote)
     seconds DOUBLE NOT NULL,
     run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evals (
+    run_id VARCHAR NOT NULL,
+    eval VARCHAR NOT NULL,              -- planted | compare
+    subject VARCHAR NOT NULL,           -- 'explainer NAME (LLM)', 'scorer NAME', or a compared configuration
+    metric VARCHAR NOT NULL,
+    value DOUBLE,
+    n INTEGER NOT NULL,
+    ci_low DOUBLE,
+    ci_high DOUBLE,
+    details JSON,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 """
 
@@ -454,6 +466,13 @@ class Catalog:
         """An `interp ask` question's experiment log (its answer the last LLM step) and its run's end."""
         with self.transaction() as con:
             self._finish_experiments(con, run_id, experiments, error is None, error)
+
+    def record_eval(self, run_id: str, eval_name: str, rows: list[dict]) -> None:
+        """An eval's table and its run's end, together."""
+        with self.transaction() as con:
+            for row in rows:
+                insert_row(con, "evals", row | {"run_id": run_id, "eval": eval_name})
+            self.set_run_status(run_id, "complete")
 
     def _finish_experiments(self, con: duckdb.DuckDBPyConnection, run_id: str, experiments: list[dict], ok: bool,
                             error: str | None) -> None:

@@ -13,6 +13,10 @@ from tools.model import SubjectModel, sha256_folder_weights
 from tools.sae import SAE
 from tools.sae_formats import check_fits, load_sae
 
+PLANTED_HOOK = "planted"
+"""`--hook planted`: the planted features of evals/planted.py, rules over tokens with known meanings."""
+NOT_IN_MODEL = ("planted features are rules over tokens, not part of the model: they can be read on text "
+                "(activations_on) but not ablated, steered, patched or traced to the logits")
 FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention"}
 
 
@@ -32,9 +36,38 @@ class FeatureSource:
         """[B, seq, hook width] -> [B, seq, features]."""
         return self.sae.encode(acts.float()) if self.sae is not None else acts
 
+    def read(self, subject: SubjectModel, input_ids: torch.Tensor) -> torch.Tensor:
+        """The features on token ids: [B, seq] -> [B, seq, features]."""
+        from tools.hooks import run_to_hooks
+
+        return self.features(run_to_hooks(subject.model, input_ids, [self.hook])[self.hook.name])
+
+    @property
+    def hook_name(self) -> str:
+        return self.hook.name
+
+    @property
+    def name(self) -> str:
+        """What a feature set is named after: its hook, and -sae for an SAE's latents."""
+        return f"{self.hook.name}{'-sae' if self.sae is not None else ''}"
+
+    def hf_module(self, model) -> str:
+        from tools.hooks import hf_module_path
+
+        return hf_module_path(model, self.hook)
+
+    @property
+    def in_model(self) -> bool:
+        """Whether the features are part of the model, so they can be ablated, steered and patched."""
+        return True
+
 
 def resolve_features(hook_name: str, sae_path: str, subject: SubjectModel) -> FeatureSource:
     """The hook's own dimensions, or the latents of the SAE at `sae_path` (whose file may name the hook)."""
+    if hook_name == PLANTED_HOOK:
+        from evals.planted import PlantedSource  # the planted benchmark's rules stand in for a model's features
+
+        return PlantedSource.over(subject)
     layers = n_layers(subject.model)
     if not sae_path:
         hook = parse_hook(hook_name or DEFAULT_HOOK, layers)

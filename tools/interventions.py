@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tools.catalog import Catalog
 from tools.errors import InterpError
-from tools.features import FeatureSource, resolve_features
+from tools.features import NOT_IN_MODEL, FeatureSource, resolve_features
 from tools.hooks import hooked_module, replaced
 from tools.model import SubjectModel, load_subject_model
 
@@ -35,7 +35,13 @@ def add(amount: float) -> Edit:
     return lambda values: values + amount
 
 
+def require_in_model(source: FeatureSource) -> None:
+    if not source.in_model:
+        raise InterpError(NOT_IN_MODEL)
+
+
 def edited_activation(source: FeatureSource, features: Features, edit: Edit) -> Callable[[torch.Tensor], torch.Tensor]:
+    require_in_model(source)
     """A replacement for the hook's activation [batch, seq, width] that applies `edit` to `features`."""
     index = [features] if isinstance(features, int) else list(features)
 
@@ -55,6 +61,7 @@ def edited_activation(source: FeatureSource, features: Features, edit: Edit) -> 
 
 def output_direction(subject: SubjectModel, source: FeatureSource, feature: int) -> torch.Tensor:
     """What one unit of the feature writes into the residual stream [d_model]."""
+    require_in_model(source)
     if source.sae is not None:
         return source.sae.W_dec[feature].float()
     if source.hook.site == "mlp":
