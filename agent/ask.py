@@ -128,14 +128,14 @@ def plan_experiments(question: str, record: FeatureRecord) -> Plan:
     return Plan(tuple(calls), subject)
 
 
-def measured(step: dict, call: ToolCall) -> list[str]:
+def measured(step: dict, done: ToolCall) -> list[str]:
     """A tool result in a few lines: each text's peak (all peaks and their mean for more than three texts),
     or the head of the result. Cut from the result the tool returned, so it quotes exactly what was shown."""
-    body = call.result.split("\n")[1:-1]  # inside the <tool_result> tags
+    body = done.result.split("\n")[1:-1]  # inside the <tool_result> tags
     peaks = [(int(match.group(1)), match.group(2)) for match in map(PEAK_LINE.match, body) if match]
-    if call.ok and step["tool"] == "activations_on" and 0 < len(peaks) <= 3:
+    if done.ok and step["tool"] == "activations_on" and 0 < len(peaks) <= 3:
         shown = [f"peak {peak}/10: {text[:120]}" for peak, text in peaks]
-    elif call.ok and peaks:
+    elif done.ok and peaks:
         values = [peak for peak, _ in peaks]
         shown = [f"peaks {', '.join(map(str, values))} of 10 (mean {sum(values) / len(values):.1f})"]
     else:
@@ -143,7 +143,7 @@ def measured(step: dict, call: ToolCall) -> list[str]:
     return [f"- {step['label']} {' / '.join(shown)}"]
 
 
-def list_items(text: str) -> list[str]:
+def list_items(text: str, limit: int = TEST_SENTENCES) -> list[str]:
     """Sentences from a list an LLM wrote: numbers, bullets and a gloss after a quoted sentence dropped
     ('1. "Je suis ici" - I am here' -> 'Je suis ici'), repeats removed."""
     items = []
@@ -153,7 +153,7 @@ def list_items(text: str) -> list[str]:
         item = (quoted.group(1) if quoted else line)[:MAX_TEXT_CHARS]
         if len(item) >= 3 and not item.endswith(":") and item not in items:
             items.append(item)
-    return items[:TEST_SENTENCES]
+    return items[:limit]
 
 
 def usable_answer(text: str) -> str:

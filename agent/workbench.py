@@ -71,6 +71,11 @@ class Workbench:
         with Catalog(self.catalog_path, read_only=True) as catalog:
             return read_record(catalog, self.set_id, feature, self.special_ids, score_active, score_random)
 
+    def explanations(self) -> dict[int, str]:
+        """The latest usable explanation of each labeled feature, whichever explainer wrote it."""
+        with Catalog(self.catalog_path, read_only=True) as catalog:
+            return catalog.latest_explanations(self.set_id)
+
     def max_act(self, feature: int) -> float:
         """The feature's max over the cached corpus, without reading its examples."""
         self.check_feature(feature)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -161,6 +161,37 @@ CREATE TABLE IF NOT EXISTS experiments (
     result VARCHAR NOT NULL,            -- exactly the text the LLM was shown (or wrote)
     seconds DOUBLE NOT NULL,
     run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audits (
+    run_id VARCHAR NOT NULL,
+    feature_set_id VARCHAR NOT NULL,
+    concept VARCHAR NOT NULL,
+    concept_key VARCHAR NOT NULL,       -- hash of name + description: written texts are reused by it
+    description VARCHAR NOT NULL,
+    positive JSON NOT NULL,             -- the texts used, from the file or written by the LLM
+    negative JSON NOT NULL,
+    texts_by VARCHAR NOT NULL,          -- 'file', or the LLM that wrote the missing texts
+    probe_auroc DOUBLE, probe_ci_low DOUBLE, probe_ci_high DOUBLE, probe_p_value DOUBLE,
+    mean_diff_auroc DOUBLE, mean_diff_ci_low DOUBLE, mean_diff_ci_high DOUBLE,
+    n_texts INTEGER NOT NULL,
+    verdict VARCHAR NOT NULL,           -- represented | weakly represented | not found
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS audit_candidates (
+    run_id VARCHAR NOT NULL,
+    feature_set_id VARCHAR NOT NULL,
+    concept VARCHAR NOT NULL,
+    rank INTEGER NOT NULL,
+    feature INTEGER NOT NULL,
+    found_by JSON NOT NULL,             -- search | aligned | active
+    explanation VARCHAR,
+    similarity DOUBLE,
+    activation_auroc DOUBLE,
+    alignment DOUBLE,
+    ablation DOUBLE,                    -- readout drop on positive texts, share of the positive-negative gap
+    steering DOUBLE,                    -- readout rise on negative texts, same scale
+    confidence DOUBLE,
+    verdict VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS evals (
     run_id VARCHAR NOT NULL,
@@ -466,6 +497,33 @@ class Catalog:
         """An `interp ask` question's experiment log (its answer the last LLM step) and its run's end."""
         with self.transaction() as con:
             self._finish_experiments(con, run_id, experiments, error is None, error)
+
+    def record_audit(self, audit: dict, candidates: list[dict]) -> None:
+        """One concept's audit and its candidates, together."""
+        with self.transaction() as con:
+            insert_row(con, "audits", audit)
+            for row in candidates:
+                insert_row(con, "audit_candidates", row)
+
+    def audit_texts(self, concept_key: str) -> dict | None:
+        """The texts an earlier audit used for this concept, so a rerun uses exactly them."""
+        row = self._one("SELECT positive, negative, texts_by FROM audits WHERE concept_key = ? "
+                        "ORDER BY created_at DESC LIMIT 1", [concept_key])
+        return row and {"positive": json.loads(row["positive"]), "negative": json.loads(row["negative"]),
+                        "texts_by": row["texts_by"]}
+
+    def explanation_count(self, feature_set_id: str) -> int:
+        if not self.has_labels():
+            return 0
+        return self._one("SELECT count(*) AS n FROM explanations WHERE feature_set_id = ? AND status = 'ok'",
+                         [feature_set_id])["n"]
+
+    def latest_explanations(self, feature_set_id: str) -> dict[int, str]:
+        if not self.has_labels():
+            return {}
+        rows = self._all("SELECT feature, arg_max(text, created_at) AS text FROM explanations "
+                         "WHERE feature_set_id = ? AND status = 'ok' GROUP BY feature", [feature_set_id])
+        return {row["feature"]: row["text"] for row in rows}
 
     def record_eval(self, run_id: str, eval_name: str, rows: list[dict]) -> None:
         """An eval's table and its run's end, together."""
