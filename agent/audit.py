@@ -47,6 +47,8 @@ class Candidate:
     feature: int
     found_by: list[str]
     explanation: str | None
+    explanation_scores: dict[str, float]
+    """The explanation's own scores (simulation, detection, ...), from the label run that wrote it."""
     similarity: float | None
     activation_auroc: float
     alignment: float
@@ -217,8 +219,8 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
     readout = Readout.fit(subject, positive, negative)
     candidates = []
     for feature, by in list(found.items())[:MAX_CANDIDATES]:
-        hit = hits.get(feature)
-        candidate = Candidate(feature, by, hit["text"] if hit else labels_by_feature.get(feature),
+        hit, label = hits.get(feature), labels_by_feature.get(feature, {"text": None, "scores": {}})
+        candidate = Candidate(feature, by, hit["text"] if hit else label["text"], label["scores"],
                               hit["similarity"] if hit else None, float(aurocs[feature]), float(alignment[feature]))
         max_act = bench.max_act(feature)
         effect = causal_effect(subject, source, feature, readout, positive, negative,
@@ -248,6 +250,7 @@ def audit_rows(run_id: str, set_id: str, audit: ConceptAudit) -> tuple[dict, lis
            "n_texts": audit.probe.n, "verdict": audit.verdict}
     candidates = [{"run_id": run_id, "feature_set_id": set_id, "concept": concept.name, "rank": rank,
                    "feature": c.feature, "found_by": json.dumps(c.found_by), "explanation": c.explanation,
+                   "explanation_scores": json.dumps(c.explanation_scores),
                    "similarity": c.similarity, "activation_auroc": c.activation_auroc, "alignment": c.alignment,
                    "ablation": c.ablation, "steering": c.steering, "confidence": c.confidence, "verdict": c.verdict}
                   for rank, c in enumerate(audit.candidates, 1)]

@@ -19,6 +19,10 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:+.0%}"
 
 
+def label_scores(candidate: Candidate) -> str:
+    return ", ".join(f"{name} {value:.2f}" for name, value in sorted(candidate.explanation_scores.items())) or "-"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Markdown
 
@@ -41,12 +45,12 @@ def markdown_concept(audit: ConceptAudit) -> list[str]:
              f"- difference of means: AUROC {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]",
              f"- texts: {len(audit.positive)} positive, {len(audit.negative)} negative, from {audit.texts_by}", "",
              "| rank | feature | verdict | confidence | activation AUROC | alignment | ablation | steering | "
-             "found by | explanation |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "found by | explanation | its scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, c in enumerate(audit.candidates, 1):
         explanation = (c.explanation or "").replace("|", "\\|")
         lines.append(f"| {rank} | {c.feature} | {c.verdict} | {fmt(c.confidence)} | {fmt(c.activation_auroc)} | "
                      f"{fmt(c.alignment)} | {percent(c.ablation)} | {percent(c.steering)} | "
-                     f"{', '.join(c.found_by)} | {explanation} |")
+                     f"{', '.join(c.found_by)} | {explanation} | {label_scores(c)} |")
     for c in audit.candidates[:3]:
         lines += ["", f"Top examples of feature {c.feature}:", ""]
         lines += [f"- {marked_example(example)}" for example in c.top_examples]
@@ -135,7 +139,8 @@ def html_concept(audit: ConceptAudit) -> str:
         f"<tr><td>{rank}</td><td>{c.feature}</td><td>{html.escape(c.verdict)}</td><td>{fmt(c.confidence)}</td>"
         f"<td>{fmt(c.activation_auroc)}</td><td>{fmt(c.alignment)}</td><td>{percent(c.ablation)}</td>"
         f"<td>{percent(c.steering)}</td><td>{html.escape(', '.join(c.found_by))}</td>"
-        f"<td>{html.escape(c.explanation or '')}</td></tr>" for rank, c in enumerate(audit.candidates, 1))
+        f"<td>{html.escape(c.explanation or '')}</td><td>{html.escape(label_scores(c))}</td></tr>"
+        for rank, c in enumerate(audit.candidates, 1))
     details = "".join(
         f"<h4>feature {c.feature}: {html.escape(c.verdict)}</h4><div class=row><div>"
         f"{svg_histogram(audit.positive_peaks.get(c.feature, []), audit.negative_peaks.get(c.feature, []))}"
@@ -149,7 +154,8 @@ def html_concept(audit: ConceptAudit) -> str:
             f"difference of means {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]; "
             f"texts from {html.escape(audit.texts_by)}.</p>"
             "<table><tr><th>rank</th><th>feature</th><th>verdict</th><th>confidence</th><th>activation AUROC</th>"
-            "<th>alignment</th><th>ablation</th><th>steering</th><th>found by</th><th>explanation</th></tr>"
+            "<th>alignment</th><th>ablation</th><th>steering</th><th>found by</th><th>explanation</th>"
+            "<th>its scores</th></tr>"
             f"{rows}</table><h3>Intervention effects</h3>{svg_effect_bars(audit.candidates)}{details}</section>")
 
 

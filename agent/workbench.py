@@ -71,8 +71,9 @@ class Workbench:
         with Catalog(self.catalog_path, read_only=True) as catalog:
             return read_record(catalog, self.set_id, feature, self.special_ids, score_active, score_random)
 
-    def explanations(self) -> dict[int, str]:
-        """The latest usable explanation of each labeled feature, whichever explainer wrote it."""
+    def explanations(self) -> dict[int, dict]:
+        """The latest usable explanation of each labeled feature, whichever explainer wrote it, with its
+        scores: {'text', 'scores': {'scorer metric': value}}."""
         with Catalog(self.catalog_path, read_only=True) as catalog:
             return catalog.latest_explanations(self.set_id)
 

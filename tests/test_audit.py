@@ -48,8 +48,8 @@ def audited_catalog(tmp_path, tiny_models, text_corpus):
     common = ["--model", str(tiny_models["llama"]), "--corpus", str(text_corpus), "--tokens", "2000", "--window", "16",
               "--catalog", str(catalog), "--no-progress"]
     assert main(["sae", "load", str(folder), *common]) == 0
-    assert main(["label", "resid_pre.0", "--explainer", "token-stats", "--scorers", "", "--catalog", str(catalog),
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert main(["label", "resid_pre.0", "--explainer", "token-stats", "--scorers", "embedding", "--catalog",
+                 str(catalog), "--device", "cpu", "--no-progress"]) == 0
     return catalog
 
 
@@ -73,6 +73,7 @@ def test_the_audit_finds_the_planted_latent_and_calls_an_absent_concept_not_foun
     top = paris.candidates[0]
     assert top.feature == PARIS_LATENT and top.activation_auroc == 1.0
     assert "active" in top.found_by and "aligned" in top.found_by
+    assert 'the tokens "paris"' in top.explanation and "embedding auroc" in top.explanation_scores
     assert top.verdict in ("carries the concept", "fires with the concept") and top.ablation > 0
     assert nothing.verdict == "not found" and 0.2 < nothing.probe.auroc < 0.8
     # Every number of the report is a catalog row of this run.
@@ -87,6 +88,7 @@ def test_the_audit_finds_the_planted_latent_and_calls_an_absent_concept_not_foun
     assert result.run_id in markdown and result.run_id in page
     assert page.count("<svg") >= 3 and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     assert "**paris**" in markdown or "**paris" in markdown  # the activating token highlighted
+    assert f"embedding auroc {top.explanation_scores['embedding auroc']:.2f}" in markdown
     assert rows(audited_catalog, "SELECT status FROM runs WHERE kind = 'audit'") == [("complete",)]
 
 

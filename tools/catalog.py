@@ -185,6 +185,7 @@ CREATE TABLE IF NOT EXISTS audit_candidates (
     feature INTEGER NOT NULL,
     found_by JSON NOT NULL,             -- search | aligned | active
     explanation VARCHAR,
+    explanation_scores JSON,            -- the explanation's own scores from its label run
     similarity DOUBLE,
     activation_auroc DOUBLE,
     alignment DOUBLE,
@@ -518,12 +519,21 @@ class Catalog:
         return self._one("SELECT count(*) AS n FROM explanations WHERE feature_set_id = ? AND status = 'ok'",
                          [feature_set_id])["n"]
 
-    def latest_explanations(self, feature_set_id: str) -> dict[int, str]:
+    def latest_explanations(self, feature_set_id: str) -> dict[int, dict]:
+        """Each labeled feature's latest usable explanation: {'text', 'scores': {'scorer metric': value}}."""
         if not self.has_labels():
             return {}
-        rows = self._all("SELECT feature, arg_max(text, created_at) AS text FROM explanations "
-                         "WHERE feature_set_id = ? AND status = 'ok' GROUP BY feature", [feature_set_id])
-        return {row["feature"]: row["text"] for row in rows}
+        rows = self._all(
+            "WITH latest AS (SELECT feature, arg_max(explanation_id, created_at) AS explanation_id, "
+            "arg_max(text, created_at) AS text FROM explanations WHERE feature_set_id = ? AND status = 'ok' "
+            "GROUP BY feature) SELECT l.feature, l.text, s.scorer, s.metric, s.value FROM latest l "
+            "LEFT JOIN scores s ON s.explanation_id = l.explanation_id AND s.status = 'ok'", [feature_set_id])
+        out: dict[int, dict] = {}
+        for row in rows:
+            entry = out.setdefault(row["feature"], {"text": row["text"], "scores": {}})
+            if row["scorer"] is not None:
+                entry["scores"][f"{row['scorer']} {row['metric']}"] = row["value"]
+        return out
 
     def record_eval(self, run_id: str, eval_name: str, rows: list[dict]) -> None:
         """An eval's table and its run's end, together."""
