@@ -3,16 +3,15 @@
 texts do not separate must come out "not found" with a probe near chance."""
 
 import json
-import random
 
 import pytest
 
 from agent.audit import run_audit
 from agent.cli import main
-from tests.conftest import WORDS
 from tests.scripted import ScriptedChat
 from tests.test_cache import random_sae
 from tests.test_label import rows
+from tests.test_probing import texts
 from tools.configs import LabelConfig
 from tools.errors import InterpError
 from tools.model import load_subject_model
@@ -22,15 +21,7 @@ CONFIG = LabelConfig(llm="openai:scripted", device="cpu")
 
 
 def sentences(with_paris: bool, n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    others = [w for w in WORDS if w not in ("paris", '"', "(", ")")]
-    out = []
-    for _ in range(n):
-        words = [rng.choice(others) for _ in range(4)]
-        if with_paris:
-            words[rng.randrange(4)] = "paris"
-        out.append(" ".join(words))
-    return out
+    return texts(with_paris, n, seed, length=4)
 
 
 @pytest.fixture

@@ -17,14 +17,15 @@ def subject(tiny_models):
     return load_subject_model(str(tiny_models["llama"]), device="cpu")
 
 
-def texts(with_paris: bool, n: int = 20, seed: int = 0) -> list[str]:
+def texts(with_paris: bool, n: int = 20, seed: int = 0, length: int = 6) -> list[str]:
+    """Random sentences of the tiny vocabulary; with_paris puts "paris" at one random place in each."""
     rng = random.Random(seed + with_paris)
     others = [w for w in WORDS if w != "paris"]
     out = []
     for _ in range(n):
-        words = [rng.choice(others) for _ in range(6)]
+        words = [rng.choice(others) for _ in range(length)]
         if with_paris:
-            words[rng.randrange(6)] = "paris"
+            words[rng.randrange(length)] = "paris"
         out.append(" ".join(words))
     return out
 
