@@ -180,10 +180,12 @@ def show_eval(rows: list, title: str) -> None:
     for column, justify in (("subject", "left"), ("metric", "left"), ("value", "right"), ("95% interval", "right"),
                             ("n", "right")):
         table.add_column(column, justify=justify, overflow="fold")
+    def number(value: float) -> str:
+        return "-" if value != value else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"  # NaN: none
+
     for row in rows:
-        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:.2f}, {row.ci_high:.2f}]"  # NaN: none
-        value = "-" if row.value != row.value else f"{row.value:.2f}" if abs(row.value) < 100 else f"{row.value:,.0f}"
-        table.add_row(row.subject, row.metric, value, interval, str(row.n))
+        interval = "" if row.ci_low != row.ci_low else f"[{number(row.ci_low)}, {number(row.ci_high)}]"
+        table.add_row(row.subject, row.metric, number(row.value), interval, str(row.n))
     console.print(table)
 
 
