@@ -202,18 +202,19 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
     aurocs = feature_aurocs(peaks, labels)
     alignment = direction_alignment(source, x, mean_difference(x, labels))
 
-    found: dict[int, list[str]] = {}
     hits = {}
     for row in nearest_explanations(bench.catalog_path, bench.embedder, f"{concept.name}: {concept.description}",
                                     40, bench.set_id):
         if row["feature"] not in hits and len(hits) < SEARCH_HITS:
             hits[row["feature"]] = row
-    for feature in hits:
-        found.setdefault(feature, []).append("search")
-    for feature in np.argsort(-alignment)[:ALIGNED]:
-        found.setdefault(int(feature), []).append("aligned")
-    for feature in np.argsort(-aurocs)[:ACTIVE]:
-        found.setdefault(int(feature), []).append("active")
+    ranked = {"search": list(hits), "aligned": [int(f) for f in np.argsort(-alignment)[:ALIGNED]],
+              "active": [int(f) for f in np.argsort(-aurocs)[:ACTIVE]]}
+    found: dict[int, list[str]] = {}
+    # Round robin over the three lists, so each kind of evidence puts its best in before the cut.
+    for rank in range(max(SEARCH_HITS, ALIGNED, ACTIVE)):
+        for how, features in ranked.items():
+            if rank < len(features):
+                found.setdefault(features[rank], []).append(how)
 
     labels_by_feature = bench.explanations()
     readout = Readout.fit(subject, positive, negative)

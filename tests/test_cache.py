@@ -7,8 +7,8 @@ import duckdb
 import pytest
 import torch
 
-import tools.cache
 from tools.cache import CacheConfig, prepare_windows, run_cache
+from tools.features import FeatureSource
 from tools.hooks import parse_hook, run_to_hooks
 from tools.model import load_subject_model
 from tools.windows import content_mask
@@ -108,23 +108,23 @@ def test_resume_after_crash_matches_an_uninterrupted_run(tmp_path, tiny_models, 
     config = config_for(tiny_models["gpt2"], text_corpus)
     reference = run_cache(config, tmp_path / "ref.duckdb", progress=False)
 
-    real_run = tools.cache.run_to_hooks
+    real_read = FeatureSource.read
     calls = {"n": 0}
 
-    def crash_on_fourth_batch(*args, **kwargs):
+    def crash_on_fourth_batch(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
             raise RuntimeError("simulated crash")
-        return real_run(*args, **kwargs)
+        return real_read(self, *args, **kwargs)
 
-    monkeypatch.setattr(tools.cache, "run_to_hooks", crash_on_fourth_batch)
+    monkeypatch.setattr(FeatureSource, "read", crash_on_fourth_batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cache(config, tmp_path / "c.duckdb", progress=False)
     catalog = tmp_path / "c.duckdb"
     assert rows(catalog, "SELECT count(*) FROM feature_sets") == [(0,)]
     assert rows(catalog, "SELECT status, error FROM runs") == [("failed", "RuntimeError: simulated crash")]
 
-    monkeypatch.setattr(tools.cache, "run_to_hooks", real_run)
+    monkeypatch.setattr(FeatureSource, "read", real_read)
     resumed = run_cache(config, catalog, progress=False)
     assert resumed.resumed and resumed.feature_set_id == reference.feature_set_id
     query = ("SELECT feature, bucket, rank, quantile, split, window_id, max_act, acts FROM examples "
