@@ -223,13 +223,12 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
         hit, label = hits.get(feature), labels_by_feature.get(feature, {"text": None, "scores": {}})
         candidate = Candidate(feature, by, hit["text"] if hit else label["text"], label["scores"],
                               hit["similarity"] if hit else None, float(aurocs[feature]), float(alignment[feature]))
-        max_act = bench.max_act(feature)
+        record = bench.record(feature)
         effect = causal_effect(subject, source, feature, readout, positive, negative,
-                               STEER_MULTIPLE * max_act if max_act > 0 else 8.0)
+                               STEER_MULTIPLE * record.max_act if record.max_act > 0 else 8.0)
         candidate.ablation, candidate.steering = effect.ablation, effect.steering
         candidate.verdict, candidate.confidence = candidate_verdict(candidate)
-        top = bench.record(feature).explain_top[:3]
-        candidate.top_examples = [{"tokens": r.tokens, "values": r.values} for r in top]
+        candidate.top_examples = [{"tokens": r.tokens, "values": r.values} for r in record.explain_top[:3]]
         candidates.append(candidate)
     candidates.sort(key=lambda c: (-c.confidence, -c.activation_auroc))
     audit = ConceptAudit(concept, positive, negative, texts_by, probe, mean_diff, concept_verdict(probe), candidates)

@@ -58,9 +58,9 @@ def paired_rows(first: Labels, second: Labels, names: tuple[str, str], scorers: 
         rows += [EvalRow(f"{names[0]} - {names[1]}", f"{scorer} {outcome}", float(count), len(features),
                          float("nan"), float("nan"))
                  for outcome, count in (("wins", (a > b).sum()), ("losses", (a < b).sum()), ("ties", (a == b).sum()))]
+    both = sorted(set(first.texts) & set(second.texts))
     for name, labels in zip(names, (first, second), strict=True):
-        features = [f for f in sorted(set(first.texts) & set(second.texts))]
-        tokens = np.array([labels.tokens[f] for f in features], dtype=np.float64)
+        tokens = np.array([labels.tokens[f] for f in both], dtype=np.float64)
         rows.append(row(name, "explainer LLM tokens per feature", tokens, None, seed))
     return rows
 

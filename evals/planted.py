@@ -19,6 +19,7 @@ from tools.errors import InterpError
 from tools.features import NOT_IN_MODEL, PLANTED_HOOK, FeatureSource
 from tools.hooks import HookPoint
 from tools.model import SubjectModel
+from tools.windows import token_strings
 
 Rule = Callable[[list[str]], list[float]]
 
@@ -294,15 +295,10 @@ class PlantedSource(FeatureSource):
         source.memo = {}
         return source
 
-    def decoded(self, token_id: int) -> str:
-        if token_id not in self.memo:
-            self.memo[token_id] = self.tokenizer.decode([token_id])
-        return self.memo[token_id]
-
     def read(self, subject: SubjectModel, input_ids: torch.Tensor) -> torch.Tensor:
         values = []
         for ids in input_ids.tolist():
-            tokens = [self.decoded(token_id) for token_id in ids]
+            tokens = token_strings(ids, self.tokenizer, self.memo)
             values.append([feature.activations(tokens) for feature in PLANTED])  # [F, seq]
         return torch.tensor(values, dtype=torch.float32, device=input_ids.device).permute(0, 2, 1)  # [B, seq, F]
 

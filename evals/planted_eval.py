@@ -136,7 +136,7 @@ def run_planted_eval(config: LabelConfig, explainers: list[str], catalog_path: P
     with Catalog(catalog_path, read_only=True) as catalog:
         set_id = checked_planted_set(catalog, set_ref)["feature_set_id"]
     for name in explainers:
-        LabelConfig(**(dataclasses.asdict(config) | {"explainer": name})).validate()
+        dataclasses.replace(config, explainer=name).validate()
     labeled = []
     for role in range(4):
         run_label(config, set_id, catalog_path, progress, llm_factory, explainer=DescriptionExplainer(role))

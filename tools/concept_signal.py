@@ -18,7 +18,7 @@ import torch
 from evals.stats import auroc, bootstrap_interval, weighted_auroc
 from tools.errors import InterpError
 from tools.features import FeatureSource
-from tools.hooks import HookPoint, n_layers, parse_hook, replaced, run_to_hooks
+from tools.hooks import n_layers, parse_hook
 from tools.interventions import add, edited_activation, encode_text, set_to
 from tools.model import SubjectModel
 from tools.probing import MIN_PER_CLASS, pooled_activations
@@ -126,10 +126,15 @@ def direction_alignment(source: FeatureSource, x: np.ndarray, direction: np.ndar
 class Readout:
     """The concept as the model's last layer carries it: a probe on mean resid_post of the last layer."""
 
-    hook: HookPoint
+    source: FeatureSource
     model: object
-    gap: float
-    """Mean probe score of positive texts minus negative texts, on the clean model."""
+    positive: float
+    negative: float
+    """Mean probe score of the positive and of the negative texts, on the clean model."""
+
+    @property
+    def gap(self) -> float:
+        return self.positive - self.negative
 
     @classmethod
     def fit(cls, subject: SubjectModel, positive: list[str], negative: list[str]) -> "Readout":
@@ -143,22 +148,11 @@ class Readout:
         labels = np.array([1] * len(positive) + [0] * len(negative))
         model = make_pipeline(StandardScaler(), LogisticRegression(solver="liblinear", max_iter=2000)).fit(x, labels)
         scores = model.decision_function(x)
-        return cls(hook, model, float(scores[labels == 1].mean() - scores[labels == 0].mean()))
+        return cls(source, model, float(scores[labels == 1].mean()), float(scores[labels == 0].mean()))
 
-    @torch.inference_mode()
-    def score(self, subject: SubjectModel, texts: list[str], edit=None) -> float:
-        """Mean readout over texts, with `edit` (hook, replace) applied during the forward when given."""
-        rows = []
-        for text in texts:
-            input_ids = encode_text(subject, text)
-            if edit is None:
-                acts = run_to_hooks(subject.model, input_ids, [self.hook])[self.hook.name]
-            else:
-                with replaced(subject.model, *edit):
-                    acts = run_to_hooks(subject.model, input_ids, [self.hook])[self.hook.name]
-            mask = content_mask(input_ids, subject.tokenizer)[0]
-            rows.append(acts[0].float()[mask].mean(0).cpu().numpy())
-        return float(self.model.decision_function(np.stack(rows)).mean())
+    def score(self, subject: SubjectModel, texts: list[str], edit) -> float:
+        """Mean readout over texts with `edit` (hook, replace) applied during the forward."""
+        return float(self.model.decision_function(pooled_activations(subject, self.source, texts, edit)).mean())
 
 
 @dataclass(frozen=True)
@@ -173,7 +167,6 @@ class CausalEffect:
 def causal_effect(subject: SubjectModel, source: FeatureSource, feature: int, readout: Readout,
                   positive: list[str], negative: list[str], strength: float) -> CausalEffect:
     gap = readout.gap if abs(readout.gap) > 1e-9 else float("nan")
-    clean_pos, clean_neg = readout.score(subject, positive), readout.score(subject, negative)
     ablated = readout.score(subject, positive, (source.hook, edited_activation(source, feature, set_to(0.0))))
     steered = readout.score(subject, negative, (source.hook, edited_activation(source, feature, add(strength))))
-    return CausalEffect((clean_pos - ablated) / gap, (steered - clean_neg) / gap, strength)
+    return CausalEffect((readout.positive - ablated) / gap, (steered - readout.negative) / gap, strength)

@@ -8,6 +8,8 @@ feature set of the hook's own dimensions the aligned features are the largest st
 an SAE the latents whose decoder direction has the highest cosine with the probe direction.
 """
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +17,7 @@ import torch
 
 from tools.errors import InterpError
 from tools.features import FeatureSource
-from tools.hooks import run_to_hooks
+from tools.hooks import HookPoint, replaced, run_to_hooks
 from tools.interventions import encode_text
 from tools.model import SubjectModel
 from tools.windows import content_mask
@@ -34,12 +36,15 @@ class ProbeResult:
 
 
 @torch.inference_mode()
-def pooled_activations(subject: SubjectModel, source: FeatureSource, texts: list[str]) -> np.ndarray:
-    """[len(texts), hook width]: each text's mean activation over its real tokens."""
+def pooled_activations(subject: SubjectModel, source: FeatureSource, texts: list[str],
+                       edit: tuple[HookPoint, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> np.ndarray:
+    """[len(texts), hook width]: each text's mean activation over its real tokens; with `edit`
+    (hook, replace), the activation at that hook is replaced during the forward (an intervention upstream)."""
     rows = []
     for text in texts:
         input_ids = encode_text(subject, text)  # [1, seq]
-        acts = run_to_hooks(subject.model, input_ids, [source.hook])[source.hook.name][0].float()  # [seq, width]
+        with replaced(subject.model, *edit) if edit else nullcontext():
+            acts = run_to_hooks(subject.model, input_ids, [source.hook])[source.hook.name][0].float()  # [seq, width]
         mask = content_mask(input_ids, subject.tokenizer)[0]
         if not mask.any():
             raise InterpError(f"text {text!r} has no tokens to probe")
