@@ -1,1 +1,18 @@
-"""The explainer agent and the `interp` command line."""
+"""What a user runs: the command line, terminal views, labeling, investigation, ask, audit and evals.
+
+The planted features of `evals` are registered here as a feature source (`--hook planted`), imported only
+when a run asks for them.
+"""
+
+from tools.feature_sources import register_source
+
+PLANTED_HOOK = "planted"
+
+
+def planted_source(subject):  # type: ignore[no-untyped-def]
+    from evals.planted import PlantedSource
+
+    return PlantedSource.over(subject)
+
+
+register_source(PLANTED_HOOK, planted_source)

@@ -59,7 +59,8 @@ def model_id(name: str) -> str:
 
 def write_batches(folder: Path, rows: Iterator[dict]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
-    count, batch, number = 0, [], 0
+    count, number = 0, 0
+    batch: list[dict] = []
 
     def flush() -> None:
         with gzip.open(folder / f"batch-{number}.jsonl.gz", "wt", encoding="utf-8") as handle:

@@ -24,7 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.cache import (  # noqa: E402
+from tools.data.windows import content_mask  # noqa: E402
+from tools.model.hooks import hook_width, n_layers, parse_hook, run_to_hooks  # noqa: E402
+from tools.model.subject import load_subject_model  # noqa: E402
+from tools.passes.cache import (  # noqa: E402
     CacheConfig,
     CacheState,
     batch_generator,
@@ -32,9 +35,6 @@ from tools.cache import (  # noqa: E402
     prepare_windows,
     update_state,
 )
-from tools.hooks import hook_width, n_layers, parse_hook, run_to_hooks  # noqa: E402
-from tools.model import load_subject_model  # noqa: E402
-from tools.windows import content_mask  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:

@@ -20,13 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.label import run_label  # noqa: E402
-from agent.show import print_token_usage  # noqa: E402
-from tests.conftest import save_tiny_model, sentences  # noqa: E402
-from tests.server_process import stub_server  # noqa: E402
-from tests.test_label import cache_tiny_catalog  # noqa: E402
+from agent.labeling.config import LabelConfig  # noqa: E402
+from agent.labeling.pipeline import run_label
+from agent.views.terminal import print_token_usage  # noqa: E402
 from tools.catalog import Catalog  # noqa: E402
-from tools.configs import LabelConfig  # noqa: E402
+from tools.testing.servers import stub_server  # noqa: E402
+from tools.testing.tiny import (  # noqa: E402
+    cache_tiny_catalog,  # noqa: E402
+    save_tiny_model,
+    sentences,
+)
 
 
 def tiny_setup(folder: Path) -> Path:

@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.cache import prepare_windows  # noqa: E402
 from tools.configs import CacheConfig  # noqa: E402
-from tools.hooks import hook_width, n_layers, parse_hook, run_to_hooks  # noqa: E402
-from tools.model import load_subject_model  # noqa: E402
-from tools.sae_formats import load_sae  # noqa: E402
-from tools.sae_train import init_sae, train_topk_sae  # noqa: E402
+from tools.model.hooks import hook_width, n_layers, parse_hook, run_to_hooks  # noqa: E402
+from tools.model.subject import load_subject_model  # noqa: E402
+from tools.passes.cache import prepare_windows  # noqa: E402
+from tools.passes.sae_train import init_sae, train_topk_sae  # noqa: E402
+from tools.sae.formats import load_sae  # noqa: E402
 
 
 def timed(function) -> float:

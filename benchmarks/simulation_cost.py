@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.llm import make_llm  # noqa: E402
-from evals.simulation import AllAtOnceSimulator  # noqa: E402
-from tools.corpus import CorpusSpec, iter_documents  # noqa: E402
+from evals.scorers.simulation import AllAtOnceSimulator  # noqa: E402
+from tools.data.corpus import CorpusSpec, iter_documents  # noqa: E402
 from tools.defaults import EMBEDDED_CORPUS  # noqa: E402
+from tools.llm.factory import make_llm  # noqa: E402
 
 EXPLANATION = "words about money and paying for things"
 

@@ -9,7 +9,6 @@ both labeled and scored are compared, pair by pair.
 
 import dataclasses
 import json
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +85,9 @@ def run_compare(catalog_path: Path, set_ref: str, first: str, second: str, score
         labels = [read_labels(catalog, set_id, *config) for config in configs]
     names = (label_of(configs[0]), label_of(configs[1]))
     rows = paired_rows(labels[0], labels[1], names, scorers, seed)
-    with Catalog(Path(catalog_path)) as catalog:
-        run_id = catalog.start_run("eval", {"eval": "compare", "feature_set": set_id, "a": list(configs[0]),
-                                            "b": list(configs[1]), "scorers": scorers, "seed": seed},
-                                   uuid.uuid4().hex[:16], None, {})
-        catalog.record_eval(run_id, "compare", [dataclasses.asdict(r) | {"details": json.dumps({})} for r in rows])
+    with Catalog.run(catalog_path, "eval", {"eval": "compare", "feature_set": set_id, "a": list(configs[0]),
+                                            "b": list(configs[1]), "scorers": scorers, "seed": seed}) as run_id:
+        with Catalog(catalog_path) as catalog:
+            catalog.record_eval(run_id, "compare", [dataclasses.asdict(r) | {"details": json.dumps({})}
+                                                    for r in rows])
     return Comparison(run_id, set_id, names, rows)

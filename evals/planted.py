@@ -12,14 +12,16 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
+from tools.data.windows import token_strings
 from tools.errors import InterpError
-from tools.features import NOT_IN_MODEL, PLANTED_HOOK, FeatureSource
-from tools.hooks import HookPoint
-from tools.model import SubjectModel
-from tools.windows import token_strings
+from tools.features import FeatureSource
+from tools.model.hooks import HookPoint
+from tools.model.subject import SubjectModel
 
 Rule = Callable[[list[str]], list[float]]
 
@@ -286,7 +288,14 @@ def planted_sha256() -> str:
 
 class PlantedSource(FeatureSource):
     """The planted features in place of a model's: the cache pass calls `read` on each batch of token ids
-    and gets the rules' activations, so sampling, splits and statistics are the ones real features get."""
+    and gets the rules' activations, so sampling, splits and statistics are the ones real features get.
+    Registered as the feature source `planted` by the agent package (tools.feature_sources)."""
+
+    not_in_model: ClassVar[str] = ("planted features are rules over tokens, not part of the model: they can be read "
+                                   "on text (activations_on) but not ablated, steered, patched or traced to the logits")
+    tokenizer: PreTrainedTokenizerBase
+    memo: dict[int, str]
+    """Token strings by id, decoded once."""
 
     @classmethod
     def over(cls, subject: SubjectModel) -> "PlantedSource":
@@ -303,19 +312,15 @@ class PlantedSource(FeatureSource):
         return torch.tensor(values, dtype=torch.float32, device=input_ids.device).permute(0, 2, 1)  # [B, seq, F]
 
     def features(self, acts: torch.Tensor) -> torch.Tensor:
-        raise InterpError(NOT_IN_MODEL)
+        raise InterpError(self.not_in_model)
 
     @property
     def hook_name(self) -> str:
-        return PLANTED_HOOK
+        return "planted"
 
     @property
     def name(self) -> str:
-        return PLANTED_HOOK
+        return "planted"
 
     def hf_module(self, model) -> str:
         return ""
-
-    @property
-    def in_model(self) -> bool:
-        return False

@@ -6,18 +6,19 @@ is a row of counts, so a thousand resamples are one matrix product instead of a 
 (looping was 0.2 s of CPU per feature, which under the GIL capped labeling concurrency).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def moments(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
+def moments(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """(count, sum x, sum y, sum xx, sum yy, sum xy) of one group of pairs: [6]."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"pearson needs two 1-d arrays of one length, got {x.shape} and {y.shape}")
-    return np.array([len(x), x.sum(), y.sum(), x @ x, y @ y, x @ y])
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"pearson needs two 1-d arrays of one length, got {xs.shape} and {ys.shape}")
+    return np.array([len(xs), xs.sum(), ys.sum(), xs @ xs, ys @ ys, xs @ ys])
 
 
 def pooled_pearson(group_moments: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -33,47 +34,47 @@ def pooled_pearson(group_moments: np.ndarray, weights: np.ndarray) -> np.ndarray
     return np.where(variance > 1e-12 * np.maximum(sxx * syy, 1e-300), np.clip(r, -1.0, 1.0), 0.0)
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: ArrayLike, y: ArrayLike) -> float:
     return float(pooled_pearson(moments(x, y)[None], np.ones((1, 1)))[0])
 
 
-def weighted_auroc(labels: Sequence[bool], scores: Sequence[float], weights: np.ndarray) -> np.ndarray:
+def weighted_auroc(labels: ArrayLike, scores: ArrayLike, weights: np.ndarray) -> np.ndarray:
     """Probability that a random positive scores above a random negative (ties count half), per row of
     weights [resamples, n]; NaN where a row holds no positive or no negative."""
-    labels = np.asarray(labels, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    beats = (scores[:, None] > scores[None, :]) + 0.5 * (scores[:, None] == scores[None, :])  # [n, n]
-    positive, negative = weights * labels, weights * ~labels  # [resamples, n]
+    is_positive = np.asarray(labels, dtype=bool)
+    values = np.asarray(scores, dtype=np.float64)
+    beats = (values[:, None] > values[None, :]) + 0.5 * (values[:, None] == values[None, :])  # [n, n]
+    positive, negative = weights * is_positive, weights * ~is_positive  # [resamples, n]
     pairs = positive.sum(axis=1) * negative.sum(axis=1)
     wins = np.einsum("ri,ij,rj->r", positive, beats, negative)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(pairs > 0, wins / pairs, np.nan)
 
 
-def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+def auroc(labels: ArrayLike, scores: ArrayLike) -> float:
+    is_positive = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(is_positive.sum()), int((~is_positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUROC needs positives and negatives, got {n_pos} and {n_neg}")
-    return float(weighted_auroc(labels, scores, np.ones((1, len(labels))))[0])
+    return float(weighted_auroc(is_positive, scores, np.ones((1, len(is_positive))))[0])
 
 
-def weighted_balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool], weights: np.ndarray) -> np.ndarray:
+def weighted_balanced_accuracy(labels: ArrayLike, predictions: ArrayLike, weights: np.ndarray) -> np.ndarray:
     """Mean of the true-positive and true-negative rates per row of weights; NaN where undefined."""
-    labels = np.asarray(labels, dtype=bool)
-    predictions = np.asarray(predictions, dtype=bool)
+    truth = np.asarray(labels, dtype=bool)
+    said = np.asarray(predictions, dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):
-        hit_rate = (weights * (labels & predictions)).sum(axis=1) / (weights * labels).sum(axis=1)
-        reject_rate = (weights * (~labels & ~predictions)).sum(axis=1) / (weights * ~labels).sum(axis=1)
+        hit_rate = (weights * (truth & said)).sum(axis=1) / (weights * truth).sum(axis=1)
+        reject_rate = (weights * (~truth & ~said)).sum(axis=1) / (weights * ~truth).sum(axis=1)
     return (hit_rate + reject_rate) / 2
 
 
-def balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool]) -> float:
+def balanced_accuracy(labels: ArrayLike, predictions: ArrayLike) -> float:
     """A judge that always says yes scores 0.5."""
-    labels = np.asarray(labels, dtype=bool)
-    if labels.all() or not labels.any():
+    truth = np.asarray(labels, dtype=bool)
+    if truth.all() or not truth.any():
         raise ValueError("balanced accuracy needs positives and negatives")
-    return float(weighted_balanced_accuracy(labels, predictions, np.ones((1, len(labels))))[0])
+    return float(weighted_balanced_accuracy(truth, predictions, np.ones((1, len(truth))))[0])
 
 
 def bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray], n_items: int, resamples: int = 1000,

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from agent.llm import AgentTurn, Completion, LLMError, SlotProbabilities, ToolRequest, Usage
 from evals.records import display_token
+from tools.llm.interface import AgentTurn, Completion, LLMError, SlotProbabilities, ToolRequest, Usage
 
 
 class ScriptedChat:

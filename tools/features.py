@@ -3,20 +3,18 @@ dimensions) or the latents of an SAE read at that hook."""
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from tools.configs import DEFAULT_HOOK
 from tools.errors import InterpError
-from tools.hooks import HookPoint, hook_width, n_layers, parse_hook
-from tools.model import SubjectModel, sha256_folder_weights
-from tools.sae import SAE
-from tools.sae_formats import check_fits, load_sae
+from tools.feature_sources import registered_source
+from tools.model.hooks import HookPoint, hook_width, n_layers, parse_hook
+from tools.model.subject import SubjectModel, sha256_folder_weights
+from tools.sae.autoencoder import SAE
+from tools.sae.formats import check_fits, load_sae
 
-PLANTED_HOOK = "planted"
-"""`--hook planted`: the planted features of evals/planted.py, rules over tokens with known meanings."""
-NOT_IN_MODEL = ("planted features are rules over tokens, not part of the model: they can be read on text "
-                "(activations_on) but not ablated, steered, patched or traced to the logits")
 FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention"}
 
 
@@ -38,7 +36,7 @@ class FeatureSource:
 
     def read(self, subject: SubjectModel, input_ids: torch.Tensor) -> torch.Tensor:
         """The features on token ids: [B, seq] -> [B, seq, features]."""
-        from tools.hooks import run_to_hooks
+        from tools.model.hooks import run_to_hooks
 
         return self.features(run_to_hooks(subject.model, input_ids, [self.hook])[self.hook.name])
 
@@ -52,30 +50,29 @@ class FeatureSource:
         return f"{self.hook.name}{'-sae' if self.sae is not None else ''}"
 
     def hf_module(self, model) -> str:
-        from tools.hooks import hf_module_path
+        from tools.model.hooks import hf_module_path
 
         return hf_module_path(model, self.hook)
 
-    @property
-    def in_model(self) -> bool:
-        """Whether the features are part of the model, so they can be ablated, steered and patched."""
-        return True
+    not_in_model: ClassVar[str] = ""
+    """Why the features cannot be ablated, steered, patched or traced to the logits; empty when they are part
+    of the model."""
 
 
 def resolve_features(hook_name: str, sae_path: str, subject: SubjectModel) -> FeatureSource:
     """The hook's own dimensions, or the latents of the SAE at `sae_path` (whose file may name the hook)."""
-    if hook_name == PLANTED_HOOK:
-        from evals.planted import PlantedSource  # the planted benchmark's rules stand in for a model's features
-
-        return PlantedSource.over(subject)
+    registered = registered_source(hook_name)
+    if registered is not None:
+        return registered(subject)
     layers = n_layers(subject.model)
     if not sae_path:
         hook = parse_hook(hook_name or DEFAULT_HOOK, layers)
         return FeatureSource(hook, FEATURE_KINDS[hook.site], hook_width(subject.model, hook))
     sae = load_sae(sae_path)
-    if not hook_name and sae.hook is None:
+    named = hook_name or sae.hook
+    if not named:
         raise InterpError(f"SAE '{sae_path}' does not say which hook it reads; pass --hook")
-    hook = parse_hook(hook_name or sae.hook, layers)
+    hook = parse_hook(named, layers)
     if sae.hook is not None and hook_name and parse_hook(sae.hook, layers) != hook:
         raise InterpError(f"--hook {hook_name} disagrees with the hook SAE '{sae_path}' reads ({sae.hook})")
     check_fits(sae, hook_width(subject.model, hook), hook.name, sae_path)

@@ -1,0 +1,184 @@
+"""The audit report, as Markdown and as one self-contained HTML file (inline CSS and SVG, no scripts, no
+network): per concept its verdict and probe results, then each candidate feature with its explanation,
+evidence, intervention effects, a histogram of its peaks on the concept's texts, and top examples with
+the activating tokens highlighted. Every number is a column of the run's `audits` / `audit_candidates`
+rows, and the report says which run."""
+
+import html
+from pathlib import Path
+
+from agent.audit.verdicts import Candidate, ConceptAudit
+from evals.records import display_token
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:+.0%}"
+
+
+def label_scores(candidate: Candidate) -> str:
+    return ", ".join(f"{name} {value:.2f}" for name, value in sorted(candidate.explanation_scores.items())) or "-"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def marked_example(example: dict) -> str:
+    peak = max(example["values"], default=0.0)
+    parts = []
+    for token, value in zip(example["tokens"], example["values"], strict=True):
+        shown = display_token(token)
+        parts.append(f"**{shown}**" if peak > 0 and value >= 0.5 * peak and shown.strip() else shown)
+    return "".join(parts).replace("|", "\\|")
+
+
+def markdown_concept(audit: ConceptAudit) -> list[str]:
+    probe, mean_diff = audit.probe, audit.mean_difference
+    lines = [f"## {audit.concept.name}: {audit.verdict}", "", f"_{audit.concept.description}_", "",
+             f"- probe (logistic regression, cross-validated): AUROC {fmt(probe.auroc)} "
+             f"[{fmt(probe.ci_low)}, {fmt(probe.ci_high)}] on {probe.n} texts, "
+             f"permutation p = {fmt(probe.p_value, 3)}",
+             f"- difference of means: AUROC {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]",
+             f"- texts: {len(audit.positive)} positive, {len(audit.negative)} negative, from {audit.texts_by}", "",
+             "| rank | feature | verdict | confidence | activation AUROC | alignment | ablation | steering | "
+             "found by | explanation | its scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rank, c in enumerate(audit.candidates, 1):
+        explanation = (c.explanation or "").replace("|", "\\|")
+        lines.append(f"| {rank} | {c.feature} | {c.verdict} | {fmt(c.confidence)} | {fmt(c.activation_auroc)} | "
+                     f"{fmt(c.alignment)} | {percent(c.ablation)} | {percent(c.steering)} | "
+                     f"{', '.join(c.found_by)} | {explanation} | {label_scores(c)} |")
+    for c in audit.candidates[:3]:
+        lines += ["", f"Top examples of feature {c.feature}:", ""]
+        lines += [f"- {marked_example(example)}" for example in c.top_examples]
+    return lines + [""]
+
+
+def markdown_report(run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> str:
+    lines = [f"# Audit of {feature_set['feature_set_id']}", "",
+             f"{feature_set['model']}, {feature_set['kind']} features at {feature_set['hook']}; run `{run_id}` "
+             "(catalog tables `audits` and `audit_candidates`).", "",
+             "Ablation and steering are the change of a last-layer readout of the concept, as a share of its gap "
+             "between positive and negative texts. Activation AUROC: how well the feature's peak on a text tells "
+             "the concept's texts apart.", ""]
+    for audit in audits:
+        lines += markdown_concept(audit)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTML with inline SVG
+
+
+def svg_effect_bars(candidates: list[Candidate]) -> str:
+    """Ablation and steering effect per candidate, as horizontal bars on a -100%..+100% scale."""
+    row_height, width, label_width = 18, 420, 90
+    height = row_height * 2 * max(len(candidates), 1) + 20
+    middle = label_width + (width - label_width) / 2
+    half = (width - label_width) / 2
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="intervention effects">',
+             f'<line x1="{middle}" y1="0" x2="{middle}" y2="{height - 16}" stroke="#888"/>',
+             f'<text x="{label_width}" y="{height - 4}" font-size="10">-100%</text>',
+             f'<text x="{width - 34}" y="{height - 4}" font-size="10">+100%</text>']
+    y = 0
+    for c in candidates:
+        for name, value, colour in (("ablate", c.ablation, "#c0392b"), ("steer", c.steering, "#2471a3")):
+            shown = 0.0 if value is None or value != value else max(-1.0, min(1.0, value))
+            x = middle if shown >= 0 else middle + shown * half
+            parts.append(f'<text x="2" y="{y + 13}" font-size="11">{c.feature} {name}</text>')
+            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{abs(shown) * half:.1f}" height="{row_height - 6}" '
+                         f'fill="{colour}"><title>{html.escape(percent(value))}</title></rect>')
+            y += row_height
+    return "".join(parts) + "</svg>"
+
+
+def svg_histogram(positive: list[float], negative: list[float], bins: int = 12) -> str:
+    """The feature's peak on each positive (orange) and negative (grey) text, binned."""
+    values = positive + negative
+    low, high = min(values, default=0.0), max(values, default=1.0)
+    span = (high - low) or 1.0
+    width, height, bar = 240, 70, 240 / bins
+
+    def counts(group: list[float]) -> list[int]:
+        out = [0] * bins
+        for value in group:
+            out[min(bins - 1, int((value - low) / span * bins))] += 1
+        return out
+
+    pos, neg = counts(positive), counts(negative)
+    top = max(pos + neg + [1])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" role="img" '
+             'aria-label="activation histogram">']
+    for index in range(bins):
+        for offset, count, colour in ((0, neg[index], "#999"), (bar / 2, pos[index], "#e67e22")):
+            h = count / top * height
+            parts.append(f'<rect x="{index * bar + offset:.1f}" y="{height - h:.1f}" width="{bar / 2 - 1:.1f}" '
+                         f'height="{h:.1f}" fill="{colour}"/>')
+    parts.append(f'<text x="0" y="{height + 12}" font-size="10">{low:.2g}</text>'
+                 f'<text x="{width - 30}" y="{height + 12}" font-size="10">{high:.2g}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def html_example(example: dict) -> str:
+    peak = max(example["values"], default=0.0)
+    spans = []
+    for token, value in zip(example["tokens"], example["values"], strict=True):
+        alpha = max(0.0, min(1.0, value / peak)) if peak > 0 else 0.0
+        spans.append(f'<span style="background: rgba(230,126,34,{alpha:.2f})" title="{value:.3g}">'
+                     f"{html.escape(display_token(token))}</span>")
+    return "<p class=example>" + "".join(spans) + "</p>"
+
+
+def html_concept(audit: ConceptAudit) -> str:
+    probe, mean_diff = audit.probe, audit.mean_difference
+    rows = "".join(
+        f"<tr><td>{rank}</td><td>{c.feature}</td><td>{html.escape(c.verdict)}</td><td>{fmt(c.confidence)}</td>"
+        f"<td>{fmt(c.activation_auroc)}</td><td>{fmt(c.alignment)}</td><td>{percent(c.ablation)}</td>"
+        f"<td>{percent(c.steering)}</td><td>{html.escape(', '.join(c.found_by))}</td>"
+        f"<td>{html.escape(c.explanation or '')}</td><td>{html.escape(label_scores(c))}</td></tr>"
+        for rank, c in enumerate(audit.candidates, 1))
+    details = "".join(
+        f"<h4>feature {c.feature}: {html.escape(c.verdict)}</h4><div class=row><div>"
+        f"{svg_histogram(audit.positive_peaks.get(c.feature, []), audit.negative_peaks.get(c.feature, []))}"
+        f"<p class=note>peak per text: orange positive, grey negative</p></div><div>"
+        + "".join(html_example(example) for example in c.top_examples) + "</div></div>"
+        for c in audit.candidates[:3])
+    return (f"<section><h2>{html.escape(audit.concept.name)}: <span class=verdict>{html.escape(audit.verdict)}"
+            f"</span></h2><p><i>{html.escape(audit.concept.description)}</i></p>"
+            f"<p>Probe AUROC {fmt(probe.auroc)} [{fmt(probe.ci_low)}, {fmt(probe.ci_high)}] on {probe.n} texts "
+            f"(permutation p = {fmt(probe.p_value, 3)}); "
+            f"difference of means {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]; "
+            f"texts from {html.escape(audit.texts_by)}.</p>"
+            "<table><tr><th>rank</th><th>feature</th><th>verdict</th><th>confidence</th><th>activation AUROC</th>"
+            "<th>alignment</th><th>ablation</th><th>steering</th><th>found by</th><th>explanation</th>"
+            "<th>its scores</th></tr>"
+            f"{rows}</table><h3>Intervention effects</h3>{svg_effect_bars(audit.candidates)}{details}</section>")
+
+
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+         ".example{font-family:monospace;font-size:12px;white-space:pre-wrap}.row{display:flex;gap:1em}"
+         ".note{font-size:11px;color:#666}.verdict{color:#a04000}section{margin-bottom:3em}")
+
+
+def html_report(run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> str:
+    body = "".join(html_concept(audit) for audit in audits)
+    title = f"Audit of {feature_set['feature_set_id']}"
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(feature_set['model'])}, {html.escape(feature_set['kind'])} features at "
+            f"{html.escape(feature_set['hook'])}; run <code>{run_id}</code> (catalog tables <code>audits</code> and "
+            "<code>audit_candidates</code>). Ablation and steering: change of a last-layer readout of the concept as "
+            "a share of its positive-negative gap.</p>" + body + "</body></html>")
+
+
+def write_reports(out: Path, run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md, page = out / "audit.md", out / "audit.html"
+    md.write_text(markdown_report(run_id, feature_set, audits), encoding="utf-8")
+    page.write_text(html_report(run_id, feature_set, audits), encoding="utf-8")
+    return md, page

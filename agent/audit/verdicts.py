@@ -1,0 +1,80 @@
+"""What an audit concludes, per concept and per candidate feature, and the records the report is drawn from.
+
+Verdict rules (kept simple so a reader can check them against the numbers):
+- concept: "represented" when the probe beats shuffled labels (permutation p < 0.05), its interval lies
+  above chance and its AUROC is at least 0.8; "weakly represented" without the last; else "not found".
+- candidate: "carries the concept" when its activation AUROC is at least 0.75 and ablating or steering
+  it moves the readout by at least 10% of the gap; "fires with the concept" when only the first holds;
+  "label only" when only its explanation matches; otherwise "no evidence".
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.audit.concepts import Concept
+from agent.audit.signal import Separation
+
+ACTIVE_AUROC = 0.75
+CAUSAL_SHARE = 0.1
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Candidate:
+    feature: int
+    found_by: list[str]
+    explanation: str | None
+    explanation_scores: dict[str, float]
+    """The explanation's own scores (simulation, detection, ...), from the label run that wrote it."""
+    similarity: float | None
+    activation_auroc: float
+    alignment: float
+    ablation: float | None = None
+    steering: float | None = None
+    confidence: float = 0.0
+    verdict: str = ""
+    top_examples: list[dict] = field(default_factory=list)
+    """A few cataloged top examples: {'tokens', 'values'} for the report's highlighted text."""
+
+
+@dataclass
+class ConceptAudit:
+    concept: Concept
+    positive: list[str]
+    negative: list[str]
+    texts_by: str
+    """'file', or the LLM that wrote the missing examples."""
+    probe: Separation
+    mean_difference: Separation
+    verdict: str
+    candidates: list[Candidate]
+    positive_peaks: dict[int, list[float]] = field(default_factory=dict)
+    negative_peaks: dict[int, list[float]] = field(default_factory=dict)
+
+
+def candidate_verdict(candidate: Candidate) -> tuple[str, float]:
+    causal = [value for value in (candidate.ablation, candidate.steering) if value is not None]
+    moved = max(causal, default=0.0)
+    parts = [(0.4, float(np.clip((candidate.activation_auroc - 0.5) * 2, 0, 1)))]
+    if candidate.similarity is not None:
+        parts.append((0.2, float(np.clip((candidate.similarity - 0.2) / 0.4, 0, 1))))
+    if causal:
+        parts.append((0.4, float(np.clip(moved, 0, 1))))
+    confidence = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
+    fires = candidate.activation_auroc >= ACTIVE_AUROC
+    if fires and moved >= CAUSAL_SHARE:
+        return "carries the concept", confidence
+    if fires:
+        return "fires with the concept", confidence
+    if candidate.similarity is not None and candidate.similarity >= 0.5:
+        return "label only", confidence
+    return "no evidence", confidence
+
+
+def concept_verdict(probe) -> str:
+    if probe.p_value < SIGNIFICANCE and probe.ci_low > 0.5 and probe.auroc >= 0.8:
+        return "represented"
+    if probe.p_value < SIGNIFICANCE and probe.ci_low > 0.5:
+        return "weakly represented"
+    return "not found"

@@ -1,0 +1,74 @@
+"""`interp cache` and `interp sae load|train|eval`: streaming a corpus through the subject model."""
+
+import argparse
+
+from agent.cli.flags import (
+    add_config_flags,
+    catalog_flag,
+    config_from_args,
+    field_help,
+    progress_flag,
+    quiet_transformers,
+)
+from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
+
+
+def command_cache(args: argparse.Namespace) -> None:
+    # torch and transformers load only for commands that run the model.
+    quiet_transformers()
+    from tools.passes.cache import run_cache
+
+    run_cache(config_from_args(CacheConfig, args), args.catalog, progress=not args.no_progress)
+
+
+def command_sae_load(args: argparse.Namespace) -> None:
+    args.sae = args.sae_path
+    command_cache(args)
+
+
+def command_sae_train(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from tools.passes.sae_train import run_sae_train
+
+    run_sae_train(config_from_args(TrainConfig, args), progress=not args.no_progress)
+
+
+def command_sae_eval(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from rich.console import Console
+    from rich.table import Table
+
+    from tools.passes.sae_eval import run_sae_eval
+
+    quality = run_sae_eval(config_from_args(SAEEvalConfig, args), args.catalog)
+    table = Table(title=f"SAE quality on {quality.tokens:,} held-out tokens")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in quality.as_row().items():
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    Console().print(table)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    cache = commands.add_parser("cache", help="stream a corpus through the model and catalog every feature's examples")
+    add_config_flags(cache, CacheConfig)
+    catalog_flag(cache)
+    progress_flag(cache)
+    cache.set_defaults(handler=command_cache)
+
+    sae = commands.add_parser("sae", help="SAEs: register one as a feature set, evaluate one")
+    sae_commands = sae.add_subparsers(dest="sae_command", required=True)
+    sae_load = sae_commands.add_parser("load", help="cache an SAE's latents as a feature set (interp cache --sae)")
+    sae_load.add_argument("sae_path", help=field_help(SAEEvalConfig, "sae"))
+    add_config_flags(sae_load, CacheConfig)
+    catalog_flag(sae_load)
+    progress_flag(sae_load)
+    sae_load.set_defaults(handler=command_sae_load)
+    sae_train = sae_commands.add_parser("train", help="train a TopK SAE on the subject model's activations")
+    add_config_flags(sae_train, TrainConfig)
+    progress_flag(sae_train)
+    sae_train.set_defaults(handler=command_sae_train)
+    sae_eval = sae_commands.add_parser("eval", help="FVU, L0, dead latents and loss increase on held-out tokens")
+    add_config_flags(sae_eval, SAEEvalConfig)
+    catalog_flag(sae_eval)
+    sae_eval.set_defaults(handler=command_sae_eval)

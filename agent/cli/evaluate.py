@@ -1,0 +1,67 @@
+"""`interp eval planted|compare`: judging explainers and scorers."""
+
+import argparse
+
+from agent.cli.flags import (
+    FEATURE_SET_HELP,
+    add_config_flags,
+    catalog_flag,
+    config_from_args,
+    progress_flag,
+    quiet_transformers,
+)
+from agent.labeling.config import LabelConfig
+
+
+def command_eval_planted(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.evaluate.planted import run_planted_eval
+    from agent.views.terminal import eval_json, show_eval
+
+    config = config_from_args(LabelConfig, args)
+    explainers = [name.strip() for name in args.explainers.split(",") if name.strip()]
+    result = run_planted_eval(config, explainers, args.catalog, args.feature_set, args.seed,
+                              progress=not args.no_progress)
+    if args.json:
+        print(eval_json(result.rows))
+    else:
+        show_eval(result.rows, f"{result.set_id}: explainers and scorers on planted features (run {result.run_id})")
+
+
+def command_eval_compare(args: argparse.Namespace) -> None:
+    from agent.views.terminal import eval_json, show_eval
+    from evals.compare import run_compare
+
+    scorers = [name.strip() for name in args.scorers.split(",") if name.strip()]
+    result = run_compare(args.catalog, args.feature_set, args.a, args.b, scorers, args.seed)
+    if args.json:
+        print(eval_json(result.rows))
+    else:
+        show_eval(result.rows, f"{result.set_id}: {result.names[0]} vs {result.names[1]}, paired by feature "
+                               f"(run {result.run_id})")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    evals = commands.add_parser("eval", help="judge explainers and scorers: planted features, paired comparisons")
+    eval_commands = evals.add_subparsers(dest="eval_command", required=True)
+    planted = eval_commands.add_parser("planted", help="explainers and scorers on planted features with known "
+                                                       "meanings (cache them first: interp cache --hook planted)")
+    planted.add_argument("feature_set", nargs="?", default="planted", help="the planted feature set (default: planted)")
+    planted.add_argument("--explainers", default="oneshot,token-stats",
+                         help="comma-separated explainers to judge (default: oneshot,token-stats)")
+    planted.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    planted.add_argument("--json", action="store_true", help="print the rows as JSON")
+    progress_flag(planted, "no progress bars")
+    add_config_flags(planted, LabelConfig, skip=("explainer",))
+    catalog_flag(planted)
+    planted.set_defaults(handler=command_eval_planted)
+    compare = eval_commands.add_parser("compare", help="two labeling configurations on the same features, paired")
+    compare.add_argument("feature_set", help=FEATURE_SET_HELP)
+    compare.add_argument("a", help="a configuration: explainer name, or NAME@part-of-its-LLM")
+    compare.add_argument("b", help="the other configuration")
+    compare.add_argument("--scorers", default="simulation,detection,fuzzing,embedding",
+                         help="scorers whose scores to compare (default: all four)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    compare.add_argument("--json", action="store_true", help="print the rows as JSON")
+    catalog_flag(compare)
+    compare.set_defaults(handler=command_eval_compare)

@@ -1,0 +1,34 @@
+"""`interp investigate`: one feature, hypothesis to scored explanation, every experiment logged."""
+
+import argparse
+
+from agent.cli.flags import FEATURE_SET_HELP, agent_flags, config_from_args, quiet_transformers
+from agent.labeling.config import LabelConfig
+
+
+def command_investigate(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.investigate.free_agent import Budget
+    from agent.investigate.graph import run_investigation
+    from agent.views.terminal import show_investigation_step, show_labels
+
+    config = config_from_args(LabelConfig, args)
+    result = run_investigation(config, args.feature_set, args.feature, args.catalog, args.graph,
+                               Budget(args.max_tool_calls, args.max_tokens), on_step=show_investigation_step)
+    row = {"feature": args.feature, "status": "ok" if result.explanation else "failed", "text": result.explanation,
+           "error": result.error, "scores": result.scores}
+    print(f"{result.steps} steps logged; LLM tokens {result.usage.prompt_tokens:,} prompt + "
+          f"{result.usage.completion_tokens:,} completion; explanation {result.explanation_id}")
+    show_labels([row], f"feature {args.feature}: investigated explanation", config.scorer_names())
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    investigate = commands.add_parser("investigate", help="investigate one feature: hypothesis, tests, revision, "
+                                                          "scores, with every experiment logged")
+    investigate.add_argument("feature_set", help=FEATURE_SET_HELP)
+    investigate.add_argument("feature", type=int)
+    investigate.add_argument("--graph", choices=("fixed", "free"), default="fixed",
+                             help="fixed: the graph calls the tools, any LLM (default); free: the LLM calls them, "
+                                  "needs an endpoint with tool calls")
+    agent_flags(investigate)
+    investigate.set_defaults(handler=command_investigate)

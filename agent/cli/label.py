@@ -1,0 +1,107 @@
+"""`interp label`, `search`, `export` and `explain-records`: labeling features and reading the labels back."""
+
+import argparse
+from pathlib import Path
+
+from agent.cli.flags import (
+    FEATURE_SET_HELP,
+    add_config_flags,
+    catalog_flag,
+    config_from_args,
+    field_help,
+    progress_flag,
+    quiet_transformers,
+)
+from agent.labeling.config import LabelConfig
+from tools.errors import InterpError
+
+
+def command_label(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.labeling.pipeline import run_label
+    from agent.views.terminal import print_token_usage, show_labels
+    from tools.catalog import Catalog
+
+    config = config_from_args(LabelConfig, args)
+    result = run_label(config, args.feature_set, args.catalog, progress=not args.no_progress)
+    explainer = result.labeler.explainer
+    with Catalog(args.catalog, read_only=True) as catalog:
+        rows = catalog.label_summary(result.feature_set_id, explainer.name, explainer.llm_name,
+                                     explainer.prompt_hash, result.targets)
+        usage_rows = catalog.token_usage(result.run_id)
+    usage = result.usage
+    minutes = result.seconds / 60
+    print(f"labeled {result.labeled}, failed {result.failed} in {minutes:.1f} min; LLM tokens "
+          f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion; run {result.run_id}")
+    print_token_usage(usage_rows)
+    show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names(),
+                {scorer.name: scorer.llm_name for scorer in result.labeler.scorers})
+
+
+def command_search(args: argparse.Namespace) -> None:
+    if args.n <= 0:
+        raise InterpError(f"-n must be positive, got {args.n}")
+    quiet_transformers()
+    from agent.labeling.search import search_explanations
+    from agent.views.terminal import show_search
+
+    rows, embedder = search_explanations(args.catalog, args.query, args.n, args.feature_set, args.embedder)
+    show_search(rows, args.query, embedder, args.catalog)
+
+
+def command_export(args: argparse.Namespace) -> None:
+    from agent.export import export_neuronpedia, export_parquet, require_labels
+    from tools.catalog import Catalog
+
+    with Catalog(args.catalog, read_only=True) as catalog:
+        require_labels(catalog)
+        set_id = catalog.feature_set(args.feature_set)["feature_set_id"]
+        if args.format == "parquet":
+            for path in export_parquet(catalog, set_id, args.out):
+                print(f"wrote {path}")
+        else:
+            counts = export_neuronpedia(catalog, set_id, args.out)
+            print(f"wrote Neuronpedia batches under {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items()))
+
+
+def command_explain_records(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.labeling.explain_records import explain_records
+    from agent.views.terminal import show_labels
+
+    config = config_from_args(LabelConfig, args)
+    rows = explain_records(config, Path(args.file), args.out)
+    show_labels(rows, f"{args.file}: {config.explainer} explanations", config.scorer_names())
+    if args.out:
+        print(f"wrote {args.out}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    label = commands.add_parser("label", help="explain and score features with an LLM, resumably")
+    label.add_argument("feature_set", help=FEATURE_SET_HELP)
+    add_config_flags(label, LabelConfig)
+    catalog_flag(label)
+    progress_flag(label)
+    label.set_defaults(handler=command_label)
+
+    search = commands.add_parser("search", help="features whose explanation best matches a description")
+    search.add_argument("query", help='what to look for, e.g. "names of cities"')
+    search.add_argument("-n", type=int, default=10, help="results (default: 10)")
+    search.add_argument("--feature-set", help="only this feature set")
+    search.add_argument("--embedder", default="all-MiniLM-L6-v2", help=field_help(LabelConfig, "embedder"))
+    catalog_flag(search)
+    search.set_defaults(handler=command_search)
+
+    export = commands.add_parser("export", help="write a feature set's labels as Parquet or Neuronpedia batches")
+    export.add_argument("feature_set", help=FEATURE_SET_HELP)
+    export.add_argument("--format", choices=("parquet", "neuronpedia"), default="parquet")
+    export.add_argument("--out", type=Path, required=True, help="folder to write into")
+    catalog_flag(export)
+    export.set_defaults(handler=command_export)
+
+    records = commands.add_parser("explain-records",
+                                  help="explain and score {tokens, values} activation records from any tool")
+    records.add_argument("file", help="JSON or JSONL: features with 'records', or one list of records")
+    records.add_argument("--out", type=Path, help="write the results as JSONL here")
+    add_config_flags(records, LabelConfig, skip=("limit", "features"))
+    records.set_defaults(handler=command_explain_records)

@@ -1,0 +1,216 @@
+"""`interp investigate`: one feature, investigated by a graph, scored, and recorded with its experiments.
+
+The fixed graph works with any LLM, even a tiny local one, because the LLM only writes text while the
+graph calls the tools:
+
+    gather (examples, statistics, output effect) -> hypothesize -> design tests -> run tests -> revise
+
+The free graph (`agent/free_agent.py`) lets a tool-calling LLM choose its own experiments. Either way
+the explanation is scored by the scorers `interp label` uses and goes into `explanations` (explainer
+"investigate" or "investigate-agent"), with its scores and every step, tool calls and LLM answers alike,
+in `experiments`, all in one transaction.
+"""
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict, cast
+
+from langgraph.graph import END, START, StateGraph
+
+from agent.investigate.free_agent import Budget, FreeAgent
+from agent.investigate.prompted import PromptedSteps
+from agent.investigate.toolbox import Toolbox, ToolCall
+from agent.investigate.workbench import Workbench
+from agent.labeling.backends import Backends, build_scorers
+from agent.labeling.config import LabelConfig
+from agent.labeling.explainers import parse_explanation
+from agent.labeling.rows import explanation_row, score_rows
+from prompts import load_prompt
+from tools.catalog import Catalog
+from tools.errors import FeatureFailure, InterpError
+from tools.llm.interface import ChatLLM, Usage
+
+TESTS_PER_SIDE = 4
+ANSWER_TOKENS = 48
+TESTS_TOKENS = 160
+PROMPTS = ("investigate_hypothesis", "investigate_tests", "investigate_revise")
+
+
+class Investigation(TypedDict, total=False):
+    feature: int
+    evidence: str
+    hypothesis: str
+    should_fire: list[str]
+    should_not: list[str]
+    results: str
+    explanation: str
+    revised: bool
+
+
+def parse_tests(text: str) -> tuple[list[str], list[str]]:
+    """Sentences on lines starting '+' (should fire) and '-' (should not)."""
+    fire: list[str] = []
+    quiet: list[str] = []
+    for line in text.splitlines():
+        match = re.match(r"^\s*(?:\d+[.)]\s*)?([+-])\s*(.+?)\s*$", line)
+        if match and len(match.group(2)) > 2:
+            (fire if match.group(1) == "+" else quiet).append(match.group(2))
+    return fire[:TESTS_PER_SIDE], quiet[:TESTS_PER_SIDE]
+
+
+class Investigator(PromptedSteps):
+    """The fixed graph's nodes; its explanations are keyed like an explainer's, so they are scored and
+    compared alike."""
+
+    name = "investigate"
+    prompt_names = PROMPTS
+
+    def gather(self, state: Investigation) -> Investigation:
+        feature = state["feature"]
+        calls = [self.toolbox.call("top_examples", {"feature": feature, "n": 8}),
+                 self.toolbox.call("token_stats", {"feature": feature}),
+                 self.toolbox.call("logit_effect", {"feature": feature, "n": 8})]
+        return {"evidence": "\n\n".join(call.result for call in calls)}
+
+    def hypothesize(self, state: Investigation) -> Investigation:
+        answer = self.write("hypothesis", "investigate_hypothesis", ANSWER_TOKENS, evidence=state["evidence"])
+        return {"hypothesis": parse_explanation(answer)}
+
+    def design_tests(self, state: Investigation) -> Investigation:
+        answer = self.write("tests", "investigate_tests", TESTS_TOKENS, hypothesis=state["hypothesis"],
+                          n=str(TESTS_PER_SIDE))
+        fire, quiet = parse_tests(answer)
+        return {"should_fire": fire, "should_not": quiet}
+
+    def run_tests(self, state: Investigation) -> Investigation:
+        fire, quiet = state.get("should_fire", []), state.get("should_not", [])
+        if not fire and not quiet:
+            return {"results": "The LLM wrote no usable test sentences, so no tests were run."}
+        parts = []
+        for label, texts in (("should fire", fire), ("should not fire", quiet)):
+            if texts:
+                call = self.toolbox.call("activations_on", {"feature": state["feature"], "texts": texts})
+                parts.append(f"Sentences that {label}:\n{call.result}")
+        return {"results": "\n\n".join(parts)}
+
+    def revise(self, state: Investigation) -> Investigation:
+        answer = self.write("revise", "investigate_revise", ANSWER_TOKENS, hypothesis=state["hypothesis"],
+                          results=state["results"])
+        try:
+            return {"explanation": parse_explanation(answer), "revised": True}
+        except FeatureFailure:
+            # An unusable revision keeps the tested hypothesis; the log shows the answer it replaced.
+            return {"explanation": state["hypothesis"], "revised": False}
+
+    def investigate(self, feature: int, on_step=None) -> tuple[str | None, str | None]:
+        """(explanation, None), or (None, why) when the LLM gave nothing usable."""
+        state: Investigation = {"feature": feature}
+        try:
+            for update in self.graph().stream(state, {"recursion_limit": 20}, stream_mode="updates"):
+                for name, values in update.items():
+                    state |= cast(Investigation, values or {})
+                    if on_step:
+                        on_step(name, values or {})
+        except FeatureFailure as failure:
+            return None, str(failure)
+        return state.get("explanation"), None
+
+    def graph(self):
+        builder = StateGraph(Investigation)
+        steps = [("gather", self.gather), ("hypothesize", self.hypothesize), ("design_tests", self.design_tests),
+                 ("run_tests", self.run_tests), ("revise", self.revise)]
+        for name, node in steps:
+            builder.add_node(name, node)
+        builder.add_edge(START, steps[0][0])
+        for (first, _), (second, _) in zip(steps, steps[1:], strict=False):
+            builder.add_edge(first, second)
+        builder.add_edge(steps[-1][0], END)
+        return builder.compile()
+
+
+class AgentInvestigator:
+    """The free tool-calling agent, keyed like an explainer; its explanation is its last recorded finding."""
+
+    name = "investigate-agent"
+
+    def __init__(self, llm: ChatLLM, toolbox: Toolbox, budget: Budget):
+        self.agent = FreeAgent(llm, toolbox, budget)
+        self.prompt = load_prompt("agent_system")
+        self.llm_name = llm.name
+        self.prompt_hash = self.prompt.sha256
+
+    @property
+    def usage(self) -> Usage:
+        return self.agent.usage
+
+    def investigate(self, feature: int, on_step=None) -> tuple[str | None, str | None]:
+        feature_set = self.agent.toolbox.bench.feature_set
+        system = self.prompt.render(feature=str(feature), feature_set=feature_set["feature_set_id"],
+                                    kind=feature_set["kind"], hook=feature_set["hook"], model=feature_set["model"])
+        messages = [{"role": "system", "content": system},
+                    {"role": "user", "content": f"Investigate feature {feature}."}]
+        try:
+            state = self.agent.run(messages, on_step)
+        except FeatureFailure as failure:
+            return None, str(failure)
+        findings = [f for f in self.agent.toolbox.findings if f["feature"] == feature]
+        if not findings:
+            return None, f"the agent recorded no finding for feature {feature} (stopped: {state.get('stop')})"
+        return findings[-1]["explanation"], None
+
+
+@dataclass
+class InvestigationResult:
+    explanation_id: str
+    explanation: str | None
+    error: str | None
+    scores: list[dict]
+    steps: int
+    usage: Usage
+
+
+def experiment_rows(log: list[ToolCall], explanation_id: str | None, run_id: str) -> list[dict]:
+    """`explanation_id` is None for an `interp ask` question, which explains nothing."""
+    return [{"explanation_id": explanation_id, "step": index, "tool": call.tool,
+             "arguments": json.dumps(call.arguments), "ok": call.ok, "result": call.result,
+             "seconds": call.seconds, "run_id": run_id} for index, call in enumerate(log)]
+
+
+GRAPHS = ("fixed", "free")
+
+
+def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, catalog_path: Path,
+                      graph: str = "fixed", budget: Budget | None = None, llm_factory=None,
+                      on_step=None) -> InvestigationResult:
+    """Investigate one feature with the fixed graph or the free agent and record everything;
+    `on_step(name, update)` sees each node's output as it finishes (the CLI prints them)."""
+    if graph not in GRAPHS:
+        raise InterpError(f"unknown graph '{graph}'; expected fixed (any LLM) or free (tool-calling endpoints)")
+    config.validate()
+    bench = Workbench(catalog_path, feature_set_ref, config.device, config.embedder)
+    bench.check_feature(feature)
+    backends = Backends(config, llm_factory)
+    scorers = build_scorers(config, backends, bench.embedder)
+    toolbox = Toolbox(bench, scorers)
+    llm = backends.get(config.llm)
+    investigator = Investigator(llm, toolbox) if graph == "fixed" else AgentInvestigator(llm, toolbox,
+                                                                                         budget or Budget())
+    with Catalog.run(catalog_path, "investigate", dataclasses.asdict(config) | {
+            "feature_set": bench.set_id, "feature": feature, "graph": graph}) as run_id:
+        explanation, error = investigator.investigate(feature, on_step)
+        record = bench.record(feature, config.score_active, config.score_random)
+        row = explanation_row(investigator, bench.embedder, bench.set_id, feature, run_id, explanation, error,
+                              investigator.usage)
+        scores = []
+        if explanation:
+            for scorer in scorers:
+                scores += score_rows(scorer, explanation, record, row["explanation_id"], run_id)[0]
+        with Catalog(catalog_path) as catalog:
+            catalog.record_investigation(run_id, row, scores, experiment_rows(toolbox.log, row["explanation_id"],
+                                                                              run_id))
+    return InvestigationResult(row["explanation_id"], explanation, error, scores, len(toolbox.log),
+                               investigator.usage)
+

@@ -1,0 +1,189 @@
+"""`interp label`: explain and score every feature of a feature set, many at once, resumably.
+
+Worker threads explain and score features (the LLM calls are where the time goes); the main thread is
+the catalog's one writer and commits each feature, explanation and scores together, as soon as it is
+done. A rerun with the same explainer, LLM and prompt skips features already labeled and scores only
+what is missing, so an interrupted or partly failed run loses nothing it finished. A feature whose LLM
+call still fails after the backend's retries is recorded as failed, with its error, and the run goes on.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, output_evidence
+from agent.labeling.config import LabelConfig
+from agent.labeling.explainers import Explainer
+from agent.labeling.records import corpus_counts, read_record, special_token_ids
+from agent.labeling.rows import FeatureOutcome, label_feature
+from evals.scorers.base import Scorer
+from tools.catalog import Catalog
+from tools.errors import InterpError, Interrupted
+from tools.interrupts import stop_at_batch_boundary
+from tools.llm.interface import Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Work:
+    feature: int
+    previous: dict | None
+    scorers: list[Scorer]
+
+
+def target_features(catalog: Catalog, config: LabelConfig, set_id: str) -> list[int]:
+    """--features as given, else the first --limit features that ever fired (all when no limit)."""
+    chosen = config.feature_list()
+    if chosen:
+        n_features = catalog.feature_set(set_id)["n_features"]
+        outside = [f for f in chosen if f >= n_features]
+        if outside:
+            raise InterpError(f"features {outside} are out of range; feature set {set_id} has features "
+                              f"0..{n_features - 1}")
+        return chosen
+    live = catalog.live_features(set_id)
+    return live[:config.limit] if config.limit else live
+
+
+def plan(catalog: Catalog, labeler: Labeler, targets: list[int], set_id: str) -> list[Work]:
+    """What is left to do: features without an explanation under this key, or missing some score."""
+    explainer = labeler.explainer
+    done = catalog.labeled(set_id, explainer.name, explainer.llm_name, explainer.prompt_hash)
+    have = catalog.scored([row["explanation_id"] for row in done.values()])
+    work = []
+    for feature in targets:
+        previous = done.get(feature)
+        if previous is None:
+            work.append(Work(feature, None, labeler.scorers))
+            continue
+        missing = [s for s in labeler.scorers
+                   if (previous["explanation_id"], s.name, s.llm_name, s.prompt_hash) not in have]
+        if missing:
+            work.append(Work(feature, previous, missing))
+    return work
+
+
+def run_key(config: LabelConfig, set_id: str, labeler: Labeler) -> str:
+    parts = [set_id, labeler.explainer.name, labeler.explainer.llm_name, labeler.explainer.prompt_hash]
+    parts += [f"{s.name}:{s.llm_name}:{s.prompt_hash}" for s in labeler.scorers]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Totals:
+    """What the features written so far add up to."""
+
+    labeled: int = 0
+    failed: int = 0
+    usage: Usage = Usage()
+
+
+@dataclass
+class LabelResult:
+    feature_set_id: str
+    run_id: str
+    targets: list[int]
+    """Every feature this run's flags name, including those an earlier run finished."""
+    labeled: int
+    failed: int
+    usage: Usage
+    labeler: Labeler
+    seconds: float
+    """Time spent labeling, after every model is loaded: what throughput is measured on."""
+
+
+def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
+              llm_factory: LLMFactory | None = None, explainer: Explainer | None = None) -> LabelResult:
+    config.validate()
+    catalog_path = Path(catalog_path)
+    # Everything the flags name is checked before any model loads or anything is written.
+    with Catalog(catalog_path, read_only=True) as catalog:
+        feature_set = catalog.feature_set(feature_set_ref)
+        set_id = feature_set["feature_set_id"]
+        targets = target_features(catalog, config, set_id)
+        special = special_token_ids(catalog.model(feature_set["model_id"]))
+        needs_counts = explainer is None and config.explainer in ("token-stats", "evidence")
+        corpus = corpus_counts(catalog, set_id, special) if needs_counts else None
+    wants_evidence = explainer is None and config.explainer == "evidence"
+    evidence = output_evidence(catalog_path, set_id, corpus, config.device) if wants_evidence and corpus else None
+    labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer)
+    with Catalog(catalog_path, read_only=True) as catalog:
+        work = plan(catalog, labeler, targets, set_id)
+    totals = Totals()
+    try:
+        with Catalog.run(catalog_path, "label", dataclasses.asdict(config) | {"feature_set": set_id},
+                         run_key(config, set_id, labeler)) as run_id:
+            log.info(f"config: {json.dumps(dataclasses.asdict(config))}")
+            log.info(f"labeling {len(work)} of {len(targets)} features of {set_id} with {labeler.explainer.name}"
+                     f"{' (' + labeler.explainer.llm_name + ')' if labeler.explainer.llm_name else ''}; scorers: "
+                     f"{', '.join(s.name for s in labeler.scorers) or 'none'}; run {run_id}")
+            started = time.perf_counter()
+            label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress)
+    except (Interrupted, KeyboardInterrupt):
+        raise Interrupted("interrupted; finished features are saved, rerun the same command to label the rest") \
+            from None
+    return LabelResult(set_id, run_id, targets, totals.labeled, totals.failed, totals.usage, labeler,
+                       time.perf_counter() - started)
+
+
+def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set[int], labeler: Labeler,
+              work: list[Work], run_id: str, totals: Totals, progress: bool) -> None:
+    """Keeps `concurrency` features in flight. The calling thread is the catalog's one writer: each time
+    features finish it opens the catalog once, commits each finished feature and reads the examples of
+    the next ones, and closes it again, so other processes can read between its writes."""
+    queue = list(reversed(work))
+    started = time.monotonic()
+    bar = tqdm(total=len(work), unit="feature", disable=not progress, desc="label")
+    in_flight: dict[Future, int] = {}
+    finished: list[Future] = []
+    with bar, ThreadPoolExecutor(config.effective_concurrency()) as pool, stop_at_batch_boundary() as request:
+        try:
+            while True:
+                if request["stop"]:
+                    queue.clear()
+                refill = [queue.pop() for _ in range(min(len(queue), config.effective_concurrency() - len(in_flight)))]
+                if finished or refill:
+                    with Catalog(catalog_path) as catalog:
+                        for future in finished:
+                            write_outcome(catalog, future.result(), totals)
+                        records = [(item, read_record(catalog, set_id, item.feature, special,
+                                                               config.score_active, config.score_random))
+                                   for item in refill]
+                    if finished:
+                        bar.update(len(finished))
+                        minutes = (time.monotonic() - started) / 60
+                        bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, "
+                                            f"{totals.usage.total:,} LLM tokens")
+                    for item, record in records:
+                        future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
+                                             item.scorers)
+                        in_flight[future] = item.feature
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                finished = list(done)
+                for future in finished:
+                    del in_flight[future]
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
+    if request["stop"]:
+        raise Interrupted("interrupted")
+
+
+def write_outcome(catalog: Catalog, outcome: FeatureOutcome, totals: Totals) -> None:
+    catalog.record_label(outcome.explanation, outcome.scores)
+    if outcome.explanation is not None and outcome.explanation["status"] == "failed":
+        totals.failed += 1
+    else:
+        totals.labeled += 1
+    totals.usage = totals.usage + outcome.usage

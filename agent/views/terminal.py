@@ -1,0 +1,218 @@
+"""Terminal views of the catalog: feature sets, a set's features, one feature's stats and examples.
+
+Activating tokens are highlighted with a background whose strength follows the activation; when the
+output is not a terminal (a pipe, a file), they are bracketed as «token» instead, so the examples
+stay readable in logs.
+"""
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tools.catalog import Catalog
+from tools.errors import InterpError
+
+SPARK = " ▁▂▃▄▅▆▇█"
+PLAIN_MARK_FRACTION = 0.5
+PREVIEW_EXAMPLES = 3
+
+
+def visible(token: str) -> str:
+    return token.replace("\n", "⏎").replace("\t", "⇥")
+
+
+def highlighted(tokens: list[str], acts: list[float], scale: float, color: bool) -> Text:
+    """One example as text; `scale` is the feature's max activation, so examples compare by eye."""
+    text = Text()
+    for token, act in zip(tokens, acts, strict=True):
+        strength = max(0.0, min(1.0, act / scale)) if scale > 0 else 0.0
+        if color and strength > 0.05:
+            green = int(255 - 150 * strength)
+            text.append(visible(token), style=f"black on rgb(255,{green},{int(255 - 255 * strength)})")
+        elif not color and strength >= PLAIN_MARK_FRACTION:
+            text.append(f"«{visible(token)}»")
+        else:
+            text.append(visible(token))
+    return text
+
+
+def sparkline(counts: list[int]) -> str:
+    peak = max(counts) if counts else 0
+    if peak == 0:
+        return ""
+    return "".join(SPARK[min(len(SPARK) - 1, -(-count * (len(SPARK) - 1) // peak))] for count in counts)
+
+
+def show_feature_sets(catalog: Catalog) -> None:
+    console = Console()
+    sets = catalog.feature_sets()
+    if not sets:
+        console.print(f"no feature sets in {catalog.path}; run `interp cache` first")
+        return
+    table = Table(title=f"feature sets in {catalog.path}")
+    for column in ("feature set", "model", "hook", "kind", "features", "tokens", "created", "run"):
+        table.add_column(column)
+    for row in sets:
+        table.add_row(row["feature_set_id"], row["model"], row["hook"], row["kind"], str(row["n_features"]),
+                      f"{row['tokens']:,}", row["created_at"].strftime("%Y-%m-%d %H:%M"), row["run_id"])
+    console.print(table)
+
+
+def show_feature_set(catalog: Catalog, ref: str, sort: str, limit: int) -> None:
+    console = Console()
+    feature_set = catalog.feature_set(ref)
+    set_id = feature_set["feature_set_id"]
+    table = Table(title=f"{set_id}: {feature_set['model']} {feature_set['hook']} ({feature_set['n_features']} "
+                        f"{feature_set['kind']} features), top {limit} by {sort}")
+    for column in ("feature", "max", "mean", "density", "window density"):
+        table.add_column(column, justify="right")
+    features = catalog.top_features(set_id, sort, limit)
+    for row in features:
+        table.add_row(str(row["feature"]), f"{row['max_act']:.3f}", f"{row['mean_act']:.4f}",
+                      f"{row['density']:.2%}", f"{row['window_density']:.2%}")
+    console.print(table)
+    if features:
+        console.print()
+        show_feature(catalog, set_id, features[0]["feature"], "top", PREVIEW_EXAMPLES)
+    console.print(f"\nshow another: interp features {set_id} FEATURE [--bucket top|quantile|random] [-n N]")
+
+
+def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: int) -> None:
+    console = Console()
+    feature_set = catalog.feature_set(ref)
+    set_id = feature_set["feature_set_id"]
+    stats = catalog.feature(set_id, feature)
+    console.print(Text(f"{set_id} feature {feature}  ({feature_set['model']}, {feature_set['hook']})", style="bold"))
+    console.print(f"max {stats['max_act']:.4f}   mean {stats['mean_act']:.4f}   density {stats['density']:.3%} of "
+                  f"{stats['n_tokens']:,} tokens   active in {stats['window_density']:.1%} of windows")
+    console.print(f"histogram of active values over (0, {stats['hist_max']:.3g}]: {sparkline(stats['hist_counts'])}")
+    examples = catalog.examples(set_id, feature, bucket=bucket)
+    if not examples:
+        raise InterpError(f"feature {feature} of '{set_id}' has no '{bucket}' examples")
+    scale = stats["max_act"] or 0.0
+    for example in examples[:limit]:
+        label = f"q{example['quantile']}" if bucket == "quantile" else f"#{example['rank']}"
+        console.print(Text(f"{label} max {example['max_act']:.3f} [{example['split']}] ", style="dim")
+                      + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))
+
+
+def print_token_usage(rows: list[dict]) -> None:
+    """Catalog.token_usage rows: mean LLM tokens per labeled feature, for the explainer and each scorer."""
+    for row in rows:
+        print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} completion "
+              "tokens per feature")
+
+
+def table_console() -> Console:
+    """The terminal's width, or 120 columns for logs and pipes (rich would wrap tables at 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
+def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) -> str:
+    """The newest score of this scorer (by this scorer LLM, when given) for one metric."""
+    for score in scores or []:
+        if score["scorer"] != scorer or (llm is not None and score.get("llm") != llm):
+            continue
+        if score["status"] == "failed":
+            return "failed"
+        if score["metric"] == metric:
+            return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
+    return ""
+
+
+# AUROC rather than balanced accuracy for the judges: a biased small judge (P(yes) always above one half)
+# has accuracy 0.50 on every feature while its ranking still tells features apart. Both are in the catalog.
+SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "auroc", "detection AUROC"),
+                 ("fuzzing", "auroc", "fuzzing AUROC"), ("embedding", "auroc", "embedding AUROC"))
+
+
+def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: dict[str, str] | None = None) -> None:
+    """One line per feature: its explanation (or why it failed) and each score with its 95% interval;
+    `scorer_llms` picks, for each scorer, the scores its LLM gave when several simulators scored one label."""
+    scorer_llms = scorer_llms or {}
+    console = table_console()
+    table = Table(title=title)
+    table.add_column("feature", justify="right")
+    table.add_column("explanation", overflow="fold", max_width=48)
+    columns = [column for column in SCORE_COLUMNS if column[0] in scorers]
+    for _, _, header in columns:
+        table.add_column(header, justify="right")
+    for row in rows:
+        text = row["text"] if row["status"] == "ok" else f"failed: {row['error']}"
+        table.add_row(str(row["feature"]), text,
+                      *(score_cell(row["scores"], s, m, scorer_llms.get(s)) for s, m, _ in columns))
+    console.print(table)
+    failures = {score["error"] for row in rows for score in row["scores"] or [] if score["status"] == "failed"}
+    for error in sorted(failures):
+        console.print(f"score failed: {error}", style="dim")
+
+
+def show_agent_messages(messages: list[dict]) -> None:
+    for message in messages:
+        if message["role"] == "tool":
+            body = message["content"].split("\n", 2)[1:2] or [""]
+            print(f"  <- {' '.join(body[0].split())[:150]}", flush=True)
+        elif message["role"] == "assistant":
+            for call in message.get("tool_calls", []):
+                print(f"  -> {call['function']['name']}({call['function']['arguments'][:150]})", flush=True)
+            if message["content"] and not message.get("tool_calls"):
+                print(message["content"], flush=True)
+
+
+def show_investigation_step(name: str, update: dict) -> None:
+    """One line per finished step of an investigation, as it happens; the free agent's tool calls, their
+    results' first lines and its answer as they come."""
+    if "messages" in update:
+        show_agent_messages(update["messages"])
+        return
+    shown = {key: value for key, value in update.items() if key != "evidence"}
+    if "evidence" in update:
+        shown["evidence"] = f"{update['evidence'].count('<tool_result')} tool results"
+    print(f"[{name}] " + "; ".join(f"{key}: {' '.join(str(value).split())[:160]}" for key, value in shown.items()),
+          flush=True)
+
+
+def show_eval(rows: list, title: str) -> None:
+    """An eval's rows: subject, metric, value with its 95% interval, and n."""
+    console = table_console()
+    table = Table(title=title)
+    for column in ("subject", "metric"):
+        table.add_column(column, overflow="fold")
+    for column in ("value", "95% interval", "n"):
+        table.add_column(column, justify="right", overflow="fold")
+    def number(value: float) -> str:
+        return "-" if value != value else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"  # NaN: none
+
+    for row in rows:
+        interval = "" if row.ci_low != row.ci_low else f"[{number(row.ci_low)}, {number(row.ci_high)}]"
+        table.add_row(row.subject, row.metric, number(row.value), interval, str(row.n))
+    console.print(table)
+
+
+def eval_json(rows: list) -> str:
+    """Rows for machines: NaN becomes null, so any JSON reader takes it."""
+    import dataclasses
+    import json
+    import math
+
+    def clean(value):
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    return json.dumps([{key: clean(value) for key, value in dataclasses.asdict(row).items()} for row in rows], indent=1)
+
+
+def show_search(rows: list[dict], query: str, embedder: str, catalog_path: Path) -> None:
+    console = table_console()
+    if not rows:
+        console.print(f"no explanations embedded with {embedder} in {catalog_path}; run `interp label` first")
+        return
+    table = Table(title=f"features matching {query!r}")
+    for column in ("similarity", "feature set", "feature", "explainer", "explanation"):
+        table.add_column(column, justify="right" if column in ("similarity", "feature") else "left")
+    for row in rows:
+        table.add_row(f"{row['similarity']:.3f}", row["feature_set_id"], str(row["feature"]), row["explainer"],
+                      row["text"])
+    console.print(table)

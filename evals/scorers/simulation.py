@@ -1,0 +1,77 @@
+"""Simulation scoring, all at once (Bills et al. 2023): a simulator model reads the explanation and, in one
+forward pass over a prompt that lists the tokens, predicts every token's activation; the score is the
+Pearson correlation of its predictions with the true activations, pooled over held-out examples.
+
+At each token slot the simulator's next-token distribution over the labels "0".."10" is renormalized
+and its expected value is the prediction. Tokenizers that split "10" into two tokens (Gemma, Qwen,
+SmolLM2) get the scale "0".."9"; the scale used is kept in the score's details.
+"""
+
+import numpy as np
+
+from evals.records import ActivationRecord, FeatureRecord, display_token
+from evals.scorers.base import Score, ScoreError, ScorerResult
+from evals.stats import bootstrap_interval, moments, pooled_pearson
+from prompts import Prompt, load_prompt
+from tools.llm.interface import LogitLLM, Usage
+
+SLOT_PLACEHOLDER = "unknown"
+
+
+class AllAtOnceSimulator:
+    def __init__(self, llm: LogitLLM, prompt: Prompt | None = None):
+        if not isinstance(llm, LogitLLM):
+            raise ScoreError(f"simulation needs token probabilities, which {llm.name} does not give; use a local "
+                             "LLM (--simulator local or local:PATH) or another scorer")
+        self.llm = llm
+        self.prompt = prompt or load_prompt("simulate")
+        labels = [str(i) for i in range(11)]
+        self.labels = labels if llm.single_token_labels(labels) else labels[:10]
+        if not llm.single_token_labels(self.labels):
+            raise ScoreError(f"the digits 0-9 are not single tokens for {llm.name}; it cannot simulate")
+
+    def prompt_parts(self, explanation: str, tokens: list[str]) -> tuple[str, list[str]]:
+        """The prefix (instructions, worked example, explanation: the same for all of a feature's examples)
+        and the listing cut at each slot, which follows each token's tab."""
+        one_line = " ".join(explanation.split())
+        prefix = self.prompt.render(explanation=one_line, scale_max=self.labels[-1])
+        shown = [display_token(token) for token in tokens]
+        parts = [f"{shown[0]}\t"] + [f"{SLOT_PLACEHOLDER}\n{token}\t" for token in shown[1:]]
+        parts.append(f"{SLOT_PLACEHOLDER}\n<end>")
+        return prefix, parts
+
+    def simulate(self, explanation: str, tokens: list[str]) -> tuple[np.ndarray, Usage]:
+        """Expected activation level per token [n_tokens], on the 0..scale_max scale."""
+        result = self.llm.slot_probabilities(*self.prompt_parts(explanation, tokens), self.labels)
+        levels = np.arange(len(self.labels), dtype=np.float64)
+        return result.probabilities @ levels, result.usage
+
+
+class SimulationScorer:
+    name = "simulation"
+
+    def __init__(self, simulator: AllAtOnceSimulator, resamples: int = 1000):
+        self.simulator = simulator
+        self.llm_name = simulator.llm.name
+        self.prompt_hash = simulator.prompt.sha256
+        self.resamples = resamples
+
+    def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:
+        records: list[ActivationRecord] = [r for r in record.score_active + record.score_random if r.tokens]
+        if not records:
+            raise ScoreError("no held-out examples to simulate")
+        predicted, usage = [], Usage()
+        for example in records:
+            values, cost = self.simulator.simulate(explanation, example.tokens)
+            predicted.append(values)
+            usage = usage + cost
+        by_example = np.stack([moments(r.values, p) for r, p in zip(records, predicted, strict=True)])
+
+        def pooled(weights: np.ndarray) -> np.ndarray:
+            return pooled_pearson(by_example, weights)
+
+        low, high = bootstrap_interval(pooled, len(records), self.resamples)
+        details = {"tokens": int(by_example[:, 0].sum()), "scale_max": int(self.simulator.labels[-1]),
+                   "active_examples": len(record.score_active), "random_examples": len(record.score_random)}
+        value = float(pooled(np.ones((1, len(records))))[0])
+        return ScorerResult([Score(self.name, "pearson", value, len(records), low, high, details)], usage)

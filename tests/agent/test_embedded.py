@@ -1,0 +1,55 @@
+"""The real embedded defaults: Gemma 3 270M from its GGUF package and the fortunes corpus."""
+
+import duckdb
+import pytest
+
+from agent.cli import main
+from tools.model.hooks import HookPoint, hook_width, n_layers
+from tools.model.subject import EMBEDDED_MODEL, load_subject_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_gemma_loads_from_its_package_with_the_expected_shape():
+    subject = load_subject_model(EMBEDDED_MODEL)
+    assert type(subject.model).__name__ == "Gemma3ForCausalLM"
+    assert n_layers(subject.model) == 18
+    assert hook_width(subject.model, HookPoint("mlp", 6)) == 2048
+    assert hook_width(subject.model, HookPoint("resid_post", 6)) == 640
+    ids = subject.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    out = subject.model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert "France" in subject.tokenizer.decode(out[0]) or "Paris" in subject.tokenizer.decode(out[0])
+
+
+def test_cache_real_gemma_on_fortunes_and_show_examples(tmp_path, capsys):
+    catalog = tmp_path / "c.duckdb"
+    assert main(["cache", "--tokens", "384", "--hook", "mlp.6", "--top-k", "4", "--batch-size", "3",
+                 "--catalog", str(catalog), "--no-progress"]) == 0
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        assert con.execute("SELECT n_features, tokens FROM feature_sets").fetchone() == (2048, 384)
+        assert con.execute("SELECT count(DISTINCT feature) FROM examples WHERE bucket = 'top'").fetchone() == (2048,)
+        tokens = con.execute("SELECT tokens FROM windows LIMIT 1").fetchone()[0]
+    assert tokens[0] == "<bos>" and any(token.strip().isalpha() for token in tokens)
+    capsys.readouterr()
+    assert main(["features", "mlp.6", "0", "--catalog", str(catalog), "-n", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "gemma-3-270m" in shown and "#0 max" in shown
+
+
+def test_gguf_file_path_reuses_the_dequantized_cache_and_matches_the_gguf_model():
+    """A .gguf path is keyed by its sha256, so the embedded file maps to the same cached folder; that
+    folder's logits equal those of transformers' own GGUF loader (the dequantization is exact)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tools.model.subject import embedded_gguf
+
+    gguf_path, expected_sha = embedded_gguf()
+    subject = load_subject_model(str(gguf_path))
+    assert subject.sha256 == expected_sha
+    assert subject.path == load_subject_model(EMBEDDED_MODEL).path
+    direct = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                  dtype=torch.float32).eval()
+    ids = subject.tokenizer("Why did the chicken cross the road?", return_tensors="pt").input_ids
+    with torch.inference_mode():
+        torch.testing.assert_close(subject.model(ids).logits, direct(ids).logits)

@@ -1,0 +1,110 @@
+"""`interp export` (Parquet, Neuronpedia batches) and `interp explain-records` (no subject model)."""
+
+import gzip
+import json
+
+import duckdb
+import pytest
+
+from agent.cli import main
+from agent.labeling.config import LabelConfig
+from agent.labeling.explain_records import explain_records
+from agent.labeling.pipeline import run_label
+from tests.agent.test_label import catalog, judge_or_explain, scripted_factory  # noqa: F401  (fixture)
+from tests.evals.test_scoring import paris_record
+from tests.scripted import ScriptedChat
+
+
+def test_export_parquet_and_neuronpedia(catalog, tmp_path, capsys):  # noqa: F811
+    config = LabelConfig(llm="openai:scripted", scorers="detection,embedding", limit=2, device="cpu")
+    run_label(config, "resid_post.1", catalog, progress=False,
+              llm_factory=scripted_factory(ScriptedChat(judge_or_explain)))
+    assert main(["export", "resid_post.1", "--out", str(tmp_path / "pq"), "--catalog", str(catalog)]) == 0
+    folder = tmp_path / "pq"
+    with duckdb.connect() as con:
+        n, dims = con.execute(f"SELECT count(*), min(len(embedding)) FROM '{folder}/explanations.parquet'").fetchone()
+        metrics = con.execute(f"SELECT DISTINCT scorer, metric FROM '{folder}/scores.parquet' ORDER BY ALL").fetchall()
+        features = con.execute(f"SELECT count(*) FROM '{folder}/features.parquet'").fetchone()[0]
+    assert (n, dims, features) == (2, 384, 64)
+    assert metrics == [("detection", "auroc"), ("detection", "balanced_accuracy"), ("embedding", "auroc")]
+
+    assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np"),
+                 "--catalog", str(catalog)]) == 0
+    (source,) = (tmp_path / "np").glob("*/*")
+    assert source.parent.name == "tiny-gpt20" and source.name.startswith("1-resid-post-sae-")
+    explanations = [json.loads(line) for line in gzip.open(source / "explanations" / "batch-0.jsonl.gz", "rt")]
+    assert len(explanations) == 2 and explanations[0]["description"] == "words about animals"
+    assert isinstance(explanations[0]["index"], str) and explanations[0]["layer"] == source.name
+    assert {s["scorer"] for s in explanations[0]["scores"]} == {"detection", "embedding"}
+    activation = json.loads(gzip.open(source / "activations" / "batch-0.jsonl.gz", "rt").readline())
+    assert len(activation["tokens"]) == len(activation["values"])
+    assert activation["maxValue"] == activation["values"][activation["maxValueTokenIndex"]]
+    features = [json.loads(line) for line in gzip.open(source / "features" / "batch-0.jsonl.gz", "rt")]
+    assert [f["index"] for f in features] == [str(i) for i in range(64)]
+
+
+def write_records(path, n_features: int = 2) -> None:
+    lines = []
+    for feature in range(n_features):
+        record = paris_record(seed=feature)
+        records = record.explain_top + record.score_active + record.score_random
+        lines.append(json.dumps({"index": feature, "records": [{"tokens": r.tokens, "values": r.values}
+                                                                for r in records]}))
+    path.write_text("\n".join(lines))
+
+
+def test_explain_records_explains_and_scores_without_a_model(tmp_path):
+    path = tmp_path / "records.jsonl"
+    write_records(path)
+    prompts = []
+
+    def answer(prompt: str) -> str:
+        prompts.append(prompt)
+        return judge_or_explain(prompt).replace("words about animals", "the word paris")
+
+    config = LabelConfig(llm="openai:scripted", scorers="detection,embedding", device="cpu")
+    rows = explain_records(config, path, tmp_path / "out.jsonl", llm_factory=lambda spec: ScriptedChat(answer))
+    assert [row["text"] for row in rows] == ["the word paris"] * 2
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["feature"] for row in written] == ["0", "1"]
+    scores = {(s["scorer"], s["metric"]): s for s in written[0]["scores"]}
+    assert scores[("embedding", "auroc")]["value"] > 0.9 and scores[("detection", "auroc")]["n"] == 24
+
+
+def test_explain_records_cli_with_the_token_statistics_explainer(tmp_path, capsys):
+    path = tmp_path / "records.json"
+    record = paris_record()
+    path.write_text(json.dumps([{"tokens": r.tokens, "values": r.values}
+                                for r in record.explain_top + record.score_random]))
+    assert main(["explain-records", str(path), "--explainer", "token-stats", "--scorers", "embedding",
+                 "--device", "cpu"]) == 0
+    assert '"paris"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json at all {", "neither JSON nor JSONL"),
+    ('[{"tokens": ["a"], "values": ["x"]}]', "could not convert string to float"),
+    ('[{"feature": 1}]', "no 'records'"),
+    ('[{"tokens": ["a", "b"], "values": [1.0]}]', "one value per token"),
+])
+def test_malformed_records_files_are_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["explain-records", str(path), "--explainer", "token-stats", "--scorers", ""]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_catalog_from_before_labeling_reads_without_labels(tmp_path, capsys):
+    """A schema-2 catalog opened read-only is never upgraded: search finds nothing, export says why."""
+    from tools.catalog import Catalog
+
+    path = tmp_path / "old.duckdb"
+    with Catalog(path):
+        pass
+    with duckdb.connect(str(path)) as con:
+        con.execute("DROP TABLE explanations; DROP TABLE scores; UPDATE schema_info SET value = '2'")
+    assert main(["search", "cities", "--catalog", str(path)]) == 0
+    assert "no explanations" in capsys.readouterr().out
+    assert main(["export", "mlp.1", "--out", str(tmp_path / "o"), "--catalog", str(path)]) == 2
+    assert "has no labels yet" in capsys.readouterr().err

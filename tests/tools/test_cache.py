@@ -1,0 +1,159 @@
+"""The caching pass end to end on tiny models, checked against brute force."""
+
+import dataclasses
+import json
+
+import duckdb
+import pytest
+import torch
+
+from tools.data.windows import content_mask
+from tools.features import FeatureSource
+from tools.model.hooks import parse_hook, run_to_hooks
+from tools.model.subject import load_subject_model
+from tools.passes.cache import CacheConfig, prepare_windows, run_cache
+from tools.testing.tiny import random_sae
+
+SMALL = dict(hook="mlp.1", tokens=2000, window=16, batch_size=8, top_k=5, quantiles=4, per_quantile=2, random=3,
+             checkpoint_seconds=0.0)
+
+
+def config_for(model_dir, corpus, **overrides) -> CacheConfig:
+    return CacheConfig(model=str(model_dir), corpus=str(corpus), **{**SMALL, **overrides})
+
+
+def all_activations(config: CacheConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every window's activations at once [N, seq, F], special tokens zeroed, and the mask."""
+    subject = load_subject_model(config.model)
+    windows = prepare_windows(config, subject)
+    hook = parse_hook(config.hook, 3)
+    acts = run_to_hooks(subject.model, windows, [hook])[hook.name]
+    mask = content_mask(windows, subject.tokenizer)
+    return acts.masked_fill(~mask[:, :, None], 0.0), mask
+
+
+def rows(catalog, sql, *params):
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+@pytest.mark.parametrize("arch, hook", [("gpt2", "mlp.1"), ("gemma3", "resid_post.2"), ("llama", "attn.0")])
+def test_top_examples_and_stats_equal_brute_force(tmp_path, tiny_models, text_corpus, arch, hook):
+    config = config_for(tiny_models[arch], text_corpus, hook=hook)
+    result = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    acts, mask = all_activations(config)  # [N, seq, F]
+    window_max = acts.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)  # [N, F]
+    top = rows(tmp_path / "c.duckdb", "SELECT feature, rank, window_id, max_act, acts FROM examples "
+               "WHERE feature_set_id = ? AND bucket = 'top' ORDER BY feature, rank", result.feature_set_id)
+    n_features = acts.shape[-1]
+    assert len(top) == n_features * config.top_k
+    for feature, rank, window_id, max_act, token_acts in top:
+        # Windows can tie (same prefix up to the peak), so compare values, then check the window holds it.
+        expected = window_max[:, feature].topk(config.top_k).values[rank]
+        assert max_act == pytest.approx(float(expected), abs=1e-5)
+        assert float(window_max[window_id, feature]) == pytest.approx(max_act, abs=1e-5)
+        torch.testing.assert_close(torch.tensor(token_acts), acts[window_id, :, feature])
+    stats = rows(tmp_path / "c.duckdb", "SELECT max_act, mean_act, density FROM features ORDER BY feature")
+    real = acts[mask]  # [tokens, F]
+    torch.testing.assert_close(torch.tensor([s[0] for s in stats]), real.amax(dim=0))
+    torch.testing.assert_close(torch.tensor([s[1] for s in stats], dtype=torch.float32), real.mean(dim=0),
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor([s[2] for s in stats], dtype=torch.float32),
+                               (real > 0).float().mean(dim=0))
+
+
+def test_quantile_and_random_examples(tmp_path, tiny_models, text_corpus):
+    config = config_for(tiny_models["gpt2"], text_corpus)
+    result = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    catalog = tmp_path / "c.duckdb"
+    quantiles = rows(catalog, "SELECT e.quantile, e.max_act, f.quantile_edges FROM examples e JOIN features f "
+                     "USING (feature_set_id, feature) WHERE bucket = 'quantile'")
+    assert quantiles
+    for quantile, max_act, edges in quantiles:
+        assert edges[quantile] - 1e-6 <= max_act <= edges[quantile + 1] + 1e-6
+    per_feature = rows(catalog, "SELECT feature, count(*), count(DISTINCT quantile) FROM examples "
+                       "WHERE bucket = 'quantile' GROUP BY feature")
+    assert all(n == config.quantiles * config.per_quantile and q == config.quantiles for _, n, q in per_feature)
+    random = rows(catalog, "SELECT feature, count(DISTINCT window_id) FROM examples WHERE bucket = 'random' "
+                  "GROUP BY feature")
+    assert len(random) == 128 and all(n == config.random for _, n in random)
+    splits = rows(catalog, "SELECT split, count(*) FROM examples WHERE bucket = 'top' GROUP BY split ORDER BY split")
+    assert splits == [("explain", 128 * 3), ("score", 128 * 2)]
+    assert result.tokens == rows(catalog, "SELECT tokens FROM feature_sets")[0][0]
+
+
+def test_every_row_traces_to_its_run(tmp_path, tiny_models, text_corpus):
+    config = config_for(tiny_models["llama"], text_corpus)
+    result = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    catalog = tmp_path / "c.duckdb"
+    for table in ("models", "feature_sets", "features", "windows", "examples"):
+        assert rows(catalog, f"SELECT DISTINCT run_id FROM {table}") == [(result.run_id,)]
+    status, stored_config, corpus, versions, model_id, tokens = rows(
+        catalog, "SELECT status, config, corpus, package_versions, model_id, tokens FROM runs")[0]
+    assert status == "complete" and tokens == result.tokens
+    assert json.loads(stored_config) == dataclasses.asdict(config)
+    assert json.loads(corpus)["sha256"] and "torch" in json.loads(versions)
+    assert len(model_id) == 64
+    assert rows(catalog, "SELECT path FROM models")[0][0] == str(tiny_models["llama"])
+
+
+def test_rerun_of_a_finished_run_does_nothing(tmp_path, tiny_models, text_corpus):
+    config = config_for(tiny_models["gpt2"], text_corpus)
+    first = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    second = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    assert second.already_done and second.feature_set_id == first.feature_set_id
+    assert rows(tmp_path / "c.duckdb", "SELECT count(*) FROM feature_sets") == [(1,)]
+
+
+def test_resume_after_crash_matches_an_uninterrupted_run(tmp_path, tiny_models, text_corpus, monkeypatch):
+    config = config_for(tiny_models["gpt2"], text_corpus)
+    reference = run_cache(config, tmp_path / "ref.duckdb", progress=False)
+
+    real_read = FeatureSource.read
+    calls = {"n": 0}
+
+    def crash_on_fourth_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureSource, "read", crash_on_fourth_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cache(config, tmp_path / "c.duckdb", progress=False)
+    catalog = tmp_path / "c.duckdb"
+    assert rows(catalog, "SELECT count(*) FROM feature_sets") == [(0,)]
+    assert rows(catalog, "SELECT status, error FROM runs") == [("failed", "RuntimeError: simulated crash")]
+
+    monkeypatch.setattr(FeatureSource, "read", real_read)
+    resumed = run_cache(config, catalog, progress=False)
+    assert resumed.resumed and resumed.feature_set_id == reference.feature_set_id
+    query = ("SELECT feature, bucket, rank, quantile, split, window_id, max_act, acts FROM examples "
+             "ORDER BY feature, bucket, rank")
+    assert rows(catalog, query) == rows(tmp_path / "ref.duckdb", query)
+    stats_query = "SELECT * EXCLUDE (run_id) FROM features ORDER BY feature"
+    assert rows(catalog, stats_query) == rows(tmp_path / "ref.duckdb", stats_query)
+    assert not list((tmp_path / "c.duckdb.runs").glob("*.pt"))
+
+
+def test_sae_latents_are_cached_like_neurons(tmp_path, tiny_models, text_corpus):
+    sae = random_sae(32, 64, "resid_post.1")
+    folder = sae.save_saelens(tmp_path / "sae")
+    config = config_for(tiny_models["gemma3"], text_corpus, hook="", sae=str(folder))
+    result = run_cache(config, tmp_path / "c.duckdb", progress=False)
+    catalog = tmp_path / "c.duckdb"
+    kind, hook, n_features, source_path, source_sha = rows(
+        catalog, "SELECT kind, hook, n_features, source_path, source_sha256 FROM feature_sets")[0]
+    assert (kind, hook, n_features, source_path) == ("sae", "resid_post.1", 64, str(folder.resolve()))
+    assert len(source_sha) == 64 and result.feature_set_id.startswith("resid_post.1-sae-")
+
+    hook_acts, mask = all_activations(config_for(tiny_models["gemma3"], text_corpus, hook="resid_post.1"))
+    latents = sae.encode(hook_acts).masked_fill(~mask[:, :, None], 0.0)  # [N, seq, 64]
+    window_max = latents.masked_fill(~mask[:, :, None], float("-inf")).amax(dim=1)
+    top = rows(catalog, "SELECT feature, rank, window_id, max_act, acts FROM examples WHERE bucket = 'top'")
+    assert len(top) == 64 * config.top_k
+    for feature, rank, window_id, max_act, token_acts in top:
+        assert max_act == pytest.approx(float(window_max[:, feature].topk(config.top_k).values[rank]), abs=1e-5)
+        torch.testing.assert_close(torch.tensor(token_acts), latents[window_id, :, feature])
+    density = rows(catalog, "SELECT avg(density) FROM features")[0][0]
+    assert 0 < density < 0.5  # latents are sparse, unlike the hook's dense dimensions

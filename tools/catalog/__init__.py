@@ -1,0 +1,17 @@
+"""The DuckDB catalog: every run, model, feature set, feature, window, example, explanation, score and finding,
+each traceable to the run that made it. One module per table family; `Catalog` is all of them on one
+connection."""
+
+from tools.catalog.connection import check_catalog_path, insert_row
+from tools.catalog.features import FeatureSetRows, FeatureTables
+from tools.catalog.findings import FindingTables
+from tools.catalog.runs import RESUMABLE, runs_folder
+from tools.catalog.schema import SCHEMA_VERSION
+
+
+class Catalog(FeatureTables, FindingTables):
+    """An open catalog file with every table family's reads and writes."""
+
+
+__all__ = ["Catalog", "FeatureSetRows", "RESUMABLE", "SCHEMA_VERSION", "check_catalog_path", "insert_row",
+           "runs_folder"]

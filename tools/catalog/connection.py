@@ -1,0 +1,130 @@
+"""Opening a catalog file: the lock another process may hold, the schema check, transactions and queries.
+
+One process writes at a time (DuckDB locks the file); callers open the catalog for a short write
+and close it, so `interp features` can read between runs.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import duckdb
+
+from tools.catalog.schema import SCHEMA_VERSION, create, migrate
+from tools.errors import InterpError
+
+LOCK_WAIT_SECONDS = 60.0
+LOCK_POLL_SECONDS = 0.25
+
+
+def insert_row(con: duckdb.DuckDBPyConnection, table: str, row: dict, on_conflict: str = "") -> None:
+    """One row from a dict whose keys are column names (ours, never user input)."""
+    placeholders = ", ".join(f"${name}" for name in row)
+    con.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({placeholders}) {on_conflict}", row)
+
+
+def check_catalog_path(path: Path) -> None:
+    """Fail before any work if the catalog could not be opened or created; never creates it."""
+    if path.exists():
+        if path.is_dir():
+            raise InterpError(f"catalog path '{path}' is a directory, not a DuckDB file")
+        with Connection(path, read_only=True):
+            return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InterpError(f"cannot create catalog '{path}': folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InterpError(f"cannot create catalog '{path}': folder '{parent}' is not writable")
+
+
+class Connection:
+    """An open catalog file; the table families (tools.catalog.*) add their reads and writes to it."""
+
+    def __init__(self, path: Path | str, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS):
+        """Opens the catalog, waiting up to `wait_seconds` while another process holds its lock: every
+        interp process holds it only for a short read or write, so waiting beats failing a long run."""
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise InterpError(f"catalog '{self.path}' does not exist; run `interp cache` first")
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                self.con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                message = str(error)
+                if "not a valid DuckDB database" in message:
+                    raise InterpError(f"'{self.path}' is not a DuckDB catalog") from None
+                if "Could not set lock" not in message:
+                    raise InterpError(f"cannot open catalog '{self.path}': {message}") from None
+                if time.monotonic() >= deadline:
+                    raise InterpError(
+                        f"catalog '{self.path}' is held by another process for over {wait_seconds:.0f} s; "
+                        "close it and rerun") from None
+                time.sleep(LOCK_POLL_SECONDS)
+        try:
+            self._check_schema(read_only)
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _check_schema(self, read_only: bool) -> None:
+        tables = {row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "schema_info" not in tables:
+            if tables:
+                raise InterpError(
+                    f"'{self.path}' is a DuckDB file but not an interp catalog (tables: {sorted(tables)})")
+            if not read_only:
+                create(self.con)
+            return
+        row = self.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else None
+        if version is None or version > SCHEMA_VERSION:
+            raise InterpError(
+                f"catalog '{self.path}' has schema version {version}, newer than this interp-agent "
+                f"understands ({SCHEMA_VERSION}); upgrade interp-agent to read it"
+            )
+        if version < SCHEMA_VERSION and not read_only:
+            with self.transaction() as con:
+                migrate(con, version)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def _one(self, sql: str, params: list) -> dict | None:
+        # fetchall, not fetchone: DuckDB 2 refuses relation queries on a connection with an unfinished result.
+        cursor = self.con.execute(sql, params)
+        rows = cursor.fetchall()
+        if not rows:
+            return None
+        return dict(zip([d[0] for d in cursor.description], rows[0], strict=True))
+
+    def _value(self, sql: str, params: list) -> Any:
+        """The one value a query that always returns one row (a count) returns."""
+        row = self._one(sql, params)
+        assert row is not None, sql
+        return next(iter(row.values()))
+
+    def _all(self, sql: str, params: list | None = None) -> list[dict]:
+        cursor = self.con.execute(sql, params or [])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -1,0 +1,117 @@
+"""The feature tables: models, feature sets, features, windows and examples (written by the cache pass in
+one transaction with its run's end, so an interrupted run never leaves a set that looks finished), and
+SAE evaluations."""
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from tools.catalog.connection import insert_row
+from tools.catalog.runs import RunTables
+from tools.errors import InterpError
+
+
+@dataclass(frozen=True)
+class FeatureSetRows:
+    """Everything one caching run adds, written in one transaction."""
+
+    feature_set: dict
+    features: pa.Table
+    windows: pa.Table
+    examples: pa.Table
+
+
+class FeatureTables(RunTables):
+    def record_model(self, model_row: dict) -> None:
+        insert_row(self.con, "models", model_row, on_conflict="ON CONFLICT DO NOTHING")
+
+    def finish_feature_set(self, run_id: str, tokens: int, rows: FeatureSetRows) -> None:
+        with self.transaction() as con:
+            insert_row(con, "feature_sets", rows.feature_set)
+            tables = (("features", rows.features), ("windows", rows.windows), ("examples", rows.examples))
+            for table_name, table in tables:
+                con.register("incoming", table)
+                con.execute(f"INSERT INTO {table_name} ({', '.join(table.column_names)}) SELECT * FROM incoming")
+                con.unregister("incoming")
+            con.execute("UPDATE runs SET model_id = ?, tokens = ? WHERE run_id = ?",
+                        [rows.feature_set["model_id"], tokens, run_id])
+            self.set_run_status(run_id, "complete")
+
+    def feature_sets(self) -> list[dict]:
+        return self._all(
+            "SELECT f.feature_set_id, m.name AS model, f.hook, f.kind, f.n_features, f.tokens, f.n_windows, "
+            "f.created_at, f.run_id FROM feature_sets f JOIN models m USING (model_id) ORDER BY f.created_at"
+        )
+
+    def feature_set(self, ref: str) -> dict:
+        """A feature set by id, id prefix, or hook name when that is unambiguous."""
+        matches = self._all(
+            "SELECT f.*, m.name AS model FROM feature_sets f JOIN models m USING (model_id) "
+            "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ?",
+            [ref, ref, ref],
+        )
+        exact = [m for m in matches if m["feature_set_id"] == ref]
+        if exact:
+            return exact[0]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(row["feature_set_id"] for row in self.feature_sets()) or "none yet; run `interp cache`"
+        if not matches:
+            raise InterpError(f"no feature set '{ref}' in catalog '{self.path}'; known: {known}")
+        candidates = ", ".join(m["feature_set_id"] for m in matches)
+        raise InterpError(f"feature set '{ref}' is ambiguous; use one of: {candidates}")
+
+    def feature(self, feature_set_id: str, feature: int) -> dict:
+        row = self._one("SELECT * FROM features WHERE feature_set_id = ? AND feature = ?", [feature_set_id, feature])
+        if row is None:
+            count = self._value("SELECT count(*) FROM features WHERE feature_set_id = ?", [feature_set_id])
+            raise InterpError(f"feature {feature} is not in feature set '{feature_set_id}' (features 0..{count - 1})")
+        return row
+
+    def top_features(self, feature_set_id: str, order_by: str, limit: int) -> list[dict]:
+        if order_by not in ("max_act", "density", "mean_act"):
+            raise InterpError(f"cannot sort features by '{order_by}'; expected max_act, density or mean_act")
+        return self._all(
+            f"SELECT feature, max_act, mean_act, density, window_density FROM features "
+            f"WHERE feature_set_id = ? ORDER BY {order_by} DESC NULLS LAST, feature LIMIT ?",
+            [feature_set_id, limit],
+        )
+
+    def examples(self, feature_set_id: str, feature: int, bucket: str | None = None,
+                 split: str | None = None) -> list[dict]:
+        """Examples with their window's tokens, ordered by bucket and rank."""
+        return self._all(
+            "SELECT e.bucket, e.rank, e.quantile, e.split, e.window_id, e.max_act, e.acts, w.tokens, w.token_ids "
+            "FROM examples e JOIN windows w USING (feature_set_id, window_id) "
+            "WHERE e.feature_set_id = ? AND e.feature = ? "
+            "AND (? IS NULL OR e.bucket = ?) AND (? IS NULL OR e.split = ?) "
+            "ORDER BY e.bucket, e.rank",
+            [feature_set_id, feature, bucket, bucket, split, split],
+        )
+
+    def record_sae_eval(self, row: dict) -> None:
+        insert_row(self.con, "sae_evals", row)
+
+    def feature_set_of_run(self, run_id: str) -> str:
+        return self._value("SELECT feature_set_id FROM feature_sets WHERE run_id = ?", [run_id])
+
+    def model(self, model_id: str) -> dict:
+        row = self._one("SELECT * FROM models WHERE model_id = ?", [model_id])
+        if row is None:
+            raise InterpError(f"catalog '{self.path}' has no model {model_id}")
+        return row
+
+    def live_features(self, feature_set_id: str) -> list[int]:
+        """Features that fired at least once on the cached corpus, in index order."""
+        rows = self.con.execute(
+            "SELECT feature FROM features WHERE feature_set_id = ? AND max_act > 0 ORDER BY feature",
+            [feature_set_id]).fetchall()
+        return [row[0] for row in rows]
+
+    def random_windows(self, feature_set_id: str) -> list[tuple[list[int], list[str]]]:
+        """(token ids, tokens) of the windows sampled uniformly as negatives: an unbiased corpus sample."""
+        rows = self.con.execute(
+            "SELECT token_ids, tokens FROM windows WHERE feature_set_id = ? AND window_id IN "
+            "(SELECT DISTINCT window_id FROM examples WHERE feature_set_id = ? AND bucket = 'random')",
+            [feature_set_id, feature_set_id]).fetchall()
+        return [(row[0], row[1]) for row in rows]

@@ -1,0 +1,323 @@
+"""The caching pass: stream a corpus through the subject model once and keep, for every feature of a
+hook, its top windows, quantile samples, random negatives and statistics, then record them.
+
+Resume: the streaming state is checkpointed beside the catalog (`<catalog>.runs/<run_id>.pt`) every
+`checkpoint_seconds` and on Ctrl-C. Rerunning the same command finds the unfinished run by its
+config hash and continues from the last checkpoint; every random draw is seeded by (seed, batch
+index), so a resumed run keeps exactly what an uninterrupted one would.
+"""
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from tools.catalog import RESUMABLE, Catalog, FeatureSetRows, check_catalog_path, runs_folder
+from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
+from tools.data.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
+from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
+from tools.data.windows import content_mask, resolve_prepend_bos, token_strings, token_windows
+from tools.errors import InterpError, Interrupted
+from tools.features import FeatureSource, resolve_features
+from tools.interrupts import StopRequested, stop_at_batch_boundary
+from tools.model.hooks import n_layers
+from tools.model.subject import SubjectModel, load_subject_model
+
+RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheResult:
+    feature_set_id: str
+    run_id: str
+    tokens: int
+    resumed: bool
+    already_done: bool
+
+
+class CacheState:
+    """Everything the pass accumulates; its tensors are the checkpoint."""
+
+    def __init__(self, config: CacheConfig, n_features: int, device: torch.device):
+        length = config.window
+        self.top = KeepLargest(n_features, config.top_k, length, device)
+        self.reservoir = KeepLargest(n_features, 2 * config.quantiles * config.per_quantile, length, device)
+        self.random = KeepLargest(n_features, max(config.random, 1), length, device)
+        self.stats = FeatureStats(n_features, config.histogram_bins, config.threshold, device)
+        self.next_batch = 0
+
+    def streamed(self, n_windows: int, batch_size: int) -> bool:
+        """Every batch folded in: the state is final, and safe to checkpoint at any moment."""
+        return self.next_batch * batch_size >= n_windows
+
+    def state_dict(self) -> dict:
+        return {
+            "next_batch": self.next_batch,
+            "top": self.top.state_dict(),
+            "reservoir": self.reservoir.state_dict(),
+            "random": self.random.state_dict(),
+            "stats": self.stats.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_batch = state["next_batch"]
+        for name in ("top", "reservoir", "random", "stats"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def checkpoint_path(catalog_path: Path, run_id: str) -> Path:
+    return runs_folder(catalog_path) / f"{run_id}.pt"
+
+
+def save_checkpoint(path: Path, state: CacheState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state.state_dict(), partial)
+    os.replace(partial, path)
+
+
+def batch_generator(seed: int, batch_index: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + batch_index)
+    return generator
+
+
+def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, window_ids: torch.Tensor,
+                 generator: torch.Generator, threshold: float) -> None:
+    """Fold one batch into the state. acts: [B, seq, F]; mask: [B, seq], True at real tokens."""
+    acts = acts.float().masked_fill(~mask[:, :, None], 0.0)  # [B, seq, F]
+    window_max = acts.masked_fill(~mask[:, :, None], NO_KEY).amax(dim=1).T.contiguous()  # [F, B]
+    by_feature = acts.permute(2, 0, 1).contiguous()  # [F, B, seq]
+    n_features, batch = window_max.shape
+    state.top.update(window_max, window_max, window_ids, by_feature)
+    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
+    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
+    state.reservoir.update(reservoir_keys, window_max, window_ids, by_feature)
+    random_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
+    state.random.update(random_keys, window_max, window_ids, by_feature)
+    state.stats.update(acts[mask], window_max)
+
+
+def split_for(ranks: np.ndarray) -> list[str]:
+    """Alternate ranks between explaining and scoring, so both splits span the activation range."""
+    return np.where(ranks % 2 == 0, "explain", "score").tolist()
+
+
+def bucket_table(bucket: str, buffer: KeepLargest, features: np.ndarray, slots: np.ndarray, ranks: np.ndarray,
+                 quantiles: np.ndarray | None) -> pa.Table:
+    """Examples of one bucket: buffer slot (features[i], slots[i]) becomes the example of rank ranks[i]."""
+    acts = buffer.values[features, slots].numpy().astype(np.float32)  # [n, seq]
+    return pa.table({
+        "feature": pa.array(features, pa.int32()),
+        "bucket": pa.array([bucket] * len(features), pa.string()),  # typed: a bucket may be empty
+        "rank": pa.array(ranks, pa.int32()),
+        "quantile": pa.array(quantiles, pa.int32()) if quantiles is not None else pa.nulls(len(features), pa.int32()),
+        "split": pa.array(split_for(ranks), pa.string()),
+        "window_id": pa.array(buffer.window_ids[features, slots].numpy(), pa.int32()),
+        "max_act": pa.array(buffer.maxes[features, slots].numpy(), pa.float32()),
+        "acts": pa.FixedSizeListArray.from_arrays(acts.reshape(-1), acts.shape[1]).cast(pa.list_(pa.float32())),
+    })
+
+
+def filled_slots(buffer: KeepLargest, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(feature, slot) of every filled slot among the first `limit` of an ordered buffer."""
+    features, slots = (buffer.keys[:, :limit] > NO_KEY).nonzero(as_tuple=True)
+    return features.numpy(), slots.numpy()
+
+
+def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, subject: SubjectModel,
+               feature_set: dict, run_id: str) -> FeatureSetRows:
+    """Turn the final state into catalog rows: one per feature, per kept window, per example."""
+    top, reservoir, random = (buffer.ordered().to("cpu") for buffer in (state.top, state.reservoir, state.random))
+    n_features = top.keys.shape[0]
+    sample = quantile_samples(reservoir.maxes, reservoir.keys, config.quantiles, config.per_quantile)
+    top_features, top_slots = filled_slots(top, config.top_k)
+    random_features, random_slots = filled_slots(random, config.random)
+    examples = pa.concat_tables([
+        bucket_table("top", top, top_features, top_slots, top_slots, None),
+        bucket_table("quantile", reservoir, sample.features.numpy(), sample.slots.numpy(), sample.ranks.numpy(),
+                     sample.quantiles.numpy()),
+        bucket_table("random", random, random_features, random_slots, random_slots, None),
+    ])
+    set_id = feature_set["feature_set_id"]
+    examples = with_provenance(examples, set_id, run_id)
+
+    kept = np.unique(examples.column("window_id").to_numpy())
+    memo: dict[int, str] = {}
+    token_ids = windows[torch.from_numpy(kept).long()].tolist()
+    windows_table = with_provenance(pa.table({
+        "window_id": pa.array(kept, pa.int32()),
+        "token_ids": token_ids,
+        "tokens": [token_strings(ids, subject.tokenizer, memo) for ids in token_ids],
+    }), set_id, run_id)
+
+    stats = state.stats
+    n_tokens = int(stats.n_tokens)
+    features = with_provenance(pa.table({
+        "feature": pa.array(np.arange(n_features), pa.int32()),
+        "max_act": stats.max.cpu().numpy(),
+        "min_act": stats.min.cpu().numpy(),
+        "mean_act": (stats.total / max(n_tokens, 1)).cpu().numpy(),
+        "density": (stats.active.double() / max(n_tokens, 1)).cpu().numpy(),
+        "window_density": (stats.active_windows.double() / max(int(stats.n_windows), 1)).cpu().numpy(),
+        "n_tokens": [n_tokens] * n_features,
+        "hist_max": stats.hist_range.cpu().numpy(),
+        "hist_counts": stats.hist_counts.cpu().tolist(),
+        "quantile_edges": [[] if math.isnan(row[0]) else row for row in sample.edges.tolist()],  # never active
+    }), set_id, run_id)
+    return FeatureSetRows(feature_set, features, windows_table, examples)
+
+
+def with_provenance(table: pa.Table, set_id: str, run_id: str) -> pa.Table:
+    """Every catalog row names its feature set and the run that made it."""
+    table = table.add_column(0, "feature_set_id", pa.array([set_id] * table.num_rows, pa.string()))
+    return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+
+
+def prepare_windows(config: CacheConfig | SAEEvalConfig | TrainConfig, subject: SubjectModel,
+                    part: str = "all") -> torch.Tensor:
+    """The run's token windows, from the corpus `part` (all, train or held_out; see tools.data.corpus)."""
+    prepend_bos = resolve_prepend_bos(config.bos, subject.tokenizer)
+    documents = documents_in_part(iter_documents(CorpusSpec(config.corpus, config.text_column)), part)
+    documents = shuffled(documents, config.seed)
+    windows = token_windows(documents, subject.tokenizer, config.window, prepend_bos, config.tokens)
+    if len(windows) == 0:
+        raise InterpError(f"corpus '{config.corpus}' holds fewer than {config.window} tokens of text; nothing to cache")
+    return windows
+
+
+def checked_inputs(config: CacheConfig | SAEEvalConfig, catalog_path: Path) -> tuple[dict, SubjectModel,
+                                                                                    FeatureSource]:
+    """Everything a run reads, validated before anything is written: the config, the catalog path,
+    the corpus (described), the model (loaded) and its features (hook, and SAE when given)."""
+    config.validate()
+    check_catalog_path(catalog_path)
+    corpus = describe(CorpusSpec(config.corpus, config.text_column))
+    subject = load_subject_model(config.model, config.device, config.dtype)
+    return corpus, subject, resolve_features(config.hook, config.sae, subject)
+
+
+def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) -> CacheResult:
+    """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
+    catalog_path = Path(catalog_path)
+    corpus, subject, source = checked_inputs(config, catalog_path)
+    windows = prepare_windows(config, subject)
+    n_windows = len(windows)
+    n_tokens_planned = n_windows * config.window
+    # Same flags on changed weights or changed text are a different run: never resume or skip across them.
+    run_key = f"{config.results_hash()}:{subject.sha256}:{corpus['sha256']}:{source.sha256}"
+    config_hash = hashlib.sha256(run_key.encode()).hexdigest()[:16]
+    log.info(f"config: {json.dumps(dataclasses.asdict(config))}")
+    log.info(f"caching {source.width} {source.kind} features at {source.hook_name} of {config.model} on "
+             f"{n_tokens_planned:,} tokens ({n_windows:,} windows of {config.window}) from '{config.corpus}' on "
+             f"{subject.device} ({subject.dtype}); run key {config_hash}")
+    if n_tokens_planned < config.tokens - config.window:
+        log.info(f"note: the corpus ran out before the {config.tokens:,}-token budget")
+
+    with Catalog(catalog_path) as catalog:
+        previous = catalog.find_run("cache", config_hash)
+        if previous and previous["status"] == "complete":
+            set_id = catalog.feature_set_of_run(previous["run_id"])
+            log.info(f"already cached by run {previous['run_id']}: feature set {set_id}")
+            return CacheResult(set_id, previous["run_id"], previous["tokens"], resumed=False, already_done=True)
+    checkpoint = checkpoint_path(catalog_path, previous["run_id"]) if previous else None
+    resumed = bool(checkpoint and checkpoint.exists())
+    resume = previous["run_id"] if previous and (resumed or previous["status"] in RESUMABLE) else None
+    state = CacheState(config, source.width, subject.device)
+    set_id = f"{source.name}-{config_hash[:8]}"
+    with Catalog.run(catalog_path, "cache", dataclasses.asdict(config), config_hash, corpus, package_versions(),
+                     resume=resume) as run_id:
+        checkpoint = checkpoint_path(catalog_path, run_id)
+        if resumed:
+            state.load_state_dict(torch.load(checkpoint, map_location=subject.device))
+            log.info(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}")
+        try:
+            stream(config, subject, source, windows, state, checkpoint, progress)
+            rows = build_rows(state, config, windows, subject,
+                              feature_set_row(subject, source, config, set_id, n_windows, run_id), run_id)
+            with Catalog(catalog_path) as catalog:
+                catalog.record_model(model_row(subject, run_id))
+                catalog.finish_feature_set(run_id, n_tokens_planned, rows)
+        except (StopRequested, KeyboardInterrupt) as stop:
+            # StopRequested comes at a batch boundary, already checkpointed. A bare KeyboardInterrupt (a second
+            # Ctrl-C, or one while writing) may cut a batch in half: its state is saved only once streaming is
+            # done.
+            if isinstance(stop, KeyboardInterrupt) and state.streamed(n_windows, config.batch_size):
+                save_checkpoint(checkpoint, state)
+            raise Interrupted("interrupted; rerun the same command to resume from the last checkpoint") from None
+        except Exception:
+            # Our bug or the machine's (out of memory, a device error, a catalog held too long): the run is
+            # marked failed; the last checkpoint stays (a finished stream is saved whole), so a rerun resumes.
+            if state.streamed(n_windows, config.batch_size):
+                save_checkpoint(checkpoint, state)
+            raise
+    checkpoint.unlink(missing_ok=True)
+    log.info(f"feature set {set_id}: {source.width} features, {rows.examples.num_rows:,} examples, run {run_id}")
+    return CacheResult(set_id, run_id, n_tokens_planned, resumed=resumed, already_done=False)
+
+
+def feature_set_row(subject: SubjectModel, source: FeatureSource, config: CacheConfig, set_id: str, n_windows: int,
+                    run_id: str) -> dict:
+    return {
+        "feature_set_id": set_id, "model_id": subject.sha256, "hook": source.hook_name,
+        "hf_module": source.hf_module(subject.model), "kind": source.kind, "n_features": source.width,
+        "window_length": config.window, "n_windows": n_windows, "tokens": n_windows * config.window,
+        "source_path": source.path, "source_sha256": source.sha256, "run_id": run_id}
+
+
+def model_row(subject: SubjectModel, run_id: str) -> dict:
+    config = subject.model.config
+    return {
+        "model_id": subject.sha256, "name": subject.name, "path": subject.path,
+        "architecture": type(subject.model).__name__, "n_layers": n_layers(subject.model),
+        "d_model": int(config.hidden_size), "config": config.to_json_string(), "run_id": run_id}
+
+
+def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, windows: torch.Tensor,
+           state: CacheState, checkpoint: Path, progress: bool) -> None:
+    n_batches = -(-len(windows) // config.batch_size)
+    done_tokens = min(state.next_batch * config.batch_size, len(windows)) * config.window
+    bar = tqdm(total=len(windows) * config.window, initial=done_tokens, unit="tok", unit_scale=True,
+               disable=not progress, desc=source.hook_name, smoothing=0.1)
+    last_save = time.monotonic()
+    with bar, stop_at_batch_boundary() as request:
+        for batch_index in range(state.next_batch, n_batches):
+            window_ids = torch.arange(batch_index * config.batch_size,
+                                      min((batch_index + 1) * config.batch_size, len(windows)))
+            input_ids = windows[window_ids].to(subject.device)  # [B, seq]
+            acts = source.read(subject, input_ids)  # [B, seq, F]
+            mask = content_mask(input_ids, subject.tokenizer)
+            generator = batch_generator(config.seed, batch_index, subject.device)
+            update_state(state, acts, mask, window_ids.to(subject.device), generator, config.threshold)
+            state.next_batch = batch_index + 1
+            bar.update(len(window_ids) * config.window)
+            if request["stop"]:
+                save_checkpoint(checkpoint, state)
+                raise StopRequested
+            if time.monotonic() - last_save > config.checkpoint_seconds:
+                save_checkpoint(checkpoint, state)
+                last_save = time.monotonic()

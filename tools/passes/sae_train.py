@@ -1,0 +1,180 @@
+"""Training a TopK SAE (Gao et al. 2024) on activations streamed from the subject model.
+
+The SAE being trained is the same `SAE` object that inference uses, its tensors made leaf parameters,
+so encode and decode exist once. Per step: loss = normalized MSE + auxk_alpha * AuxK, where AuxK asks
+the latents that have been dead for `dead_tokens` tokens to reconstruct the residual error with their
+own top-k (which gives them gradient again). After each Adam step the decoder rows go back to unit
+norm, and the gradient component along each row is removed first so Adam does not fight the norm.
+"""
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tools.configs import TrainConfig
+from tools.data.windows import content_mask
+from tools.errors import InterpError
+from tools.model.hooks import HookPoint, hf_module_path, hook_width, n_layers, parse_hook, run_to_hooks
+from tools.model.subject import SubjectModel, load_subject_model
+from tools.passes.cache import prepare_windows
+from tools.sae.autoencoder import SAE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LR_AT_16K = 2e-4
+
+
+@dataclass
+class TrainStats:
+    tokens: int
+    steps: int
+    fvu: float
+    """Fraction of variance unexplained over the last 50 steps."""
+    dead_fraction: float
+    seconds: float
+
+
+def init_sae(sample: torch.Tensor, d_sae: int, k: int, generator: torch.Generator) -> SAE:
+    """Decoder rows random unit vectors, encoder their transpose, b_dec the sample mean."""
+    d_in = sample.shape[1]
+    W_dec = torch.randn((d_sae, d_in), generator=generator, device=sample.device)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    sae = SAE(W_dec.T.clone(), torch.zeros(d_sae, device=sample.device), W_dec,
+              sample.float().mean(dim=0), activation="topk", k=k, apply_b_dec_to_input=True)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        getattr(sae, name).requires_grad_(True)
+    return sae
+
+
+def normalized_mse(error: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return error.pow(2).sum() / (target - target.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
+
+
+def auxk_loss(sae: SAE, x: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """Reconstruct the main error from the dead latents' own top k_aux pre-activations."""
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return x.new_zeros(())
+    k_aux = min(n_dead, x.shape[1] // 2)
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc  # [N, d_sae]
+    pre = pre.masked_fill(~dead, float("-inf"))
+    top = pre.topk(k_aux, dim=-1)
+    latents = torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+    return normalized_mse(latents @ sae.W_dec - error.detach(), error.detach())
+
+
+def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
+               generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffle each activation buffer [n, d_in] and cut it into training batches."""
+    for buffer in buffers:
+        order = torch.randperm(len(buffer), generator=generator, device=buffer.device)
+        for start in range(0, len(buffer) - batch_tokens + 1, batch_tokens):
+            yield buffer[order[start:start + batch_tokens]].float()
+
+
+def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_tokens: int, batch_tokens: int = 1024,
+                   lr: float = 0.0, auxk_alpha: float = 1 / 32, dead_tokens: int = 50_000, seed: int = 0,
+                   progress: bool = True) -> tuple[SAE, TrainStats]:
+    """Train on activation buffers ([n, d_in] each, any device) until `total_tokens` have been seen."""
+    start = time.monotonic()
+    buffers = iter(buffers)
+    first = next(buffers)
+    generator = torch.Generator(device=first.device).manual_seed(seed)
+    sae = init_sae(first[:batch_tokens * 4], d_sae, k, generator)
+    lr = lr or DEFAULT_LR_AT_16K / math.sqrt(d_sae / 16384)
+    optimizer = torch.optim.Adam([sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec], lr=lr, betas=(0.9, 0.999))
+    since_fired = torch.zeros(d_sae, dtype=torch.long, device=first.device)
+    recent_fvu: list[float] = []
+    seen, steps = 0, 0
+    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc="train SAE")
+    with bar:
+        for x in batches_of(_chain(first, buffers), batch_tokens, generator):
+            latents = sae.encode(x)  # [N, d_sae]
+            reconstruction = sae.decode(latents)
+            error = reconstruction - x
+            loss = normalized_mse(error, x)
+            dead = since_fired >= dead_tokens
+            if auxk_alpha > 0:
+                loss = loss + auxk_alpha * auxk_loss(sae, x, error, dead)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                # Remove the part of the decoder gradient that would only change row norms.
+                rows = sae.W_dec
+                assert rows.grad is not None  # just filled by backward()
+                rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
+            optimizer.step()
+            with torch.no_grad():
+                sae.W_dec /= sae.W_dec.norm(dim=1, keepdim=True)
+                fired = (latents > 0).any(dim=0)
+                since_fired = torch.where(fired, 0, since_fired + len(x))
+                recent_fvu = (recent_fvu + [float(normalized_mse(error, x))])[-50:]
+            seen += len(x)
+            steps += 1
+            bar.update(len(x))
+            bar.set_postfix(fvu=f"{recent_fvu[-1]:.3f}", dead=f"{float(dead.float().mean()):.1%}", refresh=False)
+            if seen >= total_tokens:
+                break
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        setattr(sae, name, getattr(sae, name).detach())
+    dead_fraction = float((since_fired >= dead_tokens).float().mean())
+    return sae, TrainStats(seen, steps, sum(recent_fvu) / max(len(recent_fvu), 1), dead_fraction,
+                           time.monotonic() - start)
+
+
+def _chain(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    yield first
+    yield from rest
+
+
+def activation_buffers(subject: SubjectModel, hook: HookPoint, windows: torch.Tensor, model_batch_size: int,
+                       buffer_tokens: int) -> Iterator[torch.Tensor]:
+    """Real-token activations at `hook` [n, d_in], gathered into buffers of about `buffer_tokens`."""
+    pending: list[torch.Tensor] = []
+    pending_tokens = 0
+    for start in range(0, len(windows), model_batch_size):
+        input_ids = windows[start:start + model_batch_size].to(subject.device)
+        acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]  # [B, seq, d_in]
+        real = acts[content_mask(input_ids, subject.tokenizer)].float()  # [n, d_in]
+        pending.append(real)
+        pending_tokens += len(real)
+        if pending_tokens >= buffer_tokens:
+            yield torch.cat(pending)
+            pending, pending_tokens = [], 0
+    if pending:
+        yield torch.cat(pending)
+
+
+def run_sae_train(config: TrainConfig, progress: bool = True) -> tuple[Path, TrainStats]:
+    """Train on the corpus's train part and write the SAE in SAELens format to `config.out`."""
+    config.validate()
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()):
+        raise InterpError(f"output folder '{out}' is not empty; choose another --out")
+    subject = load_subject_model(config.model, config.device, config.dtype)
+    hook = parse_hook(config.hook, n_layers(subject.model))
+    d_in = hook_width(subject.model, hook)
+    # The budget counts real tokens, so take enough windows to cover BOS and separators too.
+    window_config = dataclasses.replace(config, tokens=int(config.tokens * 1.1) + config.buffer_tokens)
+    windows = prepare_windows(window_config, subject, part="train")
+    log.info(f"training a TopK SAE ({config.expansion * d_in} latents, k={config.k}) at {hook.name} of "
+          f"{config.model} on {config.tokens:,} tokens")
+    buffers = activation_buffers(subject, hook, windows, config.model_batch_size, config.buffer_tokens)
+    sae, stats = train_topk_sae(buffers, config.expansion * d_in, config.k, config.tokens, config.batch_tokens,
+                                config.lr, config.auxk_alpha, config.dead_tokens, config.seed, progress)
+    if stats.tokens < config.tokens:
+        log.info(f"note: the corpus's train part ran out after {stats.tokens:,} tokens")
+    sae.hook = hook.name
+    sae.metadata = {"model_name": config.model, "trained_by": "interp-agent", "training_tokens": stats.tokens,
+                    "training_config": dataclasses.asdict(config)}
+    sae.save_saelens(out, hf_hook_name=hf_module_path(subject.model, hook))
+    log.info(f"saved to {out}: {stats.steps} steps, training FVU {stats.fvu:.3f}, dead {stats.dead_fraction:.1%}, "
+          f"{stats.tokens / stats.seconds:,.0f} tokens/s (model forward and SAE training together)")
+    return out, stats

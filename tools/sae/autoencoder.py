@@ -1,0 +1,126 @@
+"""A sparse autoencoder in one canonical form, whatever format it came from.
+
+    W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in], threshold [d_sae] (JumpReLU)
+
+encode(x) = act((x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc), where act is
+- relu:     max(pre, 0)
+- topk:     the k largest of pre per token, kept where positive (relu of the top k), others 0
+- jumprelu: pre where pre > threshold, else 0
+decode(f) = f @ W_dec + b_dec.
+
+Loaders (tools/sae_formats.py) reduce every format to this; the native save format is SAELens's
+(`cfg.json` + `sae_weights.safetensors`), so other tools load what we train.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tools.model.hooks import HookPoint
+
+ACTIVATIONS = ("relu", "topk", "jumprelu")
+SAELENS_ARCHITECTURES = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+SAELENS_CONFIG = "cfg.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_FORMAT_VERSION = "6.0.0"
+
+
+@dataclass
+class SAE:
+    W_enc: torch.Tensor  # [d_in, d_sae]
+    b_enc: torch.Tensor  # [d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_in]
+    b_dec: torch.Tensor  # [d_in]
+    activation: str
+    """relu | topk | jumprelu"""
+    hook: str | None = None
+    """Our hook name (tools.model.hooks), e.g. resid_post.6; None when the file did not say."""
+    k: int | None = None
+    """Active latents per token, for topk."""
+    threshold: torch.Tensor | None = None  # [d_sae], for jumprelu
+    apply_b_dec_to_input: bool = False
+    metadata: dict = field(default_factory=dict)
+    """What the source said that the maths does not need (model name, training settings)."""
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown SAE activation '{self.activation}'; expected one of {ACTIVATIONS}")
+        if self.activation == "topk" and not self.k:
+            raise ValueError("a topk SAE needs k")
+        if self.activation == "jumprelu" and self.threshold is None:
+            raise ValueError("a jumprelu SAE needs a threshold")
+
+    @property
+    def d_in(self) -> int:
+        return self.W_enc.shape[0]
+
+    @property
+    def d_sae(self) -> int:
+        return self.W_enc.shape[1]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "SAE":
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
+            tensor = getattr(self, name)
+            if tensor is not None:
+                setattr(self, name, tensor.to(device=device, dtype=dtype))
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., d_in] -> latents [..., d_sae]."""
+        x = x.to(self.W_enc.dtype)
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        pre = x @ self.W_enc + self.b_enc  # [..., d_sae]
+        if self.activation == "relu":
+            return torch.relu(pre)
+        if self.activation == "jumprelu":
+            assert self.threshold is not None  # a jumprelu SAE is built with its thresholds
+            return pre * (pre > self.threshold)
+        assert self.k is not None  # a topk SAE is built with its k
+        top = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents: [..., d_sae] -> reconstruction [..., d_in]."""
+        return latents @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def save_saelens(self, folder: Path | str, hf_hook_name: str | None = None) -> Path:
+        """Write SAELens v6's layout: `cfg.json` + `sae_weights.safetensors`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        if self.threshold is not None:
+            tensors["threshold"] = self.threshold
+        save_file({name: t.detach().float().contiguous().cpu() for name, t in tensors.items()},
+                  folder / SAELENS_WEIGHTS)
+        config = {
+            "architecture": SAELENS_ARCHITECTURES[self.activation],
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "dtype": "float32",
+            "device": "cpu",
+            "apply_b_dec_to_input": self.apply_b_dec_to_input,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+            # sae_lens_version marks the v6 layout: SAELens reads a config without it as pre-6 and drops metadata.
+            "metadata": {**self.metadata, "hook_name": tl_hook_name(self.hook), "hf_hook_name": hf_hook_name,
+                         "sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None},
+        }
+        if self.k is not None:
+            config["k"] = self.k
+        (folder / SAELENS_CONFIG).write_text(json.dumps(config, indent=2))
+        return folder
+
+
+def tl_hook_name(hook: str | None) -> str | None:
+    """Our hook name as TransformerLens spells it (what SAELens configs carry)."""
+    if hook is None:
+        return None
+    site, layer = hook.split(".")
+    return HookPoint(site, int(layer)).tl_name

@@ -1,0 +1,65 @@
+"""A minimal OpenAI-compatible chat server on loopback, run as a real separate process, for testing the
+`openai` client path (retries, errors, usage) and for the concurrency benchmark.
+
+    python tools/testing/loopback_server.py PORT [--delay SECONDS] [--script FILE]
+
+Without --script every request gets "Yes" (or an explanation when the prompt asks for one) after
+--delay seconds. A script is a JSON list of [status, body] pairs served in order to successive requests
+(then the default answer), so a test can make the server fail with 429 twice and then answer.
+"""
+
+import argparse
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def completion(text: str, model: str, prompt: str) -> dict:
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                      "total_tokens": len(prompt.split()) + len(text.split())}}
+
+
+def serve(port: int, delay: float, script: list) -> None:
+    lock = threading.Lock()
+    remaining = list(script)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def send(self, status: int, body) -> None:
+            data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                scripted = remaining.pop(0) if remaining else None
+            time.sleep(delay)
+            if scripted is not None:
+                self.send(*scripted)
+                return
+            prompt = request["messages"][-1]["content"]
+            text = "Yes" if "Answer Yes or No" in prompt else "Explanation: words about animals"
+            self.send(200, completion(text, request["model"], prompt))
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--script", help="JSON file: a list of [status, body] responses served first")
+    args = parser.parse_args()
+    serve(args.port, args.delay, json.load(open(args.script)) if args.script else [])

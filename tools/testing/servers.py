@@ -1,0 +1,48 @@
+"""Start a server as a real process on a free loopback port and wait until it answers."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running(command: list[str], health_url: str, timeout: float = 60.0):
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                error = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"server exited: {error[-2000:]}")
+            try:
+                urllib.request.urlopen(health_url, timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def stub_server(delay: float = 0.0, script: Path | None = None):
+    """The loopback stub (tools/testing/loopback_server.py); yields its base URL."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("loopback_server.py")), str(port), "--delay", str(delay)]
+    if script is not None:
+        command += ["--script", str(script)]
+    with running(command, f"http://127.0.0.1:{port}/v1/models"):
+        yield f"http://127.0.0.1:{port}/v1"
