@@ -4,12 +4,18 @@ The planted features of `evals` are registered here as a feature source (`--hook
 when a run asks for them.
 """
 
+from typing import TYPE_CHECKING
+
 from tools.feature_sources import register_source
+
+if TYPE_CHECKING:  # torch stays unloaded until a command needs it
+    from evals.planted import PlantedSource
+    from tools.model.subject import SubjectModel
 
 PLANTED_HOOK = "planted"
 
 
-def planted_source(subject):  # type: ignore[no-untyped-def]
+def planted_source(subject: "SubjectModel") -> "PlantedSource":
     from evals.planted import PlantedSource
 
     return PlantedSource.over(subject)

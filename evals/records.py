@@ -8,6 +8,8 @@
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from tools.text import visible
+
 NEGATIVE_FRACTION = 0.25
 """A random window counts as a negative (non-activating) example when its peak is below this fraction
 of the feature's maximum. MLP neurons are dense (Gemma 3 270M mlp.6: some token above 0 in 99.6% of
@@ -89,13 +91,13 @@ def feature_record(feature: int, max_act: float, examples: list[dict], special_i
 
 MARK_FRACTION = 0.5
 """Tokens at or above this fraction of their record's peak are the ones marked as activating."""
-DATA_TRANSLATION = str.maketrans({"<": "‹", ">": "›", "\n": "⏎", "\t": "⇥"})
+DELIMITERS = str.maketrans({"<": "‹", ">": "›"})
 
 
 def display_token(token: str) -> str:
     """A token as shown to an LLM: corpus text is untrusted, so it can never close our <<marks>> or
-    <example> delimiters, and line breaks cannot break a one-token-per-line layout."""
-    return token.translate(DATA_TRANSLATION)
+    <example> delimiters, and line breaks and other controls cannot break a one-token-per-line layout."""
+    return visible(token).translate(DELIMITERS)
 
 
 def active_positions(record: ActivationRecord) -> list[int]:

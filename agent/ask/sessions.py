@@ -1,13 +1,53 @@
 """The ask sessions beside a catalog (`<catalog>.sessions.sqlite`): LangGraph's checkpoints, one thread a
 session, and a table of what each session is about."""
 
+import json
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
+import ormsgpack
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from tools.errors import InterpError
+
+NOT_PLAIN = ("holds a checkpoint that is not plain data ({why}); interp-agent never writes one, so it is "
+             "refused rather than decoded: start a new session")
+
+
+class PlainDataSerializer:
+    """Checkpoints as plain data only: JSON out; JSON, or msgpack without extension types (what earlier
+    versions wrote), in. A sessions file may come from someone else, and LangGraph's default serializer
+    rebuilds arbitrary Python objects from msgpack extension types, which can run code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if obj is None:
+            return "null", b""
+        return "json", json.dumps(obj, ensure_ascii=False).encode()
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        kind, payload = data
+        try:
+            if kind == "null":
+                return None
+            if kind == "json":
+                return json.loads(payload)
+            if kind == "msgpack":
+                return ormsgpack.unpackb(payload, ext_hook=self._refuse_extension,
+                                         option=ormsgpack.OPT_NON_STR_KEYS)
+        except (ValueError, ormsgpack.MsgpackDecodeError):
+            # ormsgpack reports a refused extension type as "ext_hook failed", a ValueError like bad bytes.
+            raise InterpError(f"sessions file {self.path} "
+                              f"{NOT_PLAIN.format(why=f'{kind} with objects or undecodable')}") from None
+        raise InterpError(f"sessions file {self.path} {NOT_PLAIN.format(why=f'type {kind!r}')}")
+
+    @staticmethod
+    def _refuse_extension(code: int, data: bytes) -> Any:
+        raise ValueError(f"msgpack extension type {code}")
 
 
 def sessions_path(catalog_path: Path) -> Path:
@@ -27,7 +67,7 @@ class Sessions:
                           "feature INTEGER NOT NULL, graph TEXT NOT NULL, llm TEXT NOT NULL, "
                           "questions INTEGER NOT NULL DEFAULT 0, last_question TEXT)")
         self.conn.commit()
-        self.saver = SqliteSaver(self.conn)
+        self.saver = SqliteSaver(self.conn, serde=PlainDataSerializer(path))
         self.saver.setup()
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import sys
 
 from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label
 from tools.errors import InterpError
+from tools.text import visible
 
 COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, features)
 LIBRARY_LOGGERS = ("agent", "tools", "evals")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except InterpError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {visible(str(error))}", file=sys.stderr)
         return getattr(error, "exit_code", 2)
     return 0
 

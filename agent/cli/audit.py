@@ -5,6 +5,7 @@ from pathlib import Path
 
 from agent.cli.flags import FEATURE_SET_HELP, add_config_flags, catalog_flag, config_from_args, quiet_transformers
 from agent.labeling.config import LabelConfig
+from tools.text import visible
 
 
 def command_audit(args: argparse.Namespace) -> None:
@@ -15,7 +16,7 @@ def command_audit(args: argparse.Namespace) -> None:
         best = audit.candidates[0] if audit.candidates else None
         lead = f"; top candidate feature {best.feature} ({best.verdict}, confidence {best.confidence:.2f})" if best \
             else ""
-        print(f"{audit.concept.name}: {audit.verdict} (probe AUROC {audit.probe.auroc:.2f} "
+        print(f"{visible(audit.concept.name)}: {audit.verdict} (probe AUROC {audit.probe.auroc:.2f} "
               f"[{audit.probe.ci_low:.2f}, {audit.probe.ci_high:.2f}]){lead}", flush=True)
 
     config = config_from_args(LabelConfig, args)

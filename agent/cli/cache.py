@@ -35,9 +35,9 @@ def command_sae_train(args: argparse.Namespace) -> None:
 
 def command_sae_eval(args: argparse.Namespace) -> None:
     quiet_transformers()
-    from rich.console import Console
     from rich.table import Table
 
+    from agent.views.terminal import plain_console
     from tools.passes.sae_eval import run_sae_eval
 
     quality = run_sae_eval(config_from_args(SAEEvalConfig, args), args.catalog)
@@ -46,7 +46,7 @@ def command_sae_eval(args: argparse.Namespace) -> None:
     table.add_column("value", justify="right")
     for name, value in quality.as_row().items():
         table.add_row(name, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
-    Console().print(table)
+    plain_console().print(table)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

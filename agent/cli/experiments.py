@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli.flags import FEATURE_SET_HELP, catalog_flag, quiet_transformers
+from agent.views.terminal import plain_console
 from tools.catalog import Catalog
 from tools.errors import InterpError
 from tools.experiments.interventions import (
@@ -56,7 +57,7 @@ def command_ablate(args: argparse.Namespace) -> None:
     else:
         values = [0.0] * len(args.features)
     effect = measure_effect(subject, source, args.features, set_to(values), args.text, TOP_TOKENS)
-    console = Console()
+    console = plain_console()
     settings = ", ".join(f"{f} -> {v:.4g}" for f, v in zip(args.features, values, strict=True))
     console.print(f"{feature_set['feature_set_id']} features {settings} ({args.mode}) at {source.hook.name}, "
                   f"on {len(args.text)} text(s)")
@@ -73,7 +74,7 @@ def command_steer(args: argparse.Namespace) -> None:
     check_features(source, args.feature)
     edit = add(args.strength)
     effect = measure_effect(subject, source, args.feature, edit, [args.prompt], TOP_TOKENS)
-    console = Console()
+    console = plain_console()
     console.print(f"{feature_set['feature_set_id']} feature {args.feature} steered by {args.strength:+g} at "
                   f"{source.hook.name}")
     console.print(f"prompt: {args.prompt!r}")

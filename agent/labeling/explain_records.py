@@ -10,12 +10,14 @@ the negatives and go to scoring only.
 """
 
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from agent.labeling.backends import Backends, LLMFactory, build_labeler
 from agent.labeling.config import LabelConfig
-from agent.labeling.rows import label_feature
+from agent.labeling.rows import FeatureOutcome, label_feature
 from agent.labeling.token_stats import CorpusCounts
 from evals.records import NEGATIVE_FRACTION, ActivationRecord, FeatureRecord
 from tools.errors import InterpError
@@ -25,8 +27,15 @@ def parse_record(raw, where: str) -> ActivationRecord:
     if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), list) or not isinstance(raw.get("values"), list):
         raise InterpError(f"{where}: expected a record {{tokens: [str], values: [float]}}, got {str(raw)[:80]}")
     try:
-        return ActivationRecord([str(t) for t in raw["tokens"]], [float(v) for v in raw["values"]])
+        values = [float(v) for v in raw["values"]]
     except (TypeError, ValueError) as error:
+        raise InterpError(f"{where}: {error}") from None
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise InterpError(f"{where} value {bad}: {values[bad]} is not a finite number; activations must be finite")
+    try:
+        return ActivationRecord([str(t) for t in raw["tokens"]], values)
+    except ValueError as error:
         raise InterpError(f"{where}: {error}") from None
 
 
@@ -79,20 +88,26 @@ def explain_records(config: LabelConfig, path: Path, out: Path | None,
     labeler = build_labeler(config, Backends(config, llm_factory), None, corpus)
     source = f"records:{path.name}"
     split = [split_records(number, records) for number, (_, records) in enumerate(features)]
-    with ThreadPoolExecutor(config.effective_concurrency()) as pool:
-        outcomes = list(pool.map(lambda record: label_feature(labeler, record, source, "", None, labeler.scorers),
-                                 split))
     rows = []
-    for (name, _), outcome in zip(features, outcomes, strict=True):
-        explanation = outcome.explanation
-        assert explanation is not None  # records are never labeled before, so every outcome explains
-        rows.append({"feature": name, "status": explanation["status"], "text": explanation["text"],
-                     "error": explanation["error"], "explainer": explanation["explainer"], "llm": explanation["llm"],
-                     "prompt_hash": explanation["prompt_hash"],
-                     "scores": [{key: score.get(key) for key in ("scorer", "metric", "value", "n", "ci_low", "ci_high",
-                                                                 "status", "error")} for score in outcome.scores],
-                     "prompt_tokens": outcome.usage.prompt_tokens,
-                     "completion_tokens": outcome.usage.completion_tokens})
-    if out is not None:
-        out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    # Each feature's row is written (and flushed) as it finishes, so a crash or Ctrl-C keeps every finished one.
+    with ThreadPoolExecutor(config.effective_concurrency()) as pool, \
+            (out.open("w", encoding="utf-8") if out is not None else nullcontext()) as sink:
+        outcomes = pool.map(lambda record: label_feature(labeler, record, source, "", None, labeler.scorers), split)
+        for (name, _), outcome in zip(features, outcomes, strict=True):
+            rows.append(result_row(name, outcome))
+            if sink is not None:
+                sink.write(json.dumps(rows[-1]) + "\n")
+                sink.flush()
     return rows
+
+
+def result_row(name: str, outcome: FeatureOutcome) -> dict:
+    explanation = outcome.explanation
+    assert explanation is not None  # records are never labeled before, so every outcome explains
+    return {"feature": name, "status": explanation["status"], "text": explanation["text"],
+            "error": explanation["error"], "explainer": explanation["explainer"], "llm": explanation["llm"],
+            "prompt_hash": explanation["prompt_hash"],
+            "scores": [{key: score.get(key) for key in ("scorer", "metric", "value", "n", "ci_low", "ci_high",
+                                                        "status", "error")} for score in outcome.scores],
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "completion_tokens": outcome.usage.completion_tokens}

@@ -3,9 +3,14 @@
 Activating tokens are highlighted with a background whose strength follows the activation; when the
 output is not a terminal (a pipe, a file), they are bracketed as «token» instead, so the examples
 stay readable in logs.
+
+Corpus text, LLM text and server errors are data: consoles here never parse Rich markup (an explanation
+saying "[/quote]" is printed, not parsed), and every such string is shown with its control characters
+made visible (tools.text), so an ESC in the corpus cannot clear the screen.
 """
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -13,14 +18,21 @@ from rich.text import Text
 
 from tools.catalog import Catalog
 from tools.errors import InterpError
+from tools.text import visible
 
 SPARK = " ▁▂▃▄▅▆▇█"
 PLAIN_MARK_FRACTION = 0.5
 PREVIEW_EXAMPLES = 3
 
 
-def visible(token: str) -> str:
-    return token.replace("\n", "⏎").replace("\t", "⇥")
+def plain_console(**options: Any) -> Console:
+    """A console that prints strings as they are: no markup parsing."""
+    return Console(markup=False, **options)
+
+
+def visible_lines(text: str) -> str:
+    """Multi-line untrusted text (an LLM's answer): line breaks kept, every other control made visible."""
+    return "\n".join(visible(line) for line in text.split("\n"))
 
 
 def highlighted(tokens: list[str], acts: list[float], scale: float, color: bool) -> Text:
@@ -46,7 +58,7 @@ def sparkline(counts: list[int]) -> str:
 
 
 def show_feature_sets(catalog: Catalog) -> None:
-    console = Console()
+    console = plain_console()
     sets = catalog.feature_sets()
     if not sets:
         console.print(f"no feature sets in {catalog.path}; run `interp cache` first")
@@ -55,16 +67,16 @@ def show_feature_sets(catalog: Catalog) -> None:
     for column in ("feature set", "model", "hook", "kind", "features", "tokens", "created", "run"):
         table.add_column(column)
     for row in sets:
-        table.add_row(row["feature_set_id"], row["model"], row["hook"], row["kind"], str(row["n_features"]),
+        table.add_row(row["feature_set_id"], visible(row["model"]), row["hook"], row["kind"], str(row["n_features"]),
                       f"{row['tokens']:,}", row["created_at"].strftime("%Y-%m-%d %H:%M"), row["run_id"])
     console.print(table)
 
 
 def show_feature_set(catalog: Catalog, ref: str, sort: str, limit: int) -> None:
-    console = Console()
+    console = plain_console()
     feature_set = catalog.feature_set(ref)
     set_id = feature_set["feature_set_id"]
-    table = Table(title=f"{set_id}: {feature_set['model']} {feature_set['hook']} ({feature_set['n_features']} "
+    table = Table(title=f"{set_id}: {visible(feature_set['model'])} {feature_set['hook']} ({feature_set['n_features']} "
                         f"{feature_set['kind']} features), top {limit} by {sort}")
     for column in ("feature", "max", "mean", "density", "window density"):
         table.add_column(column, justify="right")
@@ -80,11 +92,12 @@ def show_feature_set(catalog: Catalog, ref: str, sort: str, limit: int) -> None:
 
 
 def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: int) -> None:
-    console = Console()
+    console = plain_console()
     feature_set = catalog.feature_set(ref)
     set_id = feature_set["feature_set_id"]
     stats = catalog.feature(set_id, feature)
-    console.print(Text(f"{set_id} feature {feature}  ({feature_set['model']}, {feature_set['hook']})", style="bold"))
+    console.print(Text(f"{set_id} feature {feature}  ({visible(feature_set['model'])}, {feature_set['hook']})",
+                       style="bold"))
     console.print(f"max {stats['max_act']:.4f}   mean {stats['mean_act']:.4f}   density {stats['density']:.3%} of "
                   f"{stats['n_tokens']:,} tokens   active in {stats['window_density']:.1%} of windows")
     console.print(f"histogram of active values over (0, {stats['hist_max']:.3g}]: {sparkline(stats['hist_counts'])}")
@@ -107,8 +120,8 @@ def print_token_usage(rows: list[dict]) -> None:
 
 def table_console() -> Console:
     """The terminal's width, or 120 columns for logs and pipes (rich would wrap tables at 80)."""
-    console = Console()
-    return console if console.is_terminal else Console(width=120)
+    console = plain_console()
+    return console if console.is_terminal else plain_console(width=120)
 
 
 def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) -> str:
@@ -141,25 +154,25 @@ def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: d
     for _, _, header in columns:
         table.add_column(header, justify="right")
     for row in rows:
-        text = row["text"] if row["status"] == "ok" else f"failed: {row['error']}"
+        text = visible(row["text"] if row["status"] == "ok" else f"failed: {row['error']}")
         table.add_row(str(row["feature"]), text,
                       *(score_cell(row["scores"], s, m, scorer_llms.get(s)) for s, m, _ in columns))
     console.print(table)
     failures = {score["error"] for row in rows for score in row["scores"] or [] if score["status"] == "failed"}
     for error in sorted(failures):
-        console.print(f"score failed: {error}", style="dim")
+        console.print(f"score failed: {visible(error)}", style="dim")
 
 
 def show_agent_messages(messages: list[dict]) -> None:
     for message in messages:
         if message["role"] == "tool":
             body = message["content"].split("\n", 2)[1:2] or [""]
-            print(f"  <- {' '.join(body[0].split())[:150]}", flush=True)
+            print(f"  <- {visible(' '.join(body[0].split())[:150])}", flush=True)
         elif message["role"] == "assistant":
             for call in message.get("tool_calls", []):
-                print(f"  -> {call['function']['name']}({call['function']['arguments'][:150]})", flush=True)
+                print(visible(f"  -> {call['function']['name']}({call['function']['arguments'][:150]})"), flush=True)
             if message["content"] and not message.get("tool_calls"):
-                print(message["content"], flush=True)
+                print(visible_lines(message["content"]), flush=True)
 
 
 def show_investigation_step(name: str, update: dict) -> None:
@@ -171,8 +184,8 @@ def show_investigation_step(name: str, update: dict) -> None:
     shown = {key: value for key, value in update.items() if key != "evidence"}
     if "evidence" in update:
         shown["evidence"] = f"{update['evidence'].count('<tool_result')} tool results"
-    print(f"[{name}] " + "; ".join(f"{key}: {' '.join(str(value).split())[:160]}" for key, value in shown.items()),
-          flush=True)
+    print(f"[{name}] " + "; ".join(f"{key}: {visible(' '.join(str(value).split())[:160])}"
+                                   for key, value in shown.items()), flush=True)
 
 
 def show_eval(rows: list, title: str) -> None:
@@ -183,12 +196,13 @@ def show_eval(rows: list, title: str) -> None:
         table.add_column(column, overflow="fold")
     for column in ("value", "95% interval", "n"):
         table.add_column(column, justify="right", overflow="fold")
+
     def number(value: float) -> str:
         return "-" if value != value else f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"  # NaN: none
 
     for row in rows:
         interval = "" if row.ci_low != row.ci_low else f"[{number(row.ci_low)}, {number(row.ci_high)}]"
-        table.add_row(row.subject, row.metric, number(row.value), interval, str(row.n))
+        table.add_row(visible(row.subject), row.metric, number(row.value), interval, str(row.n))
     console.print(table)
 
 
@@ -214,5 +228,5 @@ def show_search(rows: list[dict], query: str, embedder: str, catalog_path: Path)
         table.add_column(column, justify="right" if column in ("similarity", "feature") else "left")
     for row in rows:
         table.add_row(f"{row['similarity']:.3f}", row["feature_set_id"], str(row["feature"]), row["explainer"],
-                      row["text"])
+                      visible(row["text"]))
     console.print(table)

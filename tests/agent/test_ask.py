@@ -228,3 +228,30 @@ def test_ask_through_a_real_endpoint_process_that_calls_tools(catalog, tmp_path,
     out = capsys.readouterr().out
     assert "free graph" in out and '-> activations_on({"feature": 3, "texts": ["the cat"]})' in out
     assert "It peaks at 'cat'" in out and "(1 tool calls;" in out
+
+
+def test_a_crafted_sessions_file_is_refused_and_runs_nothing(catalog, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """LangGraph's default serializer rebuilds objects from msgpack extension types: a checkpoint that
+    names os.system would run a shell command on resume. Ours decodes plain data only."""
+    import sqlite3
+
+    import ormsgpack
+
+    chat = ScriptedChat(fixed_answers)
+    with open_session(CONFIG, catalog, "resid_post.1", 3, graph="fixed", llm_factory=lambda spec: chat) as session:
+        session.ask('Does it fire on "the cat"?')
+        session_id = session.id
+    monkeypatch.setattr("agent.labeling.backends.llm_backend", lambda config, spec: chat)
+    marker = tmp_path / "pwned"
+    payload = ormsgpack.packb(ormsgpack.Ext(0, ormsgpack.packb(("os", "system", f"touch {marker}"))))
+    with sqlite3.connect(sessions_path(catalog)) as conn:
+        assert conn.execute("UPDATE checkpoints SET type = 'msgpack', checkpoint = ?", (payload,)).rowcount > 0
+    assert main(["ask", "--session", session_id, "-q", "Where does it fire?", "--catalog", str(catalog),
+                 "--device", "cpu", "--llm", "openai:scripted"]) == 2
+    assert "holds a checkpoint that is not plain data" in capsys.readouterr().err
+    assert not marker.exists()
+    with sqlite3.connect(sessions_path(catalog)) as conn:
+        conn.execute("UPDATE checkpoints SET type = 'pickle', checkpoint = ?", (b"cos\nsystem\n(S'touch x'\ntR.",))
+    with pytest.raises(InterpError, match="not plain data \\(type 'pickle'\\)"), \
+            open_session(CONFIG, catalog, session_id=session_id, llm_factory=lambda spec: chat) as resumed:
+        resumed.ask("Where does it fire?")

@@ -159,7 +159,7 @@ def test_interrupted_cache_resumes_to_the_same_result(stop_signal, tmp_path, tin
     assert main([*args, "--catalog", str(reference)]) == 0
 
     catalog = tmp_path / "c.duckdb"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     process = subprocess.Popen(interp_command(*args, "--catalog", str(catalog)), env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = tmp_path / "c.duckdb.runs"

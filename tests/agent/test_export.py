@@ -71,6 +71,25 @@ def test_explain_records_explains_and_scores_without_a_model(tmp_path):
     assert scores[("embedding", "auroc")]["value"] > 0.9 and scores[("detection", "auroc")]["n"] == 24
 
 
+def test_explain_records_keeps_every_finished_feature_when_a_later_one_crashes(tmp_path):
+    path = tmp_path / "records.jsonl"
+    write_records(path)
+    explained = []
+
+    def answer(prompt: str) -> str:
+        if "Answer Yes or No" not in prompt:
+            explained.append(prompt)
+            if len(explained) == 2:
+                raise RuntimeError("the machine ran out of memory")
+        return judge_or_explain(prompt)
+
+    config = LabelConfig(llm="openai:scripted", scorers="detection", device="cpu", concurrency=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        explain_records(config, path, tmp_path / "out.jsonl", llm_factory=lambda spec: ScriptedChat(answer))
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(row["feature"], row["status"]) for row in written] == [("0", "ok")]
+
+
 def test_explain_records_cli_with_the_token_statistics_explainer(tmp_path, capsys):
     path = tmp_path / "records.json"
     record = paris_record()
@@ -86,6 +105,8 @@ def test_explain_records_cli_with_the_token_statistics_explainer(tmp_path, capsy
     ('[{"tokens": ["a"], "values": ["x"]}]', "could not convert string to float"),
     ('[{"feature": 1}]', "no 'records'"),
     ('[{"tokens": ["a", "b"], "values": [1.0]}]', "one value per token"),
+    ('[{"tokens": ["a", "b"], "values": [1.0, Infinity]}]', "record 0 value 1: inf is not a finite number"),
+    ('{"feature": 7, "records": [{"tokens": ["a"], "values": [NaN]}]}', "feature 7 record 0 value 0: nan is not"),
 ])
 def test_malformed_records_files_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"

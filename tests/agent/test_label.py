@@ -211,7 +211,7 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
         args = ["label", "resid_post.1", "--llm", "openai:stub", "--base-url", url, "--scorers", "detection",
                 "--score-active", "2", "--score-random", "2", "--limit", "6", "--concurrency", "1",
                 "--catalog", str(catalog), "--no-progress", "--device", "cpu"]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
         process = subprocess.Popen(interp_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
         deadline = time.monotonic() + 120

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tools.catalog import Catalog
-from tools.errors import Interrupted
+from tools.errors import InterpError, Interrupted
 from tools.interrupts import StopRequested
 
 START_AND_WAIT = """
@@ -71,3 +71,45 @@ def test_a_killed_run_is_marked_stale_when_the_next_run_starts(tmp_path):
     with Catalog.run(path, "label", {}):
         assert status(path, killed) == ("stale", "its process ended without finishing the run")
     assert status(path, alive) == ("complete", None)
+
+
+HOLD_KEYED_RUN = """
+import sys, time
+from tools.catalog import Catalog
+with Catalog.run(sys.argv[1], "label", {}, "the-key") as run_id:
+    print(run_id, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_of_the_same_run_is_refused_and_a_finished_run_is_never_hidden(tmp_path):
+    path = tmp_path / "c.duckdb"
+    Catalog(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_KEYED_RUN, str(path)], stdout=subprocess.PIPE, text=True)
+    running = holder.stdout.readline().strip()
+    try:
+        with pytest.raises(InterpError, match=f"the same label run is already running .*run {running}, process "
+                                              f"{holder.pid}"), Catalog.run(path, "label", {}, "the-key"):
+            pass
+        with Catalog.run(path, "label", {}, "another-key"):  # other work goes ahead
+            pass
+    finally:
+        holder.kill()
+        holder.wait(10)
+    with Catalog.run(path, "label", {}, "the-key") as finished:
+        pass
+    with pytest.raises(ValueError), Catalog.run(path, "label", {}, "the-key"):
+        raise ValueError("a later attempt failed")
+    with Catalog(path, read_only=True) as catalog:
+        assert catalog.find_run("label", "the-key")["run_id"] == finished
+
+
+def test_each_key_keeps_one_explanation(tmp_path):
+    row = {"explanation_id": "a", "feature_set_id": "s", "feature": 3, "explainer": "oneshot", "llm": "l",
+           "prompt_hash": "p", "status": "ok", "text": "t", "error": None, "prompt_tokens": 1,
+           "completion_tokens": 1, "embedding": None, "embedder": None, "run_id": "r"}
+    with Catalog(tmp_path / "c.duckdb") as catalog:
+        assert catalog.record_label(row, [])
+        assert not catalog.record_label(row | {"explanation_id": "b", "text": "other"}, [])
+        assert catalog.record_label(row | {"explanation_id": "c", "llm": "another"}, [])
+        assert catalog.con.execute("SELECT explanation_id FROM explanations ORDER BY 1").fetchall() == [("a",), ("c",)]

@@ -94,3 +94,51 @@ def test_held_out_part_is_disjoint_from_train_and_stable():
     assert held_out == list(documents_in_part(reversed(documents), "held_out"))[::-1]
     with pytest.raises(InterpError, match="unknown corpus part 'test'"):
         list(documents_in_part(documents, "test"))
+
+
+PEAK_MEMORY = """
+import resource, sys
+from tools.data.corpus import CorpusSpec, documents_in_part, iter_documents, shuffled
+from tools.data.windows import token_windows
+from tools.testing.tiny import tiny_tokenizer
+tokenizer = tiny_tokenizer()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+documents = shuffled(documents_in_part(iter_documents(CorpusSpec(sys.argv[1])), "all"), 0)
+windows = token_windows(documents, tokenizer, 64, True, 2000)
+print(windows.shape[0], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_one_huge_document_under_a_token_budget_takes_bounded_memory(tmp_path):
+    """A 40 MB one-document file with a 2,000-token budget: read and tokenized only as far as the budget
+    needs, so the memory it adds is the same as for a small file (it was 4.6 GB, the file read and
+    tokenized whole)."""
+    import subprocess
+    import sys
+
+    from tools.testing.tiny import sentences
+
+    text = " ".join(sentences(400))
+    small, huge = tmp_path / "small.txt", tmp_path / "huge.txt"
+    small.write_text(text)
+    with huge.open("w") as handle:
+        while handle.tell() < 40 * 2**20:
+            handle.write(text + " ")
+    peaks = {}
+    for path in (small, huge):
+        out = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert int(out[0]) == 32  # ceil(2000 / 64) windows either way
+        peaks[path.name] = int(out[1])
+    assert peaks["huge.txt"] < peaks["small.txt"] + 32, peaks  # MiB
+
+
+def test_long_documents_are_cut_into_bounded_pieces_at_whitespace(tmp_path):
+    from tools.data.corpus import CHUNK_CHARS
+
+    path = tmp_path / "long.jsonl"
+    long_text = " ".join(["word"] * 10_000)
+    path.write_text(json.dumps({"text": long_text}) + "\n" + json.dumps({"text": "short one"}) + "\n")
+    pieces = list(iter_documents(CorpusSpec(str(path))))
+    assert all(len(piece) <= CHUNK_CHARS for piece in pieces) and pieces[-1] == "short one"
+    assert "".join(pieces[:-1]) == long_text and all(piece.endswith(" ") for piece in pieces[:-2])

@@ -2,6 +2,7 @@
 client, and tiny local models through transformers."""
 
 import json
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 from agent.cli import main
+from agent.labeling.config import LabelConfig
+from agent.labeling.pipeline import run_label
 from tests.agent.test_label import catalog, rows  # noqa: F401  (fixture)
 from tools.errors import InterpError
 from tools.llm.endpoint import OpenAIChat
@@ -146,3 +149,47 @@ def test_openai_backend_reads_tool_calls_and_reports_endpoints_that_refuse_tools
         agent = FreeAgent(llm, toolbox=no_tools)
         with pytest.raises(InterpError, match="rejected a request with tools .*use the fixed graph"):
             agent.model({"messages": HELLO})
+
+
+@pytest.mark.parametrize("responses, message", [
+    ([[200, "<html><body>502 Bad Gateway</body></html>"]], "sent a malformed answer"),
+    ([[200, {"choices": [{"index": 0, "finish_reason": "stop"}]}]],
+     "choices\\[0\\].message is NoneType, expected dict"),
+    ([[200, {"choices": [{"message": {"content": 7}}]}]], "message.content is int"),
+    ([[200, {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": "x"}}]],
+     "usage.prompt_tokens is str"),
+])
+def test_malformed_answers_are_one_line_llm_errors(tmp_path, responses, message):
+    with scripted_server(tmp_path, responses) as url, pytest.raises(LLMError, match=message) as raised:
+        OpenAIChat("stub", base_url=url, max_retries=0).chat(HELLO, 5)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_trickling_endpoint_cannot_hold_a_call_past_its_deadline(tmp_path):
+    body = json.dumps({"choices": [{"message": {"content": "slow"}}]})
+    with scripted_server(tmp_path, [[200, body, {"trickle": 1.0}]]) as url:
+        started = time.monotonic()
+        with pytest.raises(LLMError, match="sent no whole answer within 2 s"):
+            OpenAIChat("stub", base_url=url, max_retries=0, timeout=2).chat(HELLO, 5)
+        assert time.monotonic() - started < 4
+
+
+def test_a_huge_answer_is_refused_without_reading_it_all(tmp_path):
+    with scripted_server(tmp_path, [[200, "", {"size": 200 * 2**20}]]) as url:
+        started = time.monotonic()
+        with pytest.raises(LLMError, match="sent an answer over 8 MiB; refused"):
+            OpenAIChat("stub", base_url=url, max_retries=0, timeout=30).chat(HELLO, 5)
+        assert time.monotonic() - started < 10
+
+
+def test_a_malformed_answer_fails_one_feature_not_the_run(tmp_path, catalog):  # noqa: F811
+    ok = {"choices": [{"message": {"content": "OK"}}]}
+    broken = {"choices": [{"index": 0}]}
+    with scripted_server(tmp_path, [[200, ok], [200, broken], [200, "<html>oops</html>"]]) as url:
+        config = LabelConfig(llm="openai:stub", base_url=url, scorers="", explainer="oneshot", limit=3,
+                             concurrency=1, max_retries=0, device="cpu")
+        result = run_label(config, "resid_post.1", catalog, progress=False)
+    assert (result.labeled, result.failed) == (1, 2)
+    errors = rows(catalog, "SELECT error FROM explanations WHERE status = 'failed' ORDER BY feature")
+    assert all("sent a malformed answer" in error for (error,) in errors)
+    assert rows(catalog, "SELECT status FROM runs WHERE kind = 'label'") == [("complete",)]

@@ -13,9 +13,13 @@ from typing import Any, Self
 
 import duckdb
 
-from tools.catalog.schema import SCHEMA_VERSION, create, migrate
+from tools.catalog.schema import SCHEMA_VERSION, check_columns, create, migrate, refuse_objects
 from tools.errors import InterpError
 
+SAFE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False, "autoload_known_extensions": False, "autoinstall_known_extensions": False}
+"""A catalog may come from someone else: its queries never touch files, the network or extensions (our own
+reads and writes only move Arrow tables in and out)."""
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
 
@@ -52,7 +56,7 @@ class Connection:
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
-                self.con = duckdb.connect(str(self.path), read_only=read_only)
+                self.con = duckdb.connect(str(self.path), read_only=read_only, config=SAFE_CONFIG)
                 break
             except duckdb.IOException as error:
                 message = str(error)
@@ -72,6 +76,7 @@ class Connection:
             raise
 
     def _check_schema(self, read_only: bool) -> None:
+        refuse_objects(self.con, self.path)
         tables = {row[0] for row in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "schema_info" not in tables:
             if tables:
@@ -90,6 +95,8 @@ class Connection:
         if version < SCHEMA_VERSION and not read_only:
             with self.transaction() as con:
                 migrate(con, version)
+            version = SCHEMA_VERSION
+        check_columns(self.con, self.path, version)
 
     def close(self) -> None:
         self.con.close()

@@ -31,10 +31,18 @@ class LabelTables(Connection):
         for score in scores:
             insert_row(con, "scores", score)
 
-    def record_label(self, explanation: dict | None, scores: list[dict]) -> None:
-        """A feature's new explanation (if any) and its scores, all or nothing."""
+    def record_label(self, explanation: dict | None, scores: list[dict]) -> bool:
+        """A feature's new explanation (if any) and its scores, all or nothing. False, and nothing written,
+        when another writer already explained the feature under the same explainer, LLM and prompt: each
+        key keeps one explanation."""
         with self.transaction() as con:
+            if explanation is not None and explanation["status"] == "ok" and self._value(
+                    "SELECT count(*) FROM explanations WHERE feature_set_id = ? AND feature = ? AND explainer = ? "
+                    "AND llm = ? AND prompt_hash = ? AND status = 'ok'",
+                    [explanation[k] for k in ("feature_set_id", "feature", "explainer", "llm", "prompt_hash")]):
+                return False
             self._insert_label(con, explanation, scores)
+        return True
 
     def label_summary(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str,
                       features: list[int]) -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from tools.catalog.connection import Connection
-from tools.errors import Interrupted
+from tools.errors import InterpError, Interrupted
 from tools.interrupts import StopRequested
 
 INTERRUPTIONS = (KeyboardInterrupt, Interrupted, StopRequested)
@@ -63,6 +63,14 @@ def lock_is_held(catalog_path: Path, run_id: str) -> bool:
         return False
 
 
+def lock_owner(catalog_path: Path, run_id: str) -> str:
+    """The process id a live run wrote into its lock file ('' when unreadable)."""
+    try:
+        return lock_path(catalog_path, run_id).read_text().strip()
+    except OSError:
+        return ""
+
+
 class RunTables(Connection):
     def start_run(self, kind: str, config: dict, config_hash: str, corpus: dict | None,
                   package_versions: dict) -> str:
@@ -82,9 +90,11 @@ class RunTables(Connection):
         )
 
     def find_run(self, kind: str, config_hash: str) -> dict | None:
-        """The latest run with this exact configuration, to resume or to skip."""
+        """The run with this exact configuration to skip (a complete one) or else to resume (the latest): a
+        failed rerun never hides a finished run."""
         return self._one(
-            "SELECT * FROM runs WHERE kind = ? AND config_hash = ? ORDER BY started_at DESC LIMIT 1",
+            "SELECT * FROM runs WHERE kind = ? AND config_hash = ? "
+            "ORDER BY status = 'complete' DESC, started_at DESC LIMIT 1",
             [kind, config_hash],
         )
 
@@ -99,6 +109,15 @@ class RunTables(Connection):
             self.set_run_status(run_id, "stale", "its process ended without finishing the run")
         return stale
 
+    def refuse_a_second_writer(self, kind: str, config_hash: str) -> None:
+        """One writer per (kind, run key): two identical runs at once would do every piece of work twice."""
+        row = self._one("SELECT run_id FROM runs WHERE kind = ? AND config_hash = ? AND status = 'running'",
+                        [kind, config_hash])
+        if row is not None:
+            pid = lock_owner(self.path, row["run_id"])
+            raise InterpError(f"the same {kind} run is already running on '{self.path}' (run {row['run_id']}"
+                              f"{f', process {pid}' if pid else ''}); wait for it to finish, or stop it and rerun")
+
     @classmethod
     @contextmanager
     def run(cls, catalog_path: Path | str, kind: str, config: dict, config_hash: str = "",
@@ -110,6 +129,8 @@ class RunTables(Connection):
         catalog_path = Path(catalog_path)
         with cls(catalog_path) as catalog:
             catalog.mark_stale_runs()
+            if config_hash:
+                catalog.refuse_a_second_writer(kind, config_hash)
             if resume:
                 catalog.set_run_status(resume, "running")
                 run_id = resume

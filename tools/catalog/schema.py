@@ -1,8 +1,20 @@
-"""The catalog's tables, and how an older catalog is brought up to the current schema."""
+"""The catalog's tables, how an older catalog is brought up to the current schema, and the check that a file
+holds exactly what its version promises (a catalog may come from someone else).
+
+Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; every
+migration adds the columns a table lacks as well as the tables a catalog lacks.
+"""
+
+import functools
+from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 7
+from tools.errors import InterpError
+
+SCHEMA_VERSION = 8
+Columns = dict[str, dict[str, str]]
+"""Per table, its columns' types by name."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -194,10 +206,68 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 
+def columns_of(con: duckdb.DuckDBPyConnection) -> Columns:
+    rows = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                       "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
+    columns: Columns = {}
+    for table, column, data_type in rows:
+        columns.setdefault(table, {})[column] = data_type
+    return columns
+
+
+@functools.cache
+def expected_columns() -> Columns:
+    """What SCHEMA creates, read back from an empty in-memory database."""
+    with duckdb.connect(":memory:") as con:
+        con.execute(SCHEMA)
+        return columns_of(con)
+
+
 def migrate(con: duckdb.DuckDBPyConnection, version: int) -> None:
-    """Versions add tables, which SCHEMA creates where missing; 5 also lets an ask question's experiments stand
-    without an explanation. Runs inside the caller's transaction."""
+    """Creates the tables a catalog lacks, adds the columns its tables lack (nullable: older rows have no
+    value), and lets an ask question's experiments stand without an explanation (5). Runs inside the
+    caller's transaction."""
     con.execute(SCHEMA)
     if version == 4:
         con.execute("ALTER TABLE experiments ALTER COLUMN explanation_id DROP NOT NULL")
+    present = columns_of(con)
+    for table, columns in expected_columns().items():
+        for column, data_type in columns.items():
+            if column not in present.get(table, {}):
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {data_type}")
     con.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+
+
+def refuse_objects(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Views and macros can compute anything (with external access they could read local files); our
+    catalogs hold base tables only."""
+    views = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                           "'main' AND table_type <> 'BASE TABLE'").fetchall()]
+    if views:
+        raise InterpError(f"catalog '{path}' holds views ({', '.join(sorted(views))}), which interp-agent never "
+                          "writes; refusing to read it")
+    macros = [row[0] for row in con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
+                                            "WHERE NOT internal").fetchall()]
+    if macros:
+        raise InterpError(f"catalog '{path}' defines functions ({', '.join(sorted(macros))}), which interp-agent "
+                          "never writes; refusing to read it")
+
+
+def check_columns(con: duckdb.DuckDBPyConnection, path: Path, version: int) -> None:
+    """The current version's tables and columns exactly; an older (unmigrated, read-only) catalog's a subset."""
+    expected, present = expected_columns(), columns_of(con)
+    for table, columns in present.items():
+        wanted = expected.get(table)
+        if wanted is None:
+            raise InterpError(f"catalog '{path}' has a table '{table}' that schema version {version} does not have")
+        wrong = {name: kind for name, kind in columns.items() if wanted.get(name) != kind}
+        if wrong:
+            raise InterpError(f"catalog '{path}' table '{table}' has columns {wrong} that schema version {version} "
+                              f"does not have")
+        missing = sorted(set(wanted) - set(columns))
+        if version == SCHEMA_VERSION and missing:
+            raise InterpError(f"catalog '{path}' table '{table}' lacks columns {missing} that schema version "
+                              f"{version} has")
+    absent = sorted(set(expected) - set(present))
+    if version == SCHEMA_VERSION and absent:
+        raise InterpError(f"catalog '{path}' lacks tables {absent} that schema version {version} has")

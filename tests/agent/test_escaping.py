@@ -1,0 +1,61 @@
+"""Untrusted text (corpus, LLM answers, server errors) is data everywhere it is shown: in a prompt it cannot
+close our delimiters, in a terminal no control character or Rich markup acts, in a report no HTML or
+Markdown survives. Checked for arbitrary Unicode, and for the strings a user actually tripped on."""
+
+import io
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.audit.report import h, md
+from agent.views.terminal import plain_console, show_labels, visible_lines
+from evals.records import display_token
+from tools.text import is_control, visible
+
+HOSTILE = ["[/quote]", "[red]gone[/red]", "a\x1b[2Jb", "carriage\rreturn", "line\u2028sep", "bidi\u202eevil",
+           "<script>alert(1)</script>", "| a | b |\n|---|", "tab\there", "\x00\x07\x7f\x85"]
+ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(HOSTILE)
+
+
+def no_controls(text: str) -> bool:
+    return not any(is_control(c) or unicodedata.category(c) == "Cc" for c in text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT)
+def test_prompt_text_cannot_close_a_delimiter_or_break_a_line(text):
+    shown = display_token(text)
+    assert "<" not in shown and ">" not in shown and no_controls(shown)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT)
+def test_terminal_text_is_printed_as_it_is_with_controls_visible(text):
+    out = io.StringIO()
+    plain_console(file=out, width=100_000, soft_wrap=True, color_system=None).print(visible(text))
+    assert out.getvalue() == visible(text) + "\n"  # no markup parsed, nothing dropped or added
+    assert no_controls(visible(text))
+    assert no_controls(visible_lines(text).replace("\n", ""))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT)
+def test_report_text_holds_no_markup(text):
+    html_text, markdown = h(text), md(text)
+    for shown in (html_text, markdown):
+        assert "<" not in shown and ">" not in shown and no_controls(shown) and "\n" not in shown
+    assert '"' not in html_text
+    unescaped = markdown.replace("\\\\", "")
+    for special in "|*_[]`#":
+        assert special not in unescaped.replace(f"\\{special}", "")
+
+
+def test_explanations_with_markup_and_escapes_print_in_the_label_table(capsys):
+    rows = [{"feature": i, "status": "ok", "text": text, "error": None, "scores": []} for i, text in enumerate(HOSTILE)]
+    rows.append({"feature": 99, "status": "failed", "text": None, "error": "[/bold] server said \x1b[31mno",
+                 "scores": []})
+    show_labels(rows, "hostile [/title]", [])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "[/quote]" in out and "[red]gone[/red]" in out and "␛[2J" in out
+    assert "hostile [/title]" in out and "[/bold] server said ␛[31mno" in out

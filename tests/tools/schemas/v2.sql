@@ -1,0 +1,94 @@
+-- The catalog schema as version 2 first shipped (commit 775aac9), for the migration tests.
+CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,            -- running | interrupted | failed | complete
+    config JSON NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    model_id VARCHAR,
+    corpus JSON,
+    tokens BIGINT,
+    package_versions JSON,
+    error VARCHAR,
+    started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    finished_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS models (
+    model_id VARCHAR PRIMARY KEY,       -- the weights' sha256
+    name VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    architecture VARCHAR NOT NULL,
+    n_layers INTEGER NOT NULL,
+    d_model INTEGER NOT NULL,
+    config JSON NOT NULL,
+    run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feature_sets (
+    feature_set_id VARCHAR PRIMARY KEY,
+    model_id VARCHAR NOT NULL,
+    hook VARCHAR NOT NULL,
+    hf_module VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,              -- neuron | residual | attention | sae
+    n_features INTEGER NOT NULL,
+    window_length INTEGER NOT NULL,
+    n_windows INTEGER NOT NULL,
+    tokens BIGINT NOT NULL,
+    source_path VARCHAR,
+    source_sha256 VARCHAR,
+    run_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS features (
+    feature_set_id VARCHAR NOT NULL,
+    feature INTEGER NOT NULL,
+    max_act FLOAT,
+    min_act FLOAT,
+    mean_act DOUBLE,
+    density DOUBLE,                     -- fraction of real tokens above the threshold
+    window_density DOUBLE,              -- fraction of windows with any token above it
+    n_tokens BIGINT NOT NULL,
+    hist_max DOUBLE,                    -- histogram bins split (0, hist_max] evenly
+    hist_counts BIGINT[],
+    quantile_edges DOUBLE[],
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (feature_set_id, feature)
+);
+CREATE TABLE IF NOT EXISTS windows (
+    feature_set_id VARCHAR NOT NULL,
+    window_id INTEGER NOT NULL,
+    token_ids INTEGER[] NOT NULL,
+    tokens VARCHAR[] NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (feature_set_id, window_id)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    feature_set_id VARCHAR NOT NULL,
+    feature INTEGER NOT NULL,
+    bucket VARCHAR NOT NULL,            -- top | quantile | random
+    rank INTEGER NOT NULL,              -- order within the bucket (top: by activation)
+    quantile INTEGER,                   -- quantile index for bucket = quantile
+    split VARCHAR NOT NULL,             -- explain | score: explainers never see score examples
+    window_id INTEGER NOT NULL,
+    max_act FLOAT NOT NULL,
+    acts FLOAT[] NOT NULL,              -- one value per window token; 0 at special tokens
+    run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sae_evals (
+    run_id VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,
+    hook VARCHAR NOT NULL,
+    sae_path VARCHAR NOT NULL,
+    sae_sha256 VARCHAR NOT NULL,        -- joins feature_sets.source_sha256
+    tokens BIGINT NOT NULL,             -- held-out real tokens evaluated
+    fvu DOUBLE,
+    mean_l0 DOUBLE,
+    dead_fraction DOUBLE,
+    loss_clean DOUBLE,
+    loss_spliced DOUBLE,
+    loss_zero_ablated DOUBLE,
+    loss_increase DOUBLE,
+    loss_recovered DOUBLE,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+INSERT INTO schema_info VALUES ('schema_version', '2');
