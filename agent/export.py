@@ -30,9 +30,16 @@ def require_labels(catalog: Catalog) -> None:
         raise InterpError(f"catalog '{catalog.path}' has no labels yet; run `interp label` first")
 
 
+def require_empty(out: Path) -> None:
+    """An export never mixes with what a folder held before (stale batches would read as part of it)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InterpError(f"--out '{out}' is not an empty folder; choose a new or empty one")
+
+
 def export_parquet(catalog: Catalog, set_id: str, out: Path) -> list[Path]:
     """One Parquet file a table. Embeddings come out as FLOAT[]: cast to FLOAT[dim] after loading them back."""
     require_labels(catalog)
+    require_empty(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, sql in PARQUET_QUERIES.items():
@@ -54,7 +61,8 @@ def source_id(feature_set: dict) -> str:
 
 
 def model_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name).strip("-").lower()
+    """A folder name made of the model's: never empty, never '.' or '..', so it stays inside --out."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name).strip("-.").lower() or "model"
 
 
 def write_batches(folder: Path, rows: Iterator[dict]) -> int:
@@ -79,6 +87,7 @@ def write_batches(folder: Path, rows: Iterator[dict]) -> int:
 
 def export_neuronpedia(catalog: Catalog, set_id: str, out: Path) -> dict[str, int]:
     require_labels(catalog)
+    require_empty(out)
     feature_set = catalog.feature_set(set_id)
     ids = {"modelId": model_id(feature_set["model"]), "layer": source_id(feature_set)}
     root = out / ids["modelId"] / ids["layer"]

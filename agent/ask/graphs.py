@@ -2,6 +2,7 @@
 fixed graph works with any LLM; the free graph lets a tool-calling LLM choose its experiments."""
 
 import operator
+import time
 from typing import Annotated, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -127,7 +128,7 @@ class FreeAsk:
         new = ([] if messages else [{"role": "system", "content": self.system}]) + unanswered(messages)
         new.append({"role": "user", "content": f"About feature {feature}: {question}"})
         # Budgets are per question: the counters start again while the messages accumulate.
-        return {"messages": new, "tool_calls": 0, "tokens": 0, "stop": ""}
+        return {"messages": new, "tool_calls": 0, "tokens": 0, "stop": "", "started": time.time()}
 
     def answer_of(self, values: dict) -> str:
         replies = [m for m in values.get("messages", []) if m["role"] == "assistant" and m.get("content")]

@@ -13,7 +13,6 @@ so it resumes with its conversation; each question is also an `ask` run in the c
 calls and answer in `experiments`.
 """
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +84,7 @@ class AskSession:
         feature, catalog_path = self.feature, self.toolbox.bench.catalog_path
         previous = self.graph.get_state(self.thread).values
         first_log, usage_before = len(self.toolbox.log), self.asker.usage
-        with Catalog.run(catalog_path, "ask", dataclasses.asdict(self.config) | {
+        with Catalog.run(catalog_path, "ask", self.config.recorded() | {
                 "session": self.id, "feature_set": self.row["feature_set_id"], "feature": feature,
                 "question": question, "graph": self.asker.name, "llm_name": self.asker.llm_name,
                 "prompt_hash": self.asker.prompt_hash}) as run_id:

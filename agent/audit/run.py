@@ -8,7 +8,6 @@ catalog (`audits`, `audit_candidates`) and written as a Markdown and a self-cont
 
 """
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +196,7 @@ def run_audit(config: LabelConfig, concepts_path: Path, set_ref: str, catalog_pa
     bench = Workbench(catalog_path, feature_set["feature_set_id"], config.device, config.embedder)
     writer = TextWriter(Backends(config, llm_factory), config.llm)
     audits = []
-    with Catalog.run(catalog_path, "audit", dataclasses.asdict(config) | {
+    with Catalog.run(catalog_path, "audit", config.recorded() | {
             "concepts_file": str(Path(concepts_path).resolve()), "feature_set": bench.set_id, "seed": seed}) as run_id:
         for concept in concepts:
             positive, negative, by = resolved_texts(concept, catalog_path, writer)

@@ -24,7 +24,7 @@ def command_ask(args: argparse.Namespace) -> None:
         return
     config = config_from_args(LabelConfig, args)
     with open_session(config, args.catalog, args.feature_set, args.feature, args.session, args.graph,
-                      Budget(args.max_tool_calls, args.max_tokens), watcher=ToolPrinter()) as session:
+                      Budget(args.max_tool_calls, args.max_tokens, args.max_seconds), watcher=ToolPrinter()) as session:
         resumed = f", {session.row['questions']} earlier questions" if args.session else ""
         print(f"session {session.id}: feature {session.feature} of {session.row['feature_set_id']}, "
               f"{session.asker.name} graph, LLM {config.llm}{resumed}", flush=True)

@@ -53,5 +53,7 @@ def agent_flags(parser: argparse.ArgumentParser) -> None:
     """What investigate and ask share: the free agent's budgets, the LLMs and scorers, the catalog."""
     parser.add_argument("--max-tool-calls", type=int, default=12, help="free agent: tool calls per question")
     parser.add_argument("--max-tokens", type=int, default=60_000, help="free agent: LLM tokens per question")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="free agent: wall-clock seconds per question (default: 600)")
     add_config_flags(parser, LabelConfig, skip=("explainer", "limit", "features", "n_top", "n_quantile"))
     catalog_flag(parser)

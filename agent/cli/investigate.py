@@ -14,7 +14,8 @@ def command_investigate(args: argparse.Namespace) -> None:
 
     config = config_from_args(LabelConfig, args)
     result = run_investigation(config, args.feature_set, args.feature, args.catalog, args.graph,
-                               Budget(args.max_tool_calls, args.max_tokens), on_step=show_investigation_step)
+                               Budget(args.max_tool_calls, args.max_tokens, args.max_seconds),
+                               on_step=show_investigation_step)
     row = {"feature": args.feature, "status": "ok" if result.explanation else "failed", "text": result.explanation,
            "error": result.error, "scores": result.scores}
     print(f"{result.steps} steps logged; LLM tokens {result.usage.prompt_tokens:,} prompt + "

@@ -145,7 +145,7 @@ def run_planted_eval(config: LabelConfig, explainers: list[str], catalog_path: P
         labeled.append((explainer.name, explainer.llm_name, explainer.prompt_hash))
     with Catalog(catalog_path, read_only=True) as catalog:
         rows = planted_report(catalog, set_id, labeled, config.scorer_names(), seed)
-    with Catalog.run(catalog_path, "eval", dataclasses.asdict(config) | {
+    with Catalog.run(catalog_path, "eval", config.recorded() | {
             "eval": "planted", "feature_set": set_id, "explainers": explainers, "seed": seed}) as run_id:
         with Catalog(catalog_path) as catalog:
             catalog.record_eval(run_id, "planted", [dataclasses.asdict(r) | {"details": json.dumps({})}

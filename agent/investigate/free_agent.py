@@ -7,6 +7,7 @@ without tools, to answer from what it has. Every tool request, valid or not, and
 """
 
 import operator
+import time
 from dataclasses import dataclass
 from typing import Annotated, TypedDict, cast
 
@@ -24,16 +25,22 @@ class AgentState(TypedDict, total=False):
     tool_calls: int
     tokens: int
     stop: str
+    started: float
+    """When the question began (time.time()), for the time budget."""
 
 
 @dataclass(frozen=True)
 class Budget:
     tool_calls: int = 12
     tokens: int = 60_000
+    seconds: float = 600.0
+    """Wall-clock time per question: one tool call can be expensive (patch_sweep runs layers x positions
+    forward passes), so counting calls alone does not bound a question."""
 
     def __post_init__(self):
-        if self.tool_calls <= 0 or self.tokens <= 0:
-            raise InterpError(f"budgets must be positive, got {self.tool_calls} tool calls and {self.tokens} tokens")
+        if self.tool_calls <= 0 or self.tokens <= 0 or self.seconds <= 0:
+            raise InterpError(f"budgets must be positive, got {self.tool_calls} tool calls, {self.tokens} tokens "
+                              f"and {self.seconds:g} seconds")
 
 
 def require_tool_calling(llm: ChatLLM) -> ToolCallingLLM:
@@ -64,6 +71,8 @@ class FreeAgent:
             return "tool-call budget"
         if state.get("tokens", 0) >= self.budget.tokens:
             return "token budget"
+        if time.time() - state.get("started", time.time()) >= self.budget.seconds:
+            return "time budget"
         return ""
 
     def model(self, state: AgentState) -> AgentState:
@@ -118,7 +127,7 @@ class FreeAgent:
         return 2 * self.budget.tool_calls + 6  # every tool round is two steps, plus the final answer
 
     def run(self, messages: list[dict], on_step=None) -> AgentState:
-        state: AgentState = {"messages": messages, "tool_calls": 0, "tokens": 0}
+        state: AgentState = {"messages": messages, "tool_calls": 0, "tokens": 0, "started": time.time()}
         for update in self.graph().stream(state, {"recursion_limit": self.recursion_limit}, stream_mode="updates"):
             for name, values in update.items():
                 values = values or {}

@@ -11,7 +11,6 @@ the explanation is scored by the scorers `interp label` uses and goes into `expl
 in `experiments`, all in one transaction.
 """
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -198,7 +197,7 @@ def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, c
     llm = backends.get(config.llm)
     investigator = Investigator(llm, toolbox) if graph == "fixed" else AgentInvestigator(llm, toolbox,
                                                                                          budget or Budget())
-    with Catalog.run(catalog_path, "investigate", dataclasses.asdict(config) | {
+    with Catalog.run(catalog_path, "investigate", config.recorded() | {
             "feature_set": bench.set_id, "feature": feature, "graph": graph}) as run_id:
         explanation, error = investigator.investigate(feature, on_step)
         record = bench.record(feature, config.score_active, config.score_random)

@@ -7,6 +7,7 @@ import dataclasses
 
 from tools.configs import option, require_positive
 from tools.errors import InterpError
+from tools.llm.urls import public_url
 
 EXPLAINERS = ("oneshot", "evidence", "token-stats")
 SCORERS = ("simulation", "detection", "fuzzing", "embedding")
@@ -36,6 +37,10 @@ class LabelConfig:
     embedder: str = option("all-MiniLM-L6-v2", "sentence-transformers model (name or folder) for embeddings and the "
                                                "embedding scorer")
     device: str = option("auto", "auto, cuda, mps, cpu")
+
+    def recorded(self) -> dict:
+        """The config as runs store and print it: the endpoint without what may be a credential in its URL."""
+        return dataclasses.asdict(self) | {"base_url": public_url(self.base_url)}
 
     @property
     def llm_is_local(self) -> bool:

@@ -7,7 +7,6 @@ what is missing, so an interrupted or partly failed run loses nothing it finishe
 call still fails after the backend's retries is recorded as failed, with its error, and the run goes on.
 """
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -119,9 +118,9 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
         work = plan(catalog, labeler, targets, set_id)
     totals = Totals()
     try:
-        with Catalog.run(catalog_path, "label", dataclasses.asdict(config) | {"feature_set": set_id},
+        with Catalog.run(catalog_path, "label", config.recorded() | {"feature_set": set_id},
                          run_key(config, set_id, labeler)) as run_id:
-            log.info(f"config: {json.dumps(dataclasses.asdict(config))}")
+            log.info(f"config: {json.dumps(config.recorded())}")
             log.info(f"labeling {len(work)} of {len(targets)} features of {set_id} with {labeler.explainer.name}"
                      f"{' (' + labeler.explainer.llm_name + ')' if labeler.explainer.llm_name else ''}; scorers: "
                      f"{', '.join(s.name for s in labeler.scorers) or 'none'}; run {run_id}")

@@ -245,3 +245,18 @@ def test_ablate_and_steer_a_cached_sae_latent(tmp_path, tiny_models, text_corpus
     assert "feature 64 is out of range; this feature set has features 0..63" in capsys.readouterr().err
     assert main(["ablate", "resid_post.2-sae", "3", *catalog]) == 2
     assert "give at least one --text" in capsys.readouterr().err
+
+
+def test_experiments_refuse_a_model_whose_weights_changed_since_caching(tmp_path, tiny_models, text_corpus, capsys):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["gpt2"], model)
+    catalog = tmp_path / "c.duckdb"
+    assert main(["cache", "--model", str(model), "--hook", "mlp.1", "--corpus", str(text_corpus), "--tokens", "500",
+                 "--catalog", str(catalog), *FAST]) == 0
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(AutoModelForCausalLM.from_pretrained(model).config).save_pretrained(model)
+    assert main(["ablate", "mlp.1", "3", "--text", "the cat", "--device", "cpu", "--catalog", str(catalog)]) == 2
+    assert "is not the one feature set" in capsys.readouterr().err

@@ -59,3 +59,25 @@ def test_explanations_with_markup_and_escapes_print_in_the_label_table(capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "[/quote]" in out and "[red]gone[/red]" in out and "␛[2J" in out
     assert "hostile [/title]" in out and "[/bold] server said ␛[31mno" in out
+
+
+def test_every_terminal_view_prints_hostile_text_as_text(capsys, tmp_path):
+    from agent.ask.terminal import ToolPrinter
+    from agent.investigate.toolbox import ToolCall
+    from agent.views.terminal import show_agent_messages, show_eval, show_investigation_step, show_search
+    from evals.tables import EvalRow
+
+    hostile = "x[/quote]\x1b[2J\r\u2028[red]y"
+    show_search([{"similarity": 0.5, "feature_set_id": "s", "feature": 1, "explainer": "e", "text": hostile}],
+                hostile, "emb", tmp_path)
+    show_eval([EvalRow(f"explainer {hostile}", "auroc", 0.5, 3, 0.1, 0.9)], "eval")
+    show_agent_messages([{"role": "assistant", "content": hostile},
+                         {"role": "tool", "content": f"<tool_result>\n{hostile}\n</tool_result>"}])
+    show_investigation_step("hypothesis", {"hypothesis": hostile})
+    printed: list[str] = []
+    printer = ToolPrinter(write=printed.append)
+    printer.started("activations_on", {"texts": [hostile]})
+    printer.finished(ToolCall("activations_on", {}, True, f"<tool_result>\n{hostile}\n</tool_result>", 0.1))
+    out = capsys.readouterr().out + "\n".join(printed)
+    assert "\x1b" not in out and "\r" not in out and "\u2028" not in out
+    assert out.count("[/quote]") >= 6 and "␛[2J" in out

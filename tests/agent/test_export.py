@@ -42,6 +42,18 @@ def test_export_parquet_and_neuronpedia(catalog, tmp_path, capsys):  # noqa: F81
     features = [json.loads(line) for line in gzip.open(source / "features" / "batch-0.jsonl.gz", "rt")]
     assert [f["index"] for f in features] == [str(i) for i in range(64)]
 
+    for fmt, folder in (("parquet", "pq"), ("neuronpedia", "np")):  # a second export never mixes with the first
+        assert main(["export", "resid_post.1", "--format", fmt, "--out", str(tmp_path / folder),
+                     "--catalog", str(catalog)]) == 2
+        assert f"--out '{tmp_path / folder}' is not an empty folder" in capsys.readouterr().err
+
+
+def test_a_model_name_never_leads_an_export_outside_its_folder():
+    from agent.export import model_id
+
+    assert [model_id(name) for name in ("..", ".", "", "/models/Gemma 3", "a/../..")] == [
+        "model", "model", "model", "gemma-3", "model"]
+
 
 def write_records(path, n_features: int = 2) -> None:
     lines = []

@@ -1,6 +1,8 @@
 """The free tool-calling agent with a scripted LLM: tool calls run and fed back, budgets stop the loop,
 invalid calls rejected, and instructions planted in tool output change nothing the policy allows."""
 
+import time
+
 import pytest
 
 from agent.investigate.free_agent import Budget, FreeAgent
@@ -69,6 +71,17 @@ def test_the_token_budget_stops_the_loop(catalog):  # noqa: F811
     state = FreeAgent(ScriptedAgent(lambda m: [("token_stats", {"feature": 3})]), toolbox,
                       Budget(tokens=40)).run([{"role": "user", "content": "go"}])
     assert state["stop"] == "token budget" and state["tokens"] >= 40
+
+
+def test_the_time_budget_stops_a_question_whose_tools_are_slow(catalog):  # noqa: F811
+    toolbox = Toolbox(Workbench(catalog, "resid_post.1", "cpu"))
+
+    def slow_calls(messages: list[dict]):
+        time.sleep(0.3)  # as if the last tool call had been a long sweep
+        return [("token_stats", {"feature": 3})]
+
+    state = FreeAgent(ScriptedAgent(slow_calls), toolbox, Budget(seconds=1)).run([{"role": "user", "content": "go"}])
+    assert state["stop"] == "time budget" and 1 <= state["tool_calls"] < 12
 
 
 def test_planted_instructions_in_tool_output_stay_within_policy(catalog):  # noqa: F811

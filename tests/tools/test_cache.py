@@ -157,3 +157,26 @@ def test_sae_latents_are_cached_like_neurons(tmp_path, tiny_models, text_corpus)
         torch.testing.assert_close(torch.tensor(token_acts), latents[window_id, :, feature])
     density = rows(catalog, "SELECT avg(density) FROM features")[0][0]
     assert 0 < density < 0.5  # latents are sparse, unlike the hook's dense dimensions
+
+
+class RunsCode:
+    """Unpickling this would run a shell command, as a crafted checkpoint could."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_resume_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    from tools.errors import InterpError
+    from tools.passes.cache import load_checkpoint
+
+    marker, checkpoint = tmp_path / "pwned", tmp_path / "run.pt"
+    torch.save({"next_batch": 1, "top": RunsCode(marker)}, checkpoint)
+    with pytest.raises(InterpError, match="resume checkpoint .* is unreadable"):
+        load_checkpoint(checkpoint, torch.device("cpu"))
+    assert not marker.exists()

@@ -193,3 +193,16 @@ def test_a_malformed_answer_fails_one_feature_not_the_run(tmp_path, catalog):  #
     errors = rows(catalog, "SELECT error FROM explanations WHERE status = 'failed' ORDER BY feature")
     assert all("sent a malformed answer" in error for (error,) in errors)
     assert rows(catalog, "SELECT status FROM runs WHERE kind = 'label'") == [("complete",)]
+
+
+def test_credentials_in_the_endpoint_url_are_never_stored_or_shown(tmp_path):
+    from tools.llm.urls import public_url
+
+    assert public_url("https://user:secret@api.example.com:8443/v1?key=abc#x") == "https://api.example.com:8443/v1"
+    assert public_url("http://[::1]:8000/v1") == "http://[::1]:8000/v1"
+    with stub_server() as url:
+        secret = url.replace("http://", "http://me:hunter2@") + "?api_key=hunter2"
+        llm = OpenAIChat("stub", base_url=secret)
+        assert "hunter2" not in llm.name and llm.chat(HELLO, 3).text
+    config = LabelConfig(llm="openai:stub", base_url=secret)
+    assert "hunter2" not in json.dumps(config.recorded())

@@ -2,6 +2,7 @@
 against that format's own definition of encode and decode."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,21 @@ def write_saelens(folder, tensors, **config):
     return folder
 
 
+def damaged(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+def pickled_npz() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, W_enc=np.array([{"object": "pickled"}], dtype=object))
+    return buffer.getvalue()
+
+
 def test_bad_sae_files_name_the_file_and_the_problem(tmp_path, weights):
     plain = {name: weights[name] for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
     cases = [
@@ -134,6 +150,11 @@ def test_bad_sae_files_name_the_file_and_the_problem(tmp_path, weights):
         (write_saelens(tmp_path / "declared", plain, d_in=99, d_sae=D_SAE), "declares d_in, d_sae = \\(99, 10\\)"),
         (tmp_path / "nowhere", "does not exist"),
         (tmp_path, "holds no SAE this tool reads"),
+        (damaged(tmp_path / "damaged", {"cfg.json": b"{}", "sae_weights.safetensors": b"garbage"}),
+         "not a readable safetensors file"),
+        (damaged(tmp_path / "list", {"cfg.json": b"[1, 2]", "sae_weights.safetensors": b""}),
+         "expected a JSON object"),
+        (damaged(tmp_path / "pickled", {"params.npz": pickled_npz()}), "not a readable npz of arrays"),
     ]
     for path, message in cases:
         with pytest.raises(InterpError, match=message) as raised:

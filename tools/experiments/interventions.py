@@ -161,6 +161,9 @@ def load_feature_source(catalog_path, ref: str, device: str = "auto") -> tuple[S
     with Catalog(catalog_path, read_only=True) as catalog:
         feature_set = catalog.feature_set(ref)
     subject = load_subject_model(feature_set["model"], device)
+    if subject.sha256 != feature_set["model_id"]:
+        raise InterpError(f"model '{feature_set['model']}' is not the one feature set {feature_set['feature_set_id']} "
+                          f"was cached from (its weights' sha256 differs); experiments need the same weights")
     source = resolve_features(feature_set["hook"], feature_set["source_path"] or "", subject)
     if source.sha256 is not None and source.sha256 != feature_set["source_sha256"]:
         raise InterpError(f"SAE file '{feature_set['source_path']}' changed since feature set "

@@ -15,14 +15,13 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlparse
 
 import openai
 
 from tools.errors import InterpError
 from tools.llm.interface import AgentTurn, Completion, LLMError, ToolRequest, Usage
+from tools.llm.urls import is_loopback, public_url
 
 OPENAI_URL = "https://api.openai.com/v1"
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -68,16 +67,6 @@ def parse_answer(body: bytes) -> ChatAnswer:
     return ChatAnswer(content or "", calls, tokens)
 
 
-def is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def first_line(error: Exception) -> str:
     """The server's own message where it sent one ({"error": {"message": ...}}), else the client's."""
     body = getattr(error, "body", None)
@@ -110,13 +99,14 @@ class OpenAIChat:
         key = os.environ.get(api_key_env, "")
         if not key:
             if not is_loopback(self.base_url):
-                raise InterpError(f"${api_key_env} is not set; export the API key for {self.base_url} there "
+                raise InterpError(f"${api_key_env} is not set; export the API key for {self.shown_url} there "
                                   "(or name another variable with --api-key-env)")
             key = "unused"  # local servers ignore the key, but the client insists on one
         # Retries are ours (each attempt under its own deadline), so the client makes exactly one attempt.
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
         self.timeout, self.max_retries = timeout, max_retries
-        self.name = f"openai:{model}@{self.base_url}"
+        self.shown_url = public_url(self.base_url)
+        self.name = f"openai:{model}@{self.shown_url}"
         self._in_flight = threading.BoundedSemaphore(concurrency)
 
     def chat(self, messages: list[dict], max_tokens: int) -> Completion:
@@ -153,13 +143,13 @@ class OpenAIChat:
         worker.start()
         worker.join(self.timeout)
         if worker.is_alive():
-            raise _Retryable(LLMError(f"LLM endpoint {self.base_url} sent no whole answer within {self.timeout:g} s"))
+            raise _Retryable(LLMError(f"LLM endpoint {self.shown_url} sent no whole answer within {self.timeout:g} s"))
         if "error" in outcome:
             raise self._classified(outcome["error"])
         try:
             answer = parse_answer(outcome["body"])
         except ValueError as error:  # JSONDecodeError is a ValueError
-            raise LLMError(f"LLM endpoint {self.base_url} sent a malformed answer: {str(error)[:200]}") from None
+            raise LLMError(f"LLM endpoint {self.shown_url} sent a malformed answer: {str(error)[:200]}") from None
         return answer
 
     def _fetch(self, request: dict) -> bytes:
@@ -169,7 +159,7 @@ class OpenAIChat:
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
-                    raise LLMError(f"LLM endpoint {self.base_url} sent an answer over "
+                    raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over "
                                    f"{MAX_RESPONSE_BYTES // 2**20} MiB; refused")
             return bytes(body)
 
@@ -178,17 +168,17 @@ class OpenAIChat:
         if isinstance(error, LLMError):
             return error
         if isinstance(error, (openai.APIConnectionError, openai.APITimeoutError)):
-            return _Retryable(LLMError(f"cannot reach LLM endpoint {self.base_url}: {first_line(error)}"))
+            return _Retryable(LLMError(f"cannot reach LLM endpoint {self.shown_url}: {first_line(error)}"))
         if isinstance(error, openai.AuthenticationError):
-            return LLMError(f"LLM endpoint {self.base_url} rejected the API key in ${self.api_key_env}")
+            return LLMError(f"LLM endpoint {self.shown_url} rejected the API key in ${self.api_key_env}")
         if isinstance(error, openai.NotFoundError):
-            return LLMError(f"model '{self.model}' not found at {self.base_url}: {first_line(error)}")
+            return LLMError(f"model '{self.model}' not found at {self.shown_url}: {first_line(error)}")
         if isinstance(error, openai.APIStatusError):
-            failure = LLMError(f"LLM endpoint {self.base_url} answered {error.status_code}: {first_line(error)}",
+            failure = LLMError(f"LLM endpoint {self.shown_url} answered {error.status_code}: {first_line(error)}",
                                status_code=error.status_code)
             return _Retryable(failure, retry_after(error)) if error.status_code in RETRIED_STATUS else failure
         if isinstance(error, openai.APIError):
-            return LLMError(f"LLM endpoint {self.base_url} sent a malformed answer: {first_line(error)}")
+            return LLMError(f"LLM endpoint {self.shown_url} sent a malformed answer: {first_line(error)}")
         return error
 
     def check(self) -> None:

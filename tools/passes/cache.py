@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -98,6 +99,15 @@ def save_checkpoint(path: Path, state: CacheState) -> None:
     partial = path.with_suffix(".partial")
     torch.save(state.state_dict(), partial)
     os.replace(partial, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """Tensors and numbers only (weights_only): a checkpoint file is never a way to run code."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise InterpError(f"resume checkpoint '{path}' is unreadable ({str(error).splitlines()[0][:120]}); delete it "
+                          "to start the run over") from None
 
 
 def batch_generator(seed: int, batch_index: int, device: torch.device) -> torch.Generator:
@@ -253,7 +263,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
                      resume=resume) as run_id:
         checkpoint = checkpoint_path(catalog_path, run_id)
         if resumed:
-            state.load_state_dict(torch.load(checkpoint, map_location=subject.device))
+            state.load_state_dict(load_checkpoint(checkpoint, subject.device))
             log.info(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}")
         try:
             stream(config, subject, source, windows, state, checkpoint, progress)

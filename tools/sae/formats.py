@@ -14,11 +14,13 @@ never from its name; a square matrix is refused because its orientation cannot b
 
 import json
 import math
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tools.errors import InterpError
@@ -68,9 +70,31 @@ def canonical(tensors: Mapping[str, torch.Tensor], names: dict[str, str], source
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InterpError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InterpError(f"{path}: unreadable ({error})") from None
+    if not isinstance(config, dict):
+        raise InterpError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors only (safetensors cannot hold code); a damaged or foreign file is one line, not a traceback."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise InterpError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]})") from None
+
+
+def read_npz(path: Path) -> dict[str, torch.Tensor]:
+    """Arrays only: pickled objects are refused (allow_pickle=False), as is anything that is not an npz."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: torch.from_numpy(np.asarray(archive[name])) for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InterpError(f"{path}: not a readable npz of arrays ({str(error).splitlines()[0][:120]})") from None
 
 
 def external_hook(name: str | None, source: Path) -> str | None:
@@ -97,7 +121,7 @@ def load_saelens(folder: Path) -> SAE:
         raise InterpError(f"{config_path}: normalize_activations '{config['normalize_activations']}' is not "
                           "supported; fold the scaling into the weights first")
     weights_path = folder / SAELENS_WEIGHTS
-    tensors = load_file(weights_path)
+    tensors = read_safetensors(weights_path)
     if "threshold" not in tensors and "log_threshold" in tensors:
         tensors["threshold"] = tensors["log_threshold"].exp()
     k = config.get("k") or (config.get("activation_fn_kwargs") or {}).get("k")
@@ -117,8 +141,7 @@ def load_saelens(folder: Path) -> SAE:
 
 
 def load_gemma_scope_1(path: Path) -> SAE:
-    with np.load(path) as archive:
-        tensors = {name: torch.from_numpy(np.asarray(archive[name])) for name in archive.files}
+    tensors = read_npz(path)
     names = {name: name for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
     return canonical(tensors, names, path, activation="jumprelu", apply_b_dec_to_input=False)
 
@@ -133,8 +156,8 @@ def load_gemma_scope_2(folder: Path) -> SAE:
                           f"{config.get('affine_connection')}) is not an SAE; only SAEs are supported")
     weights_path = folder / "params.safetensors"
     names = {"W_enc": "w_enc", "b_enc": "b_enc", "W_dec": "w_dec", "b_dec": "b_dec", "threshold": "threshold"}
-    sae = canonical(load_file(weights_path), names, weights_path, activation="jumprelu", apply_b_dec_to_input=False,
-                    hook=external_hook(config.get("hf_hook_point_in"), config_path),
+    sae = canonical(read_safetensors(weights_path), names, weights_path, activation="jumprelu",
+                    apply_b_dec_to_input=False, hook=external_hook(config.get("hf_hook_point_in"), config_path),
                     metadata={k: config[k] for k in ("model_name", "l0") if k in config})
     if "width" in config and int(config["width"]) != sae.d_sae:
         raise InterpError(f"{config_path}: declares width {config['width']} but the weights have {sae.d_sae} latents")
@@ -152,7 +175,7 @@ def load_sparsify(folder: Path) -> SAE:
     weights_path = folder / "sae.safetensors"
     names = {"W_enc": "encoder.weight", "b_enc": "encoder.bias", "W_dec": "W_dec", "b_dec": "b_dec"}
     # sparsify names the folder after the hookpoint (e.g. layers.6 = the output of layer 6).
-    return canonical(load_file(weights_path), names, weights_path, activation="topk", k=int(config["k"]),
+    return canonical(read_safetensors(weights_path), names, weights_path, activation="topk", k=int(config["k"]),
                      apply_b_dec_to_input=True, hook=external_hook(folder.name, config_path))
 
 
