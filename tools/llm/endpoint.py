@@ -95,6 +95,7 @@ class OpenAIChat:
                  max_retries: int = 4, concurrency: int = 8):
         self.model = model
         self.base_url = (base_url or OPENAI_URL).rstrip("/")
+        self.shown_url = public_url(self.base_url)
         self.api_key_env = api_key_env
         key = os.environ.get(api_key_env, "")
         if not key:
@@ -105,7 +106,6 @@ class OpenAIChat:
         # Retries are ours (each attempt under its own deadline), so the client makes exactly one attempt.
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
         self.timeout, self.max_retries = timeout, max_retries
-        self.shown_url = public_url(self.base_url)
         self.name = f"openai:{model}@{self.shown_url}"
         self._in_flight = threading.BoundedSemaphore(concurrency)
 
