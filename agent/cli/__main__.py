@@ -1,0 +1,7 @@
+"""`python -m agent.cli`: the same command line as `interp`."""
+
+import sys
+
+from agent.cli import main
+
+sys.exit(main())
