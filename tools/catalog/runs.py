@@ -37,8 +37,14 @@ def hold_lock(catalog_path: Path, run_id: str) -> IO[bytes]:
     """Takes the run's lock, held until the returned file is closed (or the process ends)."""
     path = lock_path(catalog_path, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "wb")
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle = open(path, "ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InterpError(f"run {run_id} on '{catalog_path}' was taken up by another process at the same moment; "
+                          "wait for it to finish, or stop it and rerun") from None
+    handle.truncate(0)
     handle.write(str(os.getpid()).encode())
     handle.flush()
     return handle
