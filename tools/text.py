@@ -21,6 +21,11 @@ def visible(text: str) -> str:
     return text.translate(VISIBLE)
 
 
+def visible_lines(text: str) -> str:
+    """Multi-line untrusted text (an LLM's answer): line breaks kept, every other control made visible."""
+    return "\n".join(visible(line) for line in text.split("\n"))
+
+
 def is_control(char: str) -> bool:
     """What `visible` replaces."""
     return char in C0 or char in DEL or ord(char) in ESCAPED

@@ -32,13 +32,13 @@ def label_scores(candidate: Candidate) -> str:
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
 
 
-def md(text: str) -> str:
+def markdown_text(text: str) -> str:
     """Untrusted text as one inert Markdown span: controls visible (a newline cannot end a table row), HTML
     escaped (no raw tags), and every character Markdown gives a meaning backslash-escaped."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(visible(text), quote=False))
 
 
-def h(text: str) -> str:
+def html_text(text: str) -> str:
     """Untrusted text in the HTML report: controls visible, markup escaped."""
     return html.escape(visible(text))
 
@@ -47,23 +47,25 @@ def marked_example(example: dict) -> str:
     peak = max(example["values"], default=0.0)
     parts = []
     for token, value in zip(example["tokens"], example["values"], strict=True):
-        shown = md(display_token(token))
+        shown = markdown_text(display_token(token))
         parts.append(f"**{shown}**" if peak > 0 and value >= 0.5 * peak and shown.strip() else shown)
     return "".join(parts)
 
 
 def markdown_concept(audit: ConceptAudit) -> list[str]:
     probe, mean_diff = audit.probe, audit.mean_difference
-    lines = [f"## {md(audit.concept.name)}: {audit.verdict}", "", f"_{md(audit.concept.description)}_", "",
+    lines = [f"## {markdown_text(audit.concept.name)}: {audit.verdict}", "",
+             f"_{markdown_text(audit.concept.description)}_", "",
              f"- probe (logistic regression, cross-validated): AUROC {fmt(probe.auroc)} "
              f"[{fmt(probe.ci_low)}, {fmt(probe.ci_high)}] on {probe.n} texts, "
              f"permutation p = {fmt(probe.p_value, 3)}",
              f"- difference of means: AUROC {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]",
-             f"- texts: {len(audit.positive)} positive, {len(audit.negative)} negative, from {md(audit.texts_by)}", "",
+             f"- texts: {len(audit.positive)} positive, {len(audit.negative)} negative, "
+             f"from {markdown_text(audit.texts_by)}", "",
              "| rank | feature | verdict | confidence | activation AUROC | alignment | ablation | steering | "
              "found by | explanation | its scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, c in enumerate(audit.candidates, 1):
-        explanation = md(c.explanation or "")
+        explanation = markdown_text(c.explanation or "")
         lines.append(f"| {rank} | {c.feature} | {c.verdict} | {fmt(c.confidence)} | {fmt(c.activation_auroc)} | "
                      f"{fmt(c.alignment)} | {percent(c.ablation)} | {percent(c.steering)} | "
                      f"{', '.join(c.found_by)} | {explanation} | {label_scores(c)} |")
@@ -75,7 +77,8 @@ def markdown_concept(audit: ConceptAudit) -> list[str]:
 
 def markdown_report(run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> str:
     lines = [f"# Audit of {feature_set['feature_set_id']}", "",
-             f"{md(feature_set['model'])}, {feature_set['kind']} features at {feature_set['hook']}; run `{run_id}` "
+             f"{markdown_text(feature_set['model'])}, {feature_set['kind']} features at {feature_set['hook']}; "
+             f"run `{run_id}` "
              "(catalog tables `audits` and `audit_candidates`).", "",
              "Ablation and steering are the change of a last-layer readout of the concept, as a share of its gap "
              "between positive and negative texts. Activation AUROC: how well the feature's peak on a text tells "
@@ -145,7 +148,7 @@ def html_example(example: dict) -> str:
     for token, value in zip(example["tokens"], example["values"], strict=True):
         alpha = max(0.0, min(1.0, value / peak)) if peak > 0 else 0.0
         spans.append(f'<span style="background: rgba(230,126,34,{alpha:.2f})" title="{value:.3g}">'
-                     f"{h(display_token(token))}</span>")
+                     f"{html_text(display_token(token))}</span>")
     return "<p class=example>" + "".join(spans) + "</p>"
 
 
@@ -155,7 +158,7 @@ def html_concept(audit: ConceptAudit) -> str:
         f"<tr><td>{rank}</td><td>{c.feature}</td><td>{html.escape(c.verdict)}</td><td>{fmt(c.confidence)}</td>"
         f"<td>{fmt(c.activation_auroc)}</td><td>{fmt(c.alignment)}</td><td>{percent(c.ablation)}</td>"
         f"<td>{percent(c.steering)}</td><td>{html.escape(', '.join(c.found_by))}</td>"
-        f"<td>{h(c.explanation or '')}</td><td>{html.escape(label_scores(c))}</td></tr>"
+        f"<td>{html_text(c.explanation or '')}</td><td>{html.escape(label_scores(c))}</td></tr>"
         for rank, c in enumerate(audit.candidates, 1))
     details = "".join(
         f"<h4>feature {c.feature}: {html.escape(c.verdict)}</h4><div class=row><div>"
@@ -163,12 +166,12 @@ def html_concept(audit: ConceptAudit) -> str:
         f"<p class=note>peak per text: orange positive, grey negative</p></div><div>"
         + "".join(html_example(example) for example in c.top_examples) + "</div></div>"
         for c in audit.candidates[:3])
-    return (f"<section><h2>{h(audit.concept.name)}: <span class=verdict>{html.escape(audit.verdict)}"
-            f"</span></h2><p><i>{h(audit.concept.description)}</i></p>"
+    return (f"<section><h2>{html_text(audit.concept.name)}: <span class=verdict>{html.escape(audit.verdict)}"
+            f"</span></h2><p><i>{html_text(audit.concept.description)}</i></p>"
             f"<p>Probe AUROC {fmt(probe.auroc)} [{fmt(probe.ci_low)}, {fmt(probe.ci_high)}] on {probe.n} texts "
             f"(permutation p = {fmt(probe.p_value, 3)}); "
             f"difference of means {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]; "
-            f"texts from {h(audit.texts_by)}.</p>"
+            f"texts from {html_text(audit.texts_by)}.</p>"
             "<table><tr><th>rank</th><th>feature</th><th>verdict</th><th>confidence</th><th>activation AUROC</th>"
             "<th>alignment</th><th>ablation</th><th>steering</th><th>found by</th><th>explanation</th>"
             "<th>its scores</th></tr>"
@@ -186,7 +189,7 @@ def html_report(run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> s
     title = f"Audit of {feature_set['feature_set_id']}"
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{h(feature_set['model'])}, {html.escape(feature_set['kind'])} features at "
+            f"<p>{html_text(feature_set['model'])}, {html.escape(feature_set['kind'])} features at "
             f"{html.escape(feature_set['hook'])}; run <code>{run_id}</code> (catalog tables <code>audits</code> and "
             "<code>audit_candidates</code>). Ablation and steering: change of a last-layer readout of the concept as "
             "a share of its positive-negative gap.</p>" + body + "</body></html>")

@@ -111,16 +111,19 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
         special = special_token_ids(catalog.model(feature_set["model_id"]))
         needs_counts = explainer is None and config.explainer in ("token-stats", "evidence")
         corpus = corpus_counts(catalog, set_id, special) if needs_counts else None
-    wants_evidence = explainer is None and config.explainer == "evidence"
-    evidence = output_evidence(catalog_path, set_id, corpus, config.device) if wants_evidence and corpus else None
+    evidence = None
+    if explainer is None and config.explainer == "evidence":
+        assert corpus is not None  # the evidence explainer needs the counts, read above
+        evidence = output_evidence(catalog_path, set_id, corpus, config.device)
     labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer)
     with Catalog(catalog_path, read_only=True) as catalog:
         work = plan(catalog, labeler, targets, set_id)
     totals = Totals()
     try:
-        with Catalog.run(catalog_path, "label", config.recorded() | {"feature_set": set_id},
+        recorded = config.recorded()
+        with Catalog.run(catalog_path, "label", recorded | {"feature_set": set_id},
                          run_key(config, set_id, labeler)) as run_id:
-            log.info(f"config: {json.dumps(config.recorded())}")
+            log.info(f"config: {json.dumps(recorded)}")
             log.info(f"labeling {len(work)} of {len(targets)} features of {set_id} with {labeler.explainer.name}"
                      f"{' (' + labeler.explainer.llm_name + ')' if labeler.explainer.llm_name else ''}; scorers: "
                      f"{', '.join(s.name for s in labeler.scorers) or 'none'}; run {run_id}")

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from tools.catalog import Catalog
 from tools.errors import InterpError
-from tools.text import visible
+from tools.text import visible, visible_lines
 
 SPARK = " ▁▂▃▄▅▆▇█"
 PLAIN_MARK_FRACTION = 0.5
@@ -28,11 +28,6 @@ PREVIEW_EXAMPLES = 3
 def plain_console(**options: Any) -> Console:
     """A console that prints strings as they are: no markup parsing."""
     return Console(markup=False, **options)
-
-
-def visible_lines(text: str) -> str:
-    """Multi-line untrusted text (an LLM's answer): line breaks kept, every other control made visible."""
-    return "\n".join(visible(line) for line in text.split("\n"))
 
 
 def highlighted(tokens: list[str], acts: list[float], scale: float, color: bool) -> Text:

@@ -8,10 +8,10 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.audit.report import h, md
-from agent.views.terminal import plain_console, show_labels, visible_lines
+from agent.audit.report import html_text, markdown_text
+from agent.views.terminal import plain_console, show_labels
 from evals.records import display_token
-from tools.text import is_control, visible
+from tools.text import is_control, visible, visible_lines
 
 HOSTILE = ["[/quote]", "[red]gone[/red]", "a\x1b[2Jb", "carriage\rreturn", "line\u2028sep", "bidi\u202eevil",
            "<script>alert(1)</script>", "| a | b |\n|---|", "tab\there", "\x00\x07\x7f\x85"]
@@ -42,10 +42,10 @@ def test_terminal_text_is_printed_as_it_is_with_controls_visible(text):
 @settings(max_examples=300, deadline=None)
 @given(ANY_TEXT)
 def test_report_text_holds_no_markup(text):
-    html_text, markdown = h(text), md(text)
-    for shown in (html_text, markdown):
+    html_shown, markdown = html_text(text), markdown_text(text)
+    for shown in (html_shown, markdown):
         assert "<" not in shown and ">" not in shown and no_controls(shown) and "\n" not in shown
-    assert '"' not in html_text
+    assert '"' not in html_shown
     unescaped = markdown.replace("\\\\", "")
     for special in "|*_[]`#":
         assert special not in unescaped.replace(f"\\{special}", "")

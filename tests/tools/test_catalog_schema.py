@@ -23,7 +23,8 @@ def old_catalog(path: Path, version: int) -> Path:
 
 def every_current_write(catalog: Catalog) -> None:
     """One row through each write the package makes, with every column the current schema has."""
-    run_id = catalog.start_run("cache", {}, "key", {}, {})
+    run_id = "run-1"
+    catalog.start_run(run_id, "cache", {}, "key", {}, {})
     catalog.record_model({"model_id": "m", "name": "tiny", "path": "/m", "architecture": "A", "n_layers": 1,
                           "d_model": 2, "config": "{}", "run_id": run_id})
     features = pa.table({"feature_set_id": ["s"], "feature": [0], "max_act": pa.array([1.0], pa.float32()),
@@ -101,9 +102,12 @@ def test_a_catalog_never_reads_local_files(tmp_path):
 
 
 def test_a_macro_is_refused(tmp_path):
+    """A catalog made elsewhere (this process never opened it; it checks each file once)."""
+    from tools.catalog.schema import create
+
     path = tmp_path / "c.duckdb"
-    Catalog(path).close()
     with duckdb.connect(str(path)) as con:
+        create(con)
         con.execute("CREATE MACRO starts_with(a, b) AS true")
     with pytest.raises(InterpError, match="defines functions \\(starts_with\\)"):
         Catalog(path, read_only=True)

@@ -24,6 +24,10 @@ INTERRUPTIONS = (KeyboardInterrupt, Interrupted, StopRequested)
 RESUMABLE = ("running", "interrupted", "failed", "stale")
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 def runs_folder(catalog_path: Path) -> Path:
     """Where a catalog's runs keep their locks and resume checkpoints."""
     return catalog_path.with_name(catalog_path.name + ".runs")
@@ -33,7 +37,13 @@ def lock_path(catalog_path: Path, run_id: str) -> Path:
     return runs_folder(catalog_path) / f"{run_id}.lock"
 
 
-def hold_lock(catalog_path: Path, run_id: str) -> IO[bytes]:
+def already_running(kind: str, catalog_path: Path, run_id: str) -> InterpError:
+    pid = lock_owner(catalog_path, run_id)
+    return InterpError(f"the same {kind} run is already running on '{catalog_path}' (run {run_id}"
+                       f"{f', process {pid}' if pid else ''}); wait for it to finish, or stop it and rerun")
+
+
+def hold_lock(catalog_path: Path, run_id: str, kind: str) -> IO[bytes]:
     """Takes the run's lock, held until the returned file is closed (or the process ends)."""
     path = lock_path(catalog_path, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +52,7 @@ def hold_lock(catalog_path: Path, run_id: str) -> IO[bytes]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise InterpError(f"run {run_id} on '{catalog_path}' was taken up by another process at the same moment; "
-                          "wait for it to finish, or stop it and rerun") from None
+        raise already_running(kind, catalog_path, run_id) from None
     handle.truncate(0)
     handle.write(str(os.getpid()).encode())
     handle.flush()
@@ -78,15 +87,13 @@ def lock_owner(catalog_path: Path, run_id: str) -> str:
 
 
 class RunTables(Connection):
-    def start_run(self, kind: str, config: dict, config_hash: str, corpus: dict | None,
-                  package_versions: dict) -> str:
-        run_id = uuid.uuid4().hex[:12]
+    def start_run(self, run_id: str, kind: str, config: dict, config_hash: str, corpus: dict | None,
+                  package_versions: dict) -> None:
         self.con.execute(
             "INSERT INTO runs (run_id, kind, status, config, config_hash, corpus, package_versions) "
             "VALUES (?, ?, 'running', ?, ?, ?, ?)",
             [run_id, kind, json.dumps(config), config_hash, json.dumps(corpus), json.dumps(package_versions)],
         )
-        return run_id
 
     def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
         self.con.execute(
@@ -115,14 +122,13 @@ class RunTables(Connection):
             self.set_run_status(run_id, "stale", "its process ended without finishing the run")
         return stale
 
-    def refuse_a_second_writer(self, kind: str, config_hash: str) -> None:
-        """One writer per (kind, run key): two identical runs at once would do every piece of work twice."""
-        row = self._one("SELECT run_id FROM runs WHERE kind = ? AND config_hash = ? AND status = 'running'",
-                        [kind, config_hash])
+    def refuse_a_second_writer(self, kind: str, config_hash: str, run_id: str) -> None:
+        """One writer per (kind, run key): two identical runs at once would do every piece of work twice.
+        `run_id` is the run this process holds the lock of (and may be resuming)."""
+        row = self._one("SELECT run_id FROM runs WHERE kind = ? AND config_hash = ? AND status = 'running' "
+                        "AND run_id <> ?", [kind, config_hash, run_id])
         if row is not None:
-            pid = lock_owner(self.path, row["run_id"])
-            raise InterpError(f"the same {kind} run is already running on '{self.path}' (run {row['run_id']}"
-                              f"{f', process {pid}' if pid else ''}); wait for it to finish, or stop it and rerun")
+            raise already_running(kind, self.path, row["run_id"])
 
     @classmethod
     @contextmanager
@@ -133,17 +139,23 @@ class RunTables(Connection):
         its last transaction), interrupted (Ctrl-C) or failed (anything else, with the error). The catalog
         is open only to start and to end the run, so other processes can read in between."""
         catalog_path = Path(catalog_path)
-        with cls(catalog_path) as catalog:
-            catalog.mark_stale_runs()
-            if config_hash:
-                catalog.refuse_a_second_writer(kind, config_hash)
-            if resume:
-                catalog.set_run_status(resume, "running")
-                run_id = resume
-            else:
-                run_id = catalog.start_run(kind, config, config_hash or uuid.uuid4().hex[:16], corpus,
-                                           package_versions or {})
-        lock = hold_lock(catalog_path, run_id)
+        run_id = resume or new_run_id()
+        # The lock is held before the run is written as running, so no other process starting a run in between
+        # can take this one for a dead process's.
+        lock = hold_lock(catalog_path, run_id, kind)
+        try:
+            with cls(catalog_path) as catalog:
+                catalog.mark_stale_runs()
+                if config_hash:
+                    catalog.refuse_a_second_writer(kind, config_hash, run_id)
+                if resume:
+                    catalog.set_run_status(resume, "running")
+                else:
+                    catalog.start_run(run_id, kind, config, config_hash or uuid.uuid4().hex[:16], corpus,
+                                      package_versions or {})
+        except BaseException:
+            release_lock(catalog_path, run_id, lock)
+            raise
         try:
             yield run_id
         except INTERRUPTIONS:
