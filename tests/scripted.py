@@ -43,9 +43,6 @@ class ScriptedSimulator:
     def single_token_labels(self, labels: list[str]) -> bool:
         return True
 
-    def choice_probabilities(self, messages: list[dict], choices: list[str]) -> SlotProbabilities:
-        raise LLMError("the scripted simulator does not judge")
-
     def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
         tokens = [parts[0][:-1]] + [part.split("\n", 1)[1][:-1] for part in parts[1:-1]]
         values = np.clip(np.asarray(self.predict(tokens), dtype=np.float64), 0, 1)

@@ -12,8 +12,10 @@ from evals.records import FeatureRecord
 from evals.scorers.base import Scorer
 from evals.scorers.embedding import Embedder, EmbeddingScorer
 from tools.errors import InterpError
+from tools.llm.endpoint import OpenAIChat
+from tools.llm.endpoint_slots import EndpointSlots
 from tools.llm.factory import make_llm
-from tools.llm.interface import ChatLLM, LogitLLM
+from tools.llm.interface import ChatLLM, SlotLLM
 
 PROMOTED_TOKENS = 10
 
@@ -46,19 +48,48 @@ class Backends:
         self.config = config
         self.factory = factory or (lambda spec: llm_backend(config, spec))
         self._built: dict[str, ChatLLM] = {}
+        self._simulators: dict[str, SlotLLM] = {}
 
     def get(self, spec: str) -> ChatLLM:
         if spec not in self._built:
             self._built[spec] = self.factory(spec)
         return self._built[spec]
 
-    def simulator(self) -> LogitLLM:
-        spec = self.config.simulator or (self.config.llm if self.config.llm_is_local else "local")
-        llm = self.get(spec)
-        if not isinstance(llm, LogitLLM):
-            raise InterpError(f"simulator '{spec}' gives no token probabilities, which simulation needs; pass "
-                              "--simulator local:PATH or leave simulation out of --scorers")
-        return llm
+    def simulator(self) -> SlotLLM:
+        """The model the user named simulates (--simulator, else --llm): in-process, or through the endpoint's
+        prompt log-probabilities, found by one probe; never another model in its place."""
+        spec = self.config.simulator or self.config.llm
+        if spec not in self._simulators:
+            llm = self.get(spec)
+            if isinstance(llm, OpenAIChat):
+                self._simulators[spec] = EndpointSlots.probe(llm)
+            elif isinstance(llm, SlotLLM):
+                self._simulators[spec] = llm
+            else:
+                raise InterpError(f"simulator '{spec}' gives no token probabilities, which simulation needs; pass "
+                                  "--simulator local:PATH or leave simulation out of --scorers")
+        return self._simulators[spec]
+
+
+def reading(llm: object) -> str:
+    """How a scorer's backend reads its answers, for the lines that say which model did what."""
+    if isinstance(llm, EndpointSlots):
+        return f"prompt log-probabilities ({llm.mode}, top {llm.top_k})"
+    if isinstance(llm, OpenAIChat):
+        return ("P(yes) from the answer's top log-probabilities" if llm.chat_logprobs
+                else "text answers: the endpoint sends no log-probabilities")
+    return "in-process probabilities" if isinstance(llm, SlotLLM) else "text answers"
+
+
+def roles(labeler: Labeler) -> list[str]:
+    """Which model explained and which scored, and how each score was read."""
+    explainer = labeler.explainer
+    lines = [f"explainer {explainer.name}: {explainer.llm_name or 'no LLM'}"]
+    for scorer in labeler.scorers:
+        llm = getattr(getattr(scorer, "simulator", None), "llm", None) or getattr(scorer, "llm", None)
+        how = f" ({reading(llm)})" if llm is not None else ""
+        lines.append(f"{scorer.name}: {scorer.llm_name or 'no LLM'}{how}")
+    return lines
 
 
 def build_labeler(config: LabelConfig, backends: Backends,

@@ -20,7 +20,8 @@ class LabelConfig:
     scorers: str = option("simulation,detection,embedding",
                           "comma-separated: simulation, detection, fuzzing, embedding; empty for none")
     llm: str = option("local", "local (embedded SmolLM2-135M-Instruct), local:PATH (HF folder or .gguf), openai:MODEL")
-    simulator: str = option("", "LLM for simulation (needs token probabilities); empty: --llm when local, else local")
+    simulator: str = option("", "LLM for simulation (needs token probabilities); empty: --llm (an endpoint simulates "
+                                "from its prompt log-probabilities)")
     base_url: str = option("", "OpenAI-compatible endpoint for openai:MODEL; empty: api.openai.com")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the endpoint's API key (never stored)")
     timeout: float = option(60.0, "seconds per LLM request")

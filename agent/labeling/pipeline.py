@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, output_evidence
+from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, output_evidence, roles
 from agent.labeling.config import LabelConfig
 from agent.labeling.explainers import Explainer
 from agent.labeling.records import corpus_counts, read_record, special_token_ids
@@ -127,6 +127,8 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
             log.info(f"labeling {len(work)} of {len(targets)} features of {set_id} with {labeler.explainer.name}"
                      f"{' (' + labeler.explainer.llm_name + ')' if labeler.explainer.llm_name else ''}; scorers: "
                      f"{', '.join(s.name for s in labeler.scorers) or 'none'}; run {run_id}")
+            for line in roles(labeler):
+                log.info(f"  {line}")
             started = time.perf_counter()
             label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress)
     except (Interrupted, KeyboardInterrupt):

@@ -13,14 +13,16 @@ from evals.records import ActivationRecord, FeatureRecord, display_token
 from evals.scorers.base import Score, ScoreError, ScorerResult
 from evals.stats import bootstrap_interval, moments, pooled_pearson
 from prompts import Prompt, load_prompt
-from tools.llm.interface import LogitLLM, Usage
+from tools.llm.interface import SlotLLM, Usage, slot_probabilities_all
 
-SLOT_PLACEHOLDER = "unknown"
+SLOT_PLACEHOLDER = "?"
+"""Marks a level to predict. Not a word: Llama 3's and Qwen's tokenizers join a tab with the letters after
+it ("\tunknown" is one piece), which would leave an endpoint's slot without a distribution of its own."""
 
 
 class AllAtOnceSimulator:
-    def __init__(self, llm: LogitLLM, prompt: Prompt | None = None):
-        if not isinstance(llm, LogitLLM):
+    def __init__(self, llm: SlotLLM, prompt: Prompt | None = None):
+        if not isinstance(llm, SlotLLM):
             raise ScoreError(f"simulation needs token probabilities, which {llm.name} does not give; use a local "
                              "LLM (--simulator local or local:PATH) or another scorer")
         self.llm = llm
@@ -42,9 +44,17 @@ class AllAtOnceSimulator:
 
     def simulate(self, explanation: str, tokens: list[str]) -> tuple[np.ndarray, Usage]:
         """Expected activation level per token [n_tokens], on the 0..scale_max scale."""
-        result = self.llm.slot_probabilities(*self.prompt_parts(explanation, tokens), self.labels)
+        predicted, usage, _ = self.simulate_all(explanation, [tokens])
+        return predicted[0], usage
+
+    def simulate_all(self, explanation: str, examples: list[list[str]]) -> tuple[list[np.ndarray], Usage, int]:
+        """Expected levels for every example, in as few requests as the backend allows; also how many label
+        probabilities an endpoint's top-k left out (filled with an even share of the unlisted mass)."""
+        prefixes, parts = zip(*(self.prompt_parts(explanation, tokens) for tokens in examples), strict=True)
+        results = slot_probabilities_all(self.llm, prefixes[0], list(parts), self.labels)
         levels = np.arange(len(self.labels), dtype=np.float64)
-        return result.probabilities @ levels, result.usage
+        usage = sum((r.usage for r in results), Usage())
+        return [r.probabilities @ levels for r in results], usage, sum(r.missing_labels for r in results)
 
 
 class SimulationScorer:
@@ -60,18 +70,18 @@ class SimulationScorer:
         records: list[ActivationRecord] = [r for r in record.score_active + record.score_random if r.tokens]
         if not records:
             raise ScoreError("no held-out examples to simulate")
-        predicted, usage = [], Usage()
-        for example in records:
-            values, cost = self.simulator.simulate(explanation, example.tokens)
-            predicted.append(values)
-            usage = usage + cost
+        predicted, usage, missing = self.simulator.simulate_all(explanation, [r.tokens for r in records])
         by_example = np.stack([moments(r.values, p) for r, p in zip(records, predicted, strict=True)])
 
         def pooled(weights: np.ndarray) -> np.ndarray:
             return pooled_pearson(by_example, weights)
 
         low, high = bootstrap_interval(pooled, len(records), self.resamples)
-        details = {"tokens": int(by_example[:, 0].sum()), "scale_max": int(self.simulator.labels[-1]),
-                   "active_examples": len(record.score_active), "random_examples": len(record.score_random)}
+        tokens = int(by_example[:, 0].sum())
+        details = {"tokens": tokens, "scale_max": int(self.simulator.labels[-1]),
+                   "active_examples": len(record.score_active), "random_examples": len(record.score_random),
+                   "simulator": self.llm_name,
+                   # the share of label probabilities an endpoint's top-k did not list (0 for a local model)
+                   "labels_missing_from_top_k": round(missing / max(1, tokens * len(self.simulator.labels)), 4)}
         value = float(pooled(np.ones((1, len(records))))[0])
         return ScorerResult([Score(self.name, "pearson", value, len(records), low, high, details)], usage)

@@ -38,8 +38,8 @@ def rows(path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-CONFIG = LabelConfig(llm="openai:scripted", scorers="simulation,detection,fuzzing,embedding", limit=3,
-                     concurrency=2, device="cpu")
+CONFIG = LabelConfig(llm="openai:scripted", simulator="local", scorers="simulation,detection,fuzzing,embedding",
+                     limit=3, concurrency=2, device="cpu")
 
 
 def test_label_records_explanations_scores_and_embeddings(catalog):

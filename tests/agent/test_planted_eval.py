@@ -48,7 +48,7 @@ def planted_catalog(tmp_path, tiny_models, text_corpus):
     return path
 
 
-CONFIG = LabelConfig(llm="openai:scripted", scorers="simulation,embedding", device="cpu")
+CONFIG = LabelConfig(llm="openai:scripted", simulator="local", scorers="simulation,embedding", device="cpu")
 
 
 def test_a_perfect_simulator_ranks_every_true_description_first(planted_catalog):

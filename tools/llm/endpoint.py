@@ -14,13 +14,15 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
 from tools.errors import InterpError
-from tools.llm.interface import AgentTurn, Completion, LLMError, ToolRequest, Usage
+from tools.llm.interface import AgentTurn, ChoiceAnswer, Completion, LLMError, ToolRequest, Usage
+from tools.llm.logprobs import MalformedLogprobs, choice_distribution, number
 from tools.llm.urls import is_loopback, public_url
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -28,6 +30,9 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """A chat answer is kilobytes; a body past this is not one."""
 RETRIED_STATUS = {408, 409, 429} | set(range(500, 600))
 MAX_BACKOFF_SECONDS = 8.0
+TOP_LOGPROBS = 20
+"""vLLM's default limit (`--max-logprobs`) and OpenAI's: enough to see every label of a slot or a judge."""
+Parsed = TypeVar("Parsed")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,25 @@ class ChatAnswer:
     text: str
     tool_calls: list[ToolRequest]
     usage: Usage
+    first_token_top: dict[str, float] | None = None
+    """The top log-probabilities of the answer's first token, when they were asked for and sent."""
+
+
+def usage_of(data: Any) -> Usage:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if isinstance(usage, dict):
+        return Usage(required(usage, "prompt_tokens", int, "usage"), required(usage, "completion_tokens", int, "usage"))
+    return Usage()
+
+
+def first_token_top(choice: dict) -> dict[str, float] | None:
+    """`logprobs.content[0].top_logprobs` of a chat choice as {token: logprob}; None when absent or not in
+    that shape (the judge then reads the answer's text, and says so)."""
+    try:
+        content = choice["logprobs"]["content"]
+        return {str(entry["token"]): number(entry["logprob"], "top_logprobs") for entry in content[0]["top_logprobs"]}
+    except (KeyError, IndexError, TypeError, MalformedLogprobs):
+        return None
 
 
 def required(container: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -58,13 +82,7 @@ def parse_answer(body: bytes) -> ChatAnswer:
         calls.append(ToolRequest(str(required(call, "id", (str, int), f"tool_calls[{index}]")),
                                  required(function, "name", str, "function"),
                                  required(function, "arguments", (str, type(None)), "function") or "{}"))
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if isinstance(usage, dict):
-        tokens = Usage(required(usage, "prompt_tokens", int, "usage"),
-                       required(usage, "completion_tokens", int, "usage"))
-    else:
-        tokens = Usage()
-    return ChatAnswer(content or "", calls, tokens)
+    return ChatAnswer(content or "", calls, usage_of(data), first_token_top(choices[0]))
 
 
 def first_line(error: Exception) -> str:
@@ -108,6 +126,9 @@ class OpenAIChat:
         self.timeout, self.max_retries = timeout, max_retries
         self.name = f"openai:{model}@{self.shown_url}"
         self._in_flight = threading.BoundedSemaphore(concurrency)
+        self.chat_logprobs = False
+        """Whether the endpoint sends the answer's top log-probabilities (found by `check`)."""
+        self.top_logprobs = TOP_LOGPROBS
 
     def chat(self, messages: list[dict], max_tokens: int) -> Completion:
         answer = self._create(messages=messages, max_tokens=max_tokens)
@@ -117,25 +138,42 @@ class OpenAIChat:
         answer = self._create(messages=messages, max_tokens=max_tokens, tools=tools)
         return AgentTurn(answer.text, answer.tool_calls, answer.usage)
 
-    def _create(self, **request: Any) -> ChatAnswer:
+    def choose(self, messages: list[dict], choices: list[str], max_tokens: int) -> ChoiceAnswer:
+        """The answer with its first token's top log-probabilities where the endpoint gives them (one call
+        either way): the choices' probabilities are read from those, and the text is kept for when none
+        of the listed tokens starts a choice."""
+        if not self.chat_logprobs:
+            answer = self._create(messages=messages, max_tokens=max_tokens)
+            return ChoiceAnswer(None, answer.text, answer.usage)
+        answer = self._create(messages=messages, max_tokens=max_tokens, logprobs=True, top_logprobs=self.top_logprobs)
+        top = answer.first_token_top
+        return ChoiceAnswer(None if top is None else choice_distribution(top, choices), answer.text, answer.usage)
+
+    def complete(self, parse: Callable[[bytes], Parsed], limit: int = MAX_RESPONSE_BYTES, **request: Any) -> Parsed:
+        """A `/v1/completions` request (vLLM's own fields go in `extra_body`), its body read by `parse`,
+        which raises ValueError on a shape it does not know."""
+        return self._create(route="completions", parse=parse, limit=limit, **request)
+
+    def _create(self, route: str = "chat", parse: Callable[[bytes], Any] = parse_answer,
+                limit: int = MAX_RESPONSE_BYTES, **request: Any) -> Any:
         with self._in_flight:
             for attempt in range(self.max_retries + 1):
                 try:
-                    return self._attempt(request)
+                    return self._attempt(route, request, parse, limit)
                 except _Retryable as retry:
                     if attempt == self.max_retries:
                         raise retry.error from None
                     time.sleep(retry.wait or min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def _attempt(self, request: dict) -> ChatAnswer:
+    def _attempt(self, route: str, request: dict, parse: Callable[[bytes], Any], limit: int) -> Any:
         """One request under the total deadline: the HTTP exchange runs on its own daemon thread, which is
         abandoned (to end when the server or the read timeout ends it) if the deadline passes."""
         outcome: dict[str, Any] = {}
 
         def fetch() -> None:
             try:
-                outcome["body"] = self._fetch(request)
+                outcome["body"] = self._fetch(route, request, limit)
             except BaseException as error:  # handed to the caller's thread, classified there
                 outcome["error"] = error
 
@@ -147,20 +185,18 @@ class OpenAIChat:
         if "error" in outcome:
             raise self._classified(outcome["error"])
         try:
-            answer = parse_answer(outcome["body"])
+            return parse(outcome["body"])
         except ValueError as error:  # JSONDecodeError is a ValueError
             raise LLMError(f"LLM endpoint {self.shown_url} sent a malformed answer: {str(error)[:200]}") from None
-        return answer
 
-    def _fetch(self, request: dict) -> bytes:
-        with self.client.chat.completions.with_streaming_response.create(
-                model=self.model, temperature=0, **request) as response:
+    def _fetch(self, route: str, request: dict, limit: int) -> bytes:
+        api: Any = self.client.completions if route == "completions" else self.client.chat.completions
+        with api.with_streaming_response.create(model=self.model, temperature=0, **request) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over "
-                                   f"{MAX_RESPONSE_BYTES // 2**20} MiB; refused")
+                if len(body) > limit:
+                    raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over {limit // 2**20} MiB; refused")
             return bytes(body)
 
     def _classified(self, error: BaseException) -> BaseException:
@@ -183,8 +219,22 @@ class OpenAIChat:
 
     def check(self) -> None:
         """One tiny call before a run, so an unreachable endpoint, a wrong key or an unknown model stops
-        the run with one clear error instead of failing every feature."""
-        try:
-            self.chat([{"role": "user", "content": "Say OK."}], max_tokens=1)
-        except LLMError as error:
-            raise InterpError(str(error)) from None
+        the run with one clear error instead of failing every feature; it also finds whether the endpoint
+        sends the answer's top log-probabilities, which judges read P(yes) from."""
+        messages = [{"role": "user", "content": "Say OK."}]
+        answer = None
+        for k in dict.fromkeys((TOP_LOGPROBS, 5)):
+            try:
+                answer = self._create(messages=messages, max_tokens=1, logprobs=True, top_logprobs=k)
+                self.top_logprobs = k
+                break
+            except LLMError as error:
+                if error.status_code != 400:
+                    raise InterpError(str(error)) from None
+                # a server that refuses the logprobs fields (or this many); the plain call below says if it works
+        if answer is None:
+            try:
+                self.chat(messages, max_tokens=1)
+            except LLMError as error:
+                raise InterpError(str(error)) from None
+        self.chat_logprobs = answer is not None and answer.first_token_top is not None

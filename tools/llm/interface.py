@@ -1,8 +1,9 @@
 """The LLM boundary: one small interface that explainers and scorers call, and the factory for backends.
 
-A backend answers chat messages (`ChatLLM`); one that runs a model in-process (or a server that returns
-prompt logprobs) can also read next-token probabilities at many places of one prompt in a single
-forward pass (`LogitLLM`), which all-at-once simulation needs. Every call reports its token usage, so a
+A backend answers chat messages (`ChatLLM`); one that runs a model in-process, or an endpoint that
+returns prompt logprobs, can also read next-token probabilities at many places of one prompt in a
+single forward pass (`SlotLLM`), which all-at-once simulation needs, and a judge's P(yes) from its
+first answer token (`ChoiceLLM`). Every call reports its token usage, so a
 run can say what each feature cost.
 """
 
@@ -56,6 +57,8 @@ class SlotProbabilities:
     probabilities: np.ndarray
     """[n_slots, n_labels], each row renormalized over the labels."""
     usage: Usage
+    missing_labels: int = 0
+    """Label entries an endpoint's top-k left out, filled with an even share of the mass it did not list."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +97,36 @@ class ToolCallingLLM(ChatLLM, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ChoiceAnswer:
+    """A judge's answer: the distribution of its first token over the choices where the backend gives one,
+    and the answer's text (for backends that also generate; '' for those that only read probabilities)."""
+
+    probabilities: np.ndarray | None
+    """[n_choices], renormalized over the choices; None when the backend could not read them."""
+    text: str
+    usage: Usage
+
+
 @runtime_checkable
-class LogitLLM(Protocol):
+class ChoiceLLM(Protocol):
+    """A backend that reads a judge's P(choice) from token probabilities instead of a sampled answer."""
+
+    name: str
+
+    def choose(self, messages: list[dict], choices: list[str], max_tokens: int) -> ChoiceAnswer:
+        """Raises LLMError."""
+        ...
+
+
+@runtime_checkable
+class SlotLLM(Protocol):
+    """A simulator: next-token probabilities over labels at many places of one prompt."""
+
     name: str
 
     def single_token_labels(self, labels: list[str]) -> bool:
         """Whether every label is one token right after the text before a slot (Gemma splits '10')."""
-        ...
-
-    def choice_probabilities(self, messages: list[dict], choices: list[str]) -> SlotProbabilities:
-        """The distribution of the answer's first token over each choice's first token ([1, n_choices]),
-        for judges that read P(yes) instead of a sampled answer."""
         ...
 
     def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
@@ -112,3 +134,20 @@ class LogitLLM(Protocol):
         the next token over `labels`. One forward pass; a backend may keep the prefix's state for the next
         call with the same prefix (a feature's examples share it)."""
         ...
+
+
+@runtime_checkable
+class BatchSlotLLM(SlotLLM, Protocol):
+    """A simulator that takes many prompts with one prefix in one request (an endpoint's list of prompts)."""
+
+    def slot_probabilities_batch(self, prefix: str, examples: list[list[str]],
+                                 labels: list[str]) -> list[SlotProbabilities]:
+        ...
+
+
+def slot_probabilities_all(llm: SlotLLM, prefix: str, examples: list[list[str]],
+                           labels: list[str]) -> list[SlotProbabilities]:
+    """Every example's slots: in as few requests as the backend allows."""
+    if isinstance(llm, BatchSlotLLM):
+        return llm.slot_probabilities_batch(prefix, examples, labels)
+    return [llm.slot_probabilities(prefix, parts, labels) for parts in examples]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tools.errors import InterpError
-from tools.llm.interface import EMBEDDED_LLM, Completion, LLMError, SlotProbabilities, Usage
+from tools.llm.interface import EMBEDDED_LLM, ChoiceAnswer, Completion, LLMError, SlotProbabilities, Usage
 from tools.model.subject import SubjectModel, load_subject_model
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -108,6 +108,10 @@ class LocalLLM:
             logits = self._label_logits(hidden, first_ids)  # [1, n_choices]
         probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
         return SlotProbabilities(probabilities, Usage(len(ids), 0))
+
+    def choose(self, messages: list[dict], choices: list[str], max_tokens: int) -> ChoiceAnswer:
+        result = self.choice_probabilities(messages, choices)
+        return ChoiceAnswer(result.probabilities[0], "", result.usage)
 
     def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
         label_ids = self.label_ids(labels)

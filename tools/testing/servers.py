@@ -46,3 +46,13 @@ def stub_server(delay: float = 0.0, script: Path | None = None):
         command += ["--script", str(script)]
     with running(command, f"http://127.0.0.1:{port}/v1/models"):
         yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def vllm_server(model: Path, *options: str, served_name: str = "tiny"):
+    """The vLLM-protocol server (tools/testing/vllm_server.py) over a local model folder; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("vllm_server.py")), str(model), str(port),
+               "--served-name", served_name, *options]
+    with running(command, f"http://127.0.0.1:{port}/v1/models", timeout=120):
+        yield f"http://127.0.0.1:{port}/v1"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     Gemma3TextConfig,
@@ -35,6 +35,21 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
                                    pad_token="<pad>", unk_token="<unk>")
 
 
+def tiny_bpe_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2's pre-tokenizer) trained in milliseconds on the tiny sentences: it
+    has tabs, digits and punctuation as real tokenizers do (any text tokenizes, byte by byte where no merge
+    applies), which a simulator and a vLLM-protocol server need; the word-level one has none."""
+    texts = sentences(200) + ["\t".join(str(i) for i in range(11)) + "\n", "Answer Yes or No. The feature responds."]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
 def tiny_configs(vocab_size: int) -> dict:
     common: dict[str, Any] = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     return {
@@ -47,12 +62,13 @@ def tiny_configs(vocab_size: int) -> dict:
     }
 
 
-def save_tiny_model(name: str, folder: Path) -> Path:
-    """A tiny model ('gpt2', 'llama' or 'gemma3') with seeded random weights, saved with its tokenizer."""
-    tokenizer = tiny_tokenizer()
+def save_tiny_model(name: str, folder: Path, tokenizer: str = "words") -> Path:
+    """A tiny model ('gpt2', 'llama' or 'gemma3') with seeded random weights, saved with its tokenizer:
+    'words' (word-level, the tests' vocabulary) or 'bpe' (byte-level BPE, for simulation and servers)."""
+    tokenizer_object = tiny_bpe_tokenizer() if tokenizer == "bpe" else tiny_tokenizer()
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(tiny_configs(len(tokenizer))[name]).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    AutoModelForCausalLM.from_config(tiny_configs(len(tokenizer_object))[name]).save_pretrained(folder)
+    tokenizer_object.save_pretrained(folder)
     return folder
 
 

@@ -1,0 +1,111 @@
+"""Simulation through an OpenAI-compatible completions endpoint: the simulator's label distribution at every
+slot of a prompt, read from the log-probabilities the server returns for the prompt's own tokens.
+
+Servers offer those in two ways, and `EndpointSlots.probe` tries both once, before a run writes anything:
+the legacy `echo: true` with `logprobs: k` (vLLM, and OpenAI's own completions API once did) and vLLM's
+`prompt_logprobs: k` with `return_token_ids`. Echo comes first because its answer is a third the size
+(one `{text: logprob}` per entry instead of `{id: {logprob, rank, decoded_token}}`): at 20 entries for
+each of a feature's ~13k prompt tokens, parsing is the client's largest cost. All of a feature's examples
+go in one request (the completions API takes a list of prompts), up to `batch` prompts, and they share
+one prefix, so the server's prefix cache computes the instructions once.
+"""
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+from tools.errors import InterpError
+from tools.llm.endpoint import MAX_RESPONSE_BYTES, TOP_LOGPROBS, OpenAIChat, usage_of
+from tools.llm.interface import LLMError, SlotProbabilities, Usage
+from tools.llm.logprobs import (
+    MalformedLogprobs,
+    PromptToken,
+    from_echo,
+    from_prompt_logprobs,
+    label_distribution,
+    slot_positions,
+)
+
+LABELS = [str(i) for i in range(11)]
+PROBE = "Levels:\n" + "".join(f"x\t{label}\n" for label in LABELS)
+"""Every label after a tab, as slots put them: shows whether the endpoint returns prompt log-probabilities
+and which labels its tokenizer keeps as one token."""
+ANSWERS_BYTES = 4 * 2**20
+"""Per prompt and 20 entries a token: a 1,000-token prompt is about 1 MiB in vLLM's shape."""
+
+
+def parsed_choices(body: bytes, count: int,
+                   read: Callable[[dict], list[PromptToken]]) -> tuple[list[list[PromptToken]], Usage]:
+    data = json.loads(body)
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or len(choices) != count or not all(isinstance(c, dict) for c in choices):
+        raise MalformedLogprobs(f"expected {count} choices")
+    ordered = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index", 0), int) else 0)
+    return [read(choice) for choice in ordered], usage_of(data)
+
+
+class EndpointSlots:
+    """A `SlotLLM` over an endpoint; named as the endpoint's model, so the catalog says which model simulated."""
+
+    MODES: dict[str, Callable[[dict], list[PromptToken]]] = {"echo": from_echo, "prompt_logprobs": from_prompt_logprobs}
+
+    def __init__(self, endpoint: OpenAIChat, mode: str, top_k: int, one_token_labels: set[str], batch: int = 32):
+        self.endpoint = endpoint
+        self.name = endpoint.name
+        self.mode, self.top_k, self.batch = mode, top_k, batch
+        self.one_token_labels = one_token_labels
+
+    @classmethod
+    def probe(cls, endpoint: OpenAIChat, top_k: int = TOP_LOGPROBS) -> "EndpointSlots":
+        """Which way the endpoint gives prompt log-probabilities; an InterpError naming the alternatives when
+        it gives neither."""
+        tried = []
+        for mode in cls.MODES:
+            for k in dict.fromkeys((top_k, 5)):  # 5: the most OpenAI's legacy completions ever gave
+                simulator = cls(endpoint, mode, k, set())
+                try:
+                    tokens = simulator.request([PROBE])[0][0]
+                    positions = slot_positions(tokens, 0, len(LABELS))
+                except (LLMError, MalformedLogprobs) as error:
+                    tried.append(f"{mode} (top {k}): {str(error)[:120]}")
+                    if getattr(error, "status_code", None) == 400 and k != 5:
+                        continue  # perhaps only the size of k was refused
+                    break
+                simulator.one_token_labels = {label for label, at in zip(LABELS, positions, strict=True)
+                                              if tokens[at].text == label}
+                return simulator
+        raise InterpError(f"LLM endpoint {endpoint.shown_url} gives no prompt log-probabilities (tried "
+                          f"{'; '.join(tried)}), which simulation needs: pass --simulator local:PATH to simulate "
+                          "with a local model, or leave simulation out of --scorers")
+
+    def request(self, prompts: list[str]) -> tuple[list[list[PromptToken]], Usage]:
+        fields: dict = ({"echo": True, "logprobs": self.top_k} if self.mode == "echo"
+                        else {"extra_body": {"prompt_logprobs": self.top_k, "return_token_ids": True}})
+        read = self.MODES[self.mode]
+        limit = MAX_RESPONSE_BYTES + ANSWERS_BYTES * len(prompts) * max(1, self.top_k // 20)
+        return self.endpoint.complete(lambda body: parsed_choices(body, len(prompts), read), limit=limit,
+                                      prompt=prompts, max_tokens=1, **fields)
+
+    def single_token_labels(self, labels: list[str]) -> bool:
+        return all(label in self.one_token_labels for label in labels)
+
+    def slot_probabilities(self, prefix: str, parts: list[str], labels: list[str]) -> SlotProbabilities:
+        return self.slot_probabilities_batch(prefix, [parts], labels)[0]
+
+    def slot_probabilities_batch(self, prefix: str, examples: list[list[str]],
+                                 labels: list[str]) -> list[SlotProbabilities]:
+        results = []
+        for start in range(0, len(examples), self.batch):
+            chunk = examples[start:start + self.batch]
+            answers, usage = self.request([prefix + "".join(parts) for parts in chunk])
+            for index, (parts, tokens) in enumerate(zip(chunk, answers, strict=True)):
+                try:
+                    positions = slot_positions(tokens, prefix.count("\t"), len(parts) - 1)
+                    rows = [label_distribution(tokens[at].top, labels) for at in positions]
+                except MalformedLogprobs as error:
+                    raise LLMError(f"LLM endpoint {self.endpoint.shown_url}: {error}") from None
+                # The request's cost goes on its first example, so summing never counts it twice.
+                results.append(SlotProbabilities(np.array([row for row, _ in rows]), usage if index == 0 else Usage(),
+                                                 sum(missing for _, missing in rows)))
+        return results

@@ -1,0 +1,254 @@
+"""A server process on loopback that speaks the part of vLLM's OpenAI-compatible protocol that interp-agent
+uses, over a real causal LM from a local folder: what the endpoint path is tested and benchmarked against,
+since no vLLM runs on these machines.
+
+    python tools/testing/vllm_server.py MODEL_FOLDER PORT [--served-name NAME] [--max-logprobs 20]
+        [--without prompt_logprobs,echo,chat_logprobs,completions] [--rule REGEX --rule-description TEXT]
+
+- `POST /v1/completions`: `prompt` as a string or a list of them; `max_tokens`; `echo` with `logprobs: k`
+  (the legacy shape: `tokens`, `text_offset`, `token_logprobs`, `top_logprobs`); vLLM's `prompt_logprobs:
+  k` (a list with None first, then `{token_id: {logprob, rank, decoded_token}}`: the top k plus the prompt's
+  own token) and `return_token_ids` (`prompt_token_ids`); usage summed over the prompts.
+- `POST /v1/chat/completions`: greedy answer; `logprobs: true` with `top_logprobs: k` gives
+  `logprobs.content[i].top_logprobs` for each answer token.
+- `--without` makes the server behave as one that lacks a feature: it ignores the field, as servers do
+  with fields they do not know (`completions`: that route answers 404, as OpenAI's does for chat models).
+- `--rule`: the next-token distribution after each tab of the last listing (after the last `<start>`)
+  follows a planted rule instead of the model: when the prompt holds `--rule-description`, lines whose
+  token matches REGEX put their mass on the highest one-token digit and the rest on "0"; without the
+  description every digit is equally likely. Chat answers "Yes" when the example matches, else "No".
+  The model's logits are not computed at all in that mode, so it answers at once (for benchmarks).
+"""
+
+import argparse
+import json
+import math
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+FEATURES = ("prompt_logprobs", "echo", "chat_logprobs", "completions")
+
+
+class Engine:
+    """Tokenizes, runs the model (or the rule) and turns log-probabilities into vLLM's shapes."""
+
+    def __init__(self, folder: str, rule: str = "", description: str = ""):
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = None if rule else AutoModelForCausalLM.from_pretrained(folder).eval()
+        self.rule = re.compile(rule) if rule else None
+        self.description = description
+        self.lock = threading.Lock()
+        digits = {str(i): self.single_token(str(i)) for i in range(11)}
+        self.digits = {label: token for label, token in digits.items() if token is not None}
+        self.vocab_size = len(self.tokenizer)
+
+    def single_token(self, text: str) -> int | None:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[0] if len(ids) == 1 else None
+
+    def decode(self, token: int) -> str:
+        return str(self.tokenizer.decode([token]))
+
+    def log_probs(self, ids: list[int], text: str) -> torch.Tensor:
+        """[len(ids), vocab]: row i is the distribution of the token after ids[:i+1]."""
+        if self.rule is None:
+            assert self.model is not None
+            with self.lock, torch.no_grad():
+                logits = self.model(torch.tensor([ids])).logits[0].float()
+            return torch.log_softmax(logits, dim=-1)
+        return self.rule_log_probs(ids, text)
+
+    def rule_log_probs(self, ids: list[int], text: str) -> torch.Tensor:
+        rows = torch.full((len(ids), self.vocab_size), -30.0)
+        rows[:, self.tokenizer.eos_token_id or 0] = 0.0
+        listing = text.rfind("<start>")
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        shift = len(ids) - len(offsets)  # special tokens the server added in front
+        described = self.description in text
+        for index, (start, end) in enumerate(offsets):
+            if start < listing or not text[start:end].endswith("\t"):
+                continue
+            row = rows[index + shift]
+            row.fill_(-30.0)
+            if not described:
+                for token in self.digits.values():
+                    row[token] = math.log(1 / len(self.digits))
+                continue
+            line = text[text.rfind("\n", 0, start) + 1:start]
+            assert self.rule is not None
+            high = self.digits[max(self.digits, key=int)]
+            fires = bool(self.rule.search(line))
+            row[high if fires else self.digits["0"]] = math.log(0.9)
+            row[self.digits["0"] if fires else high] = math.log(0.1)
+        return rows
+
+    def generate(self, ids: list[int], text: str, max_tokens: int) -> tuple[list[int], list[torch.Tensor]]:
+        """Greedy tokens and, for each, the distribution it was chosen from."""
+        if self.rule is not None:
+            answer = "Yes" if self.description in text and self.rule.search(text.rsplit("<example>", 1)[-1]) else "No"
+            tokens = self.tokenizer(answer, add_special_tokens=False)["input_ids"][:max_tokens]
+            rows = []
+            for token in tokens:
+                row = torch.full((self.vocab_size,), -30.0)
+                row[token] = math.log(0.8)
+                row[self.tokenizer(("No" if answer == "Yes" else "Yes"), add_special_tokens=False)["input_ids"][0]] \
+                    = math.log(0.2)
+                rows.append(row)
+            return tokens, rows
+        tokens, rows, context = [], [], list(ids)
+        for _ in range(max_tokens):
+            row = self.log_probs(context, "")[-1]
+            token = int(row.argmax())
+            tokens.append(token)
+            rows.append(row)
+            context.append(token)
+            if token == self.tokenizer.eos_token_id:
+                break
+        return tokens, rows
+
+    def top(self, row: torch.Tensor, k: int) -> list[tuple[int, float]]:
+        values, indices = row.topk(min(k, self.vocab_size))
+        return [(int(i), float(v)) for i, v in zip(indices, values, strict=True)]
+
+    def completion_choice(self, index: int, prompt: str, request: dict, without: set[str]) -> tuple[dict, int, int]:
+        ids = self.tokenizer(prompt)["input_ids"]
+        rows = self.log_probs(ids, prompt)
+        new, new_rows = self.generate(ids, prompt, int(request.get("max_tokens", 16) or 0))
+        text = "".join(self.decode(t) for t in new)
+        choice: dict = {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+        k = request.get("logprobs")
+        echo = bool(request.get("echo")) and "echo" not in without
+        if k is not None:
+            shown = (ids if echo else []) + new
+            dists = ([None] + [rows[i - 1] for i in range(1, len(ids))] if echo else []) + new_rows
+            tokens = [self.decode(t) for t in shown]
+            offsets, at = [], 0
+            for token in tokens:
+                offsets.append(at)
+                at += len(token)
+            choice["logprobs"] = {
+                "tokens": tokens, "text_offset": offsets,
+                "token_logprobs": [None if d is None else float(d[t]) for t, d in zip(shown, dists, strict=True)],
+                "top_logprobs": [None if d is None else {self.decode(i): v for i, v in self.top(d, k)}
+                                 for d in dists]}
+            if echo:
+                choice["text"] = prompt + text
+        wanted = request.get("prompt_logprobs")
+        if wanted is not None and "prompt_logprobs" not in without:
+            entries: list = [None]
+            for position in range(1, len(ids)):
+                row = rows[position - 1]
+                ranked = self.top(row, wanted)
+                actual = ids[position]
+                if actual not in dict(ranked):
+                    ranked.append((actual, float(row[actual])))
+                entries.append({str(t): {"logprob": v, "rank": int((row > row[t]).sum()) + 1,
+                                         "decoded_token": self.decode(t)} for t, v in ranked})
+            choice["prompt_logprobs"] = entries
+        if request.get("return_token_ids"):
+            choice["prompt_token_ids"], choice["token_ids"] = ids, new
+        return choice, len(ids), len(new)
+
+    def chat_choice(self, request: dict, without: set[str]) -> tuple[dict, int, int]:
+        messages = request["messages"]
+        if self.tokenizer.chat_template:
+            rendered: Any = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                               return_dict=True)
+            ids = list(rendered["input_ids"])
+        else:
+            ids = self.tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"]
+        prompt = str(self.tokenizer.decode(ids))
+        new, rows = self.generate(ids, prompt, int(request.get("max_tokens") or 16))
+        choice: dict = {"index": 0, "finish_reason": "length", "logprobs": None,
+                        "message": {"role": "assistant", "content": "".join(self.decode(t) for t in new)}}
+        if request.get("logprobs") and "chat_logprobs" not in without:
+            k = int(request.get("top_logprobs") or 0)
+
+            def entry(token: int, value: float) -> dict:
+                text = self.decode(token)
+                return {"token": text, "logprob": value, "bytes": list(text.encode())}
+
+            choice["logprobs"] = {"content": [entry(t, float(r[t])) | {"top_logprobs": [entry(i, v)
+                                                                                         for i, v in self.top(r, k)]}
+                                              for t, r in zip(new, rows, strict=True)]}
+        return choice, len(ids), len(new)
+
+
+def error(status: int, message: str, kind: str = "BadRequestError") -> tuple[int, dict]:
+    return status, {"error": {"message": message, "type": kind, "code": status}}
+
+
+def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, without: set[str]) -> None:
+    def answer(path: str, request: dict) -> tuple[int, dict]:
+        if request.get("model") != served_name:
+            return error(404, f"The model `{request.get('model')}` does not exist.", "NotFoundError")
+        for field in ("logprobs", "top_logprobs", "prompt_logprobs"):
+            value = request.get(field)
+            if isinstance(value, int) and not isinstance(value, bool) and value > max_logprobs:
+                return error(400, f"Requested {field} of {value}, which is greater than max allowed: {max_logprobs}")
+        usage = [0, 0]
+        if path == "/v1/completions" and "completions" not in without:
+            prompts = request.get("prompt")
+            prompts = [prompts] if isinstance(prompts, str) else prompts
+            if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+                return error(400, "prompt must be a string or a list of strings")
+            choices = []
+            for index, prompt in enumerate(prompts):
+                choice, used, made = engine.completion_choice(index, prompt, request, without)
+                choices.append(choice)
+                usage[0], usage[1] = usage[0] + used, usage[1] + made
+            body = {"id": "cmpl-loopback", "object": "text_completion", "model": served_name, "choices": choices}
+        elif path == "/v1/chat/completions":
+            choice, usage[0], usage[1] = engine.chat_choice(request, without)
+            body = {"id": "chatcmpl-loopback", "object": "chat.completion", "model": served_name, "choices": [choice]}
+        else:
+            return error(404, f"no route {path}", "NotFoundError")
+        return 200, body | {"created": 0, "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                                                    "total_tokens": sum(usage)}}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real server does: the client's pool reuses connections
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.send(200, {"object": "list", "data": [{"id": served_name, "object": "model",
+                                                        "max_model_len": 4096}]})
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send(*answer(self.path, request))
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--served-name", default="tiny")
+    parser.add_argument("--max-logprobs", type=int, default=20, help="vLLM's default limit")
+    parser.add_argument("--without", default="", help=f"comma-separated, some of {', '.join(FEATURES)}")
+    parser.add_argument("--rule", default="")
+    parser.add_argument("--rule-description", default="")
+    args = parser.parse_args()
+    missing = {name for name in args.without.split(",") if name}
+    if missing - set(FEATURES):
+        parser.error(f"--without takes {', '.join(FEATURES)}")
+    torch.set_num_threads(1)
+    serve(Engine(args.model, args.rule, args.rule_description), args.port, args.served_name, args.max_logprobs,
+          missing)
