@@ -19,10 +19,16 @@ from tools.errors import InterpError
 def command_label(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.labeling.pipeline import run_label
-    from agent.views.terminal import print_token_usage, show_labels
+    from agent.views.terminal import dollars, print_token_usage, show_labels
     from tools.catalog import Catalog
 
     config = config_from_args(LabelConfig, args)
+    if args.dry_run:
+        from agent.labeling.dry_run import estimate_label_cost
+        from agent.views.terminal import show_cost_estimate
+
+        show_cost_estimate(estimate_label_cost(config, args.feature_set, args.catalog), config.prices())
+        return
     result = run_label(config, args.feature_set, args.catalog, progress=not args.no_progress)
     explainer = result.labeler.explainer
     with Catalog(args.catalog, read_only=True) as catalog:
@@ -31,9 +37,11 @@ def command_label(args: argparse.Namespace) -> None:
         usage_rows = catalog.token_usage(result.run_id)
     usage = result.usage
     minutes = result.seconds / 60
+    prices = config.prices()
     print(f"labeled {result.labeled}, failed {result.failed} in {minutes:.1f} min; LLM tokens "
-          f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion; run {result.run_id}")
-    print_token_usage(usage_rows)
+          f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion"
+          f"{dollars(usage.prompt_tokens, usage.completion_tokens, prices)}; run {result.run_id}")
+    print_token_usage(usage_rows, prices)
     show_labels(rows, f"{result.feature_set_id}: {explainer.name} explanations", config.scorer_names(),
                 {scorer.name: scorer.llm_name for scorer in result.labeler.scorers})
 
@@ -80,6 +88,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     label = commands.add_parser("label", help="explain and score features with an LLM, resumably")
     label.add_argument("feature_set", help=FEATURE_SET_HELP)
     add_config_flags(label, LabelConfig)
+    label.add_argument("--dry-run", action="store_true",
+                       help="print the tokens (and, with --price-per-mtok, the cost) the run would take; send nothing")
     catalog_flag(label)
     progress_flag(label)
     label.set_defaults(handler=command_label)

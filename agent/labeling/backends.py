@@ -31,7 +31,7 @@ class Labeler:
 
 def llm_backend(config: LabelConfig, spec: str) -> ChatLLM:
     llm = make_llm(spec, base_url=config.base_url, api_key_env=config.api_key_env, timeout=config.timeout,
-                   max_retries=config.max_retries, concurrency=config.effective_concurrency(), device=config.device)
+                   max_retries=config.max_retries, concurrency=config.requests_in_flight(), device=config.device)
     if hasattr(llm, "check"):
         llm.check()
     return llm
@@ -114,8 +114,8 @@ def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder) -
     makers: dict[str, Callable[[], Scorer]] = {
         "simulation": lambda: SimulationScorer(AllAtOnceSimulator(backends.simulator())),
         # Judge calls of one feature go out together too; the backend's own limit caps the total in flight.
-        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.effective_concurrency()),
-        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.effective_concurrency()),
+        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.judge_parallel()),
+        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.judge_parallel()),
         "embedding": lambda: EmbeddingScorer(embedder),
     }
     return [makers[name]() for name in config.scorer_names()]

@@ -4,6 +4,7 @@ Each field's help is the command line's help for its flag (agent.cli builds the 
 """
 
 import dataclasses
+import math
 
 from tools.configs import option, require_positive
 from tools.errors import InterpError
@@ -11,6 +12,9 @@ from tools.llm.urls import public_url
 
 EXPLAINERS = ("oneshot", "evidence", "token-stats")
 SCORERS = ("simulation", "detection", "fuzzing", "embedding")
+MAX_CONCURRENCY = 256
+REQUESTS_PER_RUN = 64
+"""A feature's judge calls go out together, as many as keep about this many requests in flight in all."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +33,8 @@ class LabelConfig:
     limit: int = option(0, "label the first N live features; 0 for all")
     """In index order."""
     features: str = option("", "comma-separated feature indices, instead of --limit")
-    concurrency: int = option(0, "features in flight at once; 0: 1 with a local LLM, 8 with an endpoint")
+    concurrency: int = option(0, f"features in flight at once, up to {MAX_CONCURRENCY}; 0: 1 with a local LLM, 8 "
+                                 "with an endpoint")
     """A local LLM runs one forward at a time: more in flight would only delay every result."""
     n_top: int = option(10, "top examples shown to the explainer")
     n_quantile: int = option(5, "quantile samples shown to the explainer")
@@ -38,6 +43,7 @@ class LabelConfig:
     embedder: str = option("all-MiniLM-L6-v2", "sentence-transformers model (name or folder) for embeddings and the "
                                                "embedding scorer")
     device: str = option("auto", "auto, cuda, mps, cpu")
+    price_per_mtok: str = option("", "IN,OUT: dollars per million prompt and completion tokens, to print the cost")
 
     def recorded(self) -> dict:
         """The config as runs store and print it: the endpoint without what may be a credential in its URL."""
@@ -51,6 +57,27 @@ class LabelConfig:
         if self.concurrency:
             return self.concurrency
         return 1 if self.llm_is_local else 8
+
+    def judge_parallel(self) -> int:
+        """Judge calls of one feature sent at once: many when few features are in flight, one when many are."""
+        return max(1, min(16, REQUESTS_PER_RUN // self.effective_concurrency()))
+
+    def requests_in_flight(self) -> int:
+        """What an endpoint backend lets out at once: every feature in flight with all its judge calls."""
+        return self.effective_concurrency() * self.judge_parallel()
+
+    def prices(self) -> tuple[float, float] | None:
+        """(prompt, completion) dollars per million tokens, or None when no price was given."""
+        if not self.price_per_mtok:
+            return None
+        try:
+            prompt, completion = (float(part) for part in self.price_per_mtok.split(","))
+        except ValueError:
+            raise InterpError(f"--price-per-mtok must be IN,OUT dollars per million tokens, e.g. 0.15,0.6; got "
+                              f"'{self.price_per_mtok}'") from None
+        if prompt < 0 or completion < 0 or not all(map(math.isfinite, (prompt, completion))):
+            raise InterpError(f"--price-per-mtok must be two non-negative numbers, got '{self.price_per_mtok}'")
+        return prompt, completion
 
     def scorer_names(self) -> list[str]:
         return [name.strip() for name in self.scorers.split(",") if name.strip()]
@@ -71,5 +98,8 @@ class LabelConfig:
         for name in ("limit", "concurrency", "max_retries", "n_quantile", "score_random"):
             if getattr(self, name) < 0:
                 raise InterpError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
+        if self.concurrency > MAX_CONCURRENCY:
+            raise InterpError(f"--concurrency must be at most {MAX_CONCURRENCY}, got {self.concurrency}")
+        self.prices()
         if any(feature < 0 for feature in self.feature_list()):
             raise InterpError(f"--features must be non-negative, got '{self.features}'")

@@ -99,10 +99,20 @@ class LabelResult:
     """Time spent labeling, after every model is loaded: what throughput is measured on."""
 
 
-def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
-              llm_factory: LLMFactory | None = None, explainer: Explainer | None = None) -> LabelResult:
+@dataclass
+class Prepared:
+    """Everything a run needs before it writes anything: what the flags name, checked, and the labeler."""
+
+    set_id: str
+    targets: list[int]
+    special: set[int]
+    labeler: Labeler
+    work: list[Work]
+
+
+def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_factory: LLMFactory | None = None,
+            explainer: Explainer | None = None) -> Prepared:
     config.validate()
-    catalog_path = Path(catalog_path)
     # Everything the flags name is checked before any model loads or anything is written.
     with Catalog(catalog_path, read_only=True) as catalog:
         feature_set = catalog.feature_set(feature_set_ref)
@@ -118,6 +128,15 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
     labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer)
     with Catalog(catalog_path, read_only=True) as catalog:
         work = plan(catalog, labeler, targets, set_id)
+    return Prepared(set_id, targets, special, labeler, work)
+
+
+def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
+              llm_factory: LLMFactory | None = None, explainer: Explainer | None = None) -> LabelResult:
+    catalog_path = Path(catalog_path)
+    prepared = prepare(config, feature_set_ref, catalog_path, llm_factory, explainer)
+    set_id, targets, special, labeler, work = (prepared.set_id, prepared.targets, prepared.special, prepared.labeler,
+                                               prepared.work)
     totals = Totals()
     try:
         recorded = config.recorded()

@@ -10,7 +10,7 @@ made visible (tools.text), so an ESC in the corpus cannot clear the screen.
 """
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +19,9 @@ from rich.text import Text
 from tools.catalog import Catalog
 from tools.errors import InterpError
 from tools.text import visible, visible_lines
+
+if TYPE_CHECKING:
+    from agent.labeling.dry_run import CostEstimate
 
 SPARK = " ▁▂▃▄▅▆▇█"
 PLAIN_MARK_FRACTION = 0.5
@@ -106,11 +109,29 @@ def show_feature(catalog: Catalog, ref: str, feature: int, bucket: str, limit: i
                       + highlighted(example["tokens"], example["acts"], scale, console.is_terminal))
 
 
-def print_token_usage(rows: list[dict]) -> None:
+def dollars(prompt_tokens: float, completion_tokens: float, prices: tuple[float, float] | None) -> str:
+    """' ($X.XX)' at (prompt, completion) dollars per million tokens; '' without prices."""
+    if prices is None:
+        return ""
+    return f" (${(prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6:,.4g})"
+
+
+def print_token_usage(rows: list[dict], prices: tuple[float, float] | None = None) -> None:
     """Catalog.token_usage rows: mean LLM tokens per labeled feature, for the explainer and each scorer."""
     for row in rows:
         print(f"  {row['stage']} {row['name']}: {row['prompt']:,.0f} prompt + {row['completion']:,.0f} completion "
-              "tokens per feature")
+              f"tokens per feature{dollars(row['prompt'], row['completion'], prices)}")
+
+
+def show_cost_estimate(estimate: "CostEstimate", prices: tuple[float, float] | None) -> None:
+    print(f"dry run: {estimate.features:,} features of {estimate.set_id} left to label; prompts built for "
+          f"{estimate.sampled} of them, tokens {estimate.counted_how}; nothing was sent or written")
+    for stage, usage in sorted(estimate.per_feature.items()):
+        print(f"  {stage}: {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens per "
+              f"feature{dollars(usage.prompt_tokens, usage.completion_tokens, prices)}")
+    total = estimate.total
+    print(f"  whole run: {total.prompt_tokens:,} prompt + {total.completion_tokens:,} completion tokens"
+          f"{dollars(total.prompt_tokens, total.completion_tokens, prices)} (completions counted at their cap)")
 
 
 def table_console() -> Console:

@@ -11,6 +11,7 @@ since no vLLM runs on these machines.
   own token) and `return_token_ids` (`prompt_token_ids`); usage summed over the prompts.
 - `POST /v1/chat/completions`: greedy answer; `logprobs: true` with `top_logprobs: k` gives
   `logprobs.content[i].top_logprobs` for each answer token.
+- `POST /tokenize` (vLLM's, at the root): `{"count", "tokens"}` of a `prompt`.
 - `--without` makes the server behave as one that lacks a feature: it ignores the field, as servers do
   with fields they do not know (`completions`: that route answers 404, as OpenAI's does for chat models).
 - `--rule`: the next-token distribution after each tab of the last listing (after the last `<start>`)
@@ -192,6 +193,9 @@ def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, withou
             if isinstance(value, int) and not isinstance(value, bool) and value > max_logprobs:
                 return error(400, f"Requested {field} of {value}, which is greater than max allowed: {max_logprobs}")
         usage = [0, 0]
+        if path == "/tokenize":
+            ids = engine.tokenizer(request["prompt"], add_special_tokens=request.get("add_special_tokens", True))
+            return 200, {"tokens": ids["input_ids"], "count": len(ids["input_ids"]), "max_model_len": 4096}
         if path == "/v1/completions" and "completions" not in without:
             prompts = request.get("prompt")
             prompts = [prompts] if isinstance(prompts, str) else prompts
