@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler
 from agent.labeling.config import LabelConfig
 from agent.labeling.explainers import Explainer
 from agent.labeling.records import corpus_counts, read_record, special_token_ids
-from agent.labeling.rows import FeatureOutcome, label_feature
+from agent.labeling.rows import FeatureOutcome, embed_explanations, label_feature
 from evals.scorers.base import Scorer
 from tools.catalog import Catalog
 from tools.errors import InterpError, Interrupted
@@ -29,6 +29,8 @@ from tools.interrupts import stop_at_batch_boundary
 from tools.llm.interface import Usage
 
 log = logging.getLogger(__name__)
+WRITE_GATHER_SECONDS = 0.2
+"""How long the writer waits for more features to finish before it opens the catalog for those done."""
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,11 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                     queue.clear()
                 refill = [queue.pop() for _ in range(min(len(queue), config.effective_concurrency() - len(in_flight)))]
                 if finished or refill:
+                    outcomes = [future.result() for future in finished]
+                    embed_explanations(outcomes, labeler.embedder)
                     with Catalog(catalog_path) as catalog:
-                        for future in finished:
-                            write_outcome(catalog, future.result(), totals)
+                        for outcome in outcomes:
+                            write_outcome(catalog, outcome, totals)
                         records = [(item, read_record(catalog, set_id, item.feature, special,
                                                                config.score_active, config.score_random))
                                    for item in refill]
@@ -192,6 +196,9 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                if done and len(done) < len(in_flight) // 4:
+                    # Let a few more finish, so the catalog opens once for many features, not for each one.
+                    done, _ = wait(in_flight, timeout=WRITE_GATHER_SECONDS, return_when=ALL_COMPLETED)
                 finished = list(done)
                 for future in finished:
                     del in_flight[future]

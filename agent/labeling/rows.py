@@ -34,9 +34,10 @@ class FeatureOutcome:
 
 
 def explanation_row(explainer: Named, embedder: Embedder, set_id: str, feature: int, run_id: str,
-                    text: str | None, error: str | None, usage: Usage) -> dict:
-    """An explanations row, keyed by the explainer's name, LLM and prompt hash."""
-    embedding = embedder.embed([text])[0].tolist() if text else None
+                    text: str | None, error: str | None, usage: Usage, embed: bool = True) -> dict:
+    """An explanations row, keyed by the explainer's name, LLM and prompt hash; with `embed` False its
+    embedding is left for `embed_explanations`, which embeds many features' explanations in one batch."""
+    embedding = embedder.embed([text])[0].tolist() if text and embed else None
     return {"explanation_id": uuid.uuid4().hex[:16], "feature_set_id": set_id, "feature": feature,
             "explainer": explainer.name, "llm": explainer.llm_name, "prompt_hash": explainer.prompt_hash,
             "status": "ok" if text else "failed", "text": text, "error": error,
@@ -63,13 +64,22 @@ def score_rows(scorer: Scorer, explanation: str, record: FeatureRecord, explanat
     return rows, result.usage
 
 
+def embed_explanations(outcomes: list[FeatureOutcome], embedder: Embedder) -> None:
+    """Fills the embeddings `label_feature` left out, all in one batch: one forward pass for every feature
+    that finished together costs a fraction of one pass each."""
+    rows = [o.explanation for o in outcomes if o.explanation and o.explanation["text"] and
+            o.explanation["embedding"] is None]
+    for row, vector in zip(rows, embedder.embed([row["text"] for row in rows]) if rows else [], strict=True):
+        row["embedding"] = vector.tolist()
+
+
 def label_feature(labeler: Labeler, record: FeatureRecord, set_id: str, run_id: str, previous: dict | None,
                   scorers: list[Scorer]) -> FeatureOutcome:
     """Explain (unless `previous` already did) and run `scorers`; failures become rows, not exceptions."""
     if previous is None:
         def new_row(text: str | None, error: str | None, usage: Usage) -> dict:
             return explanation_row(labeler.explainer, labeler.embedder, set_id, record.feature, run_id, text, error,
-                                   usage)
+                                   usage, embed=False)
 
         try:
             explanation = labeler.explainer.explain(record)

@@ -119,6 +119,6 @@ def test_a_malformed_logprobs_answer_fails_that_feature_in_one_line(tmp_path, an
     script.write_text(json.dumps([[200, answer]]))
     with stub_server(script=script) as url:
         slots = EndpointSlots(OpenAIChat("stub", base_url=url, max_retries=0), "echo", 20, {"0", "1"})
-        with pytest.raises(LLMError, match="malformed|slots|logprobs") as failed:
+        with pytest.raises(LLMError, match="malformed|slots|logprobs|log-probability") as failed:
             slots.slot_probabilities_batch("p\n", [["a\t", "?\n<end>"]], ["0", "1"])
     assert "\n" not in str(failed.value)

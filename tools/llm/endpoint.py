@@ -9,7 +9,6 @@ calls in flight. The API key is read from the environment at start and never wri
 backend's name, which the catalog stores, holds no key.
 """
 
-import json
 import os
 import random
 import threading
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import openai
+import orjson
 
 from tools.errors import InterpError
 from tools.llm.interface import AgentTurn, ChoiceAnswer, Completion, LLMError, ToolRequest, Usage
@@ -70,7 +70,7 @@ def required(container: Any, key: str, kind: type | tuple[type, ...], where: str
 
 def parse_answer(body: bytes) -> ChatAnswer:
     """The first choice of a chat completion, every field checked; ValueError names the first bad one."""
-    data = json.loads(body)
+    data = orjson.loads(body)
     choices = required(data, "choices", list, "answer")
     if not choices:
         raise ValueError("it returned no choices")

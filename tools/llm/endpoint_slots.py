@@ -10,10 +10,10 @@ go in one request (the completions API takes a list of prompts), up to `batch` p
 one prefix, so the server's prefix cache computes the instructions once.
 """
 
-import json
 from collections.abc import Callable
 
 import numpy as np
+import orjson
 
 from tools.errors import InterpError
 from tools.llm.endpoint import MAX_RESPONSE_BYTES, TOP_LOGPROBS, OpenAIChat, usage_of
@@ -37,7 +37,7 @@ ANSWERS_BYTES = 4 * 2**20
 
 def parsed_choices(body: bytes, count: int,
                    read: Callable[[dict], list[PromptToken]]) -> tuple[list[list[PromptToken]], Usage]:
-    data = json.loads(body)
+    data = orjson.loads(body)
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or len(choices) != count or not all(isinstance(c, dict) for c in choices):
         raise MalformedLogprobs(f"expected {count} choices")

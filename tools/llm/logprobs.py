@@ -20,9 +20,10 @@ class MalformedLogprobs(ValueError):
 @dataclass(frozen=True)
 class PromptToken:
     text: str
-    top: dict[str, float] | None
+    top: dict | None
     """The top-k log-probabilities at this position (of this token given those before), by token text;
-    None for the first token."""
+    None for the first token. As the endpoint sent them: a slot's values are checked when it is read, since
+    checking the thousands of entries no slot reads was most of the client's time per feature."""
 
 
 def number(value: Any, where: str) -> float:
@@ -39,13 +40,10 @@ def from_echo(choice: dict) -> list[PromptToken]:
     tokens, tops = logprobs.get("tokens"), logprobs.get("top_logprobs")
     if not isinstance(tokens, list) or not isinstance(tops, list) or len(tokens) != len(tops):
         raise MalformedLogprobs("logprobs.tokens and logprobs.top_logprobs are not lists of one length")
-    read = []
-    for index, (token, top) in enumerate(zip(tokens, tops, strict=True)):
-        if not isinstance(token, str) or not (top is None or isinstance(top, dict)):
-            raise MalformedLogprobs(f"logprobs entry {index} is not a token with a dict of log-probabilities")
-        read.append(PromptToken(token, None if top is None else
-                                {str(k): number(v, f"top_logprobs[{index}]") for k, v in top.items()}))
-    return read
+    if not all(isinstance(token, str) for token in tokens) or \
+            not all(top is None or isinstance(top, dict) for top in tops):
+        raise MalformedLogprobs("logprobs entries are not tokens with dicts of log-probabilities")
+    return [PromptToken(token, top) for token, top in zip(tokens, tops, strict=True)]
 
 
 def from_prompt_logprobs(choice: dict) -> list[PromptToken]:
@@ -95,7 +93,7 @@ def slot_positions(tokens: list[PromptToken], tabs_before: int, n_slots: int) ->
     return positions
 
 
-def label_distribution(top: dict[str, float] | None, labels: list[str]) -> tuple[np.ndarray, int]:
+def label_distribution(top: dict | None, labels: list[str]) -> tuple[np.ndarray, int]:
     """The distribution over `labels` at one position, and how many labels the top-k left out. A label's
     mass is that of the top-k token that is exactly the label, as an in-process simulator reads the label's
     own token; labels missing from the top-k share what the top-k does not cover, evenly; the result is
@@ -104,10 +102,12 @@ def label_distribution(top: dict[str, float] | None, labels: list[str]) -> tuple
         raise MalformedLogprobs("a slot position has no log-probabilities")
     mass = np.zeros(len(labels))
     index = {label: i for i, label in enumerate(labels)}
+    listed = 0.0
     for text, logprob in top.items():
+        probability = math.exp(min(0.0, number(logprob, f"the log-probability of {str(text)[:20]!r}")))
+        listed += probability
         if text in index:
-            mass[index[text]] += math.exp(logprob)
-    listed = sum(math.exp(v) for v in top.values())
+            mass[index[text]] += probability
     missing = mass == 0
     if missing.any():
         mass[missing] = max(0.0, 1.0 - listed) / int(missing.sum())

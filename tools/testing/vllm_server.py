@@ -19,6 +19,7 @@ since no vLLM runs on these machines.
   token matches REGEX put their mass on the highest one-token digit and the rest on "0"; without the
   description every digit is equally likely. Chat answers "Yes" when the example matches, else "No".
   The model's logits are not computed at all in that mode, so it answers at once (for benchmarks).
+- `--record FILE`: every request appended as a JSON line, so a benchmark can replay exactly what was sent.
 """
 
 import argparse
@@ -47,13 +48,15 @@ class Engine:
         digits = {str(i): self.single_token(str(i)) for i in range(11)}
         self.digits = {label: token for label, token in digits.items() if token is not None}
         self.vocab_size = len(self.tokenizer)
+        self.pieces = [str(self.tokenizer.decode([token])) for token in range(self.vocab_size)]
+        """Every token's text, decoded once: answers name thousands of tokens each."""
 
     def single_token(self, text: str) -> int | None:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[0] if len(ids) == 1 else None
 
     def decode(self, token: int) -> str:
-        return str(self.tokenizer.decode([token]))
+        return self.pieces[token]
 
     def log_probs(self, ids: list[int], text: str) -> torch.Tensor:
         """[len(ids), vocab]: row i is the distribution of the token after ids[:i+1]."""
@@ -126,30 +129,34 @@ class Engine:
         echo = bool(request.get("echo")) and "echo" not in without
         if k is not None:
             shown = (ids if echo else []) + new
-            dists = ([None] + [rows[i - 1] for i in range(1, len(ids))] if echo else []) + new_rows
-            tokens = [self.decode(t) for t in shown]
+            dists = torch.cat([rows[:len(ids) - 1]] * echo + [torch.stack(new_rows)] * bool(new_rows)) \
+                if echo or new_rows else torch.zeros((0, self.vocab_size))
+            values, indices = dists.topk(min(k, self.vocab_size), dim=-1)
+            chosen = dists.gather(1, torch.tensor(shown[1:] if echo else shown).view(-1, 1)).view(-1).tolist()
+            ranked = zip(indices.tolist(), values.tolist(), strict=True)
+            tops: list = [None] * echo + [{self.pieces[i]: v for i, v in zip(row_ids, row_values, strict=True)}
+                                          for row_ids, row_values in ranked]
+            tokens = [self.pieces[t] for t in shown]
             offsets, at = [], 0
             for token in tokens:
                 offsets.append(at)
                 at += len(token)
-            choice["logprobs"] = {
-                "tokens": tokens, "text_offset": offsets,
-                "token_logprobs": [None if d is None else float(d[t]) for t, d in zip(shown, dists, strict=True)],
-                "top_logprobs": [None if d is None else {self.decode(i): v for i, v in self.top(d, k)}
-                                 for d in dists]}
+            choice["logprobs"] = {"tokens": tokens, "text_offset": offsets,
+                                  "token_logprobs": [None] * echo + chosen, "top_logprobs": tops}
             if echo:
                 choice["text"] = prompt + text
         wanted = request.get("prompt_logprobs")
         if wanted is not None and "prompt_logprobs" not in without:
             entries: list = [None]
-            for position in range(1, len(ids)):
-                row = rows[position - 1]
-                ranked = self.top(row, wanted)
-                actual = ids[position]
-                if actual not in dict(ranked):
-                    ranked.append((actual, float(row[actual])))
-                entries.append({str(t): {"logprob": v, "rank": int((row > row[t]).sum()) + 1,
-                                         "decoded_token": self.decode(t)} for t, v in ranked})
+            values, indices = rows[:len(ids) - 1].topk(min(wanted, self.vocab_size), dim=-1)
+            for position, (row_ids, row_values) in enumerate(zip(indices.tolist(), values.tolist(), strict=True), 1):
+                entry = {str(t): {"logprob": v, "rank": rank, "decoded_token": self.pieces[t]}
+                         for rank, (t, v) in enumerate(zip(row_ids, row_values, strict=True), 1)}
+                actual, row = ids[position], rows[position - 1]
+                if str(actual) not in entry:
+                    entry[str(actual)] = {"logprob": float(row[actual]), "rank": int((row > row[actual]).sum()) + 1,
+                                          "decoded_token": self.pieces[actual]}
+                entries.append(entry)
             choice["prompt_logprobs"] = entries
         if request.get("return_token_ids"):
             choice["prompt_token_ids"], choice["token_ids"] = ids, new
@@ -184,8 +191,16 @@ def error(status: int, message: str, kind: str = "BadRequestError") -> tuple[int
     return status, {"error": {"message": message, "type": kind, "code": status}}
 
 
-def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, without: set[str]) -> None:
+def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, without: set[str],
+          record: str = "") -> None:
+    recorded = open(record, "a", encoding="utf-8") if record else None
+    record_lock = threading.Lock()
+
     def answer(path: str, request: dict) -> tuple[int, dict]:
+        if recorded is not None and path != "/tokenize":
+            with record_lock:
+                recorded.write(json.dumps({"path": path, "body": request}) + "\n")
+                recorded.flush()
         if request.get("model") != served_name:
             return error(404, f"The model `{request.get('model')}` does not exist.", "NotFoundError")
         for field in ("logprobs", "top_logprobs", "prompt_logprobs"):
@@ -237,7 +252,11 @@ def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, withou
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             self.send(*answer(self.path, request))
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # the default 5 resets connections when a client opens 64 at once
+        daemon_threads = True
+
+    Server(("127.0.0.1", port), Handler).serve_forever()
 
 
 if __name__ == "__main__":
@@ -249,10 +268,11 @@ if __name__ == "__main__":
     parser.add_argument("--without", default="", help=f"comma-separated, some of {', '.join(FEATURES)}")
     parser.add_argument("--rule", default="")
     parser.add_argument("--rule-description", default="")
+    parser.add_argument("--record", default="", help="append every request as a JSON line to this file")
     args = parser.parse_args()
     missing = {name for name in args.without.split(",") if name}
     if missing - set(FEATURES):
         parser.error(f"--without takes {', '.join(FEATURES)}")
     torch.set_num_threads(1)
     serve(Engine(args.model, args.rule, args.rule_description), args.port, args.served_name, args.max_logprobs,
-          missing)
+          missing, args.record)
