@@ -2,6 +2,7 @@
 of the prompt, so a test states exactly what a perfect, a useless or a broken LLM would say."""
 
 import json
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +24,17 @@ class ScriptedChat:
         if isinstance(text, Exception):
             raise text
         return Completion(text, Usage(len(prompt.split()), len(text.split())))
+
+
+def is_judge(prompt: str) -> bool:
+    """A detection or fuzzing prompt, one excerpt (Yes/No) or several (a list of digits)."""
+    return "Answer Yes or No" in prompt or "Answer with a list of" in prompt
+
+
+def yes(prompt: str) -> str:
+    """A judge that says yes to every excerpt, in the form the prompt asks for."""
+    n = len(re.findall(r"^<example \d+>$", prompt, re.M))
+    return "[" + ", ".join(["1"] * n) + "]" if n else "Yes"
 
 
 def failing(message: str) -> Callable[[str], Exception]:

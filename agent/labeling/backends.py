@@ -114,8 +114,10 @@ def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder) -
     makers: dict[str, Callable[[], Scorer]] = {
         "simulation": lambda: SimulationScorer(AllAtOnceSimulator(backends.simulator())),
         # Judge calls of one feature go out together too; the backend's own limit caps the total in flight.
-        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.judge_parallel()),
-        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.judge_parallel()),
+        "detection": lambda: DetectionScorer(backends.get(config.llm), parallel=config.judge_parallel(),
+                                             batch=config.effective_judge_batch()),
+        "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.judge_parallel(),
+                                         batch=config.effective_judge_batch()),
         "embedding": lambda: EmbeddingScorer(embedder),
     }
     return [makers[name]() for name in config.scorer_names()]

@@ -36,6 +36,8 @@ class LabelConfig:
     concurrency: int = option(0, f"features in flight at once, up to {MAX_CONCURRENCY}; 0: 1 with a local LLM, 8 "
                                  "with an endpoint")
     """A local LLM runs one forward at a time: more in flight would only delay every result."""
+    judge_batch: int = option(0, "excerpts per judge prompt for detection and fuzzing; 0: 1 with a local LLM (a small "
+                                 "model keeps one excerpt straight, not a list), 10 with an endpoint")
     n_top: int = option(10, "top examples shown to the explainer")
     n_quantile: int = option(5, "quantile samples shown to the explainer")
     score_active: int = option(10, "held-out activating examples per scorer")
@@ -57,6 +59,11 @@ class LabelConfig:
         if self.concurrency:
             return self.concurrency
         return 1 if self.llm_is_local else 8
+
+    def effective_judge_batch(self) -> int:
+        if self.judge_batch:
+            return self.judge_batch
+        return 1 if self.llm_is_local else 10
 
     def judge_parallel(self) -> int:
         """Judge calls of one feature sent at once: many when few features are in flight, one when many are."""
@@ -95,7 +102,7 @@ class LabelConfig:
             if name not in SCORERS:
                 raise InterpError(f"unknown scorer '{name}'; expected some of {', '.join(SCORERS)}")
         require_positive(self, ("timeout", "n_top", "score_active"))
-        for name in ("limit", "concurrency", "max_retries", "n_quantile", "score_random"):
+        for name in ("limit", "concurrency", "max_retries", "n_quantile", "score_random", "judge_batch"):
             if getattr(self, name) < 0:
                 raise InterpError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
         if self.concurrency > MAX_CONCURRENCY:

@@ -3,20 +3,21 @@ ones? Works with any chat backend."""
 
 from evals.records import FeatureRecord, display_token
 from evals.scorers.base import ScoreError, ScorerResult
-from evals.scorers.judge import judged_scores
-from prompts import Prompt, load_prompt
+from evals.scorers.judge import judge_prompt, judged_scores
+from prompts import Prompt
 from tools.llm.interface import ChatLLM
 
 
 class DetectionScorer:
     name = "detection"
 
-    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, parallel: int = 1):
+    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, parallel: int = 1, batch: int = 1):
         self.llm = llm
-        self.parallel = parallel
+        self.parallel, self.batch = parallel, batch
         self.llm_name = llm.name
-        self.prompt = prompt or load_prompt("detect")
-        self.prompt_hash = self.prompt.sha256
+        self.prompt, self.prompt_hash = judge_prompt("detect", batch)
+        if prompt is not None:
+            self.prompt, self.prompt_hash = prompt, prompt.sha256
 
     def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:
         positives, negatives = record.score_active, record.score_negatives
@@ -25,4 +26,5 @@ class DetectionScorer:
                              f"{len(positives)} and {len(negatives)}")
         shown = ["".join(display_token(t) for t in r.tokens) for r in positives + negatives]
         labels = [True] * len(positives) + [False] * len(negatives)
-        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels, self.parallel)
+        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels, self.parallel,
+                             batch=self.batch, seed=record.feature)

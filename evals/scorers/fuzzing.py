@@ -6,20 +6,21 @@ import numpy as np
 
 from evals.records import FeatureRecord, active_positions, marked_text
 from evals.scorers.base import ScoreError, ScorerResult
-from evals.scorers.judge import judged_scores
-from prompts import Prompt, load_prompt
+from evals.scorers.judge import judge_prompt, judged_scores
+from prompts import Prompt
 from tools.llm.interface import ChatLLM
 
 
 class FuzzingScorer:
     name = "fuzzing"
 
-    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, seed: int = 0, parallel: int = 1):
+    def __init__(self, llm: ChatLLM, prompt: Prompt | None = None, seed: int = 0, parallel: int = 1, batch: int = 1):
         self.llm = llm
-        self.parallel = parallel
+        self.parallel, self.batch = parallel, batch
         self.llm_name = llm.name
-        self.prompt = prompt or load_prompt("fuzz")
-        self.prompt_hash = self.prompt.sha256
+        self.prompt, self.prompt_hash = judge_prompt("fuzz", batch)
+        if prompt is not None:
+            self.prompt, self.prompt_hash = prompt, prompt.sha256
         self.seed = seed
 
     def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:
@@ -36,4 +37,5 @@ class FuzzingScorer:
             labels.append(False)
         if not shown:
             raise ScoreError("fuzzing needs held-out activating examples with tokens to mark")
-        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels, self.parallel)
+        return judged_scores(self.name, self.llm, self.prompt, explanation, shown, labels, self.parallel,
+                             batch=self.batch, seed=self.seed + record.feature)

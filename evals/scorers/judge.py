@@ -5,15 +5,16 @@ pass, and an endpoint that sends the answer's top log-probabilities answers with
 which makes the AUROC more than a restatement of the accuracy. The details count which way each answer
 was read."""
 
+import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from evals.scorers.base import Score, ScoreError, ScorerResult
 from evals.stats import bootstrap_interval, weighted_auroc, weighted_balanced_accuracy
-from prompts import Prompt
-from tools.llm.interface import ChatLLM, ChoiceLLM, LLMError, Usage
+from prompts import Prompt, load_prompt
+from tools.llm.interface import ChatLLM, ChoiceLLM, ListChoiceLLM, LLMError, Usage
 
 ANSWER_TOKENS = 3
 YES = ("yes", "true", "1")
@@ -45,29 +46,82 @@ def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:
     return float(parse_yes_no(completion.text)), completion.usage, False
 
 
+def judge_prompt(name: str, batch: int) -> tuple[Prompt, str]:
+    """The prompt a judge uses and the hash its scores are keyed by: the batched prompt's, with the batch
+    size in it, when examples go several to a prompt (that changes what is measured)."""
+    if batch <= 1:
+        prompt = load_prompt(name)
+        return prompt, prompt.sha256
+    prompt = load_prompt(f"{name}_batch")
+    return prompt, hashlib.sha256(f"{prompt.sha256}:{batch}".encode()).hexdigest()[:16]
+
+
+def parse_digit_list(text: str, n: int) -> list[bool]:
+    """[1, 0, 1] (or 1 0 1) with exactly n digits; MalformedAnswer otherwise."""
+    listed = text[text.find("[") + 1:text.find("]")] if "[" in text and "]" in text else text
+    digits = re.findall(r"\b[01]\b", listed)
+    if len(digits) != n:
+        raise MalformedAnswer(f"judge listed {len(digits)} answers for {n} excerpts: {text.strip()[:40]!r}")
+    return [digit == "1" for digit in digits]
+
+
+def judge_list(llm: ChatLLM, messages: list[dict], n: int) -> tuple[list[float], Usage, bool]:
+    """P(yes) for each of the n excerpts of one prompt: from the digits' token probabilities where the
+    backend gives them, else 1.0 or 0.0 from the listed answer."""
+    max_tokens = 3 * n + 4
+    if isinstance(llm, ListChoiceLLM):
+        answer = llm.choose_each(messages, n, ["1", "0"], max_tokens)
+        if answer.probabilities is not None:
+            return [float(p) for p in answer.probabilities[:, 0]], answer.usage, True
+        return [float(x) for x in parse_digit_list(answer.text, n)], answer.usage, False
+    completion = llm.chat(messages, max_tokens=max_tokens)
+    return [float(x) for x in parse_digit_list(completion.text, n)], completion.usage, False
+
+
+def example_blocks(texts: list[str]) -> str:
+    return "\n\n".join(f"<example {i}>\n{text}\n</example {i}>" for i, text in enumerate(texts, 1))
+
+
 def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, shown: list[str], labels: list[bool],
-                  parallel: int = 1, resamples: int = 1000) -> ScorerResult:
+                  parallel: int = 1, resamples: int = 1000, batch: int = 1, seed: int = 0) -> ScorerResult:
     """Balanced accuracy and AUROC of the judge's answers on `shown` texts against `labels`.
 
-    Up to `parallel` examples are judged at once (an endpoint's own limit still caps what is in flight).
-    A malformed answer drops that example (counted in details); transport failures propagate, and the
-    feature's score is recorded as failed."""
+    With `batch` 1 each example is its own prompt; above 1, examples go `batch` to a prompt in a seeded
+    shuffled order (positives and negatives mixed, as delphi shows them) and the judge lists one digit
+    each. Up to `parallel` prompts are judged at once (an endpoint's own limit still caps what is in
+    flight). A malformed answer drops its examples (counted in details); transport failures propagate,
+    and the feature's score is recorded as failed."""
     one_line = " ".join(explanation.split())
-    conversations = [[{"role": "user", "content": prompt.render(explanation=one_line, example=text)}]
-                     for text in shown]
+    if batch > 1:
+        order = np.random.default_rng([seed, len(shown)]).permutation(len(shown)).tolist()
+        groups = [order[start:start + batch] for start in range(0, len(order), batch)]
+    else:
+        groups = [[index] for index in range(len(shown))]
+
+    def ask(group: list[int]) -> tuple[list[float], Usage, bool]:
+        if batch == 1:
+            content = prompt.render(explanation=one_line, example=shown[group[0]])
+            probability, cost, read = judge(llm, [{"role": "user", "content": content}])
+            return [probability], cost, read
+        content = prompt.render(explanation=one_line, n=str(len(group)),
+                                examples=example_blocks([shown[i] for i in group]))
+        return judge_list(llm, [{"role": "user", "content": content}], len(group))
+
     with ThreadPoolExecutor(max(1, parallel)) as pool:
-        futures = [pool.submit(judge, llm, messages) for messages in conversations]
-    answers, kept, usage, malformed, from_probabilities = [], [], Usage(), 0, 0
-    for index, future in enumerate(futures):
+        futures: list[Future] = [pool.submit(ask, group) for group in groups]
+    answers: list[float] = []
+    kept: list[bool] = []
+    usage, malformed, from_probabilities = Usage(), 0, 0
+    for group, future in zip(groups, futures, strict=True):
         try:
-            probability, cost, read = future.result()
+            probabilities, cost, read = future.result()
         except MalformedAnswer:
-            malformed += 1
+            malformed += len(group)
             continue
         usage = usage + cost
-        from_probabilities += read
-        answers.append(probability)
-        kept.append(labels[index])
+        from_probabilities += read * len(group)
+        answers.extend(probabilities)
+        kept.extend(labels[index] for index in group)
     truth = np.asarray(kept, dtype=bool)
     if truth.all() or not truth.any():
         raise ScoreError(f"{name}: {malformed} of {len(shown)} answers were malformed; too few left to score")
@@ -83,6 +137,8 @@ def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, sho
     everything = np.ones((1, len(truth)))
     details = {"positives": int(truth.sum()), "negatives": int((~truth).sum()), "malformed": malformed,
                "probabilities": from_probabilities, "text_answers": len(truth) - from_probabilities}
+    if batch > 1:
+        details["examples_per_prompt"] = batch
     scores = [Score(name, metric, float(statistic(everything)[0]), len(truth),
                     *bootstrap_interval(statistic, len(truth), resamples), details)
               for metric, statistic in (("balanced_accuracy", accuracy), ("auroc", ranking))]

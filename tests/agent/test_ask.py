@@ -15,7 +15,7 @@ from agent.investigate.free_agent import Budget
 from agent.labeling.config import LabelConfig
 from evals.records import ActivationRecord, FeatureRecord
 from tests.agent.test_label import catalog, rows  # noqa: F401  (fixture)
-from tests.scripted import ScriptedAgent, ScriptedChat
+from tests.scripted import ScriptedAgent, ScriptedChat, yes
 from tools.errors import InterpError
 
 CONFIG = LabelConfig(llm="openai:scripted", scorers="embedding", device="cpu")
@@ -61,7 +61,7 @@ def fixed_answers(prompt: str) -> str:
                 '* Merci.\n* Merci.')
     if "Answer the question" in prompt:
         return "Answer: It fires weakly on French.\nIt fires weakly on French.\n1. (peak 2/10) echoed row\n\nMore."
-    return "Yes"
+    return yes(prompt)
 
 
 def test_fixed_graph_answers_from_experiments_and_records_them(catalog):  # noqa: F811

@@ -12,7 +12,7 @@ from agent.labeling.explain_records import explain_records
 from agent.labeling.pipeline import run_label
 from tests.agent.test_label import catalog, judge_or_explain, scripted_factory  # noqa: F401  (fixture)
 from tests.evals.test_scoring import paris_record
-from tests.scripted import ScriptedChat
+from tests.scripted import ScriptedChat, is_judge
 
 
 def test_export_parquet_and_neuronpedia(catalog, tmp_path, capsys):  # noqa: F811
@@ -89,7 +89,7 @@ def test_explain_records_keeps_every_finished_feature_when_a_later_one_crashes(t
     explained = []
 
     def answer(prompt: str) -> str:
-        if "Answer Yes or No" not in prompt:
+        if not is_judge(prompt):
             explained.append(prompt)
             if len(explained) == 2:
                 raise RuntimeError("the machine ran out of memory")

@@ -7,7 +7,7 @@ from agent.cli import main
 from agent.investigate.graph import parse_tests, run_investigation
 from agent.labeling.config import LabelConfig
 from tests.agent.test_label import catalog, rows  # noqa: F401  (fixture)
-from tests.scripted import ScriptedChat
+from tests.scripted import ScriptedChat, yes
 from tools.errors import InterpError
 
 CONFIG = LabelConfig(llm="openai:scripted", scorers="detection,embedding", device="cpu")
@@ -20,7 +20,7 @@ def investigator_answers(prompt: str) -> str:
         return "Sure:\n+ the cat runs\n+ a cat sleeps\n1. - the dog runs\n- red blue green\nthanks"
     if prompt.rstrip().endswith("Explanation:"):
         return "Explanation: cats, mostly at the end of a phrase"
-    return "Yes"
+    return yes(prompt)
 
 
 def test_fixed_graph_records_explanation_scores_and_every_step(catalog):  # noqa: F811

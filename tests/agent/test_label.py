@@ -13,7 +13,7 @@ import pytest
 from agent.cli import main
 from agent.labeling.config import LabelConfig
 from agent.labeling.pipeline import run_label
-from tests.scripted import ScriptedChat, ScriptedSimulator
+from tests.scripted import ScriptedChat, ScriptedSimulator, is_judge, yes
 from tools.errors import InterpError
 from tools.llm.interface import LLMError
 from tools.testing.tiny import cache_tiny_catalog
@@ -25,7 +25,7 @@ def catalog(tmp_path, tiny_models, text_corpus):
 
 
 def judge_or_explain(prompt: str) -> str:
-    return "Yes" if "Answer Yes or No" in prompt else "Explanation: words about animals.\nMore text."
+    return yes(prompt) if is_judge(prompt) else "Explanation: words about animals.\nMore text."
 
 
 def scripted_factory(chat: ScriptedChat):
@@ -62,7 +62,7 @@ def test_explainer_never_sees_the_examples_that_score_it(catalog):
     chat = ScriptedChat(judge_or_explain)
     run_label(CONFIG, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(chat))
     (feature,) = rows(catalog, "SELECT min(feature) FROM explanations")[0]
-    explain_prompt = next(p for p in chat.prompts if "Answer Yes or No" not in p)
+    explain_prompt = next(p for p in chat.prompts if not is_judge(p))
     score_windows = rows(catalog, f"SELECT list_aggregate(w.tokens[2:], 'string_agg', '') FROM examples e "
                                   f"JOIN windows w USING (feature_set_id, window_id) WHERE e.feature = {feature} "
                                   "AND e.split = 'score' AND e.bucket = 'top'")
@@ -92,9 +92,9 @@ def test_a_failing_llm_is_recorded_per_feature_and_the_run_goes_on(catalog):
     failing_once = iter([LLMError("LLM endpoint http://x answered 500: overloaded")])
 
     def answer(prompt: str):
-        if "Answer Yes or No" not in prompt:
+        if not is_judge(prompt):
             return next(failing_once, "Explanation: animals")
-        return "Yes"
+        return yes(prompt)
 
     config = LabelConfig(llm="openai:scripted", scorers="detection", limit=3, concurrency=1, device="cpu")
     result = run_label(config, "resid_post.1", catalog, progress=False,

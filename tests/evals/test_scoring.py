@@ -192,3 +192,29 @@ def test_weighted_metrics_equal_the_metric_on_the_resampled_items():
         group_counts = np.bincount(groups, minlength=5)[None].astype(float)
         pooled = pooled_pearson(np.stack([moments(a, b) for a, b in zip(x, y, strict=True)]), group_counts)[0]
         assert pooled == pytest.approx(pearson(x[groups].ravel(), y[groups].ravel()))
+
+
+def test_batched_judging_lists_one_digit_per_excerpt_and_drops_a_list_of_the_wrong_length():
+    import re
+
+    from evals.scorers.judge import MalformedAnswer, parse_digit_list
+
+    assert parse_digit_list("[1, 0, 1]", 3) == [True, False, True]
+    assert parse_digit_list("Answer: 1 0", 2) == [True, False]
+    with pytest.raises(MalformedAnswer, match="listed 2 answers for 3 excerpts"):
+        parse_digit_list("[1, 0]", 3)
+
+    def lists(prompt: str) -> str:
+        blocks = re.findall(r"<example (\d+)>\n(.*?)\n</example \1>", prompt, re.S)
+        return "[" + ", ".join("1" if "paris" in block else "0" for _, block in blocks) + "]"
+
+    record = paris_record()
+    chat = ScriptedChat(lists)
+    accuracy, ranking = DetectionScorer(chat, batch=5).score("the word paris", record).scores
+    assert (accuracy.value, ranking.value, accuracy.n) == (1.0, 1.0, 24)
+    assert len(chat.prompts) == 5 and accuracy.details["examples_per_prompt"] == 5
+    assert DetectionScorer(chat, batch=5).prompt_hash != DetectionScorer(chat).prompt_hash
+    calls = iter(range(100))
+    first_short = ScriptedChat(lambda p: "[1]" if next(calls) == 0 else lists(p))
+    dropped = DetectionScorer(first_short, batch=5).score("the word paris", record).scores[0]
+    assert dropped.details["malformed"] == 5 and dropped.n == 19

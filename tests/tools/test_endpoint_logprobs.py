@@ -89,19 +89,24 @@ def test_a_scripted_endpoint_following_a_planted_rule_scores_the_true_descriptio
     assert true.details["simulator"] == chat.name and true.details["labels_missing_from_top_k"] > 0
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("without, from_probabilities", [("", True), ("chat_logprobs", False)])
 def test_judges_read_p_yes_from_the_answer_logprobs_where_the_endpoint_sends_them(bpe_model, without,
-                                                                                  from_probabilities):
+                                                                                  from_probabilities, batch):
+    """One excerpt a prompt (P(yes) from the first answer token) or several (P(1) from each listed digit)."""
     record = paris_record(n=4)
     options = [*RULE, "--without", without] if without else RULE
-    with vllm_server(bpe_model, *options) as url:
+    with vllm_server(bpe_model, *options, "--record", str(bpe_model / f"requests-{without}-{batch}.jsonl")) as url:
         chat = endpoint(url)
         assert chat.chat_logprobs is from_probabilities
-        accuracy, ranking = DetectionScorer(chat, parallel=4).score("the word paris", record).scores
+        accuracy, ranking = DetectionScorer(chat, parallel=4, batch=batch).score("the word paris", record).scores
     assert accuracy.value == 1.0 and ranking.value == 1.0
     n = accuracy.n
     assert accuracy.details["probabilities"] == (n if from_probabilities else 0)
     assert accuracy.details["text_answers"] == (0 if from_probabilities else n)
+    requests = (bpe_model / f"requests-{without}-{batch}.jsonl").read_text().splitlines()
+    assert len(requests) - 1 == -(-n // batch)  # one request per prompt, after the check's
+    assert accuracy.details.get("examples_per_prompt", 1) == batch
 
 
 @pytest.mark.parametrize("answer", [

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import openai
 import orjson
 
@@ -40,8 +41,12 @@ class ChatAnswer:
     text: str
     tool_calls: list[ToolRequest]
     usage: Usage
-    first_token_top: dict[str, float] | None = None
-    """The top log-probabilities of the answer's first token, when they were asked for and sent."""
+    token_tops: list[tuple[str, dict]] | None = None
+    """Each answer token with its top log-probabilities (as sent), when they were asked for and sent."""
+
+    @property
+    def first_token_top(self) -> dict | None:
+        return self.token_tops[0][1] if self.token_tops else None
 
 
 def usage_of(data: Any) -> Usage:
@@ -51,12 +56,13 @@ def usage_of(data: Any) -> Usage:
     return Usage()
 
 
-def first_token_top(choice: dict) -> dict[str, float] | None:
-    """`logprobs.content[0].top_logprobs` of a chat choice as {token: logprob}; None when absent or not in
-    that shape (the judge then reads the answer's text, and says so)."""
+def token_tops(choice: dict) -> list[tuple[str, dict]] | None:
+    """`logprobs.content[i]` of a chat choice as (token, {token: logprob}) for each answer token; None when
+    absent or not in that shape (the judge then reads the answer's text, and says so)."""
     try:
-        content = choice["logprobs"]["content"]
-        return {str(entry["token"]): number(entry["logprob"], "top_logprobs") for entry in content[0]["top_logprobs"]}
+        return [(str(item["token"]), {str(entry["token"]): number(entry["logprob"], "top_logprobs")
+                                      for entry in item["top_logprobs"]})
+                for item in choice["logprobs"]["content"]] or None
     except (KeyError, IndexError, TypeError, MalformedLogprobs):
         return None
 
@@ -82,7 +88,7 @@ def parse_answer(body: bytes) -> ChatAnswer:
         calls.append(ToolRequest(str(required(call, "id", (str, int), f"tool_calls[{index}]")),
                                  required(function, "name", str, "function"),
                                  required(function, "arguments", (str, type(None)), "function") or "{}"))
-    return ChatAnswer(content or "", calls, usage_of(data), first_token_top(choices[0]))
+    return ChatAnswer(content or "", calls, usage_of(data), token_tops(choices[0]))
 
 
 def first_line(error: Exception) -> str:
@@ -148,6 +154,20 @@ class OpenAIChat:
         answer = self._create(messages=messages, max_tokens=max_tokens, logprobs=True, top_logprobs=self.top_logprobs)
         top = answer.first_token_top
         return ChoiceAnswer(None if top is None else choice_distribution(top, choices), answer.text, answer.usage)
+
+    def choose_each(self, messages: list[dict], n: int, choices: list[str], max_tokens: int) -> ChoiceAnswer:
+        """An answer that lists `n` choices (one token each, like the digits of [1, 0, 1]): where the endpoint
+        sends log-probabilities and the answer has exactly `n` choice tokens, each one's distribution over
+        the choices ([n, n_choices]); the text is kept for when it does not."""
+        if not self.chat_logprobs:
+            answer = self._create(messages=messages, max_tokens=max_tokens)
+            return ChoiceAnswer(None, answer.text, answer.usage)
+        answer = self._create(messages=messages, max_tokens=max_tokens, logprobs=True, top_logprobs=self.top_logprobs)
+        picks = [top for token, top in answer.token_tops or [] if token.strip() in choices]
+        rows = [choice_distribution(top, choices) for top in picks]
+        if len(rows) != n or any(row is None for row in rows):
+            return ChoiceAnswer(None, answer.text, answer.usage)
+        return ChoiceAnswer(np.stack([row for row in rows if row is not None]), answer.text, answer.usage)
 
     def complete(self, parse: Callable[[bytes], Parsed], limit: int = MAX_RESPONSE_BYTES, **request: Any) -> Parsed:
         """A `/v1/completions` request (vLLM's own fields go in `extra_body`), its body read by `parse`,

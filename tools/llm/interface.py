@@ -103,7 +103,8 @@ class ChoiceAnswer:
     and the answer's text (for backends that also generate; '' for those that only read probabilities)."""
 
     probabilities: np.ndarray | None
-    """[n_choices], renormalized over the choices; None when the backend could not read them."""
+    """[n_choices] ([n, n_choices] for a listed answer), renormalized over the choices; None when the
+    backend could not read them."""
     text: str
     usage: Usage
 
@@ -116,6 +117,17 @@ class ChoiceLLM(Protocol):
 
     def choose(self, messages: list[dict], choices: list[str], max_tokens: int) -> ChoiceAnswer:
         """Raises LLMError."""
+        ...
+
+
+@runtime_checkable
+class ListChoiceLLM(Protocol):
+    """A backend that reads each item of a listed answer ([1, 0, 1]) from token probabilities."""
+
+    name: str
+
+    def choose_each(self, messages: list[dict], n: int, choices: list[str], max_tokens: int) -> ChoiceAnswer:
+        """probabilities: [n, n_choices] or None. Raises LLMError."""
         ...
 
 

@@ -3,7 +3,8 @@
 
     python tools/testing/loopback_server.py PORT [--delay SECONDS] [--script FILE]
 
-Without --script every request gets "Yes" (or an explanation when the prompt asks for one) after
+Without --script every request gets "Yes" ("[1, 1, ...]" for a list of excerpts; an explanation when the
+prompt asks for one) after
 --delay seconds. A script is a JSON list of [status, body] pairs served in order to successive requests
 (then the default answer), so a test can make the server fail with 429 twice and then answer. A third
 element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a time, SECONDS apart;
@@ -12,6 +13,7 @@ element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a t
 
 import argparse
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +69,11 @@ def serve(port: int, delay: float, script: list) -> None:
                 self.send(*scripted)
                 return
             prompt = request["messages"][-1]["content"]
-            text = "Yes" if "Answer Yes or No" in prompt else "Explanation: words about animals"
+            listed = len(re.findall(r"^<example \d+>$", prompt, re.M))
+            if "Answer with a list of" in prompt:
+                text = "[" + ", ".join(["1"] * listed) + "]"
+            else:
+                text = "Yes" if "Answer Yes or No" in prompt else "Explanation: words about animals"
             self.send(200, completion(text, request["model"], prompt))
 
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

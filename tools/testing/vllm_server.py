@@ -17,7 +17,8 @@ since no vLLM runs on these machines.
 - `--rule`: the next-token distribution after each tab of the last listing (after the last `<start>`)
   follows a planted rule instead of the model: when the prompt holds `--rule-description`, lines whose
   token matches REGEX put their mass on the highest one-token digit and the rest on "0"; without the
-  description every digit is equally likely. Chat answers "Yes" when the example matches, else "No".
+  description every digit is equally likely. Chat answers "Yes" when the example matches, else "No", or
+  a list of digits ([1, 0]) for numbered excerpts, each answer token at 0.8 against its opposite.
   The model's logits are not computed at all in that mode, so it answers at once (for benchmarks).
 - `--record FILE`: every request appended as a JSON line, so a benchmark can replay exactly what was sent.
 """
@@ -94,14 +95,17 @@ class Engine:
     def generate(self, ids: list[int], text: str, max_tokens: int) -> tuple[list[int], list[torch.Tensor]]:
         """Greedy tokens and, for each, the distribution it was chosen from."""
         if self.rule is not None:
-            answer = "Yes" if self.description in text and self.rule.search(text.rsplit("<example>", 1)[-1]) else "No"
-            tokens = self.tokenizer(answer, add_special_tokens=False)["input_ids"][:max_tokens]
+            tokens = self.tokenizer(self.rule_answer(text), add_special_tokens=False)["input_ids"][:max_tokens]
+            other = {"Y": "N", "N": "Y", "1": "0", "0": "1"}
             rows = []
             for token in tokens:
                 row = torch.full((self.vocab_size,), -30.0)
-                row[token] = math.log(0.8)
-                row[self.tokenizer(("No" if answer == "Yes" else "Yes"), add_special_tokens=False)["input_ids"][0]] \
-                    = math.log(0.2)
+                flipped = other.get(self.pieces[token].strip()[:1])
+                if flipped is None:
+                    row[token] = 0.0
+                else:
+                    row[token] = math.log(0.8)
+                    row[self.tokenizer(flipped, add_special_tokens=False)["input_ids"][0]] = math.log(0.2)
                 rows.append(row)
             return tokens, rows
         tokens, rows, context = [], [], list(ids)
@@ -114,6 +118,15 @@ class Engine:
             if token == self.tokenizer.eos_token_id:
                 break
         return tokens, rows
+
+    def rule_answer(self, text: str) -> str:
+        """A judge's answer by the rule: one digit per numbered excerpt, or Yes/No for a single one."""
+        assert self.rule is not None
+        described = self.description in text
+        blocks = re.findall(r"<example (\d+)>\n(.*?)\n</example \1>", text, re.S)
+        if blocks:
+            return "[" + ", ".join("1" if described and self.rule.search(b) else "0" for _, b in blocks) + "]"
+        return "Yes" if described and self.rule.search(text.rsplit("<example>", 1)[-1]) else "No"
 
     def top(self, row: torch.Tensor, k: int) -> list[tuple[int, float]]:
         values, indices = row.topk(min(k, self.vocab_size))
