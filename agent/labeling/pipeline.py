@@ -30,7 +30,9 @@ from tools.llm.interface import Usage
 
 log = logging.getLogger(__name__)
 WRITE_GATHER_SECONDS = 0.2
-"""How long the writer waits for more features to finish before it opens the catalog for those done."""
+"""How long the writer waits for more features to finish before it opens the catalog for those done..."""
+GATHER_FROM = 32
+"""...when at least this many are in flight; with fewer, the wait would only delay the next features."""
 
 
 @dataclass(frozen=True)
@@ -176,28 +178,28 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                     queue.clear()
                 refill = [queue.pop() for _ in range(min(len(queue), config.effective_concurrency() - len(in_flight)))]
                 if finished or refill:
-                    outcomes = [future.result() for future in finished]
-                    embed_explanations(outcomes, labeler.embedder)
                     with Catalog(catalog_path) as catalog:
+                        # The next features start first; the finished ones are embedded and written after.
+                        for item in refill:
+                            record = read_record(catalog, set_id, item.feature, special, config.score_active,
+                                                 config.score_random)
+                            future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
+                                                 item.scorers)
+                            in_flight[future] = item.feature
+                        outcomes = [future.result() for future in finished]
+                        embed_explanations(outcomes, labeler.embedder)
                         for outcome in outcomes:
                             write_outcome(catalog, outcome, totals)
-                        records = [(item, read_record(catalog, set_id, item.feature, special,
-                                                               config.score_active, config.score_random))
-                                   for item in refill]
                     if finished:
                         bar.update(len(finished))
                         minutes = (time.monotonic() - started) / 60
                         bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, "
                                             f"{totals.usage.total:,} LLM tokens")
-                    for item, record in records:
-                        future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
-                                             item.scorers)
-                        in_flight[future] = item.feature
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-                if done and len(done) < len(in_flight) // 4:
-                    # Let a few more finish, so the catalog opens once for many features, not for each one.
+                if done and len(in_flight) >= GATHER_FROM and len(done) < len(in_flight) // 4:
+                    # Many in flight: let a few more finish, so the catalog opens once for many features.
                     done, _ = wait(in_flight, timeout=WRITE_GATHER_SECONDS, return_when=ALL_COMPLETED)
                 finished = list(done)
                 for future in finished:
