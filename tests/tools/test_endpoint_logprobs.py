@@ -14,7 +14,7 @@ from tools.llm.endpoint import OpenAIChat
 from tools.llm.endpoint_slots import EndpointSlots
 from tools.llm.interface import LLMError
 from tools.llm.local import LocalLLM
-from tools.llm.logprobs import MalformedLogprobs, PromptToken, choice_distribution, label_distribution, slot_positions
+from tools.llm.logprobs import MalformedLogprobs, PromptTokens, choice_distribution, label_distribution, slot_positions
 from tools.model.subject import load_subject_model
 from tools.testing.servers import vllm_server
 from tools.testing.tiny import save_tiny_model
@@ -45,9 +45,9 @@ def test_label_distribution_spreads_what_the_top_k_leaves_over_the_missing_label
 
 
 def test_a_slot_whose_tab_the_tokenizer_joins_with_what_follows_is_refused_not_misread():
-    tokens = [PromptToken("a", None), PromptToken("\t", {}), PromptToken("?", {}),
-              PromptToken(" b", {}), PromptToken("\tunknown", {}), PromptToken("\n", {})]
-    assert slot_positions(tokens[:3], 0, 1) == [2]
+    texts = ["a", "\t", "?", " b", "\tunknown", "\n"]
+    tokens = PromptTokens(texts, [None] + [{}] * 5)
+    assert slot_positions(PromptTokens(texts[:3], [None, {}, {}]), 0, 1) == [2]
     with pytest.raises(MalformedLogprobs, match="joins slot 1's tab"):
         slot_positions(tokens, 0, 2)
 

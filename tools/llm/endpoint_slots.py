@@ -20,7 +20,7 @@ from tools.llm.endpoint import MAX_RESPONSE_BYTES, TOP_LOGPROBS, OpenAIChat, usa
 from tools.llm.interface import LLMError, SlotProbabilities, Usage
 from tools.llm.logprobs import (
     MalformedLogprobs,
-    PromptToken,
+    PromptTokens,
     from_echo,
     from_prompt_logprobs,
     label_distribution,
@@ -36,7 +36,7 @@ ANSWERS_BYTES = 4 * 2**20
 
 
 def parsed_choices(body: bytes, count: int,
-                   read: Callable[[dict], list[PromptToken]]) -> tuple[list[list[PromptToken]], Usage]:
+                   read: Callable[[dict], PromptTokens]) -> tuple[list[PromptTokens], Usage]:
     data = orjson.loads(body)
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or len(choices) != count or not all(isinstance(c, dict) for c in choices):
@@ -48,7 +48,7 @@ def parsed_choices(body: bytes, count: int,
 class EndpointSlots:
     """A `SlotLLM` over an endpoint; named as the endpoint's model, so the catalog says which model simulated."""
 
-    MODES: dict[str, Callable[[dict], list[PromptToken]]] = {"echo": from_echo, "prompt_logprobs": from_prompt_logprobs}
+    MODES: dict[str, Callable[[dict], PromptTokens]] = {"echo": from_echo, "prompt_logprobs": from_prompt_logprobs}
 
     def __init__(self, endpoint: OpenAIChat, mode: str, top_k: int, one_token_labels: set[str], batch: int = 32):
         self.endpoint = endpoint
@@ -73,13 +73,13 @@ class EndpointSlots:
                         continue  # perhaps only the size of k was refused
                     break
                 simulator.one_token_labels = {label for label, at in zip(LABELS, positions, strict=True)
-                                              if tokens[at].text == label}
+                                              if tokens.texts[at] == label}
                 return simulator
         raise InterpError(f"LLM endpoint {endpoint.shown_url} gives no prompt log-probabilities (tried "
                           f"{'; '.join(tried)}), which simulation needs: pass --simulator local:PATH to simulate "
                           "with a local model, or leave simulation out of --scorers")
 
-    def request(self, prompts: list[str]) -> tuple[list[list[PromptToken]], Usage]:
+    def request(self, prompts: list[str]) -> tuple[list[PromptTokens], Usage]:
         fields: dict = ({"echo": True, "logprobs": self.top_k} if self.mode == "echo"
                         else {"extra_body": {"prompt_logprobs": self.top_k, "return_token_ids": True}})
         read = self.MODES[self.mode]
@@ -102,7 +102,7 @@ class EndpointSlots:
             for index, (parts, tokens) in enumerate(zip(chunk, answers, strict=True)):
                 try:
                     positions = slot_positions(tokens, prefix.count("\t"), len(parts) - 1)
-                    rows = [label_distribution(tokens[at].top, labels) for at in positions]
+                    rows = [label_distribution(tokens.tops[at], labels) for at in positions]
                 except MalformedLogprobs as error:
                     raise LLMError(f"LLM endpoint {self.endpoint.shown_url}: {error}") from None
                 # The request's cost goes on its first example, so summing never counts it twice.

@@ -18,12 +18,15 @@ class MalformedLogprobs(ValueError):
 
 
 @dataclass(frozen=True)
-class PromptToken:
-    text: str
-    top: dict | None
-    """The top-k log-probabilities at this position (of this token given those before), by token text;
-    None for the first token. As the endpoint sent them: a slot's values are checked when it is read, since
-    checking the thousands of entries no slot reads was most of the client's time per feature."""
+class PromptTokens:
+    """A prompt as the endpoint tokenized it: parallel lists, not an object per token (a feature's answer
+    holds ~12k tokens, and objects for each were a tenth of the client's time per feature)."""
+
+    texts: list[str]
+    tops: list[dict | None]
+    """The top-k log-probabilities at each position (of its token given those before), by token text;
+    None for the first token. As the endpoint sent them: a slot's values are checked when it is read,
+    since checking the thousands of entries no slot reads was most of the client's time per feature."""
 
 
 def number(value: Any, where: str) -> float:
@@ -32,7 +35,7 @@ def number(value: Any, where: str) -> float:
     return float(value)
 
 
-def from_echo(choice: dict) -> list[PromptToken]:
+def from_echo(choice: dict) -> PromptTokens:
     """The legacy shape (`echo: true` with `logprobs: k`): parallel lists `tokens` and `top_logprobs`."""
     logprobs = choice.get("logprobs")
     if not isinstance(logprobs, dict):
@@ -43,19 +46,19 @@ def from_echo(choice: dict) -> list[PromptToken]:
     if not all(isinstance(token, str) for token in tokens) or \
             not all(top is None or isinstance(top, dict) for top in tops):
         raise MalformedLogprobs("logprobs entries are not tokens with dicts of log-probabilities")
-    return [PromptToken(token, top) for token, top in zip(tokens, tops, strict=True)]
+    return PromptTokens(tokens, tops)
 
 
-def from_prompt_logprobs(choice: dict) -> list[PromptToken]:
+def from_prompt_logprobs(choice: dict) -> PromptTokens:
     """vLLM's shape: `prompt_logprobs` ([None, {token_id: {logprob, rank, decoded_token}}, ...]) and, with
     `return_token_ids`, `prompt_token_ids`, which say which entry is the prompt's own token."""
     entries, ids = choice.get("prompt_logprobs"), choice.get("prompt_token_ids")
     if not isinstance(entries, list) or not isinstance(ids, list) or len(entries) != len(ids) or not ids:
         raise MalformedLogprobs("the choice has no prompt_logprobs with prompt_token_ids of the same length")
-    read = []
+    texts: list[str] = [""]  # the first token has no distribution; its text holds no tab
+    tops: list[dict | None] = [None]
     for index, (entry, token_id) in enumerate(zip(entries, ids, strict=True)):
         if index == 0:
-            read.append(PromptToken("", None))  # the first token has no distribution; its text holds no tab
             continue
         if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
             raise MalformedLogprobs(f"prompt_logprobs[{index}] is not a dict of entries")
@@ -67,26 +70,29 @@ def from_prompt_logprobs(choice: dict) -> list[PromptToken]:
             text = value.get("decoded_token")
             if isinstance(text, str):
                 top[text] = max(top.get(text, -math.inf), number(value.get("logprob"), f"prompt_logprobs[{index}]"))
-        read.append(PromptToken(own["decoded_token"], top))
-    return read
+        texts.append(own["decoded_token"])
+        tops.append(top)
+    return PromptTokens(texts, tops)
 
 
-def slot_positions(tokens: list[PromptToken], tabs_before: int, n_slots: int) -> list[int]:
+def slot_positions(tokens: PromptTokens, tabs_before: int, n_slots: int) -> list[int]:
     """The position whose distribution fills each slot: the token after the slot's tab. `tabs_before` tabs
     (the prompt's prefix) come first; the next `n_slots` tabs are the slots'. Raises when a tab does not
     end its token (the tokenizer joined it with what follows, so the slot has no distribution of its own)."""
     positions: list[int] = []
     seen = 0
-    for index, token in enumerate(tokens):
-        for offset, character in enumerate(token.text):
+    for index, text in enumerate(tokens.texts):
+        if "\t" not in text:
+            continue
+        for offset, character in enumerate(text):
             if character != "\t":
                 continue
             seen += 1
             if seen <= tabs_before or len(positions) == n_slots:
                 continue
-            if offset != len(token.text) - 1 or index + 1 >= len(tokens):
+            if offset != len(text) - 1 or index + 1 >= len(tokens.texts):
                 raise MalformedLogprobs(f"the endpoint's tokenizer joins slot {len(positions)}'s tab with what "
-                                        f"follows ({token.text!r}); its distribution cannot be read")
+                                        f"follows ({text!r}); its distribution cannot be read")
             positions.append(index + 1)
     if len(positions) != n_slots:
         raise MalformedLogprobs(f"found {len(positions)} of {n_slots} slots in the endpoint's tokens")
@@ -100,14 +106,15 @@ def label_distribution(top: dict | None, labels: list[str]) -> tuple[np.ndarray,
     renormalized over the labels."""
     if top is None:
         raise MalformedLogprobs("a slot position has no log-probabilities")
-    mass = np.zeros(len(labels))
-    index = {label: i for i, label in enumerate(labels)}
-    listed = 0.0
-    for text, logprob in top.items():
-        probability = math.exp(min(0.0, number(logprob, f"the log-probability of {str(text)[:20]!r}")))
-        listed += probability
-        if text in index:
-            mass[index[text]] += probability
+    values = list(top.values())
+    if not all(type(v) in (int, float) for v in values):  # bool is neither; NaN is refused below
+        bad = next(v for v in values if type(v) not in (int, float))
+        raise MalformedLogprobs(f"a log-probability is {type(bad).__name__}, expected a number")
+    logprobs = np.minimum(np.asarray(values, dtype=np.float64), 0.0)
+    if np.isnan(logprobs).any():
+        raise MalformedLogprobs("a log-probability is not a number")
+    listed = float(np.exp(logprobs).sum()) if len(values) else 0.0
+    mass = np.array([math.exp(min(0.0, top[label])) if label in top else 0.0 for label in labels])
     missing = mass == 0
     if missing.any():
         mass[missing] = max(0.0, 1.0 - listed) / int(missing.sum())
