@@ -67,6 +67,8 @@ class EndpointSlots:
                 try:
                     tokens = simulator.request([PROBE])[0][0]
                     positions = slot_positions(tokens, 0, len(LABELS))
+                    for at in positions:  # every slot must carry log-probabilities, not only tokens
+                        label_distribution(tokens.tops[at], LABELS)
                 except (LLMError, MalformedLogprobs) as error:
                     tried.append(f"{mode} (top {k}): {str(error)[:120]}")
                     if getattr(error, "status_code", None) == 400 and k != 5:
