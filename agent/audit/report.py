@@ -61,7 +61,10 @@ def markdown_concept(audit: ConceptAudit) -> list[str]:
              f"permutation p = {fmt(probe.p_value, 3)}",
              f"- difference of means: AUROC {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]",
              f"- texts: {len(audit.positive)} positive, {len(audit.negative)} negative, "
-             f"from {markdown_text(audit.texts_by)}", "",
+             f"from {markdown_text(audit.texts_by)}",
+             f"- the best feature by chance: activation AUROC {fmt(audit.chance_auroc)} (95th percentile of the "
+             "highest per-feature AUROC over 200 label permutations); a candidate fires with the concept only "
+             "above it", "",
              "| rank | feature | verdict | confidence | activation AUROC | alignment | ablation | steering | "
              "found by | explanation | its scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, c in enumerate(audit.candidates, 1):
@@ -171,7 +174,9 @@ def html_concept(audit: ConceptAudit) -> str:
             f"<p>Probe AUROC {fmt(probe.auroc)} [{fmt(probe.ci_low)}, {fmt(probe.ci_high)}] on {probe.n} texts "
             f"(permutation p = {fmt(probe.p_value, 3)}); "
             f"difference of means {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]; "
-            f"texts from {html_text(audit.texts_by)}.</p>"
+            f"texts from {html_text(audit.texts_by)}; the best feature by chance reaches activation AUROC "
+            f"{fmt(audit.chance_auroc)} (95th percentile over 200 label permutations), the bar a candidate must "
+            "pass to fire with the concept.</p>"
             "<table><tr><th>rank</th><th>feature</th><th>verdict</th><th>confidence</th><th>activation AUROC</th>"
             "<th>alignment</th><th>ablation</th><th>steering</th><th>found by</th><th>explanation</th>"
             "<th>its scores</th></tr>"

@@ -16,7 +16,7 @@ import numpy as np
 
 from agent.audit.concepts import Concept, load_concepts
 from agent.audit.report import write_reports
-from agent.audit.verdicts import Candidate, ConceptAudit, candidate_verdict, concept_verdict
+from agent.audit.verdicts import SIGNIFICANCE, Candidate, ConceptAudit, candidate_verdict, concept_verdict
 from agent.investigate.workbench import Workbench
 from agent.labeling.backends import Backends
 from agent.labeling.config import LabelConfig
@@ -116,6 +116,7 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
     from agent.audit.signal import (
         Readout,
         causal_effect,
+        chance_max_aurocs,
         direction_alignment,
         feature_aurocs,
         feature_peaks,
@@ -132,6 +133,8 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
     mean_diff = separation(x, labels, "mean-difference", seed)
     peaks = feature_peaks(subject, source, texts)  # [texts, features]
     aurocs = feature_aurocs(peaks, labels)
+    chance = chance_max_aurocs(peaks, labels, seed=seed)
+    chance_auroc = float(np.quantile(chance, 1 - SIGNIFICANCE))
     alignment = direction_alignment(source, x, mean_difference(x, labels))
 
     hits: dict[int, dict] = {}
@@ -154,16 +157,18 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
     for feature, by in list(found.items())[:MAX_CANDIDATES]:
         hit, label = hits.get(feature), labels_by_feature.get(feature, {"text": None, "scores": {}})
         candidate = Candidate(feature, by, hit["text"] if hit else label["text"], label["scores"],
-                              hit["similarity"] if hit else None, float(aurocs[feature]), float(alignment[feature]))
+                              hit["similarity"] if hit else None, float(aurocs[feature]), float(alignment[feature]),
+                              float((chance >= aurocs[feature]).mean()))
         record = bench.record(feature)
         effect = causal_effect(subject, source, feature, readout, positive, negative,
                                STEER_MULTIPLE * record.max_act if record.max_act > 0 else 8.0)
         candidate.ablation, candidate.steering = effect.ablation, effect.steering
-        candidate.verdict, candidate.confidence = candidate_verdict(candidate)
+        candidate.verdict, candidate.confidence = candidate_verdict(candidate, chance_auroc)
         candidate.top_examples = [{"tokens": r.tokens, "values": r.values} for r in record.explain_top[:3]]
         candidates.append(candidate)
     candidates.sort(key=lambda c: (-c.confidence, -c.activation_auroc))
-    audit = ConceptAudit(concept, positive, negative, texts_by, probe, mean_diff, concept_verdict(probe), candidates)
+    audit = ConceptAudit(concept, positive, negative, texts_by, probe, mean_diff, concept_verdict(probe), candidates,
+                         chance_auroc)
     for candidate in candidates:
         audit.positive_peaks[candidate.feature] = peaks[labels == 1, candidate.feature].tolist()
         audit.negative_peaks[candidate.feature] = peaks[labels == 0, candidate.feature].tolist()

@@ -111,6 +111,20 @@ def feature_aurocs(peaks: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (ranks[labels == 1].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def chance_max_aurocs(peaks: np.ndarray, labels: np.ndarray, permutations: int = 200, seed: int = 0) -> np.ndarray:
+    """The highest per-feature activation AUROC under each of `permutations` shufflings of the labels: what
+    the best of thousands of features reaches by chance on a few dozen texts (the family-wise null). Ranks
+    do not depend on the labels, so every permutation is one matrix product over them."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(peaks, axis=0)  # [texts, features]
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(labels) for _ in range(permutations)])  # [permutations, texts]
+    n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
+    aurocs = (shuffled @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # [permutations, features]
+    return aurocs.max(axis=1)
+
+
 def direction_alignment(source: FeatureSource, x: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Per feature: how closely it follows `direction` (in the hook's space): a standardized coordinate for
     a hook's own dimensions, the decoder's cosine for SAE latents."""

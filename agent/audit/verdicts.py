@@ -3,9 +3,12 @@
 Verdict rules (kept simple so a reader can check them against the numbers):
 - concept: "represented" when the probe beats shuffled labels (permutation p < 0.05), its interval lies
   above chance and its AUROC is at least 0.8; "weakly represented" without the last; else "not found".
-- candidate: "carries the concept" when its activation AUROC is at least 0.75 and ablating or steering
-  it moves the readout by at least 10% of the gap; "fires with the concept" when only the first holds;
-  "label only" when only its explanation matches; otherwise "no evidence".
+- candidate: "carries the concept" when its activation AUROC is at least 0.75 and above what the best
+  of all features reaches by chance (the 95th percentile of the highest per-feature AUROC over label
+  permutations: with 2,048 features on 24 texts that is about 0.76, so an uncorrected 0.75 means
+  nothing) and ablating or steering it moves the readout by at least 10% of the gap; "fires with the
+  concept" when only the first holds; "label only" when only its explanation matches; otherwise
+  "no evidence".
 """
 
 from dataclasses import dataclass, field
@@ -30,6 +33,8 @@ class Candidate:
     similarity: float | None
     activation_auroc: float
     alignment: float
+    family_p: float = 1.0
+    """Share of label permutations in which some feature's AUROC reaches this one's (family-wise)."""
     ablation: float | None = None
     steering: float | None = None
     confidence: float = 0.0
@@ -49,11 +54,13 @@ class ConceptAudit:
     mean_difference: Separation
     verdict: str
     candidates: list[Candidate]
+    chance_auroc: float = 0.5
+    """The 95th percentile of the best per-feature AUROC under shuffled labels: the bar to fire above."""
     positive_peaks: dict[int, list[float]] = field(default_factory=dict)
     negative_peaks: dict[int, list[float]] = field(default_factory=dict)
 
 
-def candidate_verdict(candidate: Candidate) -> tuple[str, float]:
+def candidate_verdict(candidate: Candidate, chance_auroc: float = 0.5) -> tuple[str, float]:
     causal = [value for value in (candidate.ablation, candidate.steering) if value is not None]
     moved = max(causal, default=0.0)
     parts = [(0.4, float(np.clip((candidate.activation_auroc - 0.5) * 2, 0, 1)))]
@@ -62,7 +69,8 @@ def candidate_verdict(candidate: Candidate) -> tuple[str, float]:
     if causal:
         parts.append((0.4, float(np.clip(moved, 0, 1))))
     confidence = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
-    fires = candidate.activation_auroc >= ACTIVE_AUROC
+    fires = candidate.activation_auroc >= ACTIVE_AUROC and candidate.family_p < SIGNIFICANCE and \
+        candidate.activation_auroc > chance_auroc
     if fires and moved >= CAUSAL_SHARE:
         return "carries the concept", confidence
     if fires:

@@ -4,6 +4,7 @@ texts do not separate must come out "not found" with a probe near chance."""
 
 import json
 
+import numpy as np
 import pytest
 
 from agent.audit.run import run_audit
@@ -67,6 +68,9 @@ def test_the_audit_finds_the_planted_latent_and_calls_an_absent_concept_not_foun
     assert 'the tokens "paris"' in top.explanation and "embedding auroc" in top.explanation_scores
     assert top.verdict in ("carries the concept", "fires with the concept") and top.ablation > 0
     assert nothing.verdict == "not found" and 0.2 < nothing.probe.auroc < 0.8
+    # The null concept: no candidate beats the best feature by chance (family-wise), whatever its own AUROC.
+    assert 0.5 <= nothing.chance_auroc < 1.0 and top.activation_auroc > paris.chance_auroc and top.family_p < 0.05
+    assert not [c for c in nothing.candidates if c.verdict in ("carries the concept", "fires with the concept")]
     # Every number of the report is a catalog row of this run.
     audits = rows(audited_catalog, "SELECT concept, verdict, probe_auroc, texts_by FROM audits ORDER BY concept")
     assert [(a[0], a[1], a[3]) for a in audits] == [("Paris", "represented", "file"), ("nothing", "not found", "file")]
@@ -76,6 +80,7 @@ def test_the_audit_finds_the_planted_latent_and_calls_an_absent_concept_not_foun
     markdown = result.report_md.read_text()
     page = result.report_html.read_text()
     assert f"AUROC {paris.probe.auroc:.2f}" in markdown and f"| 1 | {PARIS_LATENT} | {top.verdict} |" in markdown
+    assert f"the best feature by chance: activation AUROC {nothing.chance_auroc:.2f}" in markdown
     assert result.run_id in markdown and result.run_id in page
     assert page.count("<svg") >= 3 and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     assert "**paris**" in markdown or "**paris" in markdown  # the activating token highlighted
@@ -117,3 +122,20 @@ def test_bad_audit_input_is_a_clear_error(audited_catalog, tmp_path, tiny_models
           ref="mlp.1")
     assert rows(audited_catalog, "SELECT count(*) FROM runs WHERE kind = 'audit'") == [(0,)]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_best_of_many_chance_features_sets_the_bar_a_candidate_must_pass():
+    """2,048 features of pure noise on 24 texts: the best one's AUROC is about 0.76 by chance, the number
+    an uncorrected audit reported as "fires with the concept"; a feature that truly separates passes."""
+    from agent.audit.signal import chance_max_aurocs, feature_aurocs
+
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 12 + [0] * 12)
+    peaks = rng.normal(size=(24, 2048))
+    peaks[:, 0] += 3 * labels  # one real feature
+    chance = chance_max_aurocs(peaks, labels)
+    bar = float(np.quantile(chance, 0.95))
+    aurocs = feature_aurocs(peaks, labels)
+    assert 0.75 < float(np.median(chance)) < 0.9 and bar < 0.95
+    assert aurocs[0] > bar and (chance >= aurocs[0]).mean() < 0.05
+    assert (aurocs[1:] > bar).mean() < 0.01  # noise features stay under the bar
