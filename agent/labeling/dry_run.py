@@ -9,7 +9,6 @@ says which. Completion tokens are counted at their cap (the explainer's answer, 
 simulation request), so the estimate errs high.
 """
 
-import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from agent.labeling.rows import label_feature
 from tools.catalog import Catalog
 from tools.llm.interface import ChoiceAnswer, Completion, SlotProbabilities, Usage
 
-log = logging.getLogger(__name__)
 SAMPLE = 32
 """Features whose prompts are built and counted; the rest are estimated at their mean."""
 CHARACTERS_PER_TOKEN = 4
@@ -49,7 +47,13 @@ class CountingLLM:
         return Completion(TYPICAL_EXPLANATION, Usage(self.messages_tokens(messages), max_tokens))
 
     def choose(self, messages: list[dict], choices: list[str], max_tokens: int) -> ChoiceAnswer:
-        return ChoiceAnswer(np.full(len(choices), 1 / len(choices)), "", Usage(self.messages_tokens(messages), 1))
+        return ChoiceAnswer(np.full(len(choices), 1 / len(choices)), "",
+                            Usage(self.messages_tokens(messages), max_tokens))
+
+    def choose_each(self, messages: list[dict], n: int, choices: list[str], max_tokens: int) -> ChoiceAnswer:
+        """Judges that list several excerpts' answers in one prompt (what an endpoint gets by default)."""
+        return ChoiceAnswer(np.full((n, len(choices)), 1 / len(choices)), "",
+                            Usage(self.messages_tokens(messages), max_tokens))
 
     def single_token_labels(self, labels: list[str]) -> bool:
         return True

@@ -59,6 +59,9 @@ def test_a_dry_run_counts_tokens_with_the_endpoint_and_writes_nothing(bpe_model,
     assert "dry run: 2 features of resid_post.1-sae-" in out and "left to label; prompts built for 2" in out
     assert "counted by the endpoint's /tokenize" in out
     assert "scorer simulation:" in out and "explainer oneshot:" in out and "whole run:" in out and "$" in out
+    # The judges' batched prompts are counted too (they once came out as 0 tokens: the stand-in could not list).
+    judges = [line for line in out.splitlines() if line.strip().startswith(("scorer detection:", "scorer fuzzing:"))]
+    assert len(judges) == 2 and not any(": 0 prompt" in line for line in judges)
     assert rows(catalog, "SELECT count(*) FROM runs") == before
     assert rows(catalog, "SELECT count(*) FROM explanations") == [(0,)]
 
