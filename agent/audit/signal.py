@@ -102,13 +102,19 @@ def feature_peaks(subject: SubjectModel, source: FeatureSource, texts: list[str]
     return np.stack(rows)
 
 
+def rank_sum_aurocs(ranks: np.ndarray, labelings: np.ndarray) -> np.ndarray:
+    """[labelings, features] AUROCs from the texts' ranks per feature ([texts, features], average ranks for
+    ties) and 0/1 labelings of the texts ([labelings, texts]), all with the same number of positives."""
+    n_pos = int(labelings[0].sum())
+    n_neg = labelings.shape[1] - n_pos
+    return (labelings @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def feature_aurocs(peaks: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per feature: P(its peak on a positive text > on a negative one), ties half (rank-sum form)."""
     from scipy.stats import rankdata
 
-    ranks = rankdata(peaks, axis=0)  # [texts, features], average ranks for ties
-    n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
-    return (ranks[labels == 1].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return rank_sum_aurocs(rankdata(peaks, axis=0), labels[None, :])[0]
 
 
 def chance_max_aurocs(peaks: np.ndarray, labels: np.ndarray, permutations: int = 200, seed: int = 0) -> np.ndarray:
@@ -117,12 +123,9 @@ def chance_max_aurocs(peaks: np.ndarray, labels: np.ndarray, permutations: int =
     do not depend on the labels, so every permutation is one matrix product over them."""
     from scipy.stats import rankdata
 
-    ranks = rankdata(peaks, axis=0)  # [texts, features]
     rng = np.random.default_rng(seed)
     shuffled = np.stack([rng.permutation(labels) for _ in range(permutations)])  # [permutations, texts]
-    n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
-    aurocs = (shuffled @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # [permutations, features]
-    return aurocs.max(axis=1)
+    return rank_sum_aurocs(rankdata(peaks, axis=0), shuffled).max(axis=1)
 
 
 def direction_alignment(source: FeatureSource, x: np.ndarray, direction: np.ndarray) -> np.ndarray:

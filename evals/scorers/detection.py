@@ -15,9 +15,7 @@ class DetectionScorer:
         self.llm = llm
         self.parallel, self.batch = parallel, batch
         self.llm_name = llm.name
-        self.prompt, self.prompt_hash = judge_prompt("detect", batch)
-        if prompt is not None:
-            self.prompt, self.prompt_hash = prompt, prompt.sha256
+        self.prompt, self.prompt_hash = judge_prompt("detect", batch, prompt)
 
     def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:
         positives, negatives = record.score_active, record.score_negatives

@@ -18,9 +18,7 @@ class FuzzingScorer:
         self.llm = llm
         self.parallel, self.batch = parallel, batch
         self.llm_name = llm.name
-        self.prompt, self.prompt_hash = judge_prompt("fuzz", batch)
-        if prompt is not None:
-            self.prompt, self.prompt_hash = prompt, prompt.sha256
+        self.prompt, self.prompt_hash = judge_prompt("fuzz", batch, prompt)
         self.seed = seed
 
     def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:

@@ -46,9 +46,12 @@ def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:
     return float(parse_yes_no(completion.text)), completion.usage, False
 
 
-def judge_prompt(name: str, batch: int) -> tuple[Prompt, str]:
-    """The prompt a judge uses and the hash its scores are keyed by: the batched prompt's, with the batch
-    size in it, when examples go several to a prompt (that changes what is measured)."""
+def judge_prompt(name: str, batch: int, given: Prompt | None = None) -> tuple[Prompt, str]:
+    """The prompt a judge uses and the hash its scores are keyed by: `given` as it is, else the shipped
+    one; the batched prompt's, with the batch size in it, when examples go several to a prompt (that
+    changes what is measured)."""
+    if given is not None:
+        return given, given.sha256
     if batch <= 1:
         prompt = load_prompt(name)
         return prompt, prompt.sha256

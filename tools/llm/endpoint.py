@@ -148,10 +148,7 @@ class OpenAIChat:
         """The answer with its first token's top log-probabilities where the endpoint gives them (one call
         either way): the choices' probabilities are read from those, and the text is kept for when none
         of the listed tokens starts a choice."""
-        if not self.chat_logprobs:
-            answer = self._create(messages=messages, max_tokens=max_tokens)
-            return ChoiceAnswer(None, answer.text, answer.usage)
-        answer = self._create(messages=messages, max_tokens=max_tokens, logprobs=True, top_logprobs=self.top_logprobs)
+        answer = self._judged(messages, max_tokens)
         top = answer.first_token_top
         return ChoiceAnswer(None if top is None else choice_distribution(top, choices), answer.text, answer.usage)
 
@@ -159,15 +156,17 @@ class OpenAIChat:
         """An answer that lists `n` choices (one token each, like the digits of [1, 0, 1]): where the endpoint
         sends log-probabilities and the answer has exactly `n` choice tokens, each one's distribution over
         the choices ([n, n_choices]); the text is kept for when it does not."""
-        if not self.chat_logprobs:
-            answer = self._create(messages=messages, max_tokens=max_tokens)
-            return ChoiceAnswer(None, answer.text, answer.usage)
-        answer = self._create(messages=messages, max_tokens=max_tokens, logprobs=True, top_logprobs=self.top_logprobs)
+        answer = self._judged(messages, max_tokens)
         picks = [top for token, top in answer.token_tops or [] if token.strip() in choices]
         rows = [choice_distribution(top, choices) for top in picks]
         if len(rows) != n or any(row is None for row in rows):
             return ChoiceAnswer(None, answer.text, answer.usage)
         return ChoiceAnswer(np.stack([row for row in rows if row is not None]), answer.text, answer.usage)
+
+    def _judged(self, messages: list[dict], max_tokens: int) -> ChatAnswer:
+        """A judge's answer, with its tokens' top log-probabilities when the endpoint sends them."""
+        logprobs: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_logprobs} if self.chat_logprobs else {}
+        return self._create(messages=messages, max_tokens=max_tokens, **logprobs)
 
     def complete(self, parse: Callable[[bytes], Parsed], limit: int = MAX_RESPONSE_BYTES, **request: Any) -> Parsed:
         """A `/v1/completions` request (vLLM's own fields go in `extra_body`), its body read by `parse`,
