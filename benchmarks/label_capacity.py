@@ -5,17 +5,20 @@ our own pipeline costs per feature, beside a bare client that sends exactly the 
 
 The catalog: a tiny random GPT-2 with a random SAE of 2,048 latents (built in a temp folder, seconds). The
 endpoint: tools/testing/vllm_server.py in rule mode, a real server process speaking vLLM's protocol that
-computes no model (it tokenizes and builds the log-probabilities a planted rule gives), so its answers
+computes no model (it tokenizes and gives the log-probabilities a planted rule gives), so its answers
 are immediate but full-size: every simulation request returns 20 log-probabilities for each prompt token,
-as vLLM would. It runs on the same two cores as the client, which a real deployment's GPU server does not.
+as vLLM would, tokenized by a real LLM tokenizer (the embedded SmolLM2's, ~4 characters a token like
+Llama's or Qwen's; the tests' tiny one makes a token of nearly every character). It runs on the same two
+cores as the client, which a real deployment's GPU server does not.
 
 - ours: `run_label` with the one-shot explainer and the three LLM scorers (simulation, detection,
   fuzzing), --concurrency 64; the server records every request it gets;
 - bare: the recorded requests replayed with the same concurrency by a minimal client (one shared httpx
-  connection pool, each answer read and parsed as JSON, nothing else): the transport and the server
-  alone, which no client can beat.
+  connection pool, each answer's bytes read, nothing else): the transport and the server alone, which no
+  client can beat.
 Reported: features per minute for both and their ratio; our CPU time per feature minus the bare client's
-(our overhead: prompts, parsing log-probabilities, bootstrap intervals, catalog reads and writes);
+(our overhead: everything past moving the bytes: prompts, parsing answers and log-probabilities, bootstrap
+intervals, catalog reads and writes);
 requests per feature by route; the resident memory after a tenth of the features and at the end (flat
 when the pipeline keeps nothing per finished feature). The embedding scorer runs a local model, so it is
 timed on its own, as a score-only pass over the labeled features.
@@ -41,6 +44,7 @@ from agent.labeling.config import LabelConfig  # noqa: E402
 from agent.labeling.pipeline import run_label  # noqa: E402
 from tools.catalog import Catalog  # noqa: E402
 from tools.configs import CacheConfig  # noqa: E402
+from tools.llm.local import embedded_llm_path  # noqa: E402
 from tools.passes.cache import run_cache  # noqa: E402
 from tools.testing.servers import vllm_server  # noqa: E402
 from tools.testing.tiny import random_sae, save_tiny_model, sentences  # noqa: E402
@@ -60,6 +64,15 @@ def wide_catalog(folder: Path, latents: int) -> Path:
                           tokens=4000, window=32, batch_size=16, top_k=10, quantiles=4, per_quantile=2, random=20),
               catalog, progress=False)
     return catalog
+
+
+def real_tokenizer(folder: Path) -> Path:
+    """The embedded SmolLM2's tokenizer alone, saved as a folder the rule-mode server loads (it runs no model)."""
+    from transformers import AutoTokenizer
+
+    gguf = embedded_llm_path()
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
+    return folder
 
 
 def rss_mib() -> float:
@@ -92,9 +105,7 @@ def replay(requests: list[dict], url: str, concurrency: int) -> tuple[float, flo
     root = url.removesuffix("/v1")
     with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
         def send(request: dict) -> None:
-            answer = client.post(root + request["path"], json=request["body"])
-            answer.raise_for_status()
-            json.loads(answer.content)
+            client.post(root + request["path"], json=request["body"]).raise_for_status()
 
         wall, cpu = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(concurrency) as pool:
@@ -113,7 +124,7 @@ def main() -> None:
         with Catalog(catalog, read_only=True) as opened:
             live = len(opened.live_features(opened.feature_set("resid_post.1")["feature_set_id"]))
         assert live >= args.features, f"only {live} live latents"
-        llm = save_tiny_model("llama", folder / "llm", tokenizer="bpe")
+        llm = real_tokenizer(folder / "llm")
         record = folder / "requests.jsonl"
         config = LabelConfig(llm="openai:tiny", scorers="simulation,detection,fuzzing", limit=args.features,
                              concurrency=args.concurrency, device="cpu")

@@ -12,8 +12,7 @@ one prefix, so the server's prefix cache computes the instructions once.
 
 from collections.abc import Callable
 
-import numpy as np
-import orjson
+import simdjson
 
 from tools.errors import InterpError
 from tools.llm.endpoint import MAX_RESPONSE_BYTES, TOP_LOGPROBS, OpenAIChat, usage_of
@@ -24,6 +23,7 @@ from tools.llm.logprobs import (
     from_echo,
     from_prompt_logprobs,
     label_distribution,
+    label_distributions,
     slot_positions,
 )
 
@@ -36,19 +36,33 @@ ANSWERS_BYTES = 4 * 2**20
 
 
 def parsed_choices(body: bytes, count: int,
-                   read: Callable[[dict], PromptTokens]) -> tuple[list[PromptTokens], Usage]:
-    data = orjson.loads(body)
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or len(choices) != count or not all(isinstance(c, dict) for c in choices):
+                   read: Callable[[simdjson.Object], PromptTokens]) -> tuple[list[PromptTokens], Usage]:
+    """The answer's choices in prompt order. Parsed with simdjson into a document that Python objects are
+    made from only where they are read (`EchoTops`): a fresh parser per answer, since a parser's document
+    lives as long as anything read from it and answers are parsed on many threads at once."""
+    data = simdjson.Parser().parse(body)
+    if not isinstance(data, simdjson.Object):
+        raise MalformedLogprobs("the answer is not a JSON object")
+    found = data.get("choices")
+    listed: simdjson.Array | list = found if isinstance(found, simdjson.Array) else []
+    choices = [choice for choice in listed if isinstance(choice, simdjson.Object)]
+    if len(choices) != count or len(listed) != count:
         raise MalformedLogprobs(f"expected {count} choices")
-    ordered = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index", 0), int) else 0)
-    return [read(choice) for choice in ordered], usage_of(data)
+
+    def index(choice: simdjson.Object) -> int:
+        value = choice.get("index", 0)
+        return value if isinstance(value, int) else 0
+
+    usage = data.get("usage")
+    return [read(choice) for choice in sorted(choices, key=index)], \
+        usage_of({"usage": usage.as_dict()} if isinstance(usage, simdjson.Object) else {})
 
 
 class EndpointSlots:
     """A `SlotLLM` over an endpoint; named as the endpoint's model, so the catalog says which model simulated."""
 
-    MODES: dict[str, Callable[[dict], PromptTokens]] = {"echo": from_echo, "prompt_logprobs": from_prompt_logprobs}
+    MODES: dict[str, Callable[[simdjson.Object], PromptTokens]] = {"echo": from_echo,
+                                                                   "prompt_logprobs": from_prompt_logprobs}
 
     def __init__(self, endpoint: OpenAIChat, mode: str, top_k: int, one_token_labels: set[str], batch: int = 32):
         self.endpoint = endpoint
@@ -104,10 +118,9 @@ class EndpointSlots:
             for index, (parts, tokens) in enumerate(zip(chunk, answers, strict=True)):
                 try:
                     positions = slot_positions(tokens, prefix.count("\t"), len(parts) - 1)
-                    rows = [label_distribution(tokens.tops[at], labels) for at in positions]
+                    rows, missing = label_distributions([tokens.tops[at] for at in positions], labels)
                 except MalformedLogprobs as error:
                     raise LLMError(f"LLM endpoint {self.endpoint.shown_url}: {error}") from None
                 # The request's cost goes on its first example, so summing never counts it twice.
-                results.append(SlotProbabilities(np.array([row for row, _ in rows]), usage if index == 0 else Usage(),
-                                                 sum(missing for _, missing in rows)))
+                results.append(SlotProbabilities(rows, usage if index == 0 else Usage(), missing))
         return results

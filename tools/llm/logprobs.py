@@ -7,10 +7,12 @@ after the prompt's prefix ends a token line), and a slot can be read only where 
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import simdjson
 
 
 class MalformedLogprobs(ValueError):
@@ -19,14 +21,49 @@ class MalformedLogprobs(ValueError):
 
 @dataclass(frozen=True)
 class PromptTokens:
-    """A prompt as the endpoint tokenized it: parallel lists, not an object per token (a feature's answer
-    holds ~12k tokens, and objects for each were a tenth of the client's time per feature)."""
+    """A prompt as the endpoint tokenized it: parallel lists, not an object per token."""
 
     texts: list[str]
-    tops: list[dict | None]
+    tops: Sequence[dict | None]
     """The top-k log-probabilities at each position (of its token given those before), by token text;
-    None for the first token. As the endpoint sent them: a slot's values are checked when it is read,
-    since checking the thousands of entries no slot reads was most of the client's time per feature."""
+    None for the first token. Read from the answer only where a slot asks (`EchoTops`, `VllmTops`)."""
+
+
+class EchoTops(Sequence):
+    """The legacy shape's `top_logprobs`, left in simdjson's parsed document and made into a dict only at
+    the positions slots read. A feature's answer holds ~20 entries for each of ~6k prompt tokens, of which
+    a few hundred are slots: building Python objects for all of them (and freeing them) was half the
+    client's time per feature, and checking them all was more."""
+
+    def __init__(self, array: simdjson.Array):
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: Any) -> Any:
+        value = self.array[index]
+        if value is None:
+            return None
+        if not isinstance(value, simdjson.Object):
+            raise MalformedLogprobs(f"top_logprobs[{index}] is {type(value).__name__}, expected an object")
+        return value.as_dict()
+
+
+class VllmTops(EchoTops):
+    """vLLM's `prompt_logprobs` entries ({token_id: {logprob, rank, decoded_token}}) as {text: logprob}, made
+    only where a slot reads them; two ids that decode alike keep the larger value."""
+
+    def __getitem__(self, index: Any) -> Any:
+        entry = super().__getitem__(index)
+        if entry is None:
+            return None
+        top: dict[str, float] = {}
+        for value in entry.values():
+            text = value.get("decoded_token") if isinstance(value, dict) else None
+            if isinstance(text, str):
+                top[text] = max(top.get(text, -math.inf), number(value.get("logprob"), f"prompt_logprobs[{index}]"))
+        return top
 
 
 def number(value: Any, where: str) -> float:
@@ -35,44 +72,37 @@ def number(value: Any, where: str) -> float:
     return float(value)
 
 
-def from_echo(choice: dict) -> PromptTokens:
+def from_echo(choice: simdjson.Object) -> PromptTokens:
     """The legacy shape (`echo: true` with `logprobs: k`): parallel lists `tokens` and `top_logprobs`."""
     logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
+    if not isinstance(logprobs, simdjson.Object):
         raise MalformedLogprobs("the choice has no logprobs")
     tokens, tops = logprobs.get("tokens"), logprobs.get("top_logprobs")
-    if not isinstance(tokens, list) or not isinstance(tops, list) or len(tokens) != len(tops):
+    if not isinstance(tokens, simdjson.Array) or not isinstance(tops, simdjson.Array) or len(tokens) != len(tops):
         raise MalformedLogprobs("logprobs.tokens and logprobs.top_logprobs are not lists of one length")
-    if not all(isinstance(token, str) for token in tokens) or \
-            not all(top is None or isinstance(top, dict) for top in tops):
-        raise MalformedLogprobs("logprobs entries are not tokens with dicts of log-probabilities")
-    return PromptTokens(tokens, tops)
+    texts = tokens.as_list()
+    if not all(isinstance(token, str) for token in texts):
+        raise MalformedLogprobs("logprobs.tokens are not all strings")
+    return PromptTokens(cast(list[str], texts), EchoTops(tops))
 
 
-def from_prompt_logprobs(choice: dict) -> PromptTokens:
+def from_prompt_logprobs(choice: simdjson.Object) -> PromptTokens:
     """vLLM's shape: `prompt_logprobs` ([None, {token_id: {logprob, rank, decoded_token}}, ...]) and, with
-    `return_token_ids`, `prompt_token_ids`, which say which entry is the prompt's own token."""
+    `return_token_ids`, `prompt_token_ids`, which say which entry is the prompt's own token (its text)."""
     entries, ids = choice.get("prompt_logprobs"), choice.get("prompt_token_ids")
-    if not isinstance(entries, list) or not isinstance(ids, list) or len(entries) != len(ids) or not ids:
+    if not isinstance(entries, simdjson.Array) or not isinstance(ids, simdjson.Array) or len(entries) != len(ids) \
+            or not len(ids):
         raise MalformedLogprobs("the choice has no prompt_logprobs with prompt_token_ids of the same length")
     texts: list[str] = [""]  # the first token has no distribution; its text holds no tab
-    tops: list[dict | None] = [None]
-    for index, (entry, token_id) in enumerate(zip(entries, ids, strict=True)):
+    for index, (entry, token_id) in enumerate(zip(entries, ids.as_list(), strict=True)):
         if index == 0:
             continue
-        if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
-            raise MalformedLogprobs(f"prompt_logprobs[{index}] is not a dict of entries")
-        own = entry.get(str(token_id))
-        if own is None or not isinstance(own.get("decoded_token"), str):
+        own = entry.get(str(token_id)) if isinstance(entry, simdjson.Object) else None
+        text = own.get("decoded_token") if isinstance(own, simdjson.Object) else None
+        if not isinstance(text, str):
             raise MalformedLogprobs(f"prompt_logprobs[{index}] lacks the prompt's own token {token_id}")
-        top: dict[str, float] = {}
-        for value in entry.values():
-            text = value.get("decoded_token")
-            if isinstance(text, str):
-                top[text] = max(top.get(text, -math.inf), number(value.get("logprob"), f"prompt_logprobs[{index}]"))
-        texts.append(own["decoded_token"])
-        tops.append(top)
-    return PromptTokens(texts, tops)
+        texts.append(text)
+    return PromptTokens(texts, VllmTops(entries))
 
 
 def slot_positions(tokens: PromptTokens, tabs_before: int, n_slots: int) -> list[int]:
@@ -99,27 +129,44 @@ def slot_positions(tokens: PromptTokens, tabs_before: int, n_slots: int) -> list
     return positions
 
 
-def label_distribution(top: dict | None, labels: list[str]) -> tuple[np.ndarray, int]:
-    """The distribution over `labels` at one position, and how many labels the top-k left out. A label's
-    mass is that of the top-k token that is exactly the label, as an in-process simulator reads the label's
-    own token; labels missing from the top-k share what the top-k does not cover, evenly; the result is
-    renormalized over the labels."""
-    if top is None:
-        raise MalformedLogprobs("a slot position has no log-probabilities")
-    values = list(top.values())
-    if not all(type(v) in (int, float) for v in values):  # bool is neither; NaN is refused below
-        bad = next(v for v in values if type(v) not in (int, float))
-        raise MalformedLogprobs(f"a log-probability is {type(bad).__name__}, expected a number")
-    logprobs = np.minimum(np.asarray(values, dtype=np.float64), 0.0)
-    if np.isnan(logprobs).any():
+def label_distributions(tops: list[dict | None], labels: list[str]) -> tuple[np.ndarray, int]:
+    """The distribution over `labels` at each of several positions ([positions, labels]), and how many
+    labels the top-k left out in all. A label's mass is that of the top-k token that is exactly the label,
+    as an in-process simulator reads the label's own token; labels missing from a position's top-k share
+    what its top-k does not cover, evenly; each row is renormalized over the labels. All positions of an
+    answer at once: a feature has hundreds of slots of ~20 entries each, too few for numpy one by one."""
+    counts: list[int] = []
+    values: list[Any] = []
+    found: list[list[Any]] = []
+    for top in tops:
+        if top is None:
+            raise MalformedLogprobs("a slot position has no log-probabilities")
+        counts.append(len(top))
+        values.extend(top.values())
+        found.append([top.get(label, math.nan) for label in labels])
+    bad = set(map(type, values)) - {float, int}  # bool is neither
+    if bad:
+        raise MalformedLogprobs(f"a log-probability is {min(kind.__name__ for kind in bad)}, expected a number")
+    listed_logprobs = np.asarray(values, dtype=np.float64)
+    label_logprobs = np.asarray(found, dtype=np.float64).reshape(len(tops), len(labels))
+    if np.isnan(listed_logprobs).any():
         raise MalformedLogprobs("a log-probability is not a number")
-    listed = float(np.exp(logprobs).sum()) if len(values) else 0.0
-    mass = np.array([math.exp(min(0.0, top[label])) if label in top else 0.0 for label in labels])
+    owners = np.repeat(np.arange(len(tops)), counts)
+    listed = np.bincount(owners, weights=np.exp(np.minimum(listed_logprobs, 0.0)), minlength=len(tops))
+    mass = np.exp(np.minimum(np.nan_to_num(label_logprobs, nan=-np.inf), 0.0))
     missing = mass == 0
-    if missing.any():
-        mass[missing] = max(0.0, 1.0 - listed) / int(missing.sum())
-    total = mass.sum()
-    return (mass / total if total > 0 else np.full(len(labels), 1 / len(labels))), int(missing.sum())
+    n_missing = missing.sum(axis=1)
+    share = np.maximum(0.0, 1.0 - listed) / np.maximum(n_missing, 1)
+    mass = np.where(missing, share[:, None], mass)
+    total = mass.sum(axis=1, keepdims=True)
+    uniform = np.full_like(mass, 1 / len(labels))
+    return np.where(total > 0, mass / np.where(total > 0, total, 1.0), uniform), int(n_missing.sum())
+
+
+def label_distribution(top: dict | None, labels: list[str]) -> tuple[np.ndarray, int]:
+    """`label_distributions` at one position."""
+    rows, missing = label_distributions([top], labels)
+    return rows[0], missing
 
 
 def choice_distribution(top: dict[str, float], choices: list[str]) -> np.ndarray | None:

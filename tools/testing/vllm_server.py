@@ -19,23 +19,26 @@ since no vLLM runs on these machines.
   token matches REGEX put their mass on the highest one-token digit and the rest on "0"; without the
   description every digit is equally likely. Chat answers "Yes" when the example matches, else "No", or
   a list of digits ([1, 0]) for numbered excerpts, each answer token at 0.8 against its opposite.
-  The model's logits are not computed at all in that mode, so it answers at once (for benchmarks).
+  The model's logits are not computed at all in that mode, and a prompt's rows are one of four kinds
+  (any token, a slot that fires, one that does not, one without the description) whose top-k is built
+  once, so it answers at once (for benchmarks); MODEL_FOLDER then needs only a tokenizer.
 - `--record FILE`: every request appended as a JSON line, so a benchmark can replay exactly what was sent.
 """
 
 import argparse
-import json
 import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 FEATURES = ("prompt_logprobs", "echo", "chat_logprobs", "completions")
+Row = torch.Tensor | dict[int, float]
+"""A next-token distribution: the model's log-probabilities over the vocabulary, or a rule's tokens above -30."""
 
 
 class Engine:
@@ -52,6 +55,32 @@ class Engine:
         self.vocab_size = len(self.tokenizer)
         self.pieces = [str(self.tokenizer.decode([token])) for token in range(self.vocab_size)]
         """Every token's text, decoded once: answers name thousands of tokens each."""
+        self.kinds = self.rule_kinds() if rule else {}
+        self.tops: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        self.fragments: dict[tuple[str, int], orjson.Fragment] = {}
+
+    def rule_kinds(self) -> dict[str, dict[int, float]]:
+        """The next-token distributions the rule gives, as the tokens that are not at -30: any token
+        (all mass on the end of text), a slot that fires (the highest digit), one that does not ("0"), and
+        one whose prompt lacks the description (every digit alike)."""
+        high, zero = self.digits[max(self.digits, key=int)], self.digits["0"]
+        return {"any": {self.tokenizer.eos_token_id or 0: 0.0},
+                "fires": {high: math.log(0.9), zero: math.log(0.1)},
+                "quiet": {zero: math.log(0.9), high: math.log(0.1)},
+                "uniform": {token: math.log(1 / len(self.digits)) for token in self.digits.values()}}
+
+    def kind_top(self, kind: str, k: int) -> list[tuple[int, float]]:
+        """The top k of a kind (made once)."""
+        if (kind, k) not in self.tops:
+            self.tops[kind, k] = self.top(self.kinds[kind], k)
+        return self.tops[kind, k]
+
+    def echo_top(self, kind: str, k: int) -> orjson.Fragment:
+        """A kind's legacy `top_logprobs` entry, serialized once: an answer repeats it thousands of times."""
+        if (kind, k) not in self.fragments:
+            top = {self.pieces[token]: value for token, value in self.kind_top(kind, k)}
+            self.fragments[kind, k] = orjson.Fragment(orjson.dumps(top))
+        return self.fragments[kind, k]
 
     def single_token(self, text: str) -> int | None:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -60,58 +89,43 @@ class Engine:
     def decode(self, token: int) -> str:
         return self.pieces[token]
 
-    def log_probs(self, ids: list[int], text: str) -> torch.Tensor:
-        """[len(ids), vocab]: row i is the distribution of the token after ids[:i+1]."""
-        if self.rule is None:
-            assert self.model is not None
-            with self.lock, torch.no_grad():
-                logits = self.model(torch.tensor([ids])).logits[0].float()
-            return torch.log_softmax(logits, dim=-1)
-        return self.rule_log_probs(ids, text)
+    def log_probs(self, ids: list[int]) -> torch.Tensor:
+        """[len(ids), vocab]: row i is the model's distribution of the token after ids[:i+1]."""
+        assert self.model is not None
+        with self.lock, torch.no_grad():
+            logits = self.model(torch.tensor([ids])).logits[0].float()
+        return torch.log_softmax(logits, dim=-1)
 
-    def rule_log_probs(self, ids: list[int], text: str) -> torch.Tensor:
-        rows = torch.full((len(ids), self.vocab_size), -30.0)
-        rows[:, self.tokenizer.eos_token_id or 0] = 0.0
+    def rule_row_kinds(self, offsets: list[tuple[int, int]], text: str) -> list[str]:
+        """The kind of row i (the distribution of the token after tokens[:i+1]), from each token's offsets."""
         listing = text.rfind("<start>")
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        shift = len(ids) - len(offsets)  # special tokens the server added in front
         described = self.description in text
-        for index, (start, end) in enumerate(offsets):
-            if start < listing or not text[start:end].endswith("\t"):
-                continue
-            row = rows[index + shift]
-            row.fill_(-30.0)
-            if not described:
-                for token in self.digits.values():
-                    row[token] = math.log(1 / len(self.digits))
-                continue
-            line = text[text.rfind("\n", 0, start) + 1:start]
-            assert self.rule is not None
-            high = self.digits[max(self.digits, key=int)]
-            fires = bool(self.rule.search(line))
-            row[high if fires else self.digits["0"]] = math.log(0.9)
-            row[self.digits["0"] if fires else high] = math.log(0.1)
-        return rows
+        assert self.rule is not None
+        kinds = []
+        for start, end in offsets:
+            if end == start or start < listing or not text[start:end].endswith("\t"):
+                kinds.append("any")
+            elif not described:
+                kinds.append("uniform")
+            else:
+                line = text[text.rfind("\n", 0, start) + 1:start]
+                kinds.append("fires" if self.rule.search(line) else "quiet")
+        return kinds
 
-    def generate(self, ids: list[int], text: str, max_tokens: int) -> tuple[list[int], list[torch.Tensor]]:
+    def generate(self, ids: list[int], text: str, max_tokens: int) -> tuple[list[int], list[Row]]:
         """Greedy tokens and, for each, the distribution it was chosen from."""
         if self.rule is not None:
-            tokens = self.tokenizer(self.rule_answer(text), add_special_tokens=False)["input_ids"][:max_tokens]
+            tokens = self.encode(self.rule_answer(text), special=False).ids[:max_tokens]
             other = {"Y": "N", "N": "Y", "1": "0", "0": "1"}
-            rows = []
+            rows: list[Row] = []
             for token in tokens:
-                row = torch.full((self.vocab_size,), -30.0)
                 flipped = other.get(self.pieces[token].strip()[:1])
-                if flipped is None:
-                    row[token] = 0.0
-                else:
-                    row[token] = math.log(0.8)
-                    row[self.tokenizer(flipped, add_special_tokens=False)["input_ids"][0]] = math.log(0.2)
-                rows.append(row)
+                rows.append({token: 0.0} if flipped is None else
+                            {token: math.log(0.8), self.encode(flipped, special=False).ids[0]: math.log(0.2)})
             return tokens, rows
         tokens, rows, context = [], [], list(ids)
         for _ in range(max_tokens):
-            row = self.log_probs(context, "")[-1]
+            row = self.log_probs(context)[-1]
             token = int(row.argmax())
             tokens.append(token)
             rows.append(row)
@@ -129,13 +143,29 @@ class Engine:
             return "[" + ", ".join("1" if described and self.rule.search(b) else "0" for _, b in blocks) + "]"
         return "Yes" if described and self.rule.search(text.rsplit("<example>", 1)[-1]) else "No"
 
-    def top(self, row: torch.Tensor, k: int) -> list[tuple[int, float]]:
-        values, indices = row.topk(min(k, self.vocab_size))
-        return [(int(i), float(v)) for i, v in zip(indices, values, strict=True)]
+    def top(self, row: Row, k: int) -> list[tuple[int, float]]:
+        """A row's k most likely tokens; a rule's row lists only its tokens above -30, the rest fill in."""
+        if isinstance(row, torch.Tensor):
+            values, indices = row.topk(min(k, self.vocab_size))
+            return list(zip(indices.tolist(), values.tolist(), strict=True))
+        listed = sorted(row.items(), key=lambda item: -item[1])[:k]
+        fill = (token for token in range(self.vocab_size) if token not in row)
+        return listed + [(next(fill), -30.0) for _ in range(min(k, self.vocab_size) - len(listed))]
+
+    @staticmethod
+    def value(row: Row, token: int) -> float:
+        return float(row[token]) if isinstance(row, torch.Tensor) else row.get(token, -30.0)
+
+    def encode(self, text: str, special: bool = True) -> Any:
+        """The fast tokenizer's own encoding (ids and offsets): transformers' wrapper around it costs more
+        per call than the tokenizing, and the rule mode tokenizes every prompt it gets."""
+        return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=special)
 
     def completion_choice(self, index: int, prompt: str, request: dict, without: set[str]) -> tuple[dict, int, int]:
+        if self.rule is not None:
+            return self.rule_completion_choice(index, prompt, request, without)
         ids = self.tokenizer(prompt)["input_ids"]
-        rows = self.log_probs(ids, prompt)
+        rows = self.log_probs(ids)
         new, new_rows = self.generate(ids, prompt, int(request.get("max_tokens", 16) or 0))
         text = "".join(self.decode(t) for t in new)
         choice: dict = {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
@@ -143,8 +173,9 @@ class Engine:
         echo = bool(request.get("echo")) and "echo" not in without
         if k is not None:
             shown = (ids if echo else []) + new
-            dists = torch.cat([rows[:len(ids) - 1]] * echo + [torch.stack(new_rows)] * bool(new_rows)) \
-                if echo or new_rows else torch.zeros((0, self.vocab_size))
+            generated = cast(list[torch.Tensor], new_rows)  # the model's rows
+            dists = torch.cat([rows[:len(ids) - 1]] * echo + [torch.stack(generated)] * bool(generated)) \
+                if echo or generated else torch.zeros((0, self.vocab_size))
             values, indices = dists.topk(min(k, self.vocab_size), dim=-1)
             chosen = dists.gather(1, torch.tensor(shown[1:] if echo else shown).view(-1, 1)).view(-1).tolist()
             ranked = zip(indices.tolist(), values.tolist(), strict=True)
@@ -176,6 +207,51 @@ class Engine:
             choice["prompt_token_ids"], choice["token_ids"] = ids, new
         return choice, len(ids), len(new)
 
+    def rule_completion_choice(self, index: int, prompt: str, request: dict,
+                               without: set[str]) -> tuple[dict, int, int]:
+        """`completion_choice` by the rule, with no row of the vocabulary's size per token: each prompt
+        position's top-k is its kind's, and the legacy entries are serialized once per kind."""
+        encoded = self.encode(prompt)
+        ids, kinds = encoded.ids, self.rule_row_kinds(encoded.offsets, prompt)[:-1]
+        new, new_rows = self.generate(ids, prompt, int(request.get("max_tokens", 16) or 0))
+        text = "".join(self.decode(t) for t in new)
+        choice: dict = {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+        k = request.get("logprobs")
+        echo = bool(request.get("echo")) and "echo" not in without
+        if k is not None:
+            shown = (ids if echo else []) + new
+            tops: list = [None] + [self.echo_top(kind, k) for kind in kinds] if echo else []
+            chosen = [None] + [self.kinds[kind].get(token, -30.0) for kind, token in zip(kinds, ids[1:], strict=True)] \
+                if echo else []
+            for token, row in zip(new, new_rows, strict=True):
+                tops.append({self.pieces[i]: v for i, v in self.top(row, k)})
+                chosen.append(self.value(row, token))
+            tokens = [self.pieces[t] for t in shown]
+            offsets, at = [], 0
+            for token in tokens:
+                offsets.append(at)
+                at += len(token)
+            choice["logprobs"] = {"tokens": tokens, "text_offset": offsets, "token_logprobs": chosen,
+                                  "top_logprobs": tops}
+            if echo:
+                choice["text"] = prompt + text
+        wanted = request.get("prompt_logprobs")
+        if wanted is not None and "prompt_logprobs" not in without:
+            entries: list = [None]
+            for kind, actual in zip(kinds, ids[1:], strict=True):
+                top = self.kind_top(kind, wanted)
+                entry = {str(t): {"logprob": v, "rank": rank, "decoded_token": self.pieces[t]}
+                         for rank, (t, v) in enumerate(top, 1)}
+                if str(actual) not in entry:
+                    value = self.kinds[kind].get(actual, -30.0)
+                    rank = 1 + sum(other > value for other in self.kinds[kind].values())
+                    entry[str(actual)] = {"logprob": value, "rank": rank, "decoded_token": self.pieces[actual]}
+                entries.append(entry)
+            choice["prompt_logprobs"] = entries
+        if request.get("return_token_ids"):
+            choice["prompt_token_ids"], choice["token_ids"] = ids, new
+        return choice, len(ids), len(new)
+
     def chat_choice(self, request: dict, without: set[str]) -> tuple[dict, int, int]:
         messages = request["messages"]
         if self.tokenizer.chat_template:
@@ -183,8 +259,9 @@ class Engine:
                                                                return_dict=True)
             ids = list(rendered["input_ids"])
         else:
-            ids = self.tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"]
-        prompt = str(self.tokenizer.decode(ids))
+            ids = self.encode("\n\n".join(m["content"] for m in messages)).ids
+        # the rule reads the messages themselves; a model reads the prompt its tokens spell
+        prompt = "\n\n".join(m["content"] for m in messages) if self.rule else str(self.tokenizer.decode(ids))
         new, rows = self.generate(ids, prompt, int(request.get("max_tokens") or 16))
         choice: dict = {"index": 0, "finish_reason": "length", "logprobs": None,
                         "message": {"role": "assistant", "content": "".join(self.decode(t) for t in new)}}
@@ -195,7 +272,7 @@ class Engine:
                 text = self.decode(token)
                 return {"token": text, "logprob": value, "bytes": list(text.encode())}
 
-            choice["logprobs"] = {"content": [entry(t, float(r[t])) | {"top_logprobs": [entry(i, v)
+            choice["logprobs"] = {"content": [entry(t, self.value(r, t)) | {"top_logprobs": [entry(i, v)
                                                                                          for i, v in self.top(r, k)]}
                                               for t, r in zip(new, rows, strict=True)]}
         return choice, len(ids), len(new)
@@ -213,7 +290,7 @@ def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, withou
     def answer(path: str, request: dict) -> tuple[int, dict]:
         if recorded is not None and path != "/tokenize":
             with record_lock:
-                recorded.write(json.dumps({"path": path, "body": request}) + "\n")
+                recorded.write(orjson.dumps({"path": path, "body": request}).decode() + "\n")
                 recorded.flush()
         if request.get("model") != served_name:
             return error(404, f"The model `{request.get('model')}` does not exist.", "NotFoundError")
@@ -246,6 +323,7 @@ def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, withou
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real server does: the client's pool reuses connections
+        disable_nagle_algorithm = True  # headers and body go out as two writes; Nagle held the body ~40 ms
 
         def log_message(self, *args) -> None:
             pass
@@ -263,7 +341,7 @@ def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, withou
                                                         "max_model_len": 4096}]})
 
         def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            request = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
             self.send(*answer(self.path, request))
 
     class Server(ThreadingHTTPServer):
