@@ -1,7 +1,7 @@
 """`interp eval compare`: two labeling configurations on the same features, as a paired table.
 
 A configuration is whatever keyed an explainer's rows in the catalog: its name (oneshot, evidence,
-token-stats, investigate, investigate-agent), its LLM and its prompt hash; `NAME@TEXT` picks the one
+output, both, token-stats, investigate, investigate-agent), its LLM and its prompt hash; `NAME@TEXT` picks the one
 whose LLM contains TEXT when several share a name. Both must already have labeled the feature set
 (`interp label`, `interp investigate`, or `interp eval planted` for the planted set); only the features
 both labeled and scored are compared, pair by pair.
@@ -49,6 +49,8 @@ def paired_rows(first: Labels, second: Labels, names: tuple[str, str], scorers: 
     for scorer in scorers:
         features = sorted(f for f in set(first.scores) & set(second.scores)
                           if scorer in first.scores[f] and scorer in second.scores[f])
+        if not features:
+            continue  # a scorer that did not score both on any feature has nothing to pair
         a = np.array([first.scores[f][scorer] for f in features])
         b = np.array([second.scores[f][scorer] for f in features])
         metric = f"{scorer} {PRIMARY_METRIC[scorer]}"

@@ -8,7 +8,8 @@ import numpy as np
 from evals.stats import bootstrap_interval
 from tools.catalog import Catalog
 
-PRIMARY_METRIC = {"simulation": "pearson", "detection": "auroc", "fuzzing": "auroc", "embedding": "auroc"}
+PRIMARY_METRIC = {"simulation": "pearson", "detection": "auroc", "fuzzing": "auroc", "embedding": "auroc",
+                  "intervention": "auroc"}
 """The one metric per scorer that evals compare."""
 
 

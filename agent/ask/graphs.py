@@ -7,8 +7,9 @@ from typing import Annotated, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agent.ask.planner import TEST_SENTENCES, call, list_items, measured, plan_experiments, usable_answer
+from agent.ask.planner import plan_experiments, usable_answer
 from agent.investigate.free_agent import Budget, FreeAgent
+from agent.investigate.measure import TEST_SENTENCES, call, list_items, measured
 from agent.investigate.prompted import PromptedSteps
 from agent.investigate.toolbox import Toolbox
 from prompts import load_prompt

@@ -5,12 +5,9 @@ sentences that are and are not examples of it)."""
 import re
 from dataclasses import dataclass
 
-from agent.investigate.toolbox import MAX_TEXT_CHARS, MAX_TEXTS, ToolCall
+from agent.investigate.measure import PEAK_LINE, call, peak_prefix, steer_strength
+from agent.investigate.toolbox import MAX_TEXT_CHARS, MAX_TEXTS
 from evals.records import FeatureRecord
-
-TEST_SENTENCES = 4
-STEER_MULTIPLE = 10.0
-"""Steering adds this many times the feature's corpus maximum: strong enough to show an effect."""
 
 QUOTED = re.compile(r'"([^"]{2,})"|“([^”]{2,})”|(?<!\w)\'([^\']{2,})\'(?!\w)|`([^`]{2,})`')
 ABLATE = re.compile(r"\b(ablat\w*|zero(?:ed|ing)?|knock\w* (?:it )?out|remov\w*|disabl\w*|turn\w* (?:it )?off|"
@@ -23,8 +20,6 @@ EFFECT = re.compile(r"\b(predict\w*|promot\w*|outputs?|logits?|next tokens?|down
 CONCEPT = re.compile(r"\b(?:fires?|firing|activat(?:e|es|ing)|respond(?:s|ing)?|reacts?|detects?|encodes?|"
                      r"represents?|tracks?|cares?|lights? up|sensitive)\b"
                      r"(?:\s+(?:to|on|for|when|with|about|in|at))?\s+(.+)", re.I)
-PEAK_LINE = re.compile(r"^\s*\d+\. \(peak (\d+)/10\) (.*)$")
-"""A line of `activations_on`'s result (toolbox.example_lines)."""
 PRONOUNS = {"it", "this", "that", "them", "anything", "something", "what"}
 
 
@@ -48,19 +43,6 @@ def concept_of(question: str) -> str:
     return "" if subject.lower() in PRONOUNS else subject[:MAX_TEXT_CHARS]
 
 
-def peak_prefix(record: FeatureRecord) -> str:
-    """The strongest example up to its peak token, so a steered continuation starts where it fires."""
-    if not record.explain_top:
-        return "The"
-    top = record.explain_top[0]
-    peak = max(range(len(top.values)), key=top.values.__getitem__)
-    return "".join(top.tokens[max(0, peak - 24):peak + 1]).strip()[:MAX_TEXT_CHARS] or "The"
-
-
-def call(tool: str, label: str, **arguments) -> dict:
-    return {"tool": tool, "arguments": arguments, "label": label}
-
-
 def plan_experiments(question: str, record: FeatureRecord) -> Plan:
     feature, quoted = record.feature, quoted_texts(question)
     where = "the quoted text" if quoted else "the feature's top examples"
@@ -69,11 +51,10 @@ def plan_experiments(question: str, record: FeatureRecord) -> Plan:
         texts = quoted or [r.text[:MAX_TEXT_CHARS] for r in record.explain_top[:3]] or [question[:MAX_TEXT_CHARS]]
         calls.append(call("ablate", f"Zeroing the feature on {where}:", feature=feature, texts=texts))
     if STEER.search(question):
-        sign = -1.0 if NEGATIVE.search(question) else 1.0
-        strength = sign * min(100.0, STEER_MULTIPLE * record.max_act if record.max_act > 0 else 8.0)
+        strength = steer_strength(record, -1.0 if NEGATIVE.search(question) else 1.0)
         prompt = quoted[0] if quoted else peak_prefix(record)
         calls.append(call("steer", "Steering the feature:", feature=feature, prompt=prompt,
-                          strength=round(strength, 2)))
+                          strength=strength))
     if quoted and not calls:
         calls.append(call("activations_on", "The feature on the quoted text:", feature=feature, texts=quoted))
     if EFFECT.search(question):
@@ -83,34 +64,6 @@ def plan_experiments(question: str, record: FeatureRecord) -> Plan:
         calls = [call("top_examples", "Where the feature fires most in the corpus:", feature=feature, n=5),
                  call("token_stats", "Tokens it fires on more than the corpus predicts:", feature=feature)]
     return Plan(tuple(calls), subject)
-
-
-def measured(step: dict, done: ToolCall) -> list[str]:
-    """A tool result in a few lines: each text's peak (all peaks and their mean for more than three texts),
-    or the head of the result. Cut from the result the tool returned, so it quotes exactly what was shown."""
-    body = done.result.split("\n")[1:-1]  # inside the <tool_result> tags
-    peaks = [(int(match.group(1)), match.group(2)) for match in map(PEAK_LINE.match, body) if match]
-    if done.ok and step["tool"] == "activations_on" and 0 < len(peaks) <= 3:
-        shown = [f"peak {peak}/10: {text[:120]}" for peak, text in peaks]
-    elif done.ok and peaks:
-        values = [peak for peak, _ in peaks]
-        shown = [f"peaks {', '.join(map(str, values))} of 10 (mean {sum(values) / len(values):.1f})"]
-    else:
-        shown = [line[:240] for line in body[:3]]
-    return [f"- {step['label']} {' / '.join(shown)}"]
-
-
-def list_items(text: str, limit: int = TEST_SENTENCES) -> list[str]:
-    """Sentences from a list an LLM wrote: numbers, bullets and a gloss after a quoted sentence dropped
-    ('1. "Je suis ici" - I am here' -> 'Je suis ici'), repeats removed."""
-    items = []
-    for line in text.splitlines():
-        line = re.sub(r"^\s*(?:\d+[.)]|[-+*•])\s*", "", line).strip()
-        quoted = re.match(r'^"([^"]{3,})"', line)
-        item = (quoted.group(1) if quoted else line)[:MAX_TEXT_CHARS]
-        if len(item) >= 3 and not item.endswith(":") and item not in items:
-            items.append(item)
-    return items[:limit]
 
 
 def usable_answer(text: str) -> str:

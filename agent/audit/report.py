@@ -8,7 +8,8 @@ import html
 import re
 from pathlib import Path
 
-from agent.audit.verdicts import Candidate, ConceptAudit
+from agent.audit.confounds import flagged
+from agent.audit.verdicts import SIGNIFICANCE, Candidate, ConceptAudit
 from evals.records import display_token
 from tools.text import visible
 
@@ -19,6 +20,50 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:+.0%}"
+
+
+def effect(value: float | None, interval: tuple[float, float] | None) -> str:
+    """A causal share with its interval, or why there is none."""
+    if value is None:
+        return "not measured"
+    return percent(value) + (f" [{percent(interval[0])}, {percent(interval[1])}]" if interval else "")
+
+
+def held_out(candidate: Candidate) -> str:
+    return "n/a" if candidate.held_out_auroc is None else \
+        f"{fmt(candidate.held_out_auroc)} (p {fmt(candidate.held_out_p, 3)})"
+
+
+def findings(audit: ConceptAudit) -> list[str]:
+    """The held-out evidence in plain sentences, the same for both reports: how candidates were confirmed,
+    whether the readout's gap allowed causal effects, surface differences, and whether anything survived."""
+    lines = [f"Candidates were chosen on {audit.n_choose} texts and confirmed on the other {audit.n_confirm}; "
+             f"the best feature by chance reaches activation AUROC {fmt(audit.chance_auroc)} on all texts (95th "
+             "percentile of the highest per-feature AUROC over 200 label permutations), the bar a candidate must "
+             "pass, then AUROC at least 0.75 with p < 0.05 on the texts it was not chosen on."]
+    if audit.smallest_p >= SIGNIFICANCE:
+        lines.append(f"Too few texts to confirm anything: on {audit.n_confirm} held-out texts the smallest "
+                     f"possible p is {fmt(audit.smallest_p, 3)}; give at least 5 positive and 5 negative texts a "
+                     "half (10 a side).")
+    gap = audit.gap
+    if gap is not None:
+        state = "significant, so causal effects were measured" if gap.significant else \
+            "not significant, so no causal effect is reported (a share of a gap that is noise is not an effect)"
+        lines.append(f"The last-layer readout, fitted on the choosing half, separates the held-out texts by "
+                     f"{fmt(gap.value)} [{fmt(gap.ci_low)}, {fmt(gap.ci_high)}] (permutation p "
+                     f"{fmt(gap.p_value, 3)}): {state}.")
+    surface = flagged(audit.confounds)
+    if surface:
+        lines.append(f"Surface differences that alone separate the texts: {'; '.join(surface)}. A probe or feature "
+                     "may be reading these rather than the concept.")
+    else:
+        farthest = max((max(value, 1 - value) for value in audit.confounds.values()), default=0.5)
+        lines.append("No surface measure (length, words, punctuation, digits, capitals) separates the texts on its "
+                     f"own (the farthest from chance: AUROC {fmt(farthest)} or its mirror).")
+    if not any(c.verdict in ("carries the concept", "fires with the concept") for c in audit.candidates):
+        lines.append("No feature survives: none is above the best-by-chance bar on all texts and confirmed on "
+                     "the held-out half.")
+    return lines
 
 
 def label_scores(candidate: Candidate) -> str:
@@ -61,17 +106,17 @@ def markdown_concept(audit: ConceptAudit) -> list[str]:
              f"permutation p = {fmt(probe.p_value, 3)}",
              f"- difference of means: AUROC {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]",
              f"- texts: {len(audit.positive)} positive, {len(audit.negative)} negative, "
-             f"from {markdown_text(audit.texts_by)}",
-             f"- the best feature by chance: activation AUROC {fmt(audit.chance_auroc)} (95th percentile of the "
-             "highest per-feature AUROC over 200 label permutations); a candidate fires with the concept only "
-             "above it", "",
-             "| rank | feature | verdict | confidence | activation AUROC | alignment | ablation | steering | "
-             "found by | explanation | its scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"from {markdown_text(audit.texts_by)}"]
+    lines += [f"- {line}" for line in findings(audit)]
+    lines += ["", "| rank | feature | verdict | confidence | activation AUROC | held-out AUROC | alignment | "
+              "ablation | steering | found by | explanation | its scores |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rank, c in enumerate(audit.candidates, 1):
         explanation = markdown_text(c.explanation or "")
         lines.append(f"| {rank} | {c.feature} | {c.verdict} | {fmt(c.confidence)} | {fmt(c.activation_auroc)} | "
-                     f"{fmt(c.alignment)} | {percent(c.ablation)} | {percent(c.steering)} | "
-                     f"{', '.join(c.found_by)} | {explanation} | {label_scores(c)} |")
+                     f"{held_out(c)} | {fmt(c.alignment)} | {effect(c.ablation, c.ablation_ci)} | "
+                     f"{effect(c.steering, c.steering_ci)} | {', '.join(c.found_by)} | {explanation} | "
+                     f"{label_scores(c)} |")
     for c in audit.candidates[:3]:
         lines += ["", f"Top examples of feature {c.feature}:", ""]
         lines += [f"- {marked_example(example)}" for example in c.top_examples]
@@ -83,9 +128,10 @@ def markdown_report(run_id: str, feature_set: dict, audits: list[ConceptAudit]) 
              f"{markdown_text(feature_set['model'])}, {feature_set['kind']} features at {feature_set['hook']}; "
              f"run `{run_id}` "
              "(catalog tables `audits` and `audit_candidates`).", "",
-             "Ablation and steering are the change of a last-layer readout of the concept, as a share of its gap "
-             "between positive and negative texts. Activation AUROC: how well the feature's peak on a text tells "
-             "the concept's texts apart.", ""]
+             "Ablation and steering are the change of a last-layer readout of the concept on held-out texts, as a "
+             "share of its gap between positive and negative texts, with 95% bootstrap intervals. Activation "
+             "AUROC: how well the feature's peak on a text tells the concept's texts apart (held-out: on the "
+             "half of the texts the candidate was not chosen on).", ""]
     for audit in audits:
         lines += markdown_concept(audit)
     return "\n".join(lines)
@@ -159,8 +205,9 @@ def html_concept(audit: ConceptAudit) -> str:
     probe, mean_diff = audit.probe, audit.mean_difference
     rows = "".join(
         f"<tr><td>{rank}</td><td>{c.feature}</td><td>{html.escape(c.verdict)}</td><td>{fmt(c.confidence)}</td>"
-        f"<td>{fmt(c.activation_auroc)}</td><td>{fmt(c.alignment)}</td><td>{percent(c.ablation)}</td>"
-        f"<td>{percent(c.steering)}</td><td>{html.escape(', '.join(c.found_by))}</td>"
+        f"<td>{fmt(c.activation_auroc)}</td><td>{held_out(c)}</td><td>{fmt(c.alignment)}</td>"
+        f"<td>{effect(c.ablation, c.ablation_ci)}</td><td>{effect(c.steering, c.steering_ci)}</td>"
+        f"<td>{html.escape(', '.join(c.found_by))}</td>"
         f"<td>{html_text(c.explanation or '')}</td><td>{html.escape(label_scores(c))}</td></tr>"
         for rank, c in enumerate(audit.candidates, 1))
     details = "".join(
@@ -174,11 +221,11 @@ def html_concept(audit: ConceptAudit) -> str:
             f"<p>Probe AUROC {fmt(probe.auroc)} [{fmt(probe.ci_low)}, {fmt(probe.ci_high)}] on {probe.n} texts "
             f"(permutation p = {fmt(probe.p_value, 3)}); "
             f"difference of means {fmt(mean_diff.auroc)} [{fmt(mean_diff.ci_low)}, {fmt(mean_diff.ci_high)}]; "
-            f"texts from {html_text(audit.texts_by)}; the best feature by chance reaches activation AUROC "
-            f"{fmt(audit.chance_auroc)} (95th percentile over 200 label permutations), the bar a candidate must "
-            "pass to fire with the concept.</p>"
+            f"texts from {html_text(audit.texts_by)}.</p><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in findings(audit)) + "</ul>"
             "<table><tr><th>rank</th><th>feature</th><th>verdict</th><th>confidence</th><th>activation AUROC</th>"
-            "<th>alignment</th><th>ablation</th><th>steering</th><th>found by</th><th>explanation</th>"
+            "<th>held-out AUROC</th><th>alignment</th><th>ablation</th><th>steering</th><th>found by</th>"
+            "<th>explanation</th>"
             "<th>its scores</th></tr>"
             f"{rows}</table><h3>Intervention effects</h3>{svg_effect_bars(audit.candidates)}{details}</section>")
 
@@ -196,8 +243,9 @@ def html_report(run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> s
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p>{html_text(feature_set['model'])}, {html.escape(feature_set['kind'])} features at "
             f"{html.escape(feature_set['hook'])}; run <code>{run_id}</code> (catalog tables <code>audits</code> and "
-            "<code>audit_candidates</code>). Ablation and steering: change of a last-layer readout of the concept as "
-            "a share of its positive-negative gap.</p>" + body + "</body></html>")
+            "<code>audit_candidates</code>). Ablation and steering: change of a last-layer readout of the concept on "
+            "held-out texts as a share of its positive-negative gap, with 95% bootstrap intervals.</p>" + body
+            + "</body></html>")
 
 
 def write_reports(out: Path, run_id: str, feature_set: dict, audits: list[ConceptAudit]) -> tuple[Path, Path]:

@@ -31,7 +31,6 @@ ALIGNED = 3
 ACTIVE = 3
 MAX_CANDIDATES = 6
 WRITTEN_TEXTS = 8
-STEER_MULTIPLE = 10.0
 
 
 class TextWriter:
@@ -47,7 +46,7 @@ class TextWriter:
         return self.backends.get(self.spec)
 
     def write(self, concept: Concept, positive: bool) -> list[str]:
-        from agent.ask.planner import list_items
+        from agent.investigate.measure import list_items
 
         kind = "are clear examples of" if positive else "have nothing to do with"
         content = self.prompt.render(n=str(WRITTEN_TEXTS), kind=kind, description=concept.description)
@@ -113,6 +112,7 @@ def check_inputs(config: LabelConfig, concepts_path: Path, set_ref: str, catalog
 
 def audit_concept(concept: Concept, positive: list[str], negative: list[str], texts_by: str, bench,
                   seed: int) -> ConceptAudit:
+    from agent.audit.confounds import surface_confounds
     from agent.audit.signal import (
         Readout,
         causal_effect,
@@ -120,10 +120,15 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
         direction_alignment,
         feature_aurocs,
         feature_peaks,
+        held_out_aurocs,
         mean_difference,
+        readout_gap,
         separation,
+        smallest_p,
+        split_halves,
     )
     from tools.experiments.probing import pooled_activations
+    from tools.experiments.steering import steer_strength
 
     subject, source = bench.subject_and_source
     texts = positive + negative
@@ -135,7 +140,10 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
     aurocs = feature_aurocs(peaks, labels)
     chance = chance_max_aurocs(peaks, labels, seed=seed)
     chance_auroc = float(np.quantile(chance, 1 - SIGNIFICANCE))
-    alignment = direction_alignment(source, x, mean_difference(x, labels))
+    # Candidates are chosen on one half and confirmed on the other, so choosing cannot inflate the evidence.
+    choose, confirm = split_halves(labels, seed)
+    alignment = direction_alignment(source, x[choose], mean_difference(x[choose], labels[choose]))
+    chosen_aurocs = feature_aurocs(peaks[choose], labels[choose])
 
     hits: dict[int, dict] = {}
     for row in nearest_explanations(bench.catalog_path, bench.embedder, f"{concept.name}: {concept.description}",
@@ -143,32 +151,43 @@ def audit_concept(concept: Concept, positive: list[str], negative: list[str], te
         if row["feature"] not in hits and len(hits) < SEARCH_HITS:
             hits[row["feature"]] = row
     ranked = {"search": list(hits), "aligned": [int(f) for f in np.argsort(-alignment)[:ALIGNED]],
-              "active": [int(f) for f in np.argsort(-aurocs)[:ACTIVE]]}
+              "active": [int(f) for f in np.argsort(-chosen_aurocs)[:ACTIVE]]}
     found: dict[int, list[str]] = {}
     # Round robin over the three lists, so each kind of evidence puts its best in before the cut.
     for rank in range(max(SEARCH_HITS, ALIGNED, ACTIVE)):
         for how, features in ranked.items():
             if rank < len(features):
                 found.setdefault(features[rank], []).append(how)
+    chosen = list(found)[:MAX_CANDIDATES]
+    held_aurocs, held_p = held_out_aurocs(peaks[confirm][:, chosen], labels[confirm], seed=seed)
 
     labels_by_feature = bench.explanations()
-    readout = Readout.fit(subject, positive, negative)
+    confirm_pos = [texts[i] for i in confirm if labels[i] == 1]
+    confirm_neg = [texts[i] for i in confirm if labels[i] == 0]
+    readout = Readout.fit(subject, [texts[i] for i in choose if labels[i] == 1],
+                          [texts[i] for i in choose if labels[i] == 0])
+    gap = readout_gap(readout.scores(subject, confirm_pos), readout.scores(subject, confirm_neg), seed)
     candidates = []
-    for feature, by in list(found.items())[:MAX_CANDIDATES]:
+    for index, feature in enumerate(chosen):
+        by = found[feature]
         hit, label = hits.get(feature), labels_by_feature.get(feature, {"text": None, "scores": {}})
         candidate = Candidate(feature, by, hit["text"] if hit else label["text"], label["scores"],
                               hit["similarity"] if hit else None, float(aurocs[feature]), float(alignment[feature]),
-                              float((chance >= aurocs[feature]).mean()))
+                              float((chance >= aurocs[feature]).mean()), float(held_aurocs[index]),
+                              float(held_p[index]))
         record = bench.record(feature)
-        effect = causal_effect(subject, source, feature, readout, positive, negative,
-                               STEER_MULTIPLE * record.max_act if record.max_act > 0 else 8.0)
-        candidate.ablation, candidate.steering = effect.ablation, effect.steering
+        if gap.significant:  # a share of a gap that is noise is not an effect
+            effect = causal_effect(subject, source, feature, readout, confirm_pos, confirm_neg,
+                                   steer_strength(record.max_act), seed)
+            candidate.ablation, candidate.steering = effect.ablation, effect.steering
+            candidate.ablation_ci, candidate.steering_ci = effect.ablation_ci, effect.steering_ci
         candidate.verdict, candidate.confidence = candidate_verdict(candidate, chance_auroc)
         candidate.top_examples = [{"tokens": r.tokens, "values": r.values} for r in record.explain_top[:3]]
         candidates.append(candidate)
     candidates.sort(key=lambda c: (-c.confidence, -c.activation_auroc))
     audit = ConceptAudit(concept, positive, negative, texts_by, probe, mean_diff, concept_verdict(probe), candidates,
-                         chance_auroc)
+                         chance_auroc, len(choose), len(confirm), smallest_p(labels[confirm]), gap,
+                         surface_confounds(positive, negative))
     for candidate in candidates:
         audit.positive_peaks[candidate.feature] = peaks[labels == 1, candidate.feature].tolist()
         audit.negative_peaks[candidate.feature] = peaks[labels == 0, candidate.feature].tolist()
@@ -184,12 +203,21 @@ def audit_rows(run_id: str, set_id: str, audit: ConceptAudit) -> tuple[dict, lis
            "probe_ci_high": audit.probe.ci_high, "probe_p_value": audit.probe.p_value,
            "mean_diff_auroc": audit.mean_difference.auroc,
            "mean_diff_ci_low": audit.mean_difference.ci_low, "mean_diff_ci_high": audit.mean_difference.ci_high,
-           "n_texts": audit.probe.n, "verdict": audit.verdict}
+           "n_texts": audit.probe.n, "verdict": audit.verdict, "chance_auroc": audit.chance_auroc,
+           "n_choose": audit.n_choose, "n_confirm": audit.n_confirm, "confounds": json.dumps(audit.confounds)}
+    if audit.gap is not None:
+        row |= {"readout_gap": audit.gap.value, "readout_gap_ci_low": audit.gap.ci_low,
+                "readout_gap_ci_high": audit.gap.ci_high, "readout_gap_p": audit.gap.p_value}
     candidates = [{"run_id": run_id, "feature_set_id": set_id, "concept": concept.name, "rank": rank,
                    "feature": c.feature, "found_by": json.dumps(c.found_by), "explanation": c.explanation,
                    "explanation_scores": json.dumps(c.explanation_scores),
                    "similarity": c.similarity, "activation_auroc": c.activation_auroc, "alignment": c.alignment,
-                   "ablation": c.ablation, "steering": c.steering, "confidence": c.confidence, "verdict": c.verdict}
+                   "ablation": c.ablation, "steering": c.steering, "confidence": c.confidence, "verdict": c.verdict,
+                   "family_p": c.family_p, "held_out_auroc": c.held_out_auroc, "held_out_p": c.held_out_p,
+                   "ablation_ci_low": (c.ablation_ci or (None, None))[0],
+                   "ablation_ci_high": (c.ablation_ci or (None, None))[1],
+                   "steering_ci_low": (c.steering_ci or (None, None))[0],
+                   "steering_ci_high": (c.steering_ci or (None, None))[1]}
                   for rank, c in enumerate(audit.candidates, 1)]
     return row, candidates
 

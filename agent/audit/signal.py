@@ -5,9 +5,14 @@
   without it), as AUROC with a 95% bootstrap interval over texts.
 - Features: how well each feature's peak on a text separates the concept's texts (per-feature AUROC), and
   how closely its direction follows the difference of means.
-- Causal check: a readout probe at the model's last layer measures the concept; ablating a feature on the
-  positive texts should lower the readout, steering it on the negative texts should raise it. Effects are
-  fractions of the readout's gap between positive and negative texts.
+- Two halves: candidates are chosen on one half of the texts (stratified) and confirmed on the other, where
+  their AUROC gets a permutation p that no choosing has inflated; the family-wise bar (the best of all
+  features under shuffled labels) is judged on all texts.
+- Causal check: a readout probe at the model's last layer, fitted on the choosing half, measures the
+  concept on the confirming half; ablating a feature on its positive texts should lower the readout,
+  steering it on its negative texts should raise it. Effects are fractions of the readout's gap between
+  positive and negative texts, with bootstrap intervals, and are measured only where that held-out gap is
+  itself significant (a share of a gap that is noise is not an effect).
 """
 
 from dataclasses import dataclass
@@ -26,6 +31,8 @@ from tools.model.hooks import n_layers, parse_hook
 from tools.model.subject import SubjectModel
 
 PERMUTATIONS = 50
+CONFIRM_PERMUTATIONS = 2000
+RESAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,41 @@ def chance_max_aurocs(peaks: np.ndarray, labels: np.ndarray, permutations: int =
     return rank_sum_aurocs(rankdata(peaks, axis=0), shuffled).max(axis=1)
 
 
+def split_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the half candidates are chosen on and the half they are confirmed on: each class split
+    at random, the choosing half taking the odd one."""
+    rng = np.random.default_rng(seed)
+    choose, confirm = [], []
+    for value in (1, 0):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        middle = (len(members) + 1) // 2
+        choose += members[:middle].tolist()
+        confirm += members[middle:].tolist()
+    return np.array(sorted(choose)), np.array(sorted(confirm))
+
+
+def held_out_aurocs(peaks: np.ndarray, labels: np.ndarray, permutations: int = CONFIRM_PERMUTATIONS,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of `peaks` ([texts, features], texts not used to choose the features): the AUROC and its
+    one-sided permutation p (add-one smoothed), every permutation one matrix product over the ranks."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(peaks, axis=0)
+    observed = rank_sum_aurocs(ranks, labels[None, :])[0]
+    rng = np.random.default_rng(seed)
+    null = rank_sum_aurocs(ranks, np.stack([rng.permutation(labels) for _ in range(permutations)]))
+    return observed, (1 + (null >= observed - 1e-12).sum(axis=0)) / (1 + permutations)
+
+
+def smallest_p(labels: np.ndarray) -> float:
+    """The smallest permutation p any AUROC can reach on these texts: one over the ways to choose which are
+    positive. With 4 positive and 4 negative texts it is 1/70, so nothing is ever confirmed at 0.05 after
+    a few candidates; the report says so instead of calling every candidate unconfirmed evidence."""
+    from math import comb
+
+    return max(1 / comb(len(labels), int(labels.sum())), 1 / (1 + CONFIRM_PERMUTATIONS))
+
+
 def direction_alignment(source: FeatureSource, x: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Per feature: how closely it follows `direction` (in the hook's space): a standardized coordinate for
     a hook's own dimensions, the decoder's cosine for SAE latents."""
@@ -169,9 +211,44 @@ class Readout:
         scores = model.decision_function(x)
         return cls(source, model, float(scores[labels == 1].mean()), float(scores[labels == 0].mean()))
 
-    def score(self, subject: SubjectModel, texts: list[str], edit) -> float:
-        """Mean readout over texts with `edit` (hook, replace) applied during the forward."""
-        return float(self.model.decision_function(pooled_activations(subject, self.source, texts, edit)).mean())
+    def scores(self, subject: SubjectModel, texts: list[str], edit=None) -> np.ndarray:
+        """The readout of each text with `edit` (hook, replace) applied during the forward, if any."""
+        return np.asarray(self.model.decision_function(pooled_activations(subject, self.source, texts, edit)))
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The readout's positive-negative gap on texts it was not fitted on."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    """Share of label shuffles of the held-out texts whose gap reaches this one (add-one smoothed)."""
+
+    @property
+    def significant(self) -> bool:
+        return self.ci_low > 0 and self.p_value < 0.05
+
+
+def stratified_resamples(n_positive: int, n_negative: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap indices [RESAMPLES, n] for each class, resampled within the class."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_positive, (RESAMPLES, n_positive)), rng.integers(0, n_negative, (RESAMPLES, n_negative))
+
+
+def readout_gap(positive: np.ndarray, negative: np.ndarray, seed: int = 0) -> Gap:
+    """The gap between per-text readouts of held-out positive and negative texts, its stratified bootstrap
+    interval and a permutation p."""
+    value = float(positive.mean() - negative.mean())
+    pos_index, neg_index = stratified_resamples(len(positive), len(negative), seed)
+    resampled = positive[pos_index].mean(1) - negative[neg_index].mean(1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    pooled = np.concatenate([positive, negative])
+    rng = np.random.default_rng(seed)
+    null = np.array([(lambda order: pooled[order[:len(positive)]].mean() - pooled[order[len(positive):]].mean())(
+        rng.permutation(len(pooled))) for _ in range(CONFIRM_PERMUTATIONS)])
+    return Gap(value, float(low), float(high), float((1 + (null >= value - 1e-12).sum()) / (1 + len(null))))
 
 
 @dataclass(frozen=True)
@@ -181,11 +258,31 @@ class CausalEffect:
     steering: float
     """Rise of the readout on negative texts when the feature is added, as a fraction of the gap."""
     strength: float
+    ablation_ci: tuple[float, float] = (float("nan"), float("nan"))
+    steering_ci: tuple[float, float] = (float("nan"), float("nan"))
+    """95% stratified bootstrap intervals over the texts (the gap resampled with them)."""
 
 
 def causal_effect(subject: SubjectModel, source: FeatureSource, feature: int, readout: Readout,
-                  positive: list[str], negative: list[str], strength: float) -> CausalEffect:
-    gap = readout.gap if abs(readout.gap) > 1e-9 else float("nan")
-    ablated = readout.score(subject, positive, (source.hook, edited_activation(source, feature, set_to(0.0))))
-    steered = readout.score(subject, negative, (source.hook, edited_activation(source, feature, add(strength))))
-    return CausalEffect((readout.positive - ablated) / gap, (steered - readout.negative) / gap, strength)
+                  positive: list[str], negative: list[str], strength: float, seed: int = 0) -> CausalEffect:
+    """Ablation on `positive` and steering on `negative` (texts the readout was not fitted on), as shares of
+    the readout's gap on those same texts."""
+    clean_pos, clean_neg = readout.scores(subject, positive), readout.scores(subject, negative)
+    drop = clean_pos - readout.scores(subject, positive, (source.hook, edited_activation(source, feature,
+                                                                                         set_to(0.0))))
+    rise = readout.scores(subject, negative, (source.hook, edited_activation(source, feature, add(strength)))) \
+        - clean_neg
+    pos_index, neg_index = stratified_resamples(len(positive), len(negative), seed)
+    gaps = clean_pos[pos_index].mean(1) - clean_neg[neg_index].mean(1)
+    usable = gaps > 0
+
+    def interval(change: np.ndarray, index: np.ndarray) -> tuple[float, float]:
+        shares = change[index].mean(1)[usable] / gaps[usable]
+        if len(shares) == 0:
+            return float("nan"), float("nan")
+        low, high = np.percentile(shares, [2.5, 97.5])
+        return float(low), float(high)
+
+    gap = float(clean_pos.mean() - clean_neg.mean())
+    return CausalEffect(float(drop.mean()) / gap, float(rise.mean()) / gap, strength, interval(drop, pos_index),
+                        interval(rise, neg_index))

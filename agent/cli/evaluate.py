@@ -59,8 +59,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("feature_set", help=FEATURE_SET_HELP)
     compare.add_argument("a", help="a configuration: explainer name, or NAME@part-of-its-LLM")
     compare.add_argument("b", help="the other configuration")
-    compare.add_argument("--scorers", default="simulation,detection,fuzzing,embedding",
-                         help="scorers whose scores to compare (default: all four)")
+    compare.add_argument("--scorers", default="simulation,detection,fuzzing,embedding,intervention",
+                         help="scorers whose scores to compare (default: all five; those neither labeling ran are "
+                              "left out)")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     compare.add_argument("--json", action="store_true", help="print the rows as JSON")
     catalog_flag(compare)

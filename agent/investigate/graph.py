@@ -3,7 +3,14 @@
 The fixed graph works with any LLM, even a tiny local one, because the LLM only writes text while the
 graph calls the tools:
 
-    gather (examples, statistics, output effect) -> hypothesize -> design tests -> run tests -> revise
+    gather (examples, statistics, output effect) -> hypothesize -> write tests -> run tests -> revise
+
+The tests are the ones `interp ask` runs for "does it fire on X?": the LLM writes short sentences that
+fit the hypothesis (a small LLM can do that; it cannot write the "+"/"-" lists the graph once asked for,
+so no hypothesis was ever tested), run beside random corpus windows as the control; then the causal
+check: the feature steered from where it fires most (does the continuation fit the hypothesis?) and
+zeroed on its top examples (which next tokens lose?). The revision sees all of it, with one line that
+says whether the written sentences beat the control.
 
 The free graph (`agent/free_agent.py`) lets a tool-calling LLM choose its own experiments. Either way
 the explanation is scored by the scorers `interp label` uses and goes into `explanations` (explainer
@@ -12,7 +19,6 @@ in `experiments`, all in one transaction.
 """
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, cast
@@ -20,10 +26,11 @@ from typing import TypedDict, cast
 from langgraph.graph import END, START, StateGraph
 
 from agent.investigate.free_agent import Budget, FreeAgent
+from agent.investigate.measure import TEST_SENTENCES, call, list_items, measured, peak_prefix, peaks_of, steer_strength
 from agent.investigate.prompted import PromptedSteps
 from agent.investigate.toolbox import Toolbox, ToolCall
 from agent.investigate.workbench import Workbench
-from agent.labeling.backends import Backends, build_scorers
+from agent.labeling.backends import Backends, bench_steerer, build_scorers
 from agent.labeling.config import LabelConfig
 from agent.labeling.explainers import parse_explanation
 from agent.labeling.rows import explanation_row, score_rows
@@ -32,10 +39,12 @@ from tools.catalog import Catalog
 from tools.errors import FeatureFailure, InterpError
 from tools.llm.interface import ChatLLM, Usage
 
-TESTS_PER_SIDE = 4
 ANSWER_TOKENS = 48
 TESTS_TOKENS = 160
-PROMPTS = ("investigate_hypothesis", "investigate_tests", "investigate_revise")
+CONTROL_WINDOWS = 8
+SUPPORTED_MARGIN = 2.0
+"""Mean peak (of 10) the written sentences must beat the random windows by for the hypothesis to hold."""
+PROMPTS = ("investigate_hypothesis", "ask_texts", "investigate_revise")
 
 
 class Investigation(TypedDict, total=False):
@@ -43,21 +52,14 @@ class Investigation(TypedDict, total=False):
     evidence: str
     hypothesis: str
     should_fire: list[str]
-    should_not: list[str]
     results: str
+    supported: bool
     explanation: str
     revised: bool
 
 
-def parse_tests(text: str) -> tuple[list[str], list[str]]:
-    """Sentences on lines starting '+' (should fire) and '-' (should not)."""
-    fire: list[str] = []
-    quiet: list[str] = []
-    for line in text.splitlines():
-        match = re.match(r"^\s*(?:\d+[.)]\s*)?([+-])\s*(.+?)\s*$", line)
-        if match and len(match.group(2)) > 2:
-            (fire if match.group(1) == "+" else quiet).append(match.group(2))
-    return fire[:TESTS_PER_SIDE], quiet[:TESTS_PER_SIDE]
+def mean(values: list[int]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 class Investigator(PromptedSteps):
@@ -78,22 +80,31 @@ class Investigator(PromptedSteps):
         answer = self.write("hypothesis", "investigate_hypothesis", ANSWER_TOKENS, evidence=state["evidence"])
         return {"hypothesis": parse_explanation(answer)}
 
-    def design_tests(self, state: Investigation) -> Investigation:
-        answer = self.write("tests", "investigate_tests", TESTS_TOKENS, hypothesis=state["hypothesis"],
-                          n=str(TESTS_PER_SIDE))
-        fire, quiet = parse_tests(answer)
-        return {"should_fire": fire, "should_not": quiet}
+    def write_tests(self, state: Investigation) -> Investigation:
+        answer = self.write("tests", "ask_texts", TESTS_TOKENS, subject=state["hypothesis"], n=str(TEST_SENTENCES))
+        # With no usable sentences the hypothesis itself is the one test text: weak, but an experiment.
+        return {"should_fire": list_items(answer) or [state["hypothesis"]]}
 
     def run_tests(self, state: Investigation) -> Investigation:
-        fire, quiet = state.get("should_fire", []), state.get("should_not", [])
-        if not fire and not quiet:
-            return {"results": "The LLM wrote no usable test sentences, so no tests were run."}
-        parts = []
-        for label, texts in (("should fire", fire), ("should not fire", quiet)):
-            if texts:
-                call = self.toolbox.call("activations_on", {"feature": state["feature"], "texts": texts})
-                parts.append(f"Sentences that {label}:\n{call.result}")
-        return {"results": "\n\n".join(parts)}
+        feature, record = state["feature"], self.toolbox.bench.record(state["feature"])
+        steps = [call("activations_on", f'Sentences written to fit "{state["hypothesis"]}":', feature=feature,
+                      texts=state["should_fire"]),
+                 call("top_examples", "Ordinary corpus text (random windows), the control:", feature=feature,
+                      bucket="random", n=CONTROL_WINDOWS),
+                 call("steer", "Steering the feature from where it fires most:", feature=feature,
+                      prompt=peak_prefix(record), strength=steer_strength(record)),
+                 call("ablate", "Zeroing the feature on its top examples:", feature=feature,
+                      texts=[example.text for example in record.explain_top[:3]] or state["should_fire"])]
+        lines, peaks = [], []
+        for step in steps:
+            done = self.toolbox.call(step["tool"], step["arguments"])
+            lines += measured(step, done)
+            peaks.append(peaks_of(done))
+        written, control = mean(peaks[0]), mean(peaks[1])
+        supported = bool(peaks[0]) and written >= control + SUPPORTED_MARGIN
+        lines.append(f"- So: the written sentences peak at {written:.1f} of 10 on average, random text at "
+                     f"{control:.1f}; the hypothesis is {'supported' if supported else 'not supported'} by them.")
+        return {"results": "\n".join(lines), "supported": supported}
 
     def revise(self, state: Investigation) -> Investigation:
         answer = self.write("revise", "investigate_revise", ANSWER_TOKENS, hypothesis=state["hypothesis"],
@@ -119,7 +130,7 @@ class Investigator(PromptedSteps):
 
     def graph(self):
         builder = StateGraph(Investigation)
-        steps = [("gather", self.gather), ("hypothesize", self.hypothesize), ("design_tests", self.design_tests),
+        steps = [("gather", self.gather), ("hypothesize", self.hypothesize), ("write_tests", self.write_tests),
                  ("run_tests", self.run_tests), ("revise", self.revise)]
         for name, node in steps:
             builder.add_node(name, node)
@@ -192,7 +203,7 @@ def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, c
     bench = Workbench(catalog_path, feature_set_ref, config.device, config.embedder)
     bench.check_feature(feature)
     backends = Backends(config, llm_factory)
-    scorers = build_scorers(config, backends, bench.embedder)
+    scorers = build_scorers(config, backends, bench.embedder, bench_steerer(bench, config))
     toolbox = Toolbox(bench, scorers)
     llm = backends.get(config.llm)
     investigator = Investigator(llm, toolbox) if graph == "fixed" else AgentInvestigator(llm, toolbox,

@@ -6,16 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.labeling.config import LabelConfig
-from agent.labeling.explainers import Evidence, Explainer, OneShotExplainer, TokenStatsExplainer
+from agent.labeling.explainers import Evidence, Explainer, OneShotExplainer, OutputExplainer, TokenStatsExplainer
 from agent.labeling.token_stats import CorpusCounts, token_statistics
 from evals.records import FeatureRecord
 from evals.scorers.base import Scorer
 from evals.scorers.embedding import Embedder, EmbeddingScorer
 from tools.errors import InterpError
+from tools.experiments.steering import Steerer
+from tools.features import FeatureSource
 from tools.llm.endpoint import OpenAIChat
 from tools.llm.endpoint_slots import EndpointSlots
 from tools.llm.factory import make_llm
 from tools.llm.interface import ChatLLM, SlotLLM
+from tools.model.subject import SubjectModel
 
 PROMOTED_TOKENS = 10
 
@@ -94,21 +97,38 @@ def roles(labeler: Labeler) -> list[str]:
 
 def build_labeler(config: LabelConfig, backends: Backends,
                   evidence: Callable[[FeatureRecord], Evidence] | None = None,
-                  corpus: CorpusCounts | None = None, explainer: Explainer | None = None) -> Labeler:
+                  corpus: CorpusCounts | None = None, explainer: Explainer | None = None,
+                  steerer: Steerer | None = None) -> Labeler:
     """`explainer`, when given, replaces the one the config names (the planted eval's descriptions)."""
     if explainer is None and config.explainer == "token-stats":
         if corpus is None:
             raise ValueError("the token-stats explainer needs the corpus counts")
         explainer = TokenStatsExplainer(corpus)
+    elif explainer is None and config.explainer in OutputExplainer.MODES:
+        explainer = OutputExplainer(backends.get(config.llm), needs_steerer(steerer, config.explainer),
+                                    config.explainer, config.n_top, config.n_quantile)
     elif explainer is None:
         explainer = OneShotExplainer(backends.get(config.llm), config.n_top, config.n_quantile, evidence)
     embedder = Embedder(config.embedder, device=config.device)
-    return Labeler(explainer, build_scorers(config, backends, embedder), embedder)
+    return Labeler(explainer, build_scorers(config, backends, embedder, steerer), embedder)
 
 
-def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder) -> list[Scorer]:
+def bench_steerer(bench, config: LabelConfig) -> Steerer | None:
+    """A steerer over a workbench's loaded model, when the config's scorers need one."""
+    return Steerer(*bench.subject_and_source) if "intervention" in config.scorer_names() else None
+
+
+def needs_steerer(steerer: Steerer | None, who: str) -> Steerer:
+    if steerer is None:
+        raise InterpError(f"{who} steers the subject model, which this command does not load")
+    return steerer
+
+
+def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder,
+                  steerer: Steerer | None = None) -> list[Scorer]:
     from evals.scorers.detection import DetectionScorer
     from evals.scorers.fuzzing import FuzzingScorer
+    from evals.scorers.intervention import InterventionScorer
     from evals.scorers.simulation import AllAtOnceSimulator, SimulationScorer
 
     makers: dict[str, Callable[[], Scorer]] = {
@@ -119,16 +139,29 @@ def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder) -
         "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.judge_parallel(),
                                          batch=config.effective_judge_batch()),
         "embedding": lambda: EmbeddingScorer(embedder),
+        "intervention": lambda: InterventionScorer(backends.get(config.llm), needs_steerer(steerer, "intervention"),
+                                                   parallel=config.judge_parallel()),
     }
     return [makers[name]() for name in config.scorer_names()]
 
 
-def output_evidence(catalog_path: Path, set_id: str, corpus: CorpusCounts,
-                    device: str) -> Callable[[FeatureRecord], Evidence]:
-    """Token statistics plus the tokens a feature's direct logit effect promotes (loads the subject model)."""
-    from tools.experiments.interventions import direct_logit_effect, load_feature_source
+def model_side(catalog_path: Path, set_id: str, device: str) -> tuple[SubjectModel, FeatureSource]:
+    """The subject model and features behind a set, for explainers and scorers that read its output side;
+    planted features (no model behind them) are refused here, before anything is written."""
+    from tools.experiments.interventions import load_feature_source
 
     subject, source, _ = load_feature_source(catalog_path, set_id, device)
+    if source.not_in_model:
+        raise InterpError(f"feature set {set_id} holds planted features, which have no model behind them: the "
+                          "evidence, output and both explainers and the intervention scorer read a model's "
+                          "neurons, residual dimensions or SAE latents")
+    return subject, source
+
+
+def output_evidence(subject: SubjectModel, source: FeatureSource,
+                    corpus: CorpusCounts) -> Callable[[FeatureRecord], Evidence]:
+    """Token statistics plus the tokens a feature's direct logit effect promotes."""
+    from tools.experiments.interventions import direct_logit_effect
 
     def evidence(record: FeatureRecord) -> Evidence:
         effect = direct_logit_effect(subject, source, record.feature)

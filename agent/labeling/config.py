@@ -10,8 +10,8 @@ from tools.configs import option, require_positive
 from tools.errors import InterpError
 from tools.llm.urls import public_url
 
-EXPLAINERS = ("oneshot", "evidence", "token-stats")
-SCORERS = ("simulation", "detection", "fuzzing", "embedding")
+EXPLAINERS = ("oneshot", "evidence", "output", "both", "token-stats")
+SCORERS = ("simulation", "detection", "fuzzing", "embedding", "intervention")
 MAX_CONCURRENCY = 256
 REQUESTS_PER_RUN = 64
 """A feature's judge calls go out together, as many as keep about this many requests in flight in all."""
@@ -20,9 +20,11 @@ REQUESTS_PER_RUN = 64
 @dataclasses.dataclass(frozen=True)
 class LabelConfig:
     explainer: str = option("oneshot", "oneshot (LLM over marked examples), evidence (oneshot + token statistics + "
-                                       "output effect), token-stats (no LLM)")
+                                       "output effect), output (what it makes the model say: logit effect and "
+                                       "steered continuations), both (oneshot + output), token-stats (no LLM)")
     scorers: str = option("simulation,detection,embedding",
-                          "comma-separated: simulation, detection, fuzzing, embedding; empty for none")
+                          "comma-separated: simulation, detection, fuzzing, embedding, intervention (a judge picks "
+                          "the continuation the feature steered); empty for none")
     llm: str = option("local", "local (embedded SmolLM2-135M-Instruct), local:PATH (HF folder or .gguf), openai:MODEL")
     simulator: str = option("", "LLM for simulation (needs token probabilities); empty: --llm (an endpoint simulates "
                                 "from its prompt log-probabilities)")

@@ -3,6 +3,9 @@
 - `OneShotExplainer`: one LLM call over top and quantile examples with the activating tokens marked
   (Bills et al. 2023; delphi), optionally with `Evidence` (token statistics and the feature's
   output-side effect) for the evidence variant.
+- `OutputExplainer`: what the feature makes the model say (Gur-Arieh et al. 2025): its direct logit
+  effect and greedy continuations of neutral prompts with and without it steered ('output'), or that
+  beside the marked examples ('both'). Descriptions of what a feature reads often miss what it does.
 - `TokenStatsExplainer`: no LLM; names the tokens and bigrams most enriched at activating positions.
   A floor every LLM explainer should beat.
 
@@ -27,6 +30,7 @@ from evals.records import (
 )
 from prompts import Prompt, load_prompt
 from tools.errors import FeatureFailure
+from tools.experiments.steering import OutputEvidence, Steerer
 from tools.llm.interface import ChatLLM, LLMError, Usage
 
 MAX_EXPLANATION_CHARS = 200
@@ -113,6 +117,47 @@ class OneShotExplainer:
 
     def explain(self, record: FeatureRecord) -> Explanation:
         if not record.explain_top:
+            raise FeatureFailure("no activating examples to explain (the feature never fired on the cached corpus)")
+        completion = self.llm.chat(self.messages(record), max_tokens=EXPLANATION_TOKENS)
+        return Explanation(parse_explanation(completion.text), completion.usage)
+
+
+def shown_output(evidence: OutputEvidence) -> dict[str, str]:
+    """The output side as prompt values: tokens quoted, each continuation pair in numbered tags."""
+    def tokens(items: list[str]) -> str:
+        return ", ".join(json.dumps(display_token(t), ensure_ascii=False) for t in items) or "(none)"
+
+    blocks = [f"<continuation {n}>\nprompt: {display_token(c.prompt)}\nas it is: {display_token(c.clean)}\n"
+              f"feature turned up: {display_token(c.steered)}\n</continuation {n}>"
+              for n, c in enumerate(evidence.continuations, 1)]
+    return {"promoted": tokens(evidence.promoted), "suppressed": tokens(evidence.suppressed),
+            "continuations": "\n\n".join(blocks)}
+
+
+class OutputExplainer:
+    """'output': what the feature makes the model say, from its output evidence alone; 'both': the marked
+    examples too. Named as the mode, so input-only and both can be compared feature by feature."""
+
+    MODES = ("output", "both")
+
+    def __init__(self, llm: ChatLLM, steerer: Steerer, mode: str, n_top: int = 10, n_quantile: int = 5):
+        if mode not in self.MODES:
+            raise ValueError(f"unknown output explainer mode '{mode}'; expected output or both")
+        self.llm, self.steerer, self.name = llm, steerer, mode
+        self.llm_name = llm.name
+        self.n_top, self.n_quantile = n_top, n_quantile
+        self.prompt = load_prompt(f"explain_{mode}")
+        self.prompt_hash = self.prompt.sha256
+
+    def messages(self, record: FeatureRecord) -> list[dict]:
+        values = shown_output(self.steerer.output_evidence(record.feature, record.max_act))
+        if self.name == "both":
+            chosen = record.explain_top[:self.n_top] + spread(record.explain_quantile, self.n_quantile)
+            values["examples"] = shown_examples(chosen, record.max_act)
+        return [{"role": "user", "content": self.prompt.render(**values)}]
+
+    def explain(self, record: FeatureRecord) -> Explanation:
+        if self.name == "both" and not record.explain_top:
             raise FeatureFailure("no activating examples to explain (the feature never fired on the cached corpus)")
         completion = self.llm.chat(self.messages(record), max_tokens=EXPLANATION_TOKENS)
         return Explanation(parse_explanation(completion.text), completion.usage)

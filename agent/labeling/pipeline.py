@@ -17,14 +17,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, output_evidence, roles
+from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, model_side, output_evidence, roles
 from agent.labeling.config import LabelConfig
-from agent.labeling.explainers import Explainer
+from agent.labeling.explainers import Explainer, OutputExplainer
 from agent.labeling.records import corpus_counts, read_record, special_token_ids
 from agent.labeling.rows import FeatureOutcome, embed_explanations, label_feature
 from evals.scorers.base import Scorer
 from tools.catalog import Catalog
 from tools.errors import InterpError, Interrupted
+from tools.experiments.steering import Steerer
 from tools.interrupts import stop_at_batch_boundary
 from tools.llm.interface import Usage
 
@@ -125,11 +126,15 @@ def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_f
         special = special_token_ids(catalog.model(feature_set["model_id"]))
         needs_counts = explainer is None and config.explainer in ("token-stats", "evidence")
         corpus = corpus_counts(catalog, set_id, special) if needs_counts else None
-    evidence = None
-    if explainer is None and config.explainer == "evidence":
-        assert corpus is not None  # the evidence explainer needs the counts, read above
-        evidence = output_evidence(catalog_path, set_id, corpus, config.device)
-    labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer)
+    evidence, steerer = None, None
+    uses_model = explainer is None and config.explainer in ("evidence", *OutputExplainer.MODES)
+    if uses_model or "intervention" in config.scorer_names():
+        subject, source = model_side(catalog_path, set_id, config.device)
+        if explainer is None and config.explainer == "evidence":
+            assert corpus is not None  # the evidence explainer needs the counts, read above
+            evidence = output_evidence(subject, source, corpus)
+        steerer = Steerer(subject, source)
+    labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer, steerer)
     with Catalog(catalog_path, read_only=True) as catalog:
         work = plan(catalog, labeler, targets, set_id)
     return Prepared(set_id, targets, special, labeler, work)

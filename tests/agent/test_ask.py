@@ -6,12 +6,13 @@ import re
 
 import pytest
 
-from agent.ask.planner import concept_of, list_items, plan_experiments, quoted_texts
+from agent.ask.planner import concept_of, plan_experiments, quoted_texts
 from agent.ask.session import open_session
 from agent.ask.sessions import sessions_path
 from agent.ask.terminal import ToolPrinter, converse
 from agent.cli import main
 from agent.investigate.free_agent import Budget
+from agent.investigate.measure import list_items
 from agent.labeling.config import LabelConfig
 from evals.records import ActivationRecord, FeatureRecord
 from tests.agent.test_label import catalog, rows  # noqa: F401  (fixture)

@@ -67,6 +67,9 @@ def test_the_audit_finds_the_planted_latent_and_calls_an_absent_concept_not_foun
     assert "active" in top.found_by and "aligned" in top.found_by
     assert 'the tokens "paris"' in top.explanation and "embedding auroc" in top.explanation_scores
     assert top.verdict in ("carries the concept", "fires with the concept") and top.ablation > 0
+    # Chosen on one half, confirmed on the other; the readout's held-out gap is real, so effects are measured.
+    assert paris.n_choose == paris.n_confirm == 30 and top.held_out_auroc == 1.0 and top.held_out_p < 0.01
+    assert paris.gap.significant and top.ablation_ci[0] <= top.ablation <= top.ablation_ci[1]
     assert nothing.verdict == "not found" and 0.2 < nothing.probe.auroc < 0.8
     # The null concept: no candidate beats the best feature by chance (family-wise), whatever its own AUROC.
     assert 0.5 <= nothing.chance_auroc < 1.0 and top.activation_auroc > paris.chance_auroc and top.family_p < 0.05
@@ -80,12 +83,47 @@ def test_the_audit_finds_the_planted_latent_and_calls_an_absent_concept_not_foun
     markdown = result.report_md.read_text()
     page = result.report_html.read_text()
     assert f"AUROC {paris.probe.auroc:.2f}" in markdown and f"| 1 | {PARIS_LATENT} | {top.verdict} |" in markdown
-    assert f"the best feature by chance: activation AUROC {nothing.chance_auroc:.2f}" in markdown
+    assert f"the best feature by chance reaches activation AUROC {nothing.chance_auroc:.2f}" in markdown
+    assert markdown.count("No feature survives") == 1  # the null concept's section says so; Paris's does not
+    assert rows(audited_catalog, "SELECT held_out_auroc, family_p FROM audit_candidates WHERE concept = 'Paris' "
+                                 "AND rank = 1") == [(1.0, top.family_p)]
     assert result.run_id in markdown and result.run_id in page
     assert page.count("<svg") >= 3 and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     assert "**paris**" in markdown or "**paris" in markdown  # the activating token highlighted
     assert f"embedding auroc {top.explanation_scores['embedding auroc']:.2f}" in markdown
     assert rows(audited_catalog, "SELECT status FROM runs WHERE kind = 'audit'") == [("complete",)]
+
+
+FIRES = ("carries the concept", "fires with the concept")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_null_concept_yields_no_candidate_over_several_random_splits(audited_catalog, tmp_path, seed):
+    """The report's control: 12 texts a side from one distribution, nothing a probe should find. Each seed
+    splits the texts differently; none may produce a candidate that "fires" or "carries" the concept, nor
+    a causal effect on a gap that is noise."""
+    path = tmp_path / "null.json"
+    path.write_text(json.dumps({"concepts": [{"name": "null", "description": "texts that differ in no way",
+                                              "positive": sentences(False, 12, 20 + seed),
+                                              "negative": sentences(False, 12, 40 + seed)}]}))
+    result = run_audit(CONFIG, path, "resid_pre.0", audited_catalog, tmp_path / "report", seed=seed)
+    audit, = result.audits
+    assert audit.verdict == "not found" and (audit.n_choose, audit.n_confirm) == (12, 12)
+    assert not [c for c in audit.candidates if c.verdict in FIRES]
+    if not audit.gap.significant:
+        assert all(c.ablation is None and c.steering is None for c in audit.candidates)
+    assert "No feature survives" in result.report_md.read_text()
+    assert set(audit.confounds) >= {"length in characters", "punctuation share"}
+
+
+def test_surface_confounds_are_measured_and_flagged():
+    from agent.audit.confounds import flagged, surface_confounds
+
+    confounds = surface_confounds(["A long sentence, with commas; and more!", "Another long one, again, yes!!"],
+                                  ["short", "tiny"])
+    assert confounds["length in characters"] == 1.0 and confounds["punctuation share"] == 1.0
+    assert confounds["digit share"] == 0.5
+    assert any(line.startswith("length in characters (AUROC 1.00: positive") for line in flagged(confounds))
 
 
 def test_missing_texts_are_written_by_the_llm_once_and_reused(audited_catalog, tmp_path):
@@ -139,3 +177,26 @@ def test_the_best_of_many_chance_features_sets_the_bar_a_candidate_must_pass():
     assert 0.75 < float(np.median(chance)) < 0.9 and bar < 0.95
     assert aurocs[0] > bar and (chance >= aurocs[0]).mean() < 0.05
     assert (aurocs[1:] > bar).mean() < 0.01  # noise features stay under the bar
+
+
+def test_candidates_chosen_on_one_half_of_noise_are_not_confirmed_on_the_other():
+    """The best of 2,048 noise features on the choosing half looks real there (AUROC near 1 on 12 texts);
+    on the other half its AUROC is chance, and its permutation p says so. The real feature holds."""
+    from agent.audit.signal import feature_aurocs, held_out_aurocs, smallest_p, split_halves
+
+    rng = np.random.default_rng(1)
+    labels = np.array([1] * 12 + [0] * 12)
+    peaks = rng.normal(size=(24, 2048))
+    peaks[:, 0] += 3 * labels
+    confirmed_noise = 0
+    for seed in range(5):
+        choose, confirm = split_halves(labels, seed)
+        assert sorted(choose.tolist() + confirm.tolist()) == list(range(24)) and labels[confirm].sum() == 6
+        chosen_aurocs = feature_aurocs(peaks[choose], labels[choose])
+        best_noise = 1 + np.argsort(-chosen_aurocs[1:])[:3]
+        assert chosen_aurocs[best_noise[0]] > 0.9  # choosing alone would call it a find
+        held, p = held_out_aurocs(peaks[confirm][:, [0, *best_noise]], labels[confirm], seed=seed)
+        assert held[0] >= 0.9 and p[0] < 0.01
+        confirmed_noise += int(((held[1:] >= 0.75) & (p[1:] < 0.05)).sum())
+    assert confirmed_noise <= 1  # of 15 noise candidates; each has a 5% chance
+    assert smallest_p(np.array([1] * 4 + [0] * 4)) == pytest.approx(1 / 70)

@@ -1,8 +1,9 @@
 """The catalog's tables, how an older catalog is brought up to the current schema, and the check that a file
 holds exactly what its version promises (a catalog may come from someone else).
 
-Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; every
-migration adds the columns a table lacks as well as the tables a catalog lacks.
+Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; 9 adds the
+audit's held-out evidence (confirming half, readout gap, intervals, surface confounds). Every migration adds
+the columns a table lacks as well as the tables a catalog lacks.
 """
 
 import functools
@@ -12,7 +13,7 @@ import duckdb
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 Columns = dict[str, dict[str, str]]
 """Per table, its columns' types by name."""
 
@@ -167,7 +168,11 @@ CREATE TABLE IF NOT EXISTS audits (
     mean_diff_auroc DOUBLE, mean_diff_ci_low DOUBLE, mean_diff_ci_high DOUBLE,
     n_texts INTEGER NOT NULL,
     verdict VARCHAR NOT NULL,           -- represented | weakly represented | not found
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    chance_auroc DOUBLE,                -- the best feature's activation AUROC by chance (95th pct, permutations)
+    n_choose INTEGER, n_confirm INTEGER,  -- texts candidates were chosen on / confirmed on
+    readout_gap DOUBLE, readout_gap_ci_low DOUBLE, readout_gap_ci_high DOUBLE, readout_gap_p DOUBLE,
+    confounds JSON                      -- AUROC of each surface measure (length, punctuation, ...)
 );
 CREATE TABLE IF NOT EXISTS audit_candidates (
     run_id VARCHAR NOT NULL,
@@ -184,7 +189,10 @@ CREATE TABLE IF NOT EXISTS audit_candidates (
     ablation DOUBLE,                    -- readout drop on positive texts, share of the positive-negative gap
     steering DOUBLE,                    -- readout rise on negative texts, same scale
     confidence DOUBLE,
-    verdict VARCHAR NOT NULL
+    verdict VARCHAR NOT NULL,
+    family_p DOUBLE,                    -- share of label permutations where some feature's AUROC reaches this one
+    held_out_auroc DOUBLE, held_out_p DOUBLE,  -- on the texts it was not chosen on
+    ablation_ci_low DOUBLE, ablation_ci_high DOUBLE, steering_ci_low DOUBLE, steering_ci_high DOUBLE
 );
 CREATE TABLE IF NOT EXISTS evals (
     run_id VARCHAR NOT NULL,

@@ -1,0 +1,120 @@
+"""Intervention scoring (Paulo et al. 2024): does the explanation predict what the feature *does*? For held-out
+corpus prompts the model continues each twice, as it is and with the feature turned up (calibrated to the
+feature's own scale, `tools/experiments/steering.py`); the judge, given the explanation, says which
+continuation the feature shaped. An explanation of what a feature reads can score well on detection and
+at chance here, and the reverse: the two sides of a feature are scored apart.
+
+Per prompt the steered continuation is shown first or second at random (seeded by the feature), so a judge
+that always answers "1" is at chance. Where the judge's backend gives token probabilities, P(each answer) is
+read from them. AUROC: over every continuation, the steered ones positive, scored by the judge's P that each
+is the steered one; balanced accuracy: how often it picked the steered one. Intervals resample prompts.
+Prompts whose continuation steering did not change are left out (the judge could only guess); they are
+counted in the details."""
+
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from evals.records import FeatureRecord
+from evals.scorers.base import Score, ScoreError, ScorerResult
+from evals.scorers.judge import MalformedAnswer
+from evals.stats import bootstrap_interval, weighted_auroc, weighted_balanced_accuracy
+from prompts import Prompt, load_prompt
+from tools.experiments.steering import Continuation, Steerer, steer_strength
+from tools.llm.interface import ChatLLM, ChoiceLLM, Usage
+
+PROMPTS = 8
+PROMPT_TOKENS = 12
+"""Each held-out random window's first tokens are a prompt: ordinary corpus text, no feature in mind."""
+ANSWER_TOKENS = 3
+
+
+def which(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:
+    """P(the answer is "1") and whether it came from token probabilities."""
+    if isinstance(llm, ChoiceLLM):
+        answer = llm.choose(messages, ["1", "2"], ANSWER_TOKENS)
+        if answer.probabilities is not None:
+            return float(answer.probabilities[0]), answer.usage, True
+        text, usage = answer.text, answer.usage
+    else:
+        completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
+        text, usage = completion.text, completion.usage
+    digits = re.findall(r"\b[12]\b", text)
+    if not digits:
+        raise MalformedAnswer(f"judge answered {text.strip()[:40]!r}, expected 1 or 2")
+    return float(digits[0] == "1"), usage, False
+
+
+class InterventionScorer:
+    name = "intervention"
+
+    def __init__(self, llm: ChatLLM, steerer: Steerer, prompt: Prompt | None = None, prompts: int = PROMPTS,
+                 parallel: int = 1):
+        self.llm, self.steerer = llm, steerer
+        self.llm_name = llm.name
+        self.prompts, self.parallel = prompts, parallel
+        self.prompt = prompt or load_prompt("intervene")
+        # What is measured also depends on how hard and how long the feature is steered, and on how many prompts.
+        setting = f"{self.prompt.sha256}:{steer_strength(1.0)}:{steerer.max_new_tokens}:{prompts}:{PROMPT_TOKENS}"
+        self.prompt_hash = hashlib.sha256(setting.encode()).hexdigest()[:16]
+
+    def corpus_prompts(self, record: FeatureRecord) -> list[str]:
+        texts = ["".join(r.tokens[:PROMPT_TOKENS]).strip() for r in record.score_random]
+        return [text for text in dict.fromkeys(texts) if text][:self.prompts]
+
+    def score(self, explanation: str, record: FeatureRecord) -> ScorerResult:
+        prompts = self.corpus_prompts(record)
+        if len(prompts) < 2:
+            raise ScoreError(f"intervention needs at least 2 held-out corpus prompts, got {len(prompts)}")
+        strength = steer_strength(record.max_act)
+        pairs = [pair for pair in self.steerer.continuations(record.feature, prompts, strength) if pair.changed]
+        unchanged = len(prompts) - len(pairs)
+        if len(pairs) < 2:
+            raise ScoreError(f"intervention: steering feature {record.feature} at {strength:g} changed "
+                             f"{len(pairs)} of {len(prompts)} continuations; too few to judge")
+        steered_first = np.random.default_rng([record.feature, len(pairs)]).integers(0, 2, len(pairs)).astype(bool)
+        one_line = " ".join(explanation.split())
+
+        def ask(index: int) -> tuple[float, Usage, bool]:
+            pair: Continuation = pairs[index]
+            first, second = (pair.steered, pair.clean) if steered_first[index] else (pair.clean, pair.steered)
+            content = self.prompt.render(explanation=one_line, prompt=pair.prompt, first=first, second=second)
+            return which(self.llm, [{"role": "user", "content": content}])
+
+        with ThreadPoolExecutor(max(1, self.parallel)) as pool:
+            futures = [pool.submit(ask, index) for index in range(len(pairs))]
+        p_steered, kept, usage, malformed, from_probabilities = [], [], Usage(), 0, 0
+        for index, future in enumerate(futures):
+            try:
+                p_first, cost, read = future.result()
+            except MalformedAnswer:
+                malformed += 1
+                continue
+            usage = usage + cost
+            from_probabilities += read
+            p_steered.append(p_first if steered_first[index] else 1 - p_first)
+            kept.append(index)
+        if len(kept) < 2:
+            raise ScoreError(f"intervention: {malformed} of {len(pairs)} answers were malformed; too few left")
+        chosen = np.asarray(p_steered)
+        # Every prompt gives two continuations: the steered one (positive) and the clean one.
+        truth = np.concatenate([np.ones(len(chosen), bool), np.zeros(len(chosen), bool)])
+        scores = np.concatenate([chosen, 1 - chosen])
+
+        def items(weights: np.ndarray) -> np.ndarray:
+            return np.concatenate([weights, weights], axis=1)  # a prompt's weight on both its continuations
+
+        def accuracy(weights: np.ndarray) -> np.ndarray:
+            return weighted_balanced_accuracy(truth, scores > 0.5, items(weights))
+
+        def ranking(weights: np.ndarray) -> np.ndarray:
+            return weighted_auroc(truth, scores, items(weights))
+
+        details = {"prompts": len(kept), "unchanged": unchanged, "malformed": malformed, "strength": strength,
+                   "probabilities": from_probabilities, "text_answers": len(kept) - from_probabilities}
+        everything = np.ones((1, len(kept)))
+        return ScorerResult([Score(self.name, metric, float(statistic(everything)[0]), len(kept),
+                                   *bootstrap_interval(statistic, len(kept)), details)
+                             for metric, statistic in (("balanced_accuracy", accuracy), ("auroc", ranking))], usage)
