@@ -12,7 +12,7 @@ from tools.errors import InterpError
 from tools.feature_sources import registered_source
 from tools.model.hooks import HookPoint, hook_width, n_layers, parse_hook
 from tools.model.subject import SubjectModel, sha256_folder_weights
-from tools.sae.autoencoder import SAE
+from tools.sae.autoencoder import SAE, SparseCodes
 from tools.sae.formats import check_fits, load_sae
 
 FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention"}
@@ -39,6 +39,19 @@ class FeatureSource:
         from tools.model.hooks import run_to_hooks
 
         return self.features(run_to_hooks(subject.model, input_ids, [self.hook])[self.hook.name])
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the cache pass folds these features from their non-zero codes (SAE latents >= 0)."""
+        return self.sae is not None and self.sae.nonnegative
+
+    def read_sparse(self, subject: SubjectModel, input_ids: torch.Tensor) -> SparseCodes:
+        """The non-zero latents on token ids [B, seq], tokens numbered row-major (b * seq + position)."""
+        from tools.model.hooks import run_to_hooks
+
+        assert self.sae is not None
+        acts = run_to_hooks(subject.model, input_ids, [self.hook])[self.hook.name]  # [B, seq, d_in]
+        return self.sae.encode_sparse(acts.reshape(-1, acts.shape[-1]).float())
 
     @property
     def hook_name(self) -> str:

@@ -180,3 +180,59 @@ def test_a_crafted_resume_checkpoint_is_refused_and_runs_nothing(tmp_path):
     with pytest.raises(InterpError, match="resume checkpoint .* is unreadable"):
         load_checkpoint(checkpoint, torch.device("cpu"))
     assert not marker.exists()
+
+
+def sae_config(tmp_path, tiny_models, text_corpus, activation: str) -> CacheConfig:
+    from tools.sae.autoencoder import SAE
+
+    base = random_sae(32, 64, "resid_post.1", seed=5)
+    sae = SAE(base.W_enc, base.b_enc.fill_(-0.05), base.W_dec, base.b_dec, activation, hook="resid_post.1",
+              k=4 if activation == "topk" else None,
+              threshold=torch.full((64,), 0.02) if activation == "jumprelu" else None)
+    folder = sae.save_saelens(tmp_path / f"sae-{activation}")
+    return config_for(tiny_models["llama"], text_corpus, hook="", sae=str(folder), tokens=3000)
+
+
+CATALOG_QUERIES = {
+    "examples": "SELECT feature, bucket, rank, quantile, split, window_id, max_act, acts FROM examples "
+                "ORDER BY feature, bucket, rank",
+    "features": "SELECT * EXCLUDE (run_id) FROM features ORDER BY feature",
+    "windows": "SELECT * EXCLUDE (run_id) FROM windows ORDER BY window_id",
+}
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
+def test_the_sparse_fold_of_sae_latents_writes_the_catalog_the_dense_fold_writes(tmp_path, tiny_models, text_corpus,
+                                                                                  monkeypatch, activation):
+    """SAE latents are folded from their non-zero codes, slots keep window ids only and the values come from
+    the windows' codes at the end; examples, splits, windows and statistics are exactly the dense fold's."""
+    config = sae_config(tmp_path, tiny_models, text_corpus, activation)
+    sparse = run_cache(config, tmp_path / "sparse.duckdb", progress=False)
+    monkeypatch.setattr(FeatureSource, "sparse", property(lambda self: False))
+    dense = run_cache(config, tmp_path / "dense.duckdb", progress=False)
+    assert sparse.feature_set_id == dense.feature_set_id
+    for name, query in CATALOG_QUERIES.items():
+        got, want = rows(tmp_path / "sparse.duckdb", query), rows(tmp_path / "dense.duckdb", query)
+        assert len(got) == len(want) > 0 and got == want, name
+    assert rows(tmp_path / "sparse.duckdb", "SELECT count(*) FROM examples WHERE bucket = 'quantile'")[0][0] > 0
+
+
+def test_a_sparse_run_resumes_from_its_checkpoint_with_the_codes(tmp_path, tiny_models, text_corpus, monkeypatch):
+    config = sae_config(tmp_path, tiny_models, text_corpus, "topk")
+    run_cache(config, tmp_path / "ref.duckdb", progress=False)
+    real_read = FeatureSource.read_sparse
+    calls = {"n": 0}
+
+    def crash_on_fourth_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureSource, "read_sparse", crash_on_fourth_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cache(config, tmp_path / "c.duckdb", progress=False)
+    monkeypatch.setattr(FeatureSource, "read_sparse", real_read)
+    assert run_cache(config, tmp_path / "c.duckdb", progress=False).resumed
+    for name, query in CATALOG_QUERIES.items():
+        assert rows(tmp_path / "c.duckdb", query) == rows(tmp_path / "ref.duckdb", query), name

@@ -5,6 +5,12 @@ corpus. Three selections share one mechanism (`KeepLargest`): the top-k windows 
 maximum activation), a uniform reservoir of active windows (key = a random number, or -inf when the
 window is inactive), and random negatives (key = a random number). Quantile samples are drawn from
 the reservoir at the end (`quantile_samples`).
+
+Dense features (neurons, residual dimensions) carry each kept window's per-token values in its slot.
+SAE latents do not (`length` 0): 270 slots x 64 tokens x 4 bytes is 69 KB a latent, 70 GB for a
+1M-latent SAE; their slots keep window ids only, and the values come from the windows' sparse codes
+(`tools/data/window_codes.py`) when the catalog is written. `FeatureStats.update_sparse` folds a batch
+from its non-zero codes alone, giving exactly what `update` gives on the dense codes.
 """
 
 from dataclasses import dataclass
@@ -27,10 +33,12 @@ class KeepLargest:
         self.keys = torch.full((n_features, size), NO_KEY, device=device)  # [F, size]
         self.maxes = torch.zeros((n_features, size), device=device)  # [F, size]
         self.window_ids = torch.full((n_features, size), -1, dtype=torch.long, device=device)  # [F, size]
-        self.values = torch.zeros((n_features, size, length), device=device)  # [F, size, seq]
+        self.values = torch.zeros((n_features, size, length), device=device)  # [F, size, seq]; seq 0: none kept
 
-    def update(self, keys: torch.Tensor, maxes: torch.Tensor, window_ids: torch.Tensor, acts: torch.Tensor) -> None:
-        """keys, maxes: [F, B]; window_ids: [B]; acts: [F, B, seq] (feature-major, so each copied row is contiguous).
+    def update(self, keys: torch.Tensor, maxes: torch.Tensor, window_ids: torch.Tensor,
+               acts: torch.Tensor | None = None) -> None:
+        """keys, maxes: [F, B]; window_ids: [B]; acts: [F, B, seq] (feature-major, so each copied row is contiguous),
+        or None when the buffer keeps no per-token values.
 
         Only features with a candidate above their current smallest key are merged: after the first
         batches that is a small minority, which keeps the per-batch cost well below the forward pass.
@@ -49,7 +57,8 @@ class KeepLargest:
         self.keys[feature_slot, slot] = keys[row_new, batch_index]
         self.maxes[feature_slot, slot] = maxes[row_new, batch_index]
         self.window_ids[feature_slot, slot] = window_ids[batch_index]
-        self.values[feature_slot, slot] = acts[feature_new, batch_index].to(self.values.dtype)
+        if acts is not None:
+            self.values[feature_slot, slot] = acts[feature_new, batch_index].to(self.values.dtype)
 
     def _replaced(self, tensors: dict[str, torch.Tensor]) -> "KeepLargest":
         out = KeepLargest.__new__(KeepLargest)
@@ -121,6 +130,35 @@ class FeatureStats:
         n_bins = self.hist_counts.numel()
         flat.masked_fill_(~in_histogram, n_bins)
         self.hist_counts += torch.bincount(flat.view(-1), minlength=n_bins + 1)[:n_bins].view_as(self.hist_counts)
+
+    def update_sparse(self, latents: torch.Tensor, values: torch.Tensor, n_tokens: int,
+                      window_maxes: torch.Tensor) -> None:
+        """`update` from a batch's non-zero codes alone (latents, values: [nnz] at its `n_tokens` real tokens;
+        codes >= 0, so every absent entry is a 0 below them): the same counts, sums and extremes, at a cost
+        that follows the non-zeros, not tokens x features."""
+        n_features = self.max.shape[0]
+        present = torch.bincount(latents, minlength=n_features)  # [F] tokens where each latent is non-zero
+        some_zero = present < n_tokens
+        self.n_tokens += n_tokens
+        self.total += torch.zeros(n_features, dtype=torch.float64, device=values.device).index_add_(
+            0, latents, values.double())
+        # Absent entries are 0s below every code, so a latent's max starts from 0 (as it does on the dense codes).
+        batch_max = torch.zeros(n_features, device=values.device).scatter_reduce_(0, latents, values, "amax")
+        smallest = torch.full((n_features,), float("inf"), device=values.device).scatter_reduce_(
+            0, latents, values, "amin")
+        self.max = torch.maximum(self.max, batch_max)
+        self.min = torch.minimum(self.min, torch.where(some_zero, torch.zeros_like(smallest), smallest))
+        above = values > self.threshold
+        self.active += torch.bincount(latents[above], minlength=n_features)
+        if self.threshold < 0:  # a 0 is active too
+            self.active += n_tokens - present
+        self.active_windows += (window_maxes > self.threshold).sum(dim=1)
+        self.n_windows += window_maxes.shape[1]
+        self._grow_range(batch_max.double())
+        scale = (self.bins / self.hist_range).float()[latents]
+        flat = (values * scale).int().clamp_(0, self.bins - 1) + latents.int() * self.bins
+        n_bins = self.hist_counts.numel()
+        self.hist_counts += torch.bincount(flat[above & (values > 0)], minlength=n_bins).view_as(self.hist_counts)
 
     def _grow_range(self, needed: torch.Tensor) -> None:
         doublings = torch.ceil(torch.log2(needed / self.hist_range)).clamp_(min=0).nan_to_num_(0).long()  # [F]

@@ -29,12 +29,14 @@ from tools.catalog import RESUMABLE, Catalog, FeatureSetRows, check_catalog_path
 from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
 from tools.data.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
 from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
+from tools.data.window_codes import WindowCodes
 from tools.data.windows import content_mask, resolve_prepend_bos, token_strings, token_windows
 from tools.errors import InterpError, Interrupted
 from tools.features import FeatureSource, resolve_features
 from tools.interrupts import StopRequested, stop_at_batch_boundary
 from tools.model.hooks import n_layers
 from tools.model.subject import SubjectModel, load_subject_model
+from tools.sae.autoencoder import SparseCodes
 
 RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
 log = logging.getLogger(__name__)
@@ -50,14 +52,17 @@ class CacheResult:
 
 
 class CacheState:
-    """Everything the pass accumulates; its tensors are the checkpoint."""
+    """Everything the pass accumulates; its tensors are the checkpoint. `sparse` (SAE latents): slots keep
+    window ids only and the windows' non-zero codes are kept once, in `codes`."""
 
-    def __init__(self, config: CacheConfig, n_features: int, device: torch.device):
-        length = config.window
+    def __init__(self, config: CacheConfig, n_features: int, device: torch.device, sparse: bool = False):
+        length = 0 if sparse else config.window
         self.top = KeepLargest(n_features, config.top_k, length, device)
         self.reservoir = KeepLargest(n_features, 2 * config.quantiles * config.per_quantile, length, device)
         self.random = KeepLargest(n_features, max(config.random, 1), length, device)
         self.stats = FeatureStats(n_features, config.histogram_bins, config.threshold, device)
+        self.codes = WindowCodes(n_features) if sparse else None
+        self.window = config.window
         self.next_batch = 0
 
     def streamed(self, n_windows: int, batch_size: int) -> bool:
@@ -71,12 +76,21 @@ class CacheState:
             "reservoir": self.reservoir.state_dict(),
             "random": self.random.state_dict(),
             "stats": self.stats.state_dict(),
-        }
+        } | ({"codes": self.codes.state_dict()} if self.codes is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
+        if ("codes" in state) != (self.codes is not None) or \
+                state["top"]["values"].shape != self.top.values.shape:
+            raise ValueError("the checkpoint holds another layout of the state (written by another version)")
         self.next_batch = state["next_batch"]
-        for name in ("top", "reservoir", "random", "stats"):
+        for name in ("top", "reservoir", "random", "stats", *(("codes",) if self.codes is not None else ())):
             getattr(self, name).load_state_dict(state[name])
+
+    def values(self, bucket: KeepLargest, features: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """[n, window] float32: the per-token values of slot (features[i], slots[i]) of `bucket`."""
+        if self.codes is None:
+            return bucket.values[features, slots].numpy().astype(np.float32)
+        return self.codes.gather(features, bucket.window_ids[features, slots].numpy(), self.window)
 
 
 def package_versions() -> dict[str, str]:
@@ -132,15 +146,39 @@ def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, wind
     state.stats.update(acts[mask], window_max)
 
 
+def update_state_sparse(state: CacheState, codes: SparseCodes, mask: torch.Tensor, window_ids: torch.Tensor,
+                        generator: torch.Generator, threshold: float) -> None:
+    """`update_state` from a batch's non-zero codes (tokens numbered b * seq + position; codes >= 0): the
+    same selections and statistics, every random draw the same, with no [features, batch, seq] tensor. The
+    codes at real tokens are kept for the catalog's per-token values."""
+    batch, length = mask.shape
+    real = mask.reshape(-1)[codes.rows]
+    rows, latents, values = codes.rows[real], codes.cols[real], codes.values[real].float()
+    windows, positions = rows // length, rows % length
+    n_features = codes.width
+    window_max = torch.zeros(n_features * batch, device=values.device).scatter_reduce_(
+        0, latents * batch + windows, values, "amax").view(n_features, batch)  # [F, B]: absent codes are 0s
+    window_max[:, ~mask.any(dim=1)] = NO_KEY  # a window without real tokens, as update_state has it
+    state.top.update(window_max, window_max, window_ids)
+    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=values.device)
+    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
+    state.reservoir.update(reservoir_keys, window_max, window_ids)
+    random_keys = torch.rand((n_features, batch), generator=generator, device=values.device)
+    state.random.update(random_keys, window_max, window_ids)
+    state.stats.update_sparse(latents, values, int(mask.sum()), window_max)
+    assert state.codes is not None
+    state.codes.append(window_ids[windows], positions, latents, values)
+
+
 def split_for(ranks: np.ndarray) -> list[str]:
     """Alternate ranks between explaining and scoring, so both splits span the activation range."""
     return np.where(ranks % 2 == 0, "explain", "score").tolist()
 
 
 def bucket_table(bucket: str, buffer: KeepLargest, features: np.ndarray, slots: np.ndarray, ranks: np.ndarray,
-                 quantiles: np.ndarray | None) -> pa.Table:
-    """Examples of one bucket: buffer slot (features[i], slots[i]) becomes the example of rank ranks[i]."""
-    acts = buffer.values[features, slots].numpy().astype(np.float32)  # [n, seq]
+                 quantiles: np.ndarray | None, acts: np.ndarray) -> pa.Table:
+    """Examples of one bucket: buffer slot (features[i], slots[i]), whose per-token values are acts[i]
+    ([n, seq]), becomes the example of rank ranks[i]."""
     return pa.table({
         "feature": pa.array(features, pa.int32()),
         "bucket": pa.array([bucket] * len(features), pa.string()),  # typed: a bucket may be empty
@@ -167,11 +205,14 @@ def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, su
     sample = quantile_samples(reservoir.maxes, reservoir.keys, config.quantiles, config.per_quantile)
     top_features, top_slots = filled_slots(top, config.top_k)
     random_features, random_slots = filled_slots(random, config.random)
+    sample_features, sample_slots = sample.features.numpy(), sample.slots.numpy()
     examples = pa.concat_tables([
-        bucket_table("top", top, top_features, top_slots, top_slots, None),
-        bucket_table("quantile", reservoir, sample.features.numpy(), sample.slots.numpy(), sample.ranks.numpy(),
-                     sample.quantiles.numpy()),
-        bucket_table("random", random, random_features, random_slots, random_slots, None),
+        bucket_table("top", top, top_features, top_slots, top_slots, None,
+                     state.values(top, top_features, top_slots)),
+        bucket_table("quantile", reservoir, sample_features, sample_slots, sample.ranks.numpy(),
+                     sample.quantiles.numpy(), state.values(reservoir, sample_features, sample_slots)),
+        bucket_table("random", random, random_features, random_slots, random_slots, None,
+                     state.values(random, random_features, random_slots)),
     ])
     set_id = feature_set["feature_set_id"]
     examples = with_provenance(examples, set_id, run_id)
@@ -257,13 +298,17 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     checkpoint = checkpoint_path(catalog_path, previous["run_id"]) if previous else None
     resumed = bool(checkpoint and checkpoint.exists())
     resume = previous["run_id"] if previous and (resumed or previous["status"] in RESUMABLE) else None
-    state = CacheState(config, source.width, subject.device)
+    state = CacheState(config, source.width, subject.device, sparse=source.sparse)
     set_id = f"{source.name}-{config_hash[:8]}"
     with Catalog.run(catalog_path, "cache", dataclasses.asdict(config), config_hash, corpus, package_versions(),
                      resume=resume) as run_id:
         checkpoint = checkpoint_path(catalog_path, run_id)
         if resumed:
-            state.load_state_dict(load_checkpoint(checkpoint, subject.device))
+            try:
+                state.load_state_dict(load_checkpoint(checkpoint, subject.device))
+            except (ValueError, KeyError) as error:
+                raise InterpError(f"resume checkpoint '{checkpoint}' does not fit this run ({error}); delete it to "
+                                  "start the run over") from None
             log.info(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}")
         try:
             stream(config, subject, source, windows, state, checkpoint, progress)
@@ -319,10 +364,14 @@ def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, wi
             window_ids = torch.arange(batch_index * config.batch_size,
                                       min((batch_index + 1) * config.batch_size, len(windows)))
             input_ids = windows[window_ids].to(subject.device)  # [B, seq]
-            acts = source.read(subject, input_ids)  # [B, seq, F]
             mask = content_mask(input_ids, subject.tokenizer)
             generator = batch_generator(config.seed, batch_index, subject.device)
-            update_state(state, acts, mask, window_ids.to(subject.device), generator, config.threshold)
+            if state.codes is not None:
+                update_state_sparse(state, source.read_sparse(subject, input_ids), mask,
+                                    window_ids.to(subject.device), generator, config.threshold)
+            else:
+                update_state(state, source.read(subject, input_ids), mask, window_ids.to(subject.device), generator,
+                             config.threshold)
             state.next_batch = batch_index + 1
             bar.update(len(window_ids) * config.window)
             if request["stop"]:

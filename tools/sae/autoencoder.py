@@ -28,6 +28,23 @@ SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_FORMAT_VERSION = "6.0.0"
 
 
+@dataclass(frozen=True)
+class SparseCodes:
+    """The non-zero latents of `n_tokens` tokens: token `rows[i]` has latent `cols[i]` at `values[i]`,
+    ordered by token."""
+
+    rows: torch.Tensor  # [nnz] long
+    cols: torch.Tensor  # [nnz] long
+    values: torch.Tensor  # [nnz] float
+    n_tokens: int
+    width: int
+
+    def dense(self) -> torch.Tensor:
+        out = torch.zeros((self.n_tokens, self.width), dtype=self.values.dtype, device=self.values.device)
+        out[self.rows, self.cols] = self.values
+        return out
+
+
 @dataclass
 class SAE:
     W_enc: torch.Tensor  # [d_in, d_sae]
@@ -68,20 +85,60 @@ class SAE:
                 setattr(self, name, tensor.to(device=device, dtype=dtype))
         return self
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [..., d_in] -> latents [..., d_sae]."""
+    def _pre(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.W_enc.dtype)
         if self.apply_b_dec_to_input:
             x = x - self.b_dec
-        pre = x @ self.W_enc + self.b_enc  # [..., d_sae]
+        return x @ self.W_enc + self.b_enc  # [..., d_sae]
+
+    def _activate(self, pre: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":
             return torch.relu(pre)
-        if self.activation == "jumprelu":
-            assert self.threshold is not None  # a jumprelu SAE is built with its thresholds
-            return pre * (pre > self.threshold)
+        assert self.threshold is not None  # relu and jumprelu only; topk is read off its top k
+        return pre * (pre > self.threshold)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., d_in] -> latents [..., d_sae]."""
+        pre = self._pre(x)
+        if self.activation != "topk":
+            return self._activate(pre)
         assert self.k is not None  # a topk SAE is built with its k
         top = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+
+    @property
+    def nonnegative(self) -> bool:
+        """Whether every code is >= 0 (relu, topk, jumprelu with thresholds >= 0): then a latent absent from a
+        token's non-zeros is exactly 0 there, below every value it takes, which the sparse cache pass uses."""
+        if self.activation != "jumprelu":
+            return True
+        assert self.threshold is not None
+        return bool(torch.all(self.threshold >= 0))
+
+    def encode_sparse(self, x: torch.Tensor, chunk_elements: int = 1 << 26) -> "SparseCodes":
+        """x: [tokens, d_in] -> the non-zero codes, exactly the entries of `encode(x)` that are not 0. A TopK
+        SAE's are read off its top k without scattering a dense [tokens, d_sae] tensor; the pre-activations
+        are made `chunk_elements` at a time, so a 1M-latent SAE never holds a batch's dense codes."""
+        rows, cols, values = [], [], []
+        step = max(1, chunk_elements // self.d_sae)
+        for start in range(0, x.shape[0], step):
+            pre = self._pre(x[start:start + step])  # [chunk, d_sae]
+            if self.activation == "topk":
+                assert self.k is not None
+                top = pre.topk(self.k, dim=-1)
+                chunk_rows = torch.arange(start, start + pre.shape[0], device=x.device).repeat_interleave(self.k)
+                chunk_cols, chunk_values = top.indices.reshape(-1), torch.relu(top.values).reshape(-1)
+                kept = chunk_values != 0
+                rows.append(chunk_rows[kept])
+                cols.append(chunk_cols[kept])
+                values.append(chunk_values[kept])
+                continue
+            codes = self._activate(pre)
+            row, col = codes.nonzero(as_tuple=True)
+            rows.append(row + start)
+            cols.append(col)
+            values.append(codes[row, col])
+        return SparseCodes(torch.cat(rows), torch.cat(cols), torch.cat(values), x.shape[0], self.d_sae)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents: [..., d_sae] -> reconstruction [..., d_in]."""
