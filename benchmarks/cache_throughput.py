@@ -73,7 +73,7 @@ def run_cache_pass(subject, hook, config, windows) -> tuple[float, CacheState]:
         acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]
         update_state(state, acts, content_mask(input_ids, subject.tokenizer), ids.to(subject.device),
                      batch_generator(config.seed, batch_index, subject.device), config.threshold)
-    build_rows(state, config, windows, subject, {"feature_set_id": "bench"}, "bench")
+    consume(build_rows(state, config, windows, subject, {"feature_set_id": "bench"}, "bench"))
     synchronize(subject.device)
     return time.perf_counter() - start, state
 
@@ -82,6 +82,13 @@ def state_bytes(state: CacheState) -> int:
     tensors = [*state.top.state_dict().values(), *state.reservoir.state_dict().values(),
                *state.random.state_dict().values(), *state.stats.state_dict().values()]
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def consume(rows) -> int:
+    """Builds every chunk of examples and the windows table, as the catalog write would, keeping none."""
+    n_examples = sum(chunk.num_rows for chunk in rows.examples)
+    rows.windows()
+    return n_examples
 
 
 def rss_bytes(field: str) -> int:

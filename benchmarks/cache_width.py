@@ -43,6 +43,13 @@ def synthetic_sae(d_in: int, width: int) -> SAE:
                torch.randn((width, d_in), generator=generator) / d_in**0.5, torch.zeros(d_in), "topk", hook=HOOK, k=K)
 
 
+def consume(rows) -> int:
+    """Builds every chunk of examples and the windows table, as the catalog write would, keeping none."""
+    n_examples = sum(chunk.num_rows for chunk in rows.examples)
+    rows.windows()
+    return n_examples
+
+
 def rss_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -80,7 +87,7 @@ def cache_pass(subject, source: FeatureSource, windows: torch.Tensor, config: Ca
             start = time.perf_counter()
             stream(config, subject, source, windows, state, Path(folder) / "state.pt", progress=False)
             streamed = time.perf_counter()
-            build_rows(state, config, windows, subject, {"feature_set_id": "bench"}, "bench")
+            consume(build_rows(state, config, windows, subject, {"feature_set_id": "bench"}, "bench"))
             built = time.perf_counter()
     finally:
         FeatureSource.sparse = original  # type: ignore[method-assign]

@@ -53,3 +53,21 @@ def test_gguf_file_path_reuses_the_dequantized_cache_and_matches_the_gguf_model(
     ids = subject.tokenizer("Why did the chicken cross the road?", return_tensors="pt").input_ids
     with torch.inference_mode():
         torch.testing.assert_close(subject.model(ids).logits, direct(ids).logits)
+
+
+def test_label_both_sides_of_a_real_neuron_with_the_embedded_llm(tmp_path):
+    """`--explainer both --scorers simulation,detection,intervention` on the defaults: the embedded SmolLM2
+    explains from the marked examples and the steered continuations, and every scorer leaves a row."""
+    catalog = tmp_path / "c.duckdb"
+    assert main(["cache", "--tokens", "2000", "--hook", "mlp.6", "--catalog", str(catalog), "--no-progress"]) == 0
+    assert main(["label", "mlp.6", "--features", "0", "--explainer", "both", "--scorers",
+                 "simulation,detection,intervention", "--catalog", str(catalog), "--no-progress"]) == 0
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        explainer, status = con.execute("SELECT explainer, status FROM explanations").fetchone()
+        scores = con.execute("SELECT scorer, metric, status, error FROM scores").fetchall()
+    assert (explainer, status) == ("both", "ok")
+    # Each scorer leaves its rows: a score, or a failure that says why (on 2,000 tokens a dense neuron may have
+    # no random window quiet enough to be a negative for detection).
+    assert {scorer for scorer, *_ in scores} == {"simulation", "detection", "intervention"}
+    assert all(status == "ok" or error for _, _, status, error in scores)
+    assert ("intervention", "auroc", "ok", None) in [(s, m, st, e) for s, m, st, e in scores]

@@ -207,7 +207,9 @@ def test_the_sparse_fold_of_sae_latents_writes_the_catalog_the_dense_fold_writes
     """SAE latents are folded from their non-zero codes, slots keep window ids only and the values come from
     the windows' codes at the end; examples, splits, windows and statistics are exactly the dense fold's."""
     config = sae_config(tmp_path, tiny_models, text_corpus, activation)
+    monkeypatch.setattr("tools.passes.cache.FEATURE_CHUNK", 24)  # examples built and written in 3 chunks
     sparse = run_cache(config, tmp_path / "sparse.duckdb", progress=False)
+    monkeypatch.setattr("tools.passes.cache.FEATURE_CHUNK", 1 << 15)
     monkeypatch.setattr(FeatureSource, "sparse", property(lambda self: False))
     dense = run_cache(config, tmp_path / "dense.duckdb", progress=False)
     assert sparse.feature_set_id == dense.feature_set_id
@@ -215,6 +217,14 @@ def test_the_sparse_fold_of_sae_latents_writes_the_catalog_the_dense_fold_writes
         got, want = rows(tmp_path / "sparse.duckdb", query), rows(tmp_path / "dense.duckdb", query)
         assert len(got) == len(want) > 0 and got == want, name
     assert rows(tmp_path / "sparse.duckdb", "SELECT count(*) FROM examples WHERE bucket = 'quantile'")[0][0] > 0
+    # A latent's top examples are windows where it fires, however few: never windows where it is 0.
+    per_feature = rows(tmp_path / "sparse.duckdb", "SELECT f.feature, count(e.feature), min(e.max_act), "
+                       "round(f.window_density * fs.n_windows) FROM features f JOIN feature_sets fs USING "
+                       "(feature_set_id) LEFT JOIN examples e ON e.feature = f.feature AND e.bucket = 'top' "
+                       "GROUP BY ALL")
+    assert all(count == min(config.top_k, active) for _, count, _, active in per_feature)
+    assert all(low is None or low > 0 for _, _, low, _ in per_feature)
+    assert any(count < config.top_k for _, count, _, _ in per_feature)
 
 
 def test_a_sparse_run_resumes_from_its_checkpoint_with_the_codes(tmp_path, tiny_models, text_corpus, monkeypatch):

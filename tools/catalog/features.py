@@ -2,6 +2,7 @@
 one transaction with its run's end, so an interrupted run never leaves a set that looks finished), and
 SAE evaluations."""
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -13,29 +14,40 @@ from tools.errors import InterpError
 
 @dataclass(frozen=True)
 class FeatureSetRows:
-    """Everything one caching run adds, written in one transaction."""
+    """Everything one caching run adds, written in one transaction. Examples may come in chunks (a wide
+    SAE's do), and the windows table then after them, as a function, since the chunks say which windows
+    are kept."""
 
     feature_set: dict
     features: pa.Table
-    windows: pa.Table
-    examples: pa.Table
+    windows: pa.Table | Callable[[], pa.Table]
+    examples: pa.Table | Iterable[pa.Table]
 
 
 class FeatureTables(RunTables):
     def record_model(self, model_row: dict) -> None:
         insert_row(self.con, "models", model_row, on_conflict="ON CONFLICT DO NOTHING")
 
-    def finish_feature_set(self, run_id: str, tokens: int, rows: FeatureSetRows) -> None:
+    def finish_feature_set(self, run_id: str, tokens: int, rows: FeatureSetRows) -> int:
+        """Writes the rows; returns how many examples."""
+        n_examples = 0
+
+        def insert(con, table_name: str, table: pa.Table) -> None:
+            con.register("incoming", table)
+            con.execute(f"INSERT INTO {table_name} ({', '.join(table.column_names)}) SELECT * FROM incoming")
+            con.unregister("incoming")
+
         with self.transaction() as con:
             insert_row(con, "feature_sets", rows.feature_set)
-            tables = (("features", rows.features), ("windows", rows.windows), ("examples", rows.examples))
-            for table_name, table in tables:
-                con.register("incoming", table)
-                con.execute(f"INSERT INTO {table_name} ({', '.join(table.column_names)}) SELECT * FROM incoming")
-                con.unregister("incoming")
+            insert(con, "features", rows.features)
+            for chunk in [rows.examples] if isinstance(rows.examples, pa.Table) else rows.examples:
+                insert(con, "examples", chunk)
+                n_examples += chunk.num_rows
+            insert(con, "windows", rows.windows if isinstance(rows.windows, pa.Table) else rows.windows())
             con.execute("UPDATE runs SET model_id = ?, tokens = ? WHERE run_id = ?",
                         [rows.feature_set["model_id"], tokens, run_id])
             self.set_run_status(run_id, "complete")
+        return n_examples
 
     def feature_sets(self) -> list[dict]:
         return self._all(

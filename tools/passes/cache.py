@@ -17,11 +17,13 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import torch
 from tqdm import tqdm
 
@@ -86,11 +88,12 @@ class CacheState:
         for name in ("top", "reservoir", "random", "stats", *(("codes",) if self.codes is not None else ())):
             getattr(self, name).load_state_dict(state[name])
 
-    def values(self, bucket: KeepLargest, features: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """[n, window] float32: the per-token values of slot (features[i], slots[i]) of `bucket`."""
+    def values(self, bucket: KeepLargest, features: np.ndarray, slots: np.ndarray, first: int = 0) -> np.ndarray:
+        """[n, window] float32: the per-token values of slot (features[i], slots[i]) of `bucket`, a chunk of the
+        state's buffers starting at feature `first`."""
         if self.codes is None:
             return bucket.values[features, slots].numpy().astype(np.float32)
-        return self.codes.gather(features, bucket.window_ids[features, slots].numpy(), self.window)
+        return self.codes.gather(features + first, bucket.window_ids[features, slots].numpy(), self.window)
 
 
 def package_versions() -> dict[str, str]:
@@ -130,6 +133,13 @@ def batch_generator(seed: int, batch_index: int, device: torch.device) -> torch.
     return generator
 
 
+def active_keys(window_max: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Top-example keys: a window's max where the feature is active in it, else none. A sparse latent that
+    fired in 3 windows has 3 top examples, not 3 and 47 windows where it is 0 (which explainers would be
+    shown as its strongest examples and scorers would count as its positives)."""
+    return window_max.masked_fill(window_max <= threshold, NO_KEY)
+
+
 def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, window_ids: torch.Tensor,
                  generator: torch.Generator, threshold: float) -> None:
     """Fold one batch into the state. acts: [B, seq, F]; mask: [B, seq], True at real tokens."""
@@ -137,7 +147,7 @@ def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, wind
     window_max = acts.masked_fill(~mask[:, :, None], NO_KEY).amax(dim=1).T.contiguous()  # [F, B]
     by_feature = acts.permute(2, 0, 1).contiguous()  # [F, B, seq]
     n_features, batch = window_max.shape
-    state.top.update(window_max, window_max, window_ids, by_feature)
+    state.top.update(active_keys(window_max, threshold), window_max, window_ids, by_feature)
     reservoir_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
     reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
     state.reservoir.update(reservoir_keys, window_max, window_ids, by_feature)
@@ -159,7 +169,7 @@ def update_state_sparse(state: CacheState, codes: SparseCodes, mask: torch.Tenso
     window_max = torch.zeros(n_features * batch, device=values.device).scatter_reduce_(
         0, latents * batch + windows, values, "amax").view(n_features, batch)  # [F, B]: absent codes are 0s
     window_max[:, ~mask.any(dim=1)] = NO_KEY  # a window without real tokens, as update_state has it
-    state.top.update(window_max, window_max, window_ids)
+    state.top.update(active_keys(window_max, threshold), window_max, window_ids)
     reservoir_keys = torch.rand((n_features, batch), generator=generator, device=values.device)
     reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
     state.reservoir.update(reservoir_keys, window_max, window_ids)
@@ -197,37 +207,62 @@ def filled_slots(buffer: KeepLargest, limit: int) -> tuple[np.ndarray, np.ndarra
     return features.numpy(), slots.numpy()
 
 
+FEATURE_CHUNK = 1 << 15
+"""Features whose examples are built (and written) together: a 1M-latent set never holds all its examples'
+per-token values at once."""
+
+
+def ordered_chunk(buffer: KeepLargest, start: int, end: int) -> KeepLargest:
+    return buffer._replaced({name: tensor[start:end] for name, tensor in buffer.state_dict().items()}).ordered().to(
+        "cpu")
+
+
 def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, subject: SubjectModel,
                feature_set: dict, run_id: str) -> FeatureSetRows:
-    """Turn the final state into catalog rows: one per feature, per kept window, per example."""
-    top, reservoir, random = (buffer.ordered().to("cpu") for buffer in (state.top, state.reservoir, state.random))
-    n_features = top.keys.shape[0]
-    sample = quantile_samples(reservoir.maxes, reservoir.keys, config.quantiles, config.per_quantile)
-    top_features, top_slots = filled_slots(top, config.top_k)
-    random_features, random_slots = filled_slots(random, config.random)
-    sample_features, sample_slots = sample.features.numpy(), sample.slots.numpy()
-    examples = pa.concat_tables([
-        bucket_table("top", top, top_features, top_slots, top_slots, None,
-                     state.values(top, top_features, top_slots)),
-        bucket_table("quantile", reservoir, sample_features, sample_slots, sample.ranks.numpy(),
-                     sample.quantiles.numpy(), state.values(reservoir, sample_features, sample_slots)),
-        bucket_table("random", random, random_features, random_slots, random_slots, None,
-                     state.values(random, random_features, random_slots)),
-    ])
+    """Turn the final state into catalog rows: one per feature, per kept window, per example. Examples come
+    `FEATURE_CHUNK` features at a time, as the catalog writes them; the windows table, made after them,
+    holds the windows some example kept."""
+    n_features = state.top.keys.shape[0]
     set_id = feature_set["feature_set_id"]
-    examples = with_provenance(examples, set_id, run_id)
+    chunks = [(start, min(start + FEATURE_CHUNK, n_features)) for start in range(0, n_features, FEATURE_CHUNK)]
+    # Sampled from each chunk's reservoir ordered as the examples will read it (ordering is deterministic).
+    samples = [quantile_samples(ordered.maxes, ordered.keys, config.quantiles, config.per_quantile)
+               for ordered in (ordered_chunk(state.reservoir, start, end) for start, end in chunks)]
+    kept = np.zeros(len(windows), dtype=bool)
 
-    kept = np.unique(examples.column("window_id").to_numpy())
-    memo: dict[int, str] = {}
-    token_ids = windows[torch.from_numpy(kept).long()].tolist()
-    windows_table = with_provenance(pa.table({
-        "window_id": pa.array(kept, pa.int32()),
-        "token_ids": token_ids,
-        "tokens": [token_strings(ids, subject.tokenizer, memo) for ids in token_ids],
-    }), set_id, run_id)
+    def example_chunks() -> Iterator[pa.Table]:
+        for (start, end), sample in zip(chunks, samples, strict=True):
+            top, reservoir, random = (ordered_chunk(b, start, end) for b in (state.top, state.reservoir, state.random))
+            top_features, top_slots = filled_slots(top, config.top_k)
+            random_features, random_slots = filled_slots(random, config.random)
+            sample_features, sample_slots = sample.features.numpy(), sample.slots.numpy()
+            examples = pa.concat_tables([
+                bucket_table("top", top, top_features, top_slots, top_slots, None,
+                             state.values(top, top_features, top_slots, start)),
+                bucket_table("quantile", reservoir, sample_features, sample_slots, sample.ranks.numpy(),
+                             sample.quantiles.numpy(), state.values(reservoir, sample_features, sample_slots, start)),
+                bucket_table("random", random, random_features, random_slots, random_slots, None,
+                             state.values(random, random_features, random_slots, start)),
+            ])
+            examples = examples.set_column(0, "feature", pa.compute.add(examples.column("feature"),
+                                                                         pa.scalar(start, pa.int32())))
+            kept[examples.column("window_id").to_numpy()] = True
+            yield with_provenance(examples, set_id, run_id)
+
+    def windows_table() -> pa.Table:
+        ids = np.flatnonzero(kept)
+        memo: dict[int, str] = {}
+        token_ids = windows[torch.from_numpy(ids).long()].tolist()
+        return with_provenance(pa.table({
+            "window_id": pa.array(ids, pa.int32()),
+            "token_ids": token_ids,
+            "tokens": [token_strings(window, subject.tokenizer, memo) for window in token_ids],
+        }), set_id, run_id)
 
     stats = state.stats
     n_tokens = int(stats.n_tokens)
+    edges = torch.cat([sample.edges for sample in samples]) if samples else torch.zeros((0, config.quantiles + 1))
+    counts = stats.hist_counts.cpu().numpy()
     features = with_provenance(pa.table({
         "feature": pa.array(np.arange(n_features), pa.int32()),
         "max_act": stats.max.cpu().numpy(),
@@ -235,12 +270,13 @@ def build_rows(state: CacheState, config: CacheConfig, windows: torch.Tensor, su
         "mean_act": (stats.total / max(n_tokens, 1)).cpu().numpy(),
         "density": (stats.active.double() / max(n_tokens, 1)).cpu().numpy(),
         "window_density": (stats.active_windows.double() / max(int(stats.n_windows), 1)).cpu().numpy(),
-        "n_tokens": [n_tokens] * n_features,
+        "n_tokens": pa.array(np.full(n_features, n_tokens, dtype=np.int64)),
         "hist_max": stats.hist_range.cpu().numpy(),
-        "hist_counts": stats.hist_counts.cpu().tolist(),
-        "quantile_edges": [[] if math.isnan(row[0]) else row for row in sample.edges.tolist()],  # never active
+        "hist_counts": pa.FixedSizeListArray.from_arrays(counts.reshape(-1), counts.shape[1]).cast(
+            pa.list_(pa.int64())),
+        "quantile_edges": [[] if math.isnan(row[0]) else row for row in edges.tolist()],  # never active
     }), set_id, run_id)
-    return FeatureSetRows(feature_set, features, windows_table, examples)
+    return FeatureSetRows(feature_set, features, windows_table, example_chunks())
 
 
 def with_provenance(table: pa.Table, set_id: str, run_id: str) -> pa.Table:
@@ -316,7 +352,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
                               feature_set_row(subject, source, config, set_id, n_windows, run_id), run_id)
             with Catalog(catalog_path) as catalog:
                 catalog.record_model(model_row(subject, run_id))
-                catalog.finish_feature_set(run_id, n_tokens_planned, rows)
+                n_examples = catalog.finish_feature_set(run_id, n_tokens_planned, rows)
         except (StopRequested, KeyboardInterrupt) as stop:
             # StopRequested comes at a batch boundary, already checkpointed. A bare KeyboardInterrupt (a second
             # Ctrl-C, or one while writing) may cut a batch in half: its state is saved only once streaming is
@@ -331,7 +367,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
                 save_checkpoint(checkpoint, state)
             raise
     checkpoint.unlink(missing_ok=True)
-    log.info(f"feature set {set_id}: {source.width} features, {rows.examples.num_rows:,} examples, run {run_id}")
+    log.info(f"feature set {set_id}: {source.width} features, {n_examples:,} examples, run {run_id}")
     return CacheResult(set_id, run_id, n_tokens_planned, resumed=resumed, already_done=False)
 
 

@@ -161,6 +161,15 @@ class Engine:
         per call than the tokenizing, and the rule mode tokenizes every prompt it gets."""
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=special)
 
+    def legacy_logprobs(self, shown: list[int], chosen: list, tops: list) -> dict:
+        """The legacy `logprobs` object: the shown tokens' texts, where each starts, and their log-probabilities."""
+        tokens = [self.pieces[t] for t in shown]
+        offsets, at = [], 0
+        for token in tokens:
+            offsets.append(at)
+            at += len(token)
+        return {"tokens": tokens, "text_offset": offsets, "token_logprobs": chosen, "top_logprobs": tops}
+
     def completion_choice(self, index: int, prompt: str, request: dict, without: set[str]) -> tuple[dict, int, int]:
         if self.rule is not None:
             return self.rule_completion_choice(index, prompt, request, without)
@@ -181,13 +190,7 @@ class Engine:
             ranked = zip(indices.tolist(), values.tolist(), strict=True)
             tops: list = [None] * echo + [{self.pieces[i]: v for i, v in zip(row_ids, row_values, strict=True)}
                                           for row_ids, row_values in ranked]
-            tokens = [self.pieces[t] for t in shown]
-            offsets, at = [], 0
-            for token in tokens:
-                offsets.append(at)
-                at += len(token)
-            choice["logprobs"] = {"tokens": tokens, "text_offset": offsets,
-                                  "token_logprobs": [None] * echo + chosen, "top_logprobs": tops}
+            choice["logprobs"] = self.legacy_logprobs(shown, [None] * echo + chosen, tops)
             if echo:
                 choice["text"] = prompt + text
         wanted = request.get("prompt_logprobs")
@@ -226,13 +229,7 @@ class Engine:
             for token, row in zip(new, new_rows, strict=True):
                 tops.append({self.pieces[i]: v for i, v in self.top(row, k)})
                 chosen.append(self.value(row, token))
-            tokens = [self.pieces[t] for t in shown]
-            offsets, at = [], 0
-            for token in tokens:
-                offsets.append(at)
-                at += len(token)
-            choice["logprobs"] = {"tokens": tokens, "text_offset": offsets, "token_logprobs": chosen,
-                                  "top_logprobs": tops}
+            choice["logprobs"] = self.legacy_logprobs(shown, chosen, tops)
             if echo:
                 choice["text"] = prompt + text
         wanted = request.get("prompt_logprobs")
