@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cache_throughput import consume, rss_bytes  # noqa: E402
 from tools.configs import CacheConfig  # noqa: E402
 from tools.features import FeatureSource  # noqa: E402
 from tools.model.hooks import n_layers, parse_hook, run_to_hooks  # noqa: E402
@@ -41,20 +42,6 @@ def synthetic_sae(d_in: int, width: int) -> SAE:
     generator = torch.Generator().manual_seed(width)
     return SAE(torch.randn((d_in, width), generator=generator) / d_in**0.5, torch.zeros(width),
                torch.randn((width, d_in), generator=generator) / d_in**0.5, torch.zeros(d_in), "topk", hook=HOOK, k=K)
-
-
-def consume(rows) -> int:
-    """Builds every chunk of examples and the windows table, as the catalog write would, keeping none."""
-    n_examples = sum(chunk.num_rows for chunk in rows.examples)
-    rows.windows()
-    return n_examples
-
-
-def rss_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def reset_peak() -> int:

@@ -105,27 +105,33 @@ def test_rerun_of_a_finished_run_does_nothing(tmp_path, tiny_models, text_corpus
     assert rows(tmp_path / "c.duckdb", "SELECT count(*) FROM feature_sets") == [(1,)]
 
 
+def crash_on_fourth_batch(monkeypatch, method: str):
+    """FeatureSource.`method` raises on its fourth call, as a crash mid-pass; returns what undoes it."""
+    real = getattr(FeatureSource, method)
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureSource, method, crashing)
+    return lambda: monkeypatch.setattr(FeatureSource, method, real)
+
+
 def test_resume_after_crash_matches_an_uninterrupted_run(tmp_path, tiny_models, text_corpus, monkeypatch):
     config = config_for(tiny_models["gpt2"], text_corpus)
     reference = run_cache(config, tmp_path / "ref.duckdb", progress=False)
 
-    real_read = FeatureSource.read
-    calls = {"n": 0}
-
-    def crash_on_fourth_batch(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("simulated crash")
-        return real_read(self, *args, **kwargs)
-
-    monkeypatch.setattr(FeatureSource, "read", crash_on_fourth_batch)
+    restore = crash_on_fourth_batch(monkeypatch, "read")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cache(config, tmp_path / "c.duckdb", progress=False)
     catalog = tmp_path / "c.duckdb"
     assert rows(catalog, "SELECT count(*) FROM feature_sets") == [(0,)]
     assert rows(catalog, "SELECT status, error FROM runs") == [("failed", "RuntimeError: simulated crash")]
 
-    monkeypatch.setattr(FeatureSource, "read", real_read)
+    restore()
     resumed = run_cache(config, catalog, progress=False)
     assert resumed.resumed and resumed.feature_set_id == reference.feature_set_id
     query = ("SELECT feature, bucket, rank, quantile, split, window_id, max_act, acts FROM examples "
@@ -230,19 +236,10 @@ def test_the_sparse_fold_of_sae_latents_writes_the_catalog_the_dense_fold_writes
 def test_a_sparse_run_resumes_from_its_checkpoint_with_the_codes(tmp_path, tiny_models, text_corpus, monkeypatch):
     config = sae_config(tmp_path, tiny_models, text_corpus, "topk")
     run_cache(config, tmp_path / "ref.duckdb", progress=False)
-    real_read = FeatureSource.read_sparse
-    calls = {"n": 0}
-
-    def crash_on_fourth_batch(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("simulated crash")
-        return real_read(self, *args, **kwargs)
-
-    monkeypatch.setattr(FeatureSource, "read_sparse", crash_on_fourth_batch)
+    restore = crash_on_fourth_batch(monkeypatch, "read_sparse")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cache(config, tmp_path / "c.duckdb", progress=False)
-    monkeypatch.setattr(FeatureSource, "read_sparse", real_read)
+    restore()
     assert run_cache(config, tmp_path / "c.duckdb", progress=False).resumed
     for name, query in CATALOG_QUERIES.items():
         assert rows(tmp_path / "c.duckdb", query) == rows(tmp_path / "ref.duckdb", query), name
