@@ -27,7 +27,10 @@ def test_cache_real_gemma_on_fortunes_and_show_examples(tmp_path, capsys):
                  "--catalog", str(catalog), "--no-progress"]) == 0
     with duckdb.connect(str(catalog), read_only=True) as con:
         assert con.execute("SELECT n_features, tokens FROM feature_sets").fetchone() == (2048, 384)
-        assert con.execute("SELECT count(DISTINCT feature) FROM examples WHERE bucket = 'top'").fetchone() == (2048,)
+        # Every neuron active somewhere has top examples; one never active (1453 on fortunes) has none.
+        active = con.execute("SELECT count(*) FROM features WHERE window_density > 0").fetchone()[0]
+        assert con.execute("SELECT count(DISTINCT feature) FROM examples WHERE bucket = 'top'").fetchone() == (active,)
+        assert 2040 <= active <= 2048
         tokens = con.execute("SELECT tokens FROM windows LIMIT 1").fetchone()[0]
     assert tokens[0] == "<bos>" and any(token.strip().isalpha() for token in tokens)
     capsys.readouterr()
