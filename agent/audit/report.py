@@ -43,8 +43,8 @@ def findings(audit: ConceptAudit) -> list[str]:
              "pass, then AUROC at least 0.75 with p < 0.05 on the texts it was not chosen on."]
     if audit.smallest_p >= SIGNIFICANCE:
         lines.append(f"Too few texts to confirm anything: on {audit.n_confirm} held-out texts the smallest "
-                     f"possible p is {fmt(audit.smallest_p, 3)}; give at least 5 positive and 5 negative texts a "
-                     "half (10 a side).")
+                     f"possible p is {fmt(audit.smallest_p, 3)}; give at least 4 positive and 4 negative texts a "
+                     "half (8 a side), where it is 1/70.")
     gap = audit.gap
     if gap is not None:
         state = "significant, so causal effects were measured" if gap.significant else \

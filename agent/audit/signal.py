@@ -163,8 +163,8 @@ def held_out_aurocs(peaks: np.ndarray, labels: np.ndarray, permutations: int = C
 
 def smallest_p(labels: np.ndarray) -> float:
     """The smallest permutation p any AUROC can reach on these texts: one over the ways to choose which are
-    positive. With 4 positive and 4 negative texts it is 1/70, so nothing is ever confirmed at 0.05 after
-    a few candidates; the report says so instead of calling every candidate unconfirmed evidence."""
+    positive. With 3 positive and 3 negative texts it is 1/20, so nothing can be confirmed at 0.05; the
+    report says so instead of calling every candidate unconfirmed evidence."""
     from math import comb
 
     return max(1 / comb(len(labels), int(labels.sum())), 1 / (1 + CONFIRM_PERMUTATIONS))

@@ -200,3 +200,4 @@ def test_candidates_chosen_on_one_half_of_noise_are_not_confirmed_on_the_other()
         confirmed_noise += int(((held[1:] >= 0.75) & (p[1:] < 0.05)).sum())
     assert confirmed_noise <= 1  # of 15 noise candidates; each has a 5% chance
     assert smallest_p(np.array([1] * 4 + [0] * 4)) == pytest.approx(1 / 70)
+    assert smallest_p(np.array([1] * 3 + [0] * 3)) == pytest.approx(1 / 20)  # 0.05: nothing can be confirmed
