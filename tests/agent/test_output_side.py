@@ -77,6 +77,8 @@ def test_the_intervention_score_is_high_for_the_true_output_and_at_chance_for_a_
     record = bench.record(LATENT)
     true, = [s for s in scorer.score("makes the model say london", record).scores if s.metric == "auroc"]
     assert true.value == 1.0 and true.n >= 6 and true.details["unchanged"] == 0
+    # Told nothing, this judge has nothing to go on: the baseline is at chance, and the true score is read above it.
+    assert true.details["baseline_prompts"] == true.n and true.details["baseline_auroc"] < 0.8
     false, = [s for s in scorer.score("the color blue", record).scores if s.metric == "auroc"]
     assert false.ci_low <= 0.5 <= false.ci_high and false.value < 0.8
     # A judge that always answers "1" is at chance because the steered continuation's slot is random.
