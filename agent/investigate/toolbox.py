@@ -219,14 +219,11 @@ class Toolbox:
                 f"{tokens}\ntwo-token sequences ending there: {bigrams}")
 
     def logit_effect(self, args: LogitEffectArgs) -> str:
-        from tools.experiments.interventions import direct_logit_effect
+        from tools.experiments.interventions import logit_tokens
 
         subject, source = self.bench.subject_and_source
-        effect = direct_logit_effect(subject, source, args.feature)
-        def quoted(ids) -> list[str]:
-            return [f'"{display_token(subject.tokenizer.decode([int(i)]))}"' for i in ids]
-
-        up, down = quoted(effect.topk(args.n).indices), quoted(effect.topk(args.n, largest=False).indices)
+        promoted, suppressed = logit_tokens(subject, source, args.feature, args.n)
+        up, down = ([f'"{display_token(token)}"' for token in tokens] for tokens in (promoted, suppressed))
         return f"feature {args.feature} promotes: {', '.join(up)}\nsuppresses: {', '.join(down)}"
 
     def ablate(self, args: TextsArgs) -> str:

@@ -161,11 +161,10 @@ def model_side(catalog_path: Path, set_id: str, device: str) -> tuple[SubjectMod
 def output_evidence(subject: SubjectModel, source: FeatureSource,
                     corpus: CorpusCounts) -> Callable[[FeatureRecord], Evidence]:
     """Token statistics plus the tokens a feature's direct logit effect promotes."""
-    from tools.experiments.interventions import direct_logit_effect
+    from tools.experiments.interventions import logit_tokens
 
     def evidence(record: FeatureRecord) -> Evidence:
-        effect = direct_logit_effect(subject, source, record.feature)
-        promoted = [str(subject.tokenizer.decode([int(i)])) for i in effect.topk(PROMOTED_TOKENS).indices]
+        promoted, _ = logit_tokens(subject, source, record.feature, PROMOTED_TOKENS)
         return Evidence(token_statistics(record.explain, corpus), promoted)
 
     return evidence

@@ -22,11 +22,11 @@ import numpy as np
 
 from evals.records import FeatureRecord
 from evals.scorers.base import Score, ScoreError, ScorerResult
-from evals.scorers.judge import MalformedAnswer
+from evals.scorers.judge import MalformedAnswer, judge_first
 from evals.stats import bootstrap_interval, weighted_auroc, weighted_balanced_accuracy
 from prompts import Prompt, load_prompt
 from tools.experiments.steering import Continuation, Steerer, steer_strength
-from tools.llm.interface import ChatLLM, ChoiceLLM, Usage
+from tools.llm.interface import ChatLLM, Usage
 
 PROMPTS = 8
 NO_EXPLANATION = "(none given: judge from the continuations alone)"
@@ -34,23 +34,19 @@ NO_EXPLANATION = "(none given: judge from the continuations alone)"
 explanation, because steered text is odd. A weak judge's score is read against it."""
 PROMPT_TOKENS = 12
 """Each held-out random window's first tokens are a prompt: ordinary corpus text, no feature in mind."""
-ANSWER_TOKENS = 3
+
+
+def parse_one_or_two(text: str) -> bool:
+    """Whether the answer names continuation 1 (its first 1 or 2)."""
+    digits = re.findall(r"\b[12]\b", text)
+    if not digits:
+        raise MalformedAnswer(f"judge answered {text.strip()[:40]!r}, expected 1 or 2")
+    return digits[0] == "1"
 
 
 def which(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:
     """P(the answer is "1") and whether it came from token probabilities."""
-    if isinstance(llm, ChoiceLLM):
-        answer = llm.choose(messages, ["1", "2"], ANSWER_TOKENS)
-        if answer.probabilities is not None:
-            return float(answer.probabilities[0]), answer.usage, True
-        text, usage = answer.text, answer.usage
-    else:
-        completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
-        text, usage = completion.text, completion.usage
-    digits = re.findall(r"\b[12]\b", text)
-    if not digits:
-        raise MalformedAnswer(f"judge answered {text.strip()[:40]!r}, expected 1 or 2")
-    return float(digits[0] == "1"), usage, False
+    return judge_first(llm, messages, ["1", "2"], parse_one_or_two)
 
 
 class InterventionScorer:

@@ -7,6 +7,7 @@ was read."""
 
 import hashlib
 import re
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -34,16 +35,23 @@ def parse_yes_no(text: str) -> bool:
     raise MalformedAnswer(f"judge answered {text.strip()[:40]!r}, expected Yes or No")
 
 
-def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:
-    """P(yes) from token probabilities where the backend gives them for this answer, else 1.0 or 0.0 from
-    the answer's text; and whether it came from probabilities."""
+def judge_first(llm: ChatLLM, messages: list[dict], choices: list[str],
+                parse: Callable[[str], bool]) -> tuple[float, Usage, bool]:
+    """P(the first of two choices) from token probabilities where the backend gives them for this answer,
+    else 1.0 or 0.0 from `parse` of the answer's text (which raises MalformedAnswer); and whether it came
+    from probabilities."""
     if isinstance(llm, ChoiceLLM):
-        answer = llm.choose(messages, ["Yes", "No"], ANSWER_TOKENS)
+        answer = llm.choose(messages, choices, ANSWER_TOKENS)
         if answer.probabilities is not None:
             return float(answer.probabilities[0]), answer.usage, True
-        return float(parse_yes_no(answer.text)), answer.usage, False
+        return float(parse(answer.text)), answer.usage, False
     completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
-    return float(parse_yes_no(completion.text)), completion.usage, False
+    return float(parse(completion.text)), completion.usage, False
+
+
+def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:
+    """P(yes), and whether it came from token probabilities."""
+    return judge_first(llm, messages, ["Yes", "No"], parse_yes_no)
 
 
 def judge_prompt(name: str, batch: int, given: Prompt | None = None) -> tuple[Prompt, str]:

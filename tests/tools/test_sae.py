@@ -168,3 +168,21 @@ def test_width_that_does_not_match_the_hook_is_refused(tmp_path, weights):
     with pytest.raises(InterpError, match=message):
         check_fits(sae, 32, "resid_post.2", tmp_path / "sae")
     check_fits(sae, D_IN, "resid_post.2", tmp_path / "sae")
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
+def test_the_sparse_encode_holds_exactly_the_non_zero_codes(activation):
+    """What the cache pass folds from: every non-zero of `encode`, nothing else, whether or not the
+    pre-activations are made in chunks (chunks change only the matmul's float rounding)."""
+    generator = torch.Generator().manual_seed(0)
+    sae = SAE(torch.randn((32, 64), generator=generator) / 32**0.5, torch.full((64,), -0.2),
+              torch.randn((64, 32), generator=generator), torch.zeros(32), activation,
+              k=5 if activation == "topk" else None,
+              threshold=torch.full((64,), 0.1) if activation == "jumprelu" else None)
+    x = torch.randn((50, 32), generator=generator)
+    dense = sae.encode(x)
+    codes = sae.encode_sparse(x)
+    assert torch.equal(codes.dense(), dense) and len(codes.values) == int((dense != 0).sum())
+    assert bool((codes.values != 0).all()) and bool((codes.rows[1:] >= codes.rows[:-1]).all())  # by token
+    torch.testing.assert_close(sae.encode_sparse(x, chunk_elements=64 * 7).dense(), dense)
+    assert sae.nonnegative

@@ -82,6 +82,16 @@ def direct_logit_effect(subject: SubjectModel, source: FeatureSource, feature: i
     return unembedding @ output_direction(subject, source, feature)
 
 
+def logit_tokens(subject: SubjectModel, source: FeatureSource, feature: int, n: int) -> tuple[list[str], list[str]]:
+    """The `n` tokens the feature's direct logit effect raises most and the `n` it lowers most, as text."""
+    effect = direct_logit_effect(subject, source, feature)
+
+    def decoded(ids: torch.Tensor) -> list[str]:
+        return [str(subject.tokenizer.decode([int(i)])) for i in ids]
+
+    return decoded(effect.topk(n).indices), decoded(effect.topk(n, largest=False).indices)
+
+
 @dataclass(frozen=True)
 class TokenShift:
     token: str

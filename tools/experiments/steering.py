@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from tools.experiments.interventions import add, direct_logit_effect, generate, require_in_model
+from tools.experiments.interventions import add, generate, logit_tokens, require_in_model
 from tools.features import FeatureSource
 from tools.model.subject import SubjectModel
 
@@ -78,12 +78,7 @@ class Steerer:
         return self.clean[prompt]
 
     def output_evidence(self, feature: int, max_act: float, n_tokens: int = 10) -> OutputEvidence:
-        effect = direct_logit_effect(self.subject, self.source, feature)
-
-        def decoded(ids) -> list[str]:
-            return [str(self.subject.tokenizer.decode([int(i)])) for i in ids]
-
+        promoted, suppressed = logit_tokens(self.subject, self.source, feature, n_tokens)
         strength = steer_strength(max_act)
-        return OutputEvidence(decoded(effect.topk(n_tokens).indices),
-                              decoded(effect.topk(n_tokens, largest=False).indices),
-                              self.continuations(feature, list(NEUTRAL_PROMPTS), strength), strength)
+        return OutputEvidence(promoted, suppressed, self.continuations(feature, list(NEUTRAL_PROMPTS), strength),
+                              strength)

@@ -140,19 +140,26 @@ def active_keys(window_max: torch.Tensor, threshold: float) -> torch.Tensor:
     return window_max.masked_fill(window_max <= threshold, NO_KEY)
 
 
+def select(state: CacheState, window_max: torch.Tensor, window_ids: torch.Tensor, generator: torch.Generator,
+           threshold: float, acts: torch.Tensor | None = None) -> None:
+    """The batch's candidates into the three selections, from its window maxima [F, B] (and per-token values
+    [F, B, seq] for buffers that keep them): one step for both folds, so both draw the same random keys."""
+    n_features, batch = window_max.shape
+    state.top.update(active_keys(window_max, threshold), window_max, window_ids, acts)
+    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=window_max.device)
+    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
+    state.reservoir.update(reservoir_keys, window_max, window_ids, acts)
+    random_keys = torch.rand((n_features, batch), generator=generator, device=window_max.device)
+    state.random.update(random_keys, window_max, window_ids, acts)
+
+
 def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, window_ids: torch.Tensor,
                  generator: torch.Generator, threshold: float) -> None:
     """Fold one batch into the state. acts: [B, seq, F]; mask: [B, seq], True at real tokens."""
     acts = acts.float().masked_fill(~mask[:, :, None], 0.0)  # [B, seq, F]
     window_max = acts.masked_fill(~mask[:, :, None], NO_KEY).amax(dim=1).T.contiguous()  # [F, B]
     by_feature = acts.permute(2, 0, 1).contiguous()  # [F, B, seq]
-    n_features, batch = window_max.shape
-    state.top.update(active_keys(window_max, threshold), window_max, window_ids, by_feature)
-    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
-    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
-    state.reservoir.update(reservoir_keys, window_max, window_ids, by_feature)
-    random_keys = torch.rand((n_features, batch), generator=generator, device=acts.device)
-    state.random.update(random_keys, window_max, window_ids, by_feature)
+    select(state, window_max, window_ids, generator, threshold, by_feature)
     state.stats.update(acts[mask], window_max)
 
 
@@ -169,12 +176,7 @@ def update_state_sparse(state: CacheState, codes: SparseCodes, mask: torch.Tenso
     window_max = torch.zeros(n_features * batch, device=values.device).scatter_reduce_(
         0, latents * batch + windows, values, "amax").view(n_features, batch)  # [F, B]: absent codes are 0s
     window_max[:, ~mask.any(dim=1)] = NO_KEY  # a window without real tokens, as update_state has it
-    state.top.update(active_keys(window_max, threshold), window_max, window_ids)
-    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=values.device)
-    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
-    state.reservoir.update(reservoir_keys, window_max, window_ids)
-    random_keys = torch.rand((n_features, batch), generator=generator, device=values.device)
-    state.random.update(random_keys, window_max, window_ids)
+    select(state, window_max, window_ids, generator, threshold)
     state.stats.update_sparse(latents, values, int(mask.sum()), window_max)
     assert state.codes is not None
     state.codes.append(window_ids[windows], positions, latents, values)

@@ -115,7 +115,7 @@ class SAE:
         assert self.threshold is not None
         return bool(torch.all(self.threshold >= 0))
 
-    def encode_sparse(self, x: torch.Tensor, chunk_elements: int = 1 << 26) -> "SparseCodes":
+    def encode_sparse(self, x: torch.Tensor, chunk_elements: int = 1 << 26) -> SparseCodes:
         """x: [tokens, d_in] -> the non-zero codes, exactly the entries of `encode(x)` that are not 0. A TopK
         SAE's are read off its top k without scattering a dense [tokens, d_sae] tensor; the pre-activations
         are made `chunk_elements` at a time, so a 1M-latent SAE never holds a batch's dense codes."""

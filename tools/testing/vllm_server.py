@@ -170,14 +170,19 @@ class Engine:
             at += len(token)
         return {"tokens": tokens, "text_offset": offsets, "token_logprobs": chosen, "top_logprobs": tops}
 
+    def generated_choice(self, index: int, ids: list[int], prompt: str,
+                         request: dict) -> tuple[list[int], list[Row], str, dict]:
+        """The greedy answer to a completions prompt, its rows, its text, and the choice holding it."""
+        new, new_rows = self.generate(ids, prompt, int(request.get("max_tokens", 16) or 0))
+        text = "".join(self.decode(t) for t in new)
+        return new, new_rows, text, {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+
     def completion_choice(self, index: int, prompt: str, request: dict, without: set[str]) -> tuple[dict, int, int]:
         if self.rule is not None:
             return self.rule_completion_choice(index, prompt, request, without)
         ids = self.tokenizer(prompt)["input_ids"]
         rows = self.log_probs(ids)
-        new, new_rows = self.generate(ids, prompt, int(request.get("max_tokens", 16) or 0))
-        text = "".join(self.decode(t) for t in new)
-        choice: dict = {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+        new, new_rows, text, choice = self.generated_choice(index, ids, prompt, request)
         k = request.get("logprobs")
         echo = bool(request.get("echo")) and "echo" not in without
         if k is not None:
@@ -216,9 +221,7 @@ class Engine:
         position's top-k is its kind's, and the legacy entries are serialized once per kind."""
         encoded = self.encode(prompt)
         ids, kinds = encoded.ids, self.rule_row_kinds(encoded.offsets, prompt)[:-1]
-        new, new_rows = self.generate(ids, prompt, int(request.get("max_tokens", 16) or 0))
-        text = "".join(self.decode(t) for t in new)
-        choice: dict = {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+        new, new_rows, text, choice = self.generated_choice(index, ids, prompt, request)
         k = request.get("logprobs")
         echo = bool(request.get("echo")) and "echo" not in without
         if k is not None:
