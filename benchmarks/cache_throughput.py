@@ -67,7 +67,7 @@ def time_bare_to_hook(subject, hook, windows, batch_size) -> float:
 def run_cache_pass(subject, hook, config, windows) -> tuple[float, CacheState]:
     """The whole pass minus model loading and the catalog write: stream, then build the rows."""
     start = time.perf_counter()
-    state = CacheState(config, hook_width(subject.model, hook), subject.device)
+    state = CacheState(config, hook_width(subject.model, hook), len(windows), subject.device)
     for batch_index, ids in batches(windows, config.batch_size):
         input_ids = windows[ids].to(subject.device)
         acts = run_to_hooks(subject.model, input_ids, [hook])[hook.name]

@@ -66,7 +66,7 @@ def bare(subject, source: FeatureSource, windows: torch.Tensor, batch_size: int)
 def cache_pass(subject, source: FeatureSource, windows: torch.Tensor, config: CacheConfig,
                sparse: bool) -> tuple[float, float, CacheState]:
     """(streaming seconds, row-building seconds, state)."""
-    state = CacheState(config, source.width, subject.device, sparse=sparse)
+    state = CacheState(config, source.width, len(windows), subject.device, sparse=sparse)
     original = FeatureSource.sparse
     FeatureSource.sparse = property(lambda self: sparse)  # type: ignore[method-assign,assignment]
     try:

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
+from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, RandomWindows, floyd_sample, quantile_samples
 
 
 def stream_batches(n_batches=7, batch=5, seq=6, features=4, seed=0):
@@ -38,6 +38,50 @@ def test_keep_largest_never_keeps_items_with_no_key():
     ordered = keeper.ordered()
     assert ordered.window_ids[0, 0] == 10
     assert (ordered.keys[0, 1:] == NO_KEY).all() and (ordered.keys[1] == NO_KEY).all()
+
+
+def test_keep_largest_floor_follows_the_kept_keys_across_batches():
+    keeper = KeepLargest(n_features=4, size=3, length=0, device=torch.device("cpu"))
+    for window_ids, acts in stream_batches(n_batches=9, batch=2):
+        keys = acts.amax(dim=1).T
+        keeper.update(keys, keys, window_ids)
+        assert torch.equal(keeper.floor(), keeper.keys.amin(dim=1))
+
+
+def test_floyd_sample_draws_distinct_values_uniformly():
+    chosen = floyd_sample(20_000, 4, 10, torch.Generator().manual_seed(0))
+    assert ((chosen >= 0) & (chosen < 10)).all()
+    assert (chosen.sort(dim=1).values.diff(dim=1) > 0).all()  # distinct within each row
+    frequency = torch.bincount(chosen.view(-1), minlength=10) / 20_000
+    assert torch.allclose(frequency, torch.full((10,), 0.4), atol=0.02)  # each value in 4 of 10 draws
+    pairs = torch.bincount((chosen[:, 0] * 10 + chosen[:, 1]), minlength=100).view(10, 10)
+    assert pairs.diagonal().sum() == 0 and pairs.sum() - pairs.diagonal().sum() == 20_000
+
+
+def test_random_windows_hold_their_planned_windows_maxima_and_values():
+    generator = torch.Generator().manual_seed(1)
+    sample = RandomWindows(n_features=4, size=3, length=6, device=torch.device("cpu"), n_windows=35,
+                           generator=generator)
+    planned = sample.window_ids.clone()
+    all_acts = []
+    for window_ids, acts in stream_batches():
+        sample.record(acts.amax(dim=1).T.contiguous(), window_ids, acts.permute(2, 0, 1).contiguous())
+        all_acts.append(acts)
+    acts = torch.cat(all_acts)  # [35, seq, F]
+    assert torch.equal(sample.window_ids, planned) and (sample.keys > NO_KEY).all()
+    for feature in range(4):
+        windows = sample.window_ids[feature].long()
+        assert len(set(windows.tolist())) == 3
+        assert torch.equal(sample.maxes[feature], acts[windows, :, feature].amax(dim=1))
+        assert torch.equal(sample.values[feature], acts[windows, :, feature])
+
+
+def test_random_windows_keep_every_window_when_there_are_fewer_than_slots():
+    sample = RandomWindows(n_features=2, size=5, length=0, device=torch.device("cpu"), n_windows=3,
+                           generator=torch.Generator().manual_seed(0))
+    for row in range(2):
+        assert sorted(sample.window_ids[row, :3].tolist()) == [0, 1, 2]
+    assert (sample.keys[:, 3:] == NO_KEY).all() and (sample.window_ids[:, 3:] == -1).all()
 
 
 def test_feature_stats_match_numpy_including_histogram_after_range_growth():

@@ -1,10 +1,11 @@
 """One-pass selection and statistics over a stream of activations, in memory O(features x slots).
 
 Everything here lives on the model's device and is updated batch by batch; nothing grows with the
-corpus. Three selections share one mechanism (`KeepLargest`): the top-k windows (key = the window's
-maximum activation), a uniform reservoir of active windows (key = a random number, or -inf when the
-window is inactive), and random negatives (key = a random number). Quantile samples are drawn from
-the reservoir at the end (`quantile_samples`).
+corpus. Two selections share one mechanism (`KeepLargest`): the top-k windows (key = the window's
+maximum activation) and a uniform reservoir of active windows (key = a random number drawn where the
+window is active). Random negatives do not depend on the activations at all, so each feature's are
+drawn before the pass (`RandomWindows`) and only filled in as their windows stream by. Quantile samples
+are drawn from the reservoir at the end (`quantile_samples`).
 
 Dense features (neurons, residual dimensions) carry each kept window's per-token values in its slot.
 SAE latents do not (`length` 0): 270 slots x 64 tokens x 4 bytes is 69 KB a latent, 70 GB for a
@@ -35,6 +36,15 @@ class KeepLargest:
         # int32: 2^31 windows is 137B tokens of 64; a 1M-latent state saves 1 GB over int64
         self.window_ids = torch.full((n_features, size), -1, dtype=torch.int32, device=device)  # [F, size]
         self.values = torch.zeros((n_features, size, length), device=device)  # [F, size, seq]; seq 0: none kept
+        self._floor: torch.Tensor | None = None
+
+    def floor(self) -> torch.Tensor:
+        """[F] each feature's smallest kept key, the bar a candidate must pass. Kept between batches and
+        refreshed only on the rows a batch merged: recomputing it is a pass over [F, size] (800 MB a batch
+        for a 1M-latent reservoir)."""
+        if self._floor is None:
+            self._floor = self.keys.amin(dim=1)
+        return self._floor
 
     def update(self, keys: torch.Tensor, maxes: torch.Tensor, window_ids: torch.Tensor,
                acts: torch.Tensor | None = None) -> None:
@@ -44,7 +54,7 @@ class KeepLargest:
         Only features with a candidate above their current smallest key are merged: after the first
         batches that is a small minority, which keeps the per-batch cost well below the forward pass.
         """
-        rows = (keys > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero(as_tuple=True)[0]  # [R]
+        rows = (keys > self.floor()[:, None]).any(dim=1).nonzero(as_tuple=True)[0]  # [R]
         if len(rows) == 0:
             return
         keys, maxes = keys[rows], maxes[rows]  # [R, B]
@@ -60,10 +70,12 @@ class KeepLargest:
         self.window_ids[feature_slot, slot] = window_ids[batch_index].to(torch.int32)
         if acts is not None:
             self.values[feature_slot, slot] = acts[feature_new, batch_index].to(self.values.dtype)
+        self.floor()[rows] = self.keys[rows].amin(dim=1)
 
     def _replaced(self, tensors: dict[str, torch.Tensor]) -> "KeepLargest":
-        out = KeepLargest.__new__(KeepLargest)
+        out = type(self).__new__(type(self))
         out.size = self.size
+        out._floor = None
         for name, tensor in tensors.items():
             setattr(out, name, tensor)
         return out
@@ -84,6 +96,63 @@ class KeepLargest:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, tensor in state.items():
             getattr(self, name).copy_(tensor)
+        self._floor = None
+
+
+class RandomWindows(KeepLargest):
+    """Per feature, `size` windows drawn uniformly without replacement from the pass's `n_windows` before it
+    starts, each with a random key (its rank among the feature's negatives); a batch only records the
+    maxima (and per-token values) of the planned windows it holds.
+
+    The same sample as keeping the `size` largest of a random key per (feature, window), without drawing
+    features x windows keys and merging them batch by batch: at 1M latents that merge was 1.2 s a batch.
+    The plan lives in the state (`window_ids`, `keys`), so a resumed pass fills the same windows.
+    """
+
+    def __init__(self, n_features: int, size: int, length: int, device: torch.device, n_windows: int,
+                 generator: torch.Generator):
+        super().__init__(n_features, size, length, device)
+        chosen = floyd_sample(n_features, min(size, n_windows), n_windows, generator)  # [F, m]
+        self.window_ids[:, : chosen.shape[1]] = chosen.to(device=device, dtype=torch.int32)
+        self.keys[:, : chosen.shape[1]] = torch.rand(chosen.shape, generator=generator).to(device)
+        self._by_window: torch.Tensor | None = None
+        self._sorted_windows = torch.zeros(0, dtype=torch.int32, device=device)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_state_dict(state)
+        self._by_window = None
+
+    def record(self, window_max: torch.Tensor, window_ids: torch.Tensor, acts: torch.Tensor | None = None) -> None:
+        """window_max: [F, B] of the batch's windows `window_ids` [B] (ascending); acts: [F, B, seq] or None."""
+        if self._by_window is None:  # the plan's slots ordered by window: a batch's are one range of it
+            self._by_window = self.window_ids.view(-1).argsort(stable=True).to(torch.int32)
+            self._sorted_windows = self.window_ids.view(-1)[self._by_window].contiguous()
+        bounds = torch.tensor([int(window_ids[0]), int(window_ids[-1]) + 1], dtype=torch.int32,
+                              device=self._sorted_windows.device)
+        start, end = torch.searchsorted(self._sorted_windows, bounds).tolist()
+        flat = self._by_window[start:end].long()  # feature * size + slot
+        feature, wanted = flat // self.size, self._sorted_windows[start:end].to(window_ids.dtype)
+        low, batch = int(window_ids[0]), len(window_ids)
+        if int(window_ids[-1]) - low + 1 == batch:  # consecutive windows, as the pass streams them
+            column = wanted - low
+        else:
+            column = torch.searchsorted(window_ids, wanted).clamp_(max=batch - 1)
+            here = window_ids[column] == wanted
+            flat, feature, column = flat[here], feature[here], column[here]
+        self.maxes.view(-1)[flat] = window_max.reshape(-1)[feature * batch + column]
+        if acts is not None:
+            self.values.view(-1, self.values.shape[-1])[flat] = acts[feature, column].to(self.values.dtype)
+
+
+def floyd_sample(n_rows: int, size: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """[n_rows, size] int64: per row, `size` distinct integers drawn uniformly from range(n) (Floyd's
+    algorithm, all rows at once: `size` steps of [n_rows] work, whatever n is)."""
+    chosen = torch.empty((n_rows, size), dtype=torch.long)
+    for step, top in enumerate(range(n - size, n)):
+        candidate = torch.randint(0, top + 1, (n_rows,), generator=generator)
+        taken = (chosen[:, :step] == candidate[:, None]).any(dim=1)
+        chosen[:, step] = torch.where(taken, top, candidate)
+    return chosen
 
 
 class FeatureStats:
@@ -119,7 +188,7 @@ class FeatureStats:
         self.min = torch.minimum(self.min, values.amin(dim=0))
         active = values > self.threshold
         self.active += active.sum(dim=0)
-        self.active_windows += (window_maxes > self.threshold).sum(dim=1)
+        self.active_windows += self._active_windows(window_maxes)
         self.n_windows += window_maxes.shape[1]
         self._grow_range(batch_max.double())
         # Ranges are powers of two, exact in float32, so the bin index needs no float64 copy; int32
@@ -153,13 +222,22 @@ class FeatureStats:
         self.active += torch.bincount(latents[above], minlength=n_features)
         if self.threshold < 0:  # a 0 is active too
             self.active += n_tokens - present
-        self.active_windows += (window_maxes > self.threshold).sum(dim=1)
+        self.active_windows += self._active_windows(window_maxes)
         self.n_windows += window_maxes.shape[1]
         self._grow_range(batch_max.double())
+        counted = above & (values > 0)
+        latents, values = latents[counted], values[counted]
         scale = (self.bins / self.hist_range).float()[latents]
-        flat = (values * scale).int().clamp_(0, self.bins - 1) + latents.int() * self.bins
-        n_bins = self.hist_counts.numel()
-        self.hist_counts += torch.bincount(flat[above & (values > 0)], minlength=n_bins).view_as(self.hist_counts)
+        flat = (values * scale).long().clamp_(0, self.bins - 1) + latents * self.bins
+        # index_add, not a bincount of features x bins entries (64M at 1M latents) made for every batch
+        self.hist_counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+
+    def _active_windows(self, window_maxes: torch.Tensor) -> torch.Tensor:
+        """[F] windows of the batch where each feature is active: counted from the non-zeros (a sum over a
+        [F, B] bool tensor converts all of it to int64, 60 ms a batch at 1M latents)."""
+        n_features, batch = window_maxes.shape
+        active = (window_maxes > self.threshold).reshape(-1).nonzero().squeeze(1)
+        return torch.bincount(active // batch, minlength=n_features)
 
     def _grow_range(self, needed: torch.Tensor) -> None:
         doublings = torch.ceil(torch.log2(needed / self.hist_range)).clamp_(min=0).nan_to_num_(0).long()  # [F]

@@ -4,7 +4,8 @@ hook, its top windows, quantile samples, random negatives and statistics, then r
 Resume: the streaming state is checkpointed beside the catalog (`<catalog>.runs/<run_id>.pt`) every
 `checkpoint_seconds` and on Ctrl-C. Rerunning the same command finds the unfinished run by its
 config hash and continues from the last checkpoint; every random draw is seeded by (seed, batch
-index), so a resumed run keeps exactly what an uninterrupted one would.
+index), or by the seed alone for the random negatives planned before the pass, so a resumed run keeps
+exactly what an uninterrupted one would.
 """
 
 import dataclasses
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from tools.catalog import RESUMABLE, Catalog, FeatureSetRows, check_catalog_path, runs_folder
 from tools.configs import CacheConfig, SAEEvalConfig, TrainConfig
 from tools.data.corpus import CorpusSpec, describe, documents_in_part, iter_documents, shuffled
-from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, quantile_samples
+from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, RandomWindows, quantile_samples
 from tools.data.window_codes import WindowCodes
 from tools.data.windows import content_mask, resolve_prepend_bos, token_strings, token_windows
 from tools.errors import InterpError, Interrupted
@@ -42,6 +43,11 @@ from tools.sae.autoencoder import SparseCodes
 
 RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
 log = logging.getLogger(__name__)
+
+
+STATE_LAYOUT = 2
+"""Bumped when the checkpointed state changes meaning (2: random negatives planned before the pass), so an
+older checkpoint is refused instead of resumed into a mixed state."""
 
 
 @dataclass
@@ -57,11 +63,14 @@ class CacheState:
     """Everything the pass accumulates; its tensors are the checkpoint. `sparse` (SAE latents): slots keep
     window ids only and the windows' non-zero codes are kept once, in `codes`."""
 
-    def __init__(self, config: CacheConfig, n_features: int, device: torch.device, sparse: bool = False):
+    def __init__(self, config: CacheConfig, n_features: int, n_windows: int, device: torch.device,
+                 sparse: bool = False):
         length = 0 if sparse else config.window
         self.top = KeepLargest(n_features, config.top_k, length, device)
         self.reservoir = KeepLargest(n_features, 2 * config.quantiles * config.per_quantile, length, device)
-        self.random = KeepLargest(n_features, max(config.random, 1), length, device)
+        plan_seed = int(hashlib.sha256(f"random negatives {config.seed}".encode()).hexdigest()[:15], 16)
+        plan = torch.Generator().manual_seed(plan_seed)
+        self.random = RandomWindows(n_features, max(config.random, 1), length, device, n_windows, plan)
         self.stats = FeatureStats(n_features, config.histogram_bins, config.threshold, device)
         self.codes = WindowCodes(n_features) if sparse else None
         self.window = config.window
@@ -73,6 +82,7 @@ class CacheState:
 
     def state_dict(self) -> dict:
         return {
+            "layout": STATE_LAYOUT,
             "next_batch": self.next_batch,
             "top": self.top.state_dict(),
             "reservoir": self.reservoir.state_dict(),
@@ -81,7 +91,7 @@ class CacheState:
         } | ({"codes": self.codes.state_dict()} if self.codes is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
-        if ("codes" in state) != (self.codes is not None) or \
+        if ("codes" in state) != (self.codes is not None) or state.get("layout") != STATE_LAYOUT or \
                 state["top"]["values"].shape != self.top.values.shape:
             raise ValueError("the checkpoint holds another layout of the state (written by another version)")
         self.next_batch = state["next_batch"]
@@ -143,14 +153,14 @@ def active_keys(window_max: torch.Tensor, threshold: float) -> torch.Tensor:
 def select(state: CacheState, window_max: torch.Tensor, window_ids: torch.Tensor, generator: torch.Generator,
            threshold: float, acts: torch.Tensor | None = None) -> None:
     """The batch's candidates into the three selections, from its window maxima [F, B] (and per-token values
-    [F, B, seq] for buffers that keep them): one step for both folds, so both draw the same random keys."""
-    n_features, batch = window_max.shape
+    [F, B, seq] for buffers that keep them): one step for both folds, so both draw the same random keys.
+    Reservoir keys are drawn only where the feature is active (the non-zeros of a sparse SAE's [F, B])."""
     state.top.update(active_keys(window_max, threshold), window_max, window_ids, acts)
-    reservoir_keys = torch.rand((n_features, batch), generator=generator, device=window_max.device)
-    reservoir_keys.masked_fill_(window_max <= threshold, NO_KEY)
+    active = (window_max > threshold).reshape(-1).nonzero().squeeze(1)  # flat [F * B] indices, in order
+    reservoir_keys = torch.full(window_max.shape, NO_KEY, device=window_max.device)
+    reservoir_keys.view(-1)[active] = torch.rand(len(active), generator=generator, device=window_max.device)
     state.reservoir.update(reservoir_keys, window_max, window_ids, acts)
-    random_keys = torch.rand((n_features, batch), generator=generator, device=window_max.device)
-    state.random.update(random_keys, window_max, window_ids, acts)
+    state.random.record(window_max, window_ids, acts)
 
 
 def update_state(state: CacheState, acts: torch.Tensor, mask: torch.Tensor, window_ids: torch.Tensor,
@@ -336,7 +346,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     checkpoint = checkpoint_path(catalog_path, previous["run_id"]) if previous else None
     resumed = bool(checkpoint and checkpoint.exists())
     resume = previous["run_id"] if previous and (resumed or previous["status"] in RESUMABLE) else None
-    state = CacheState(config, source.width, subject.device, sparse=source.sparse)
+    state = CacheState(config, source.width, n_windows, subject.device, sparse=source.sparse)
     set_id = f"{source.name}-{config_hash[:8]}"
     with Catalog.run(catalog_path, "cache", dataclasses.asdict(config), config_hash, corpus, package_versions(),
                      resume=resume) as run_id:
