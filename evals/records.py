@@ -72,7 +72,7 @@ def spread(records: list[ActivationRecord], n: int) -> list[ActivationRecord]:
     return [records[round(i * (len(records) - 1) / max(n - 1, 1))] for i in range(n)]
 
 
-def feature_record(feature: int, max_act: float, examples: list[dict], special_ids: Collection[int],
+def feature_record(feature: int, max_act: float | None, examples: list[dict], special_ids: Collection[int],
                    score_active: int = 10, score_random: int = 10) -> FeatureRecord:
     """Splits a feature's catalog examples (from Catalog.examples) into what explains and what scores.
 

@@ -58,6 +58,11 @@ class Backends:
             self._built[spec] = self.factory(spec)
         return self._built[spec]
 
+    def any_in_process(self) -> bool:
+        """Whether a backend built so far runs its model in this process (not behind an endpoint)."""
+        return any(not isinstance(llm, (OpenAIChat, EndpointSlots)) for llm in (*self._built.values(),
+                                                                               *self._simulators.values()))
+
     def simulator(self) -> SlotLLM:
         """The model the user named simulates (--simulator, else --llm): in-process, or through the endpoint's
         prompt log-probabilities, found by one probe; never another model in its place."""

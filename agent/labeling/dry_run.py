@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.labeling.config import LabelConfig
 from agent.labeling.pipeline import prepare
-from agent.labeling.records import read_record
+from agent.labeling.records import read_records
 from agent.labeling.rows import label_feature
 from tools.catalog import Catalog
 from tools.llm.interface import ChoiceAnswer, Completion, SlotProbabilities, Usage
@@ -115,8 +115,9 @@ def estimate_label_cost(config: LabelConfig, feature_set_ref: str, catalog_path:
                     key=lambda item: item.feature)
     sums: dict[str, Usage] = defaultdict(Usage)
     with Catalog(catalog_path, read_only=True) as catalog:
-        records = [(item, read_record(catalog, prepared.set_id, item.feature, prepared.special, config.score_active,
-                                      config.score_random)) for item in chosen]
+        records = list(zip(chosen, read_records(catalog, prepared.set_id, [item.feature for item in chosen],
+                                                prepared.special, config.score_active, config.score_random),
+                           strict=True))
     for item, record in records:
         outcome = label_feature(prepared.labeler, record, prepared.set_id, "dry-run", item.previous, item.scorers)
         if outcome.explanation is not None:

@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import time
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from tqdm import tqdm
 from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, model_side, output_evidence, roles
 from agent.labeling.config import LabelConfig
 from agent.labeling.explainers import Explainer, OutputExplainer
-from agent.labeling.records import corpus_counts, read_record, special_token_ids
-from agent.labeling.rows import FeatureOutcome, embed_explanations, label_feature
+from agent.labeling.records import corpus_counts, read_records, special_token_ids
+from agent.labeling.rows import label_feature
+from agent.labeling.writer import LabelWriter, Totals
 from evals.scorers.base import Scorer
 from tools.catalog import Catalog
 from tools.errors import InterpError, Interrupted
@@ -30,12 +33,9 @@ from tools.interrupts import stop_at_batch_boundary
 from tools.llm.interface import Usage
 
 log = logging.getLogger(__name__)
-WRITE_GATHER_SECONDS = 0.2
-"""How long the writer waits for more features to finish before it opens the catalog for those done..."""
-GATHER_FROM = 32
-"""...when at least this many are in flight; with fewer, the wait would only delay the next features."""
-
-
+REFILL_FRACTION = 8
+"""The next features are read once this fraction of the slots is free (or none is in flight), so the
+catalog answers one query for many features instead of one for each."""
 @dataclass(frozen=True)
 class Work:
     feature: int
@@ -82,15 +82,6 @@ def run_key(config: LabelConfig, set_id: str, labeler: Labeler) -> str:
 
 
 @dataclass
-class Totals:
-    """What the features written so far add up to."""
-
-    labeled: int = 0
-    failed: int = 0
-    usage: Usage = Usage()
-
-
-@dataclass
 class LabelResult:
     feature_set_id: str
     run_id: str
@@ -113,6 +104,10 @@ class Prepared:
     special: set[int]
     labeler: Labeler
     work: list[Work]
+    torch_threads: int | None = None
+    """1 when the only model in this process is the explanation embedder (every LLM behind an endpoint):
+    its small batches gain nothing from a second thread, which spins on a core the endpoint's client needs
+    (measured: 72 -> 56 ms of CPU per feature in benchmarks/label_capacity.py). None: leave torch's."""
 
 
 def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_factory: LLMFactory | None = None,
@@ -134,10 +129,26 @@ def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_f
             assert corpus is not None  # the evidence explainer needs the counts, read above
             evidence = output_evidence(subject, source, corpus)
         steerer = Steerer(subject, source)
-    labeler = build_labeler(config, Backends(config, llm_factory), evidence, corpus, explainer, steerer)
+    backends = Backends(config, llm_factory)
+    labeler = build_labeler(config, backends, evidence, corpus, explainer, steerer)
     with Catalog(catalog_path, read_only=True) as catalog:
         work = plan(catalog, labeler, targets, set_id)
-    return Prepared(set_id, targets, special, labeler, work)
+    only_embedder = steerer is None and evidence is None and not backends.any_in_process()
+    return Prepared(set_id, targets, special, labeler, work, 1 if only_embedder else None)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `count` for the block (None: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
@@ -158,7 +169,8 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
             for line in roles(labeler):
                 log.info(f"  {line}")
             started = time.perf_counter()
-            label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress)
+            with torch_threads(prepared.torch_threads):
+                label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress)
     except (Interrupted, KeyboardInterrupt):
         raise Interrupted("interrupted; finished features are saved, rerun the same command to label the rest") \
             from None
@@ -168,59 +180,46 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
 
 def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set[int], labeler: Labeler,
               work: list[Work], run_id: str, totals: Totals, progress: bool) -> None:
-    """Keeps `concurrency` features in flight. The calling thread is the catalog's one writer: each time
-    features finish it opens the catalog once, commits each finished feature and reads the examples of
-    the next ones, and closes it again, so other processes can read between its writes."""
+    """Keeps `concurrency` features in flight. The calling thread is the catalog's one writer: it reads the
+    next features' examples together when a batch of slots is free, and commits finished features in
+    batches (`LabelWriter`)."""
     queue = list(reversed(work))
     started = time.monotonic()
     bar = tqdm(total=len(work), unit="feature", disable=not progress, desc="label")
+    concurrency = config.effective_concurrency()
+    refill_from = max(1, concurrency // REFILL_FRACTION)
     in_flight: dict[Future, int] = {}
-    finished: list[Future] = []
-    with bar, ThreadPoolExecutor(config.effective_concurrency()) as pool, stop_at_batch_boundary() as request:
+    writer = LabelWriter(catalog_path, labeler.embedder, totals)
+    with bar, ThreadPoolExecutor(concurrency) as pool, stop_at_batch_boundary() as request:
         try:
             while True:
                 if request["stop"]:
                     queue.clear()
-                refill = [queue.pop() for _ in range(min(len(queue), config.effective_concurrency() - len(in_flight)))]
-                if finished or refill:
-                    with Catalog(catalog_path) as catalog:
-                        # The next features start first; the finished ones are embedded and written after.
-                        for item in refill:
-                            record = read_record(catalog, set_id, item.feature, special, config.score_active,
-                                                 config.score_random)
-                            future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
-                                                 item.scorers)
-                            in_flight[future] = item.feature
-                        outcomes = [future.result() for future in finished]
-                        embed_explanations(outcomes, labeler.embedder)
-                        for outcome in outcomes:
-                            write_outcome(catalog, outcome, totals)
-                    if finished:
-                        bar.update(len(finished))
-                        minutes = (time.monotonic() - started) / 60
-                        bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, "
-                                            f"{totals.usage.total:,} LLM tokens")
+                free = min(len(queue), concurrency - len(in_flight))
+                if free and (free >= refill_from or not in_flight):
+                    refill = [queue.pop() for _ in range(free)]
+                    records = read_records(writer.catalog(), set_id, [item.feature for item in refill], special,
+                                           config.score_active, config.score_random)
+                    for item, record in zip(refill, records, strict=True):
+                        future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
+                                             item.scorers)
+                        in_flight[future] = item.feature
+                if writer.due() or (writer.pending and not in_flight):
+                    bar.update(writer.flush())
+                    minutes = (time.monotonic() - started) / 60
+                    bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, {totals.usage.total:,} LLM tokens")
+                writer.release_if_held_long()
                 if not in_flight:
                     break
-                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-                if done and len(in_flight) >= GATHER_FROM and len(done) < len(in_flight) // 4:
-                    # Many in flight: let a few more finish, so the catalog opens once for many features.
-                    done, _ = wait(in_flight, timeout=WRITE_GATHER_SECONDS, return_when=ALL_COMPLETED)
-                finished = list(done)
-                for future in finished:
+                done, _ = wait(in_flight, timeout=writer.seconds_to_due(), return_when=FIRST_COMPLETED)
+                writer.add([future.result() for future in done])
+                for future in done:
                     del in_flight[future]
         except BaseException:
             for future in in_flight:
                 future.cancel()
+            writer.salvage()
             raise
+        writer.close()
     if request["stop"]:
         raise Interrupted("interrupted")
-
-
-def write_outcome(catalog: Catalog, outcome: FeatureOutcome, totals: Totals) -> None:
-    catalog.record_label(outcome.explanation, outcome.scores)
-    if outcome.explanation is not None and outcome.explanation["status"] == "failed":
-        totals.failed += 1
-    else:
-        totals.labeled += 1
-    totals.usage = totals.usage + outcome.usage

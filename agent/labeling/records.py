@@ -28,5 +28,12 @@ def corpus_counts(catalog: Catalog, set_id: str, special: set[int]) -> CorpusCou
 
 def read_record(catalog: Catalog, set_id: str, feature: int, special: set[int], score_active: int,
                 score_random: int) -> FeatureRecord:
-    return feature_record(feature, catalog.feature(set_id, feature)["max_act"], catalog.examples(set_id, feature),
-                          special, score_active, score_random)
+    return read_records(catalog, set_id, [feature], special, score_active, score_random)[0]
+
+
+def read_records(catalog: Catalog, set_id: str, features: list[int], special: set[int], score_active: int,
+                 score_random: int) -> list[FeatureRecord]:
+    """The records of many features from two queries, in the order given."""
+    max_acts, examples = catalog.max_acts(set_id, features), catalog.examples_of(set_id, features)
+    return [feature_record(feature, max_acts[feature], examples[feature], special, score_active, score_random)
+            for feature in features]

@@ -207,7 +207,9 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
         except duckdb.IOException:  # the run holds the catalog for a moment while it writes
             return 0
 
-    with stub_server(delay=0.2) as url:
+    # Slow enough that the run is mid-way for seconds after its first commit (finished features are committed
+    # together, at most a second after they finish).
+    with stub_server(delay=0.4) as url:
         args = ["label", "resid_post.1", "--llm", "openai:stub", "--base-url", url, "--scorers", "detection",
                 "--score-active", "2", "--score-random", "2", "--limit", "6", "--concurrency", "1",
                 "--catalog", str(catalog), "--no-progress", "--device", "cpu"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import duckdb
+import pyarrow as pa
 
 from tools.catalog.schema import SCHEMA_VERSION, check_columns, create, migrate, refuse_objects
 from tools.errors import InterpError
@@ -28,6 +29,22 @@ def insert_row(con: duckdb.DuckDBPyConnection, table: str, row: dict, on_conflic
     """One row from a dict whose keys are column names (ours, never user input)."""
     placeholders = ", ".join(f"${name}" for name in row)
     con.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({placeholders}) {on_conflict}", row)
+
+
+def insert_table(con: duckdb.DuckDBPyConnection, table_name: str, table: pa.Table) -> None:
+    """An Arrow table's rows into a table with those columns (ours), in one statement."""
+    con.register("incoming", table)
+    try:
+        con.execute(f"INSERT INTO {table_name} ({', '.join(table.column_names)}) SELECT * FROM incoming")
+    finally:
+        con.unregister("incoming")
+
+
+def rows_table(rows: list[dict]) -> pa.Table:
+    """Dict rows as an Arrow table with every key any row has (a missing key is NULL), each column's type
+    inferred from its own values; from_pylist would take the first row's keys and drop the others."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
 
 
 def check_catalog_path(path: Path) -> None:

@@ -14,7 +14,7 @@ class FindingTables(LabelTables, RunTables):
     def record_investigation(self, run_id: str, explanation: dict, scores: list[dict], experiments: list[dict]) -> None:
         """An investigation's explanation, scores and experiment log, and its run's end, all or nothing."""
         with self.transaction() as con:
-            self._insert_label(con, explanation, scores)
+            self._insert_labels(con, [explanation], scores)
             self._finish_experiments(con, run_id, experiments, explanation["status"] == "ok", explanation["error"])
 
     def record_answer(self, run_id: str, experiments: list[dict], error: str | None = None) -> None:

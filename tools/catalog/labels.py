@@ -2,7 +2,12 @@
 
 import duckdb
 
-from tools.catalog.connection import Connection, insert_row
+from tools.catalog.connection import Connection, insert_table, rows_table
+
+
+def explanation_key(explanation: dict) -> tuple:
+    """What one explanation may exist per: the feature, and the explainer, LLM and prompt that wrote it."""
+    return tuple(explanation[k] for k in ("feature_set_id", "feature", "explainer", "llm", "prompt_hash"))
 
 
 class LabelTables(Connection):
@@ -24,25 +29,49 @@ class LabelTables(Connection):
             "WHERE status = 'ok' AND list_contains(?, explanation_id)", [explanation_ids]).fetchall()
         return {tuple(row) for row in rows}
 
-    @staticmethod
-    def _insert_label(con: duckdb.DuckDBPyConnection, explanation: dict | None, scores: list[dict]) -> None:
-        if explanation is not None:
-            insert_row(con, "explanations", explanation)
-        for score in scores:
-            insert_row(con, "scores", score)
 
     def record_label(self, explanation: dict | None, scores: list[dict]) -> bool:
         """A feature's new explanation (if any) and its scores, all or nothing. False, and nothing written,
         when another writer already explained the feature under the same explainer, LLM and prompt: each
         key keeps one explanation."""
+        return self.record_labels([(explanation, scores)])[0]
+
+    def record_labels(self, labels: list[tuple[dict | None, list[dict]]]) -> list[bool]:
+        """`record_label` for many features in one transaction and one insert per table: a labeling run
+        commits every feature that finished together at once."""
         with self.transaction() as con:
-            if explanation is not None and explanation["status"] == "ok" and self._value(
-                    "SELECT count(*) FROM explanations WHERE feature_set_id = ? AND feature = ? AND explainer = ? "
-                    "AND llm = ? AND prompt_hash = ? AND status = 'ok'",
-                    [explanation[k] for k in ("feature_set_id", "feature", "explainer", "llm", "prompt_hash")]):
-                return False
-            self._insert_label(con, explanation, scores)
-        return True
+            taken = self._explained(con, [explanation for explanation, _ in labels
+                                          if explanation is not None and explanation["status"] == "ok"])
+            written, explanations, scores = [], [], []
+            for explanation, feature_scores in labels:
+                key = None if explanation is None or explanation["status"] != "ok" else explanation_key(explanation)
+                if key is not None and key in taken:
+                    written.append(False)
+                    continue
+                if key is not None:
+                    taken.add(key)  # a second explanation of one key in the same batch loses, as it would alone
+                written.append(True)
+                explanations += [explanation] if explanation is not None else []
+                scores += feature_scores
+            self._insert_labels(con, explanations, scores)
+        return written
+
+    @staticmethod
+    def _insert_labels(con: duckdb.DuckDBPyConnection, explanations: list[dict], scores: list[dict]) -> None:
+        for table_name, rows in (("explanations", explanations), ("scores", scores)):
+            if rows:
+                insert_table(con, table_name, rows_table(rows))
+
+    @staticmethod
+    def _explained(con: duckdb.DuckDBPyConnection, explanations: list[dict]) -> set[tuple]:
+        """The keys among these explanations' that already have an ok explanation in the catalog."""
+        if not explanations:
+            return set()
+        rows = con.execute(
+            "SELECT feature_set_id, feature, explainer, llm, prompt_hash FROM explanations WHERE status = 'ok' "
+            "AND list_contains(?, feature)", [sorted({e["feature"] for e in explanations})]).fetchall()
+        wanted = {explanation_key(e) for e in explanations}
+        return {tuple(row) for row in rows} & wanted
 
     def label_summary(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str,
                       features: list[int]) -> list[dict]:

@@ -1,0 +1,97 @@
+"""The label run's one catalog writer: finished features are embedded and committed in batches, and the
+catalog is held open between batches for at most `HOLD_SECONDS`.
+
+Per feature, committing alone cost more than it had to: opening the catalog checks its schema (~30 ms),
+and the explanation embedder costs ~22 ms of CPU for one text against ~4.5 ms a text in a batch of 30.
+So features that finish wait up to `WRITE_SECONDS` (or until `WRITE_BATCH` are waiting) and go in together:
+one embedding pass, one transaction. A crash loses at most that second's features, which a rerun redoes.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.labeling.rows import FeatureOutcome, embed_explanations
+from evals.scorers.embedding import Embedder
+from tools.catalog import Catalog
+from tools.llm.interface import Usage
+
+log = logging.getLogger(__name__)
+WRITE_BATCH = 64
+WRITE_SECONDS = 1.0
+HOLD_SECONDS = 1.0
+"""How long the catalog stays open across batches before it is closed for other processes."""
+
+
+@dataclass
+class Totals:
+    """What the features written so far add up to."""
+
+    labeled: int = 0
+    failed: int = 0
+    usage: Usage = Usage()
+
+
+class LabelWriter:
+    def __init__(self, path: Path, embedder: Embedder, totals: Totals):
+        self.path, self.embedder, self.totals = path, embedder, totals
+        self.pending: list[FeatureOutcome] = []
+        self._waiting_since = 0.0
+        self._catalog: Catalog | None = None
+        self._opened = 0.0
+
+    def catalog(self) -> Catalog:
+        """The catalog, opened if it is not (reads of the next features go through it too)."""
+        if self._catalog is None:
+            self._catalog, self._opened = Catalog(self.path), time.monotonic()
+        return self._catalog
+
+    def add(self, outcomes: list[FeatureOutcome]) -> None:
+        if outcomes and not self.pending:
+            self._waiting_since = time.monotonic()
+        self.pending += outcomes
+
+    def due(self) -> bool:
+        return len(self.pending) >= WRITE_BATCH or (
+            bool(self.pending) and time.monotonic() - self._waiting_since >= WRITE_SECONDS)
+
+    def seconds_to_due(self) -> float:
+        """How long the caller may wait for features before the pending ones are due."""
+        if not self.pending:
+            return WRITE_SECONDS
+        return max(0.0, WRITE_SECONDS - (time.monotonic() - self._waiting_since))
+
+    def flush(self) -> int:
+        """Embeds and commits every pending feature in one transaction (each feature whole); returns how many."""
+        outcomes, self.pending = self.pending, []
+        if not outcomes:
+            return 0
+        embed_explanations(outcomes, self.embedder)
+        self.catalog().record_labels([(outcome.explanation, outcome.scores) for outcome in outcomes])
+        for outcome in outcomes:
+            if outcome.explanation is not None and outcome.explanation["status"] == "failed":
+                self.totals.failed += 1
+            else:
+                self.totals.labeled += 1
+            self.totals.usage = self.totals.usage + outcome.usage
+        return len(outcomes)
+
+    def release_if_held_long(self) -> None:
+        """Closes the catalog once it has been open `HOLD_SECONDS`, so other processes get a turn."""
+        if self._catalog is not None and time.monotonic() - self._opened >= HOLD_SECONDS:
+            self.close()
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def salvage(self) -> None:
+        """On the way out of a failed or interrupted run: commits the features that finished, if it can."""
+        try:
+            self.flush()
+        except Exception as error:  # the run is already failing; its own error is the one to report
+            log.warning(f"could not save {len(self.pending)} finished features: {error}")
+        finally:
+            self.close()
