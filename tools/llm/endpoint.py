@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import openai
 import orjson
@@ -209,14 +210,23 @@ class OpenAIChat:
             raise LLMError(f"LLM endpoint {self.shown_url} sent a malformed answer: {str(error)[:200]}") from None
 
     def _fetch(self, route: str, request: dict, limit: int) -> bytes:
-        api: Any = self.client.completions if route == "completions" else self.client.chat.completions
-        with api.with_streaming_response.create(model=self.model, temperature=0, **request) as response:
-            body = bytearray()
+        """The client's raw `post` (its status checks and exceptions, without `create`'s typed-parameter
+        transform, a third of a request's client CPU against a fast endpoint); vLLM's own fields, passed in
+        `extra_body` as `create` takes them, go into the body here."""
+        extra = request.get("extra_body") or {}
+        body = {"model": self.model, "temperature": 0, **{k: v for k, v in request.items() if k != "extra_body"},
+                **extra}
+        path = "/completions" if route == "completions" else "/chat/completions"
+        response = self.client.post(path, body=body, cast_to=httpx.Response, stream=True)
+        try:
+            answer = bytearray()
             for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > limit:
+                answer += chunk
+                if len(answer) > limit:
                     raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over {limit // 2**20} MiB; refused")
-            return bytes(body)
+            return bytes(answer)
+        finally:
+            response.close()
 
     def _classified(self, error: BaseException) -> BaseException:
         """The exception the caller sees: an LLMError (wrapped as retryable where a retry may help)."""

@@ -111,9 +111,9 @@ def slot_positions(tokens: PromptTokens, tabs_before: int, n_slots: int) -> list
     end its token (the tokenizer joined it with what follows, so the slot has no distribution of its own)."""
     positions: list[int] = []
     seen = 0
-    for index, text in enumerate(tokens.texts):
-        if "\t" not in text:
-            continue
+    with_tabs = [index for index, text in enumerate(tokens.texts) if "\t" in text]  # one pass in C-level calls
+    for index in with_tabs:
+        text = tokens.texts[index]
         for offset, character in enumerate(text):
             if character != "\t":
                 continue
