@@ -13,6 +13,7 @@ from agent.cli.flags import (
     quiet_transformers,
 )
 from agent.labeling.config import LabelConfig
+from agent.neuronpedia.names import DEFAULT_CREATOR_ID
 from tools.errors import InterpError
 
 
@@ -58,7 +59,8 @@ def command_search(args: argparse.Namespace) -> None:
 
 
 def command_export(args: argparse.Namespace) -> None:
-    from agent.export import export_neuronpedia, export_parquet, require_labels
+    from agent.export import export_parquet, require_labels
+    from agent.neuronpedia.export import export_neuronpedia
     from tools.catalog import Catalog
 
     with Catalog(args.catalog, read_only=True) as catalog:
@@ -68,8 +70,11 @@ def command_export(args: argparse.Namespace) -> None:
             for path in export_parquet(catalog, set_id, args.out):
                 print(f"wrote {path}")
         else:
-            counts = export_neuronpedia(catalog, set_id, args.out)
-            print(f"wrote Neuronpedia batches under {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items()))
+            counts = export_neuronpedia(catalog, set_id, args.out, args.creator_id, args.np_model_id,
+                                        args.np_source_id)
+            print(f"wrote a Neuronpedia dataset under {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items())
+                  + f"; its type rows are in config/ (add them to Neuronpedia's config before importing), and "
+                  f"User '{args.creator_id}' must exist there")
 
 
 def command_explain_records(args: argparse.Namespace) -> None:
@@ -106,6 +111,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("feature_set", help=FEATURE_SET_HELP)
     export.add_argument("--format", choices=("parquet", "neuronpedia"), default="parquet")
     export.add_argument("--out", type=Path, required=True, help="folder to write into")
+    export.add_argument("--creator-id", default=DEFAULT_CREATOR_ID,
+                        help="Neuronpedia User.id named as creator and author of every row (default: %(default)s, a "
+                        "user an admin creates once)")
+    export.add_argument("--np-model-id", help="Neuronpedia's id for the model (default: its known name, like "
+                        "gpt2-small, else the model's name)")
+    export.add_argument("--np-source-id", help="Neuronpedia source id: '{layer}-{set}' (like 6-res-jb), or '{layer}' "
+                        "for raw neurons (default: from the hook and feature set)")
     catalog_flag(export)
     export.set_defaults(handler=command_export)
 

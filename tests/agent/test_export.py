@@ -1,6 +1,5 @@
 """`interp export` (Parquet, Neuronpedia batches) and `interp explain-records` (no subject model)."""
 
-import gzip
 import json
 
 import duckdb
@@ -28,20 +27,9 @@ def test_export_parquet_and_neuronpedia(catalog, tmp_path, capsys):  # noqa: F81
     assert (n, dims, features) == (2, 384, 64)
     assert metrics == [("detection", "auroc"), ("detection", "balanced_accuracy"), ("embedding", "auroc")]
 
+    # The Neuronpedia layout is replayed into their schema in tests/agent/test_neuronpedia.py.
     assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np"),
                  "--catalog", str(catalog)]) == 0
-    (source,) = (tmp_path / "np").glob("*/*")
-    assert source.parent.name == "tiny-gpt20" and source.name.startswith("1-resid-post-sae-")
-    explanations = [json.loads(line) for line in gzip.open(source / "explanations" / "batch-0.jsonl.gz", "rt")]
-    assert len(explanations) == 2 and explanations[0]["description"] == "words about animals"
-    assert isinstance(explanations[0]["index"], str) and explanations[0]["layer"] == source.name
-    assert {s["scorer"] for s in explanations[0]["scores"]} == {"detection", "embedding"}
-    activation = json.loads(gzip.open(source / "activations" / "batch-0.jsonl.gz", "rt").readline())
-    assert len(activation["tokens"]) == len(activation["values"])
-    assert activation["maxValue"] == activation["values"][activation["maxValueTokenIndex"]]
-    features = [json.loads(line) for line in gzip.open(source / "features" / "batch-0.jsonl.gz", "rt")]
-    assert [f["index"] for f in features] == [str(i) for i in range(64)]
-
     for fmt, folder in (("parquet", "pq"), ("neuronpedia", "np")):  # a second export never mixes with the first
         assert main(["export", "resid_post.1", "--format", fmt, "--out", str(tmp_path / folder),
                      "--catalog", str(catalog)]) == 2
@@ -49,9 +37,9 @@ def test_export_parquet_and_neuronpedia(catalog, tmp_path, capsys):  # noqa: F81
 
 
 def test_a_model_name_never_leads_an_export_outside_its_folder():
-    from agent.export import model_id
+    from agent.neuronpedia.names import np_model_id
 
-    assert [model_id(name) for name in ("..", ".", "", "/models/Gemma 3", "a/../..")] == [
+    assert [np_model_id(name, None) for name in ("..", ".", "", "/models/Gemma 3", "a/../..")] == [
         "model", "model", "model", "gemma-3", "model"]
 
 

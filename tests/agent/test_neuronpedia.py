@@ -1,0 +1,146 @@
+"""`interp export --format neuronpedia` replayed into Neuronpedia's own tables (tests/agent/fixtures/
+neuronpedia_schema.sql, transcribed from their Prisma schema), loaded the way their admin import loads them."""
+
+import gzip
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from agent.cli import main
+from agent.labeling.config import LabelConfig
+from agent.labeling.pipeline import run_label
+from tests.agent.test_label import catalog, judge_or_explain, scripted_factory  # noqa: F401  (fixture)
+from tests.scripted import ScriptedChat
+
+SCHEMA = Path(__file__).with_name("fixtures") / "neuronpedia_schema.sql"
+THEIR_SCORE_TYPES = ("eleuther_recall", "eleuther_fuzz", "eleuther_embedding")
+"""Score types Neuronpedia already has: our export names them and writes no rows for them."""
+
+
+def neuronpedia_database() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for statement in SCHEMA.read_text().split(";"):
+        if "CREATE" in statement:
+            con.execute(statement).fetchall()
+    con.execute("INSERT INTO \"User\" VALUES ('interp-agent', 'interp-agent'), ('np', 'neuronpedia')").fetchall()
+    for name in THEIR_SCORE_TYPES:
+        con.execute("INSERT INTO \"ExplanationScoreType\" (name, \"displayName\", description, \"creatorName\", "
+                    "\"creatorId\") VALUES (?, ?, '', 'neuronpedia', 'np')", [name, name]).fetchall()
+    return con
+
+
+def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                                          "ORDER BY ordinal_position", [table]).fetchall()]
+
+
+def prisma_create(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None:
+    """`prisma.<table>.create({data: line})` (and `upsert` for config rows): a key that is no field fails."""
+    for row in rows:
+        unknown = set(row) - set(columns(con, table))
+        assert not unknown, f"{table} has no fields {unknown}"
+        insert(con, table, [row], list(row))
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], names: list[str]) -> int:
+    values = pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
+    before = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+    con.register("incoming", values)
+    quoted = ", ".join(f'"{name}"' for name in names)
+    con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM incoming ON CONFLICT DO NOTHING').fetchall()
+    con.unregister("incoming")
+    return con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0] - before
+
+
+def import_jsonl(con: duckdb.DuckDBPyConnection, table: str, lines: list[str]) -> int:
+    """`importJsonlString`: the first line's keys that are columns of the table are the columns; other keys
+    are dropped; rows go in with ON CONFLICT DO NOTHING. Returns how many landed."""
+    rows = [json.loads(line) for line in lines if line.strip()]
+    first = list(rows[0])
+    dropped = [key for key in first if key not in columns(con, table)]
+    assert not dropped, f"{table}: keys {dropped} match no column and would be dropped silently"
+    return insert(con, table, rows, [key for key in first if key in columns(con, table)])
+
+
+def batches(folder: Path) -> list[str]:
+    return [line for path in sorted(folder.glob("batch-*.jsonl.gz")) for line in gzip.open(path, "rt")]
+
+
+def replay(con: duckdb.DuckDBPyConnection, source: Path) -> dict[str, tuple[int, int]]:
+    """The admin import of one source folder after its config rows; per table (rows in files, rows landed)."""
+    jsonl = {name: [json.loads(line) for line in (source / "config" / f"{name}.jsonl").read_text().splitlines()]
+             for name in ("explanation_model_type", "explanation_type", "explanation_score_model",
+                          "explanation_score_type")}
+    for name, table in (("explanation_model_type", "ExplanationModelType"), ("explanation_type", "ExplanationType"),
+                        ("explanation_score_model", "ExplanationScoreModel"),
+                        ("explanation_score_type", "ExplanationScoreType")):
+        prisma_create(con, table, jsonl[name])
+    for name, table in (("model", "Model"), ("sourceset", "SourceSet"), ("source", "Source")):
+        prisma_create(con, table, [json.loads(line) for line in (source / f"{name}.jsonl").read_text().splitlines()])
+    counts = {}
+    for folder, table in (("features", "Neuron"), ("activations", "Activation"), ("explanations", "Explanation"),
+                          ("explanation_scores", "ExplanationScore")):
+        lines = batches(source / folder)
+        counts[table] = (len(lines), import_jsonl(con, table, lines))
+    return counts
+
+
+@pytest.fixture
+def labeled(catalog):  # noqa: F811
+    config = LabelConfig(llm="openai:scripted", scorers="detection,fuzzing,embedding", limit=3, device="cpu")
+    run_label(config, "resid_post.1", catalog, progress=False,
+              llm_factory=scripted_factory(ScriptedChat(judge_or_explain)))
+    return catalog
+
+
+def test_every_exported_row_loads_into_neuronpedias_tables(labeled, tmp_path):
+    assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np"),
+                 "--catalog", str(labeled)]) == 0
+    (source,) = (tmp_path / "np").glob("*/*")
+    assert source.parent.name == "tiny-gpt20" and source.name.startswith("1-resid-post-sae-")
+    con = neuronpedia_database()
+    counts = replay(con, source)
+    assert all(written == landed > 0 for written, landed in counts.values()), counts
+    assert counts["Neuron"][0] == 64 and counts["Explanation"][0] == 3 and counts["ExplanationScore"][0] == 9
+    scored = con.execute('SELECT DISTINCT "explanationScoreTypeName" FROM "ExplanationScore" ORDER BY 1').fetchall()
+    assert [row[0] for row in scored] == ["eleuther_embedding", "eleuther_fuzz", "eleuther_recall"]
+    texts = con.execute('SELECT DISTINCT description FROM "Explanation"').fetchall()
+    assert texts == [("words about animals",)]
+    # A second import of the same export adds nothing (stable ids, ON CONFLICT DO NOTHING).
+    again = {table: landed for table, (_, landed) in replay_rows_only(con, source).items()}
+    assert set(again.values()) == {0}
+
+
+def replay_rows_only(con, source):
+    return {table: (0, import_jsonl(con, table, batches(source / folder))) for folder, table in (
+        ("features", "Neuron"), ("activations", "Activation"), ("explanations", "Explanation"),
+        ("explanation_scores", "ExplanationScore"))}
+
+
+def test_the_replay_fails_a_row_without_a_required_field(labeled, tmp_path):
+    """The check is real: an activation without its creatorId (NOT NULL, no default) does not load."""
+    assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np"),
+                 "--catalog", str(labeled)]) == 0
+    (source,) = (tmp_path / "np").glob("*/*")
+    path = source / "activations" / "batch-0.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.open(path, "rt")]
+    with gzip.open(path, "wt") as handle:
+        handle.writelines(json.dumps({k: v for k, v in row.items() if k != "creatorId"}) + "\n" for row in rows)
+    with pytest.raises(duckdb.ConstraintException, match="creatorId"):
+        replay(neuronpedia_database(), source)
+
+
+def test_neuronpedia_names_and_overrides(labeled, tmp_path, capsys):
+    assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np"),
+                 "--np-model-id", "gpt2-small", "--np-source-id", "1-res-test", "--creator-id", "someone",
+                 "--catalog", str(labeled)]) == 0
+    source = tmp_path / "np" / "gpt2-small" / "1-res-test"
+    assert json.loads((source / "sourceset.jsonl").read_text())["name"] == "res-test"
+    explanation = json.loads(gzip.open(source / "explanations" / "batch-0.jsonl.gz", "rt").readline())
+    assert explanation["authorId"] == "someone" and explanation["layer"] == "1-res-test"
+    assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "bad"),
+                 "--np-source-id", "res", "--catalog", str(labeled)]) == 2
+    assert "Neuronpedia source id 'res' must be" in capsys.readouterr().err
