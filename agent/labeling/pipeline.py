@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 REFILL_FRACTION = 8
 """The next features are read once this fraction of the slots is free (or none is in flight), so the
 catalog answers one query for many features instead of one for each."""
+
+
 @dataclass(frozen=True)
 class Work:
     feature: int
@@ -208,7 +210,7 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                     bar.update(writer.flush())
                     minutes = (time.monotonic() - started) / 60
                     bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, {totals.usage.total:,} LLM tokens")
-                writer.release_if_held_long()
+                writer.release_unless_busy()
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, timeout=writer.seconds_to_due(), return_when=FIRST_COMPLETED)

@@ -77,9 +77,10 @@ class LabelWriter:
             self.totals.usage = self.totals.usage + outcome.usage
         return len(outcomes)
 
-    def release_if_held_long(self) -> None:
-        """Closes the catalog once it has been open `HOLD_SECONDS`, so other processes get a turn."""
-        if self._catalog is not None and time.monotonic() - self._opened >= HOLD_SECONDS:
+    def release_unless_busy(self) -> None:
+        """Closes the catalog while nothing waits to be written (a slow endpoint: other processes read it
+        meanwhile), and at least every `HOLD_SECONDS` while features keep finishing."""
+        if self._catalog is not None and (not self.pending or time.monotonic() - self._opened >= HOLD_SECONDS):
             self.close()
 
     def close(self) -> None:
