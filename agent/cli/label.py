@@ -77,6 +77,16 @@ def command_export(args: argparse.Namespace) -> None:
                   f"User '{args.creator_id}' must exist there")
 
 
+def command_import_neuronpedia(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.neuronpedia.imports import import_neuronpedia
+
+    result = import_neuronpedia(args.folder, args.catalog, args.feature_set, args.embedder, args.device)
+    print(f"imported {result.written} of {result.read} explanations of Neuronpedia source {result.source} into "
+          f"{result.feature_set_id} (run {result.run_id}); score them with `interp label {result.feature_set_id} "
+          "--score-only neuronpedia:TYPE`")
+
+
 def command_explain_records(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.labeling.explain_records import explain_records
@@ -120,6 +130,18 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "for raw neurons (default: from the hook and feature set)")
     catalog_flag(export)
     export.set_defaults(handler=command_export)
+
+    imports = commands.add_parser("import", help="bring labels published elsewhere into the catalog")
+    sources = imports.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    neuronpedia = sources.add_parser("neuronpedia", help="explanations from a Neuronpedia dataset export "
+                                     "(explanations/batch-*.jsonl.gz), as explanations by neuronpedia:TYPE")
+    neuronpedia.add_argument("folder", type=Path, help="the source's folder (holding explanations/)")
+    neuronpedia.add_argument("--feature-set", required=True,
+                             help="the matching feature set: same model, same SAE (interp sae load)")
+    neuronpedia.add_argument("--embedder", default="all-MiniLM-L6-v2", help=field_help(LabelConfig, "embedder"))
+    neuronpedia.add_argument("--device", default="auto", help=field_help(LabelConfig, "device"))
+    catalog_flag(neuronpedia)
+    neuronpedia.set_defaults(handler=command_import_neuronpedia)
 
     records = commands.add_parser("explain-records",
                                   help="explain and score {tokens, values} activation records from any tool")

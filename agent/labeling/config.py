@@ -46,6 +46,9 @@ class LabelConfig:
     score_random: int = option(10, "held-out random examples per scorer")
     embedder: str = option("all-MiniLM-L6-v2", "sentence-transformers model (name or folder) for embeddings and the "
                                                "embedding scorer")
+    score_only: str = option("", "score the explanations this explainer already wrote (like neuronpedia:TYPE, from "
+                                 "`interp import neuronpedia`) and explain nothing; the features are the ones it "
+                                 "explained")
     device: str = option("auto", "auto, cuda, mps, cpu")
     price_per_mtok: str = option("", "IN,OUT: dollars per million prompt and completion tokens, to print the cost")
 

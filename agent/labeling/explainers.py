@@ -182,3 +182,16 @@ class TokenStatsExplainer:
         if statistics.bigrams:
             text += f", as in {json.dumps(display_token(statistics.bigrams[0].text).strip(), ensure_ascii=False)}"
         return Explanation(text)
+
+
+@dataclass
+class RecordedExplainer:
+    """Explanations already in the catalog (imported, or an earlier run's), scored again: it is keyed like the
+    explainer that wrote them, so a run finds them done and only scores; it never explains."""
+
+    name: str
+    llm_name: str
+    prompt_hash: str
+
+    def explain(self, record: FeatureRecord) -> Explanation:
+        raise FeatureFailure(f"feature {record.feature} has no explanation by {self.name} to score")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, model_side, output_evidence, roles
 from agent.labeling.config import LabelConfig
-from agent.labeling.explainers import Explainer, OutputExplainer
+from agent.labeling.explainers import Explainer, OutputExplainer, RecordedExplainer
 from agent.labeling.records import corpus_counts, read_records, special_token_ids
 from agent.labeling.rows import label_feature
 from agent.labeling.writer import LabelWriter, Totals
@@ -57,6 +57,24 @@ def target_features(catalog: Catalog, config: LabelConfig, set_id: str) -> list[
         return chosen
     live = catalog.live_features(set_id)
     return live[:config.limit] if config.limit else live
+
+
+def recorded_explanations(catalog: Catalog, config: LabelConfig, set_id: str) -> tuple[RecordedExplainer, list[int]]:
+    """--score-only: the explainer the flag names, keyed as it wrote, and the features it explained (within
+    --features or the first --limit of them)."""
+    keys = catalog.explainer_keys(set_id, config.score_only)
+    if not keys:
+        raise InterpError(f"--score-only: no explanations by '{config.score_only}' in feature set {set_id}; "
+                          f"explainers there: {', '.join(catalog.explainers(set_id)) or 'none'}")
+    if len(keys) > 1:
+        raise InterpError(f"--score-only: '{config.score_only}' wrote under {len(keys)} LLMs or prompts "
+                          f"({', '.join(llm or 'no LLM' for llm, _ in keys)}); score them one run at a time")
+    (llm, prompt_hash), = keys
+    explainer = RecordedExplainer(config.score_only, llm, prompt_hash)
+    written = sorted(catalog.labeled(set_id, explainer.name, llm, prompt_hash))
+    chosen = config.feature_list()
+    targets = [f for f in chosen if f in set(written)] if chosen else written[:config.limit or None]
+    return explainer, targets
 
 
 def plan(catalog: Catalog, labeler: Labeler, targets: list[int], set_id: str) -> list[Work]:
@@ -119,7 +137,10 @@ def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_f
     with Catalog(catalog_path, read_only=True) as catalog:
         feature_set = catalog.feature_set(feature_set_ref)
         set_id = feature_set["feature_set_id"]
-        targets = target_features(catalog, config, set_id)
+        if config.score_only:
+            explainer, targets = recorded_explanations(catalog, config, set_id)
+        else:
+            targets = target_features(catalog, config, set_id)
         special = special_token_ids(catalog.model(feature_set["model_id"]))
         needs_counts = explainer is None and config.explainer in ("token-stats", "evidence")
         corpus = corpus_counts(catalog, set_id, special) if needs_counts else None

@@ -24,6 +24,7 @@ from agent.neuronpedia.names import (
     NEURONPEDIA_SCORE_TYPES,
     PRIMARY_METRIC,
     SCORE_TYPES,
+    explanation_row_id,
     explanation_type,
     llm_type_name,
     np_model_id,
@@ -96,7 +97,7 @@ def export_neuronpedia(catalog: Catalog, set_id: str, out: Path, creator_id: str
 
     def explanations() -> Iterator[dict]:
         for feature, text, explainer, llm, explanation_id in explanation_rows:
-            yield neuron | {"id": stable_id(explanation_id), "index": str(feature), "description": text,
+            yield neuron | {"id": explanation_row_id(explanation_id), "index": str(feature), "description": text,
                             "authorId": creator_id, "typeName": explanation_type(explainer),
                             "explanationModelName": llm_type_name(llm),
                             "notes": f"interp-agent explanation {explanation_id} ({explainer}, {llm or 'no LLM'})"}
@@ -113,7 +114,7 @@ def export_neuronpedia(catalog: Catalog, set_id: str, out: Path, creator_id: str
             if scorer not in SCORE_TYPES or metric not in entry["metrics"]:
                 continue
             yield {"id": stable_id(explanation_id, scorer, llm, prompt_hash), "initiatedByUserId": creator_id,
-                   "value": entry["metrics"][metric]["value"], "explanationId": stable_id(explanation_id),
+                   "value": entry["metrics"][metric]["value"], "explanationId": explanation_row_id(explanation_id),
                    "explanationScoreTypeName": SCORE_TYPES[scorer],
                    "explanationScoreModelName": llm_type_name(llm) or f"interp-agent_{scorer}",
                    "jsonDetails": json.dumps({"scorer": scorer, "metric": metric, "llm": llm,

@@ -78,3 +78,8 @@ def explanation_type(explainer: str) -> str:
 def stable_id(*parts: object) -> str:
     """A row id derived from ours, the same on every export (re-imports are `ON CONFLICT DO NOTHING`)."""
     return "ia" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:23]
+
+
+def explanation_row_id(explanation_id: str) -> str:
+    """The Explanation.id an explanation of ours gets: an imported one keeps Neuronpedia's own."""
+    return explanation_id.removeprefix("np:") if explanation_id.startswith("np:") else stable_id(explanation_id)

@@ -13,7 +13,7 @@ from agent.cli import main
 from agent.labeling.config import LabelConfig
 from agent.labeling.pipeline import run_label
 from tests.agent.test_label import catalog, judge_or_explain, scripted_factory  # noqa: F401  (fixture)
-from tests.scripted import ScriptedChat
+from tests.scripted import ScriptedChat, is_judge
 
 SCHEMA = Path(__file__).with_name("fixtures") / "neuronpedia_schema.sql"
 THEIR_SCORE_TYPES = ("eleuther_recall", "eleuther_fuzz", "eleuther_embedding")
@@ -144,3 +144,66 @@ def test_neuronpedia_names_and_overrides(labeled, tmp_path, capsys):
     assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "bad"),
                  "--np-source-id", "res", "--catalog", str(labeled)]) == 2
     assert "Neuronpedia source id 'res' must be" in capsys.readouterr().err
+
+
+def neuronpedia_explanations(folder: Path, rows: list[dict]) -> Path:
+    """A Neuronpedia dataset export's explanations, each row with their Explanation columns."""
+    (folder / "explanations").mkdir(parents=True)
+    with gzip.open(folder / "explanations" / "batch-0.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return folder
+
+
+def published(index: int, text: str, np_id: str) -> dict:
+    return {"id": np_id, "modelId": "tiny", "layer": "1-res-test", "index": str(index), "description": text,
+            "authorId": "someone", "typeName": "oai_token-act-pair", "explanationModelName": "gpt-4o-mini",
+            "triggeredByUserId": None, "notes": None, "scoreV1": 0, "scoreV2": None}
+
+
+def test_published_explanations_import_get_scored_and_export_with_their_ids(catalog, tmp_path, capsys):  # noqa: F811
+    folder = neuronpedia_explanations(tmp_path / "np-in", [
+        published(0, "words about animals", "cm1aaaaaaaaaaaaaaaaaaaaaa"),
+        published(2, "the letter e", "cm1bbbbbbbbbbbbbbbbbbbbbb")])
+    args = ["import", "neuronpedia", str(folder), "--feature-set", "resid_post.1", "--device", "cpu",
+            "--catalog", str(catalog)]
+    assert main(args) == 0
+    assert "imported 2 of 2 explanations of Neuronpedia source tiny/1-res-test" in capsys.readouterr().out
+    assert main(args) == 0  # a second import adds nothing
+    assert "imported 0 of 2" in capsys.readouterr().out
+
+    config = LabelConfig(llm="openai:scripted", scorers="detection,embedding",
+                         score_only="neuronpedia:oai_token-act-pair", device="cpu")
+    chat = ScriptedChat(judge_or_explain)
+    result = run_label(config, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(chat))
+    assert result.targets == [0, 2] and result.labeled == 2
+    assert chat.prompts and all(is_judge(prompt) for prompt in chat.prompts)  # nothing was explained
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        scored = con.execute("SELECT e.explanation_id, e.llm, count(s.value) FROM explanations e JOIN scores s "
+                             "USING (explanation_id) WHERE e.explainer = 'neuronpedia:oai_token-act-pair' "
+                             "GROUP BY ALL ORDER BY 1").fetchall()
+        explainers = con.execute("SELECT DISTINCT explainer FROM explanations").fetchall()
+    assert [(i, llm) for i, llm, _ in scored] == [("np:cm1aaaaaaaaaaaaaaaaaaaaaa", "gpt-4o-mini"),
+                                                  ("np:cm1bbbbbbbbbbbbbbbbbbbbbb", "gpt-4o-mini")]
+    assert all(n == 3 for _, _, n in scored)  # detection's two metrics and embedding's one
+    assert explainers == [("neuronpedia:oai_token-act-pair",)]
+
+    assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np-out"),
+                 "--catalog", str(catalog)]) == 0
+    (source,) = (tmp_path / "np-out").glob("*/*")
+    rows = sorted((json.loads(line) for line in batches(source / "explanations")), key=lambda row: row["index"])
+    assert [(row["id"], row["index"], row["description"]) for row in rows] == [
+        ("cm1aaaaaaaaaaaaaaaaaaaaaa", "0", "words about animals"), ("cm1bbbbbbbbbbbbbbbbbbbbbb", "2", "the letter e")]
+    counts = replay(neuronpedia_database(), source)
+    assert all(written == landed for written, landed in counts.values()), counts
+
+
+def test_an_import_that_does_not_fit_the_feature_set_writes_nothing(catalog, tmp_path, capsys):  # noqa: F811
+    folder = neuronpedia_explanations(tmp_path / "np-in", [published(999, "far away", "cm1ccc")])
+    assert main(["import", "neuronpedia", str(folder), "--feature-set", "resid_post.1", "--device", "cpu",
+                 "--catalog", str(catalog)]) == 2
+    assert "names features [999] that feature set" in capsys.readouterr().err
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs WHERE kind = 'import'").fetchall() == [(0,)]
+    assert main(["label", "resid_post.1", "--score-only", "neuronpedia:nothing", "--llm", "openai:x",
+                 "--base-url", "http://127.0.0.1:9/v1", "--catalog", str(catalog), "--device", "cpu"]) == 2
+    assert "--score-only: no explanations by 'neuronpedia:nothing'" in capsys.readouterr().err

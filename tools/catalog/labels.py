@@ -20,6 +20,17 @@ class LabelTables(Connection):
             [feature_set_id, explainer, llm, prompt_hash])
         return {row["feature"]: row for row in rows}
 
+    def explainers(self, feature_set_id: str) -> list[str]:
+        return [row[0] for row in self.con.execute(
+            "SELECT DISTINCT explainer FROM explanations WHERE feature_set_id = ? AND status = 'ok' ORDER BY 1",
+            [feature_set_id]).fetchall()]
+
+    def explainer_keys(self, feature_set_id: str, explainer: str) -> list[tuple[str, str]]:
+        """(llm, prompt_hash) of every key under which `explainer` wrote ok explanations of the set."""
+        return [tuple(row) for row in self.con.execute(
+            "SELECT DISTINCT llm, prompt_hash FROM explanations WHERE feature_set_id = ? AND explainer = ? AND "
+            "status = 'ok' ORDER BY ALL", [feature_set_id, explainer]).fetchall()]
+
     def scored(self, explanation_ids: list[str]) -> set[tuple[str, str, str, str]]:
         """(explanation_id, scorer, llm, prompt_hash) of every successful score of these explanations."""
         if not explanation_ids:

@@ -1,0 +1,122 @@
+"""`interp import neuronpedia DIR`: explanations published on Neuronpedia (a dataset export's
+`explanations/batch-*.jsonl.gz`, rows of its `Explanation` table) into the catalog as explanations of a
+feature set of ours, so `interp label SET --score-only neuronpedia:TYPE` scores them with our scorers on
+our held-out examples and `interp eval compare` sets them beside ours.
+
+Each becomes an explanation by `neuronpedia:<typeName>`, its LLM Neuronpedia's `explanationModelName`;
+its id is `np:<Neuronpedia's id>`, which the Neuronpedia export gives back unchanged; the run records the
+folder read. Everything is checked before anything is written; a second import of the same files adds
+nothing (one explanation per feature, explainer and LLM).
+"""
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.labeling.rows import FeatureOutcome, embed_explanations, explanation_row
+from evals.scorers.embedding import Embedder
+from tools.catalog import Catalog
+from tools.errors import InterpError
+from tools.llm.interface import Usage
+
+log = logging.getLogger(__name__)
+IMPORTED_PREFIX = "np:"
+WRITE_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Published:
+    """One Neuronpedia explanation, as its row names it."""
+
+    np_id: str
+    feature: int
+    text: str
+    type_name: str
+    model_name: str
+    where: str
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    feature_set_id: str
+    run_id: str
+    read: int
+    written: int
+    source: str
+
+
+def batch_files(folder: Path) -> list[Path]:
+    found = sorted((folder / "explanations").glob("batch-*.jsonl.gz")) or sorted(folder.glob("batch-*.jsonl.gz"))
+    if not found:
+        raise InterpError(f"'{folder}' holds no explanations/batch-*.jsonl.gz (a Neuronpedia dataset export's "
+                          "explanations)")
+    return found
+
+
+def read_published(files: list[Path]) -> tuple[list[Published], str]:
+    """Every row, checked; the one `modelId/layer` they all belong to."""
+    rows, sources = [], set()
+    for path in files:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                where = f"{path.name}:{number}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InterpError(f"{where} is not JSON ({error.msg})") from None
+                index, text = row.get("index") if isinstance(row, dict) else None, row.get("description")
+                if not isinstance(text, str) or not text.strip() or not str(index).isdigit():
+                    raise InterpError(f"{where}: expected a Neuronpedia Explanation row with an integer 'index' and "
+                                      f"a 'description', got keys {sorted(row)[:8] if isinstance(row, dict) else row}")
+                sources.add(f"{row.get('modelId', '?')}/{row.get('layer', '?')}")
+                rows.append(Published(str(row.get("id") or f"{path.name}:{number}"), int(str(index)), text.strip(),
+                                      str(row.get("typeName") or "unknown"), str(row.get("explanationModelName") or ""),
+                                      where))
+    if len(sources) > 1:
+        raise InterpError(f"the files hold explanations of {len(sources)} sources ({', '.join(sorted(sources)[:4])}); "
+                          "import one source's folder at a time")
+    return rows, next(iter(sources), "?")
+
+
+@dataclass(frozen=True)
+class ImportedExplainer:
+    """Who wrote an imported explanation, keyed like our explainers (`explanation_row` reads these)."""
+
+    name: str
+    llm_name: str
+    prompt_hash: str = ""
+
+
+def import_neuronpedia(folder: Path, catalog_path: Path, feature_set_ref: str, embedder_spec: str,
+                       device: str = "auto") -> ImportResult:
+    folder = Path(folder)
+    rows, source = read_published(batch_files(folder))
+    with Catalog(catalog_path, read_only=True) as catalog:
+        feature_set = catalog.feature_set(feature_set_ref)
+    set_id, n_features = feature_set["feature_set_id"], feature_set["n_features"]
+    outside = sorted({row.feature for row in rows if row.feature >= n_features})
+    if outside:
+        raise InterpError(f"Neuronpedia source {source} names features {outside[:5]} that feature set {set_id} "
+                          f"lacks (features 0..{n_features - 1}): is it the same model and SAE?")
+    embedder = Embedder(embedder_spec, device=device)
+    config = {"source": str(folder.resolve()), "neuronpedia_source": source, "feature_set": set_id}
+    written = 0
+    with Catalog.run(catalog_path, "import", config) as run_id:
+        for start in range(0, len(rows), WRITE_ROWS):
+            outcomes = []
+            for row in rows[start:start + WRITE_ROWS]:
+                explainer = ImportedExplainer(f"neuronpedia:{row.type_name}", row.model_name)
+                explanation = explanation_row(explainer, embedder, set_id, row.feature, run_id, row.text, None,
+                                              Usage(), embed=False)
+                explanation["explanation_id"] = IMPORTED_PREFIX + row.np_id
+                outcomes.append(FeatureOutcome(row.feature, explanation))
+            embed_explanations(outcomes, embedder)
+            with Catalog(catalog_path) as catalog:
+                written += sum(catalog.record_labels([(outcome.explanation, []) for outcome in outcomes]))
+    log.info(f"imported {written} of {len(rows)} explanations of Neuronpedia source {source} into {set_id} "
+             f"(run {run_id}); the rest were already there")
+    return ImportResult(set_id, run_id, len(rows), written, source)
