@@ -68,10 +68,12 @@ def read_published(files: list[Path]) -> tuple[list[Published], str]:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise InterpError(f"{where} is not JSON ({error.msg})") from None
-                index, text = row.get("index") if isinstance(row, dict) else None, row.get("description")
+                if not isinstance(row, dict):
+                    row = {"(not an object)": None}
+                index, text = row.get("index"), row.get("description")
                 if not isinstance(text, str) or not text.strip() or not str(index).isdigit():
                     raise InterpError(f"{where}: expected a Neuronpedia Explanation row with an integer 'index' and "
-                                      f"a 'description', got keys {sorted(row)[:8] if isinstance(row, dict) else row}")
+                                      f"a 'description', got keys {sorted(row)[:8]}")
                 sources.add(f"{row.get('modelId', '?')}/{row.get('layer', '?')}")
                 rows.append(Published(str(row.get("id") or f"{path.name}:{number}"), int(str(index)), text.strip(),
                                       str(row.get("typeName") or "unknown"), str(row.get("explanationModelName") or ""),

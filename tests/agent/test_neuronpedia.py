@@ -204,6 +204,12 @@ def test_an_import_that_does_not_fit_the_feature_set_writes_nothing(catalog, tmp
     assert "names features [999] that feature set" in capsys.readouterr().err
     with duckdb.connect(str(catalog), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs WHERE kind = 'import'").fetchall() == [(0,)]
+    not_rows = neuronpedia_explanations(tmp_path / "np-bad", [published(1, "fine", "cm1ddd")])
+    with gzip.open(not_rows / "explanations" / "batch-1.jsonl.gz", "wt") as handle:
+        handle.write("[1, 2]\n")
+    assert main(["import", "neuronpedia", str(not_rows), "--feature-set", "resid_post.1", "--device", "cpu",
+                 "--catalog", str(catalog)]) == 2
+    assert "batch-1.jsonl.gz:1: expected a Neuronpedia Explanation row" in capsys.readouterr().err
     assert main(["label", "resid_post.1", "--score-only", "neuronpedia:nothing", "--llm", "openai:x",
                  "--base-url", "http://127.0.0.1:9/v1", "--catalog", str(catalog), "--device", "cpu"]) == 2
     assert "--score-only: no explanations by 'neuronpedia:nothing'" in capsys.readouterr().err
