@@ -40,7 +40,6 @@ class LabelTables(Connection):
             "WHERE status = 'ok' AND list_contains(?, explanation_id)", [explanation_ids]).fetchall()
         return {tuple(row) for row in rows}
 
-
     def record_label(self, explanation: dict | None, scores: list[dict]) -> bool:
         """A feature's new explanation (if any) and its scores, all or nothing. False, and nothing written,
         when another writer already explained the feature under the same explainer, LLM and prompt: each
