@@ -1,5 +1,6 @@
 """`interp import neuronpedia DIR`: explanations published on Neuronpedia (a dataset export's
-`explanations/batch-*.jsonl.gz`, rows of its `Explanation` table) into the catalog as explanations of a
+`explanations*/batch-*.jsonl.gz`, rows of its `Explanation` table; some sources have a folder per
+explaining model, like `explanations-gpt-4o-mini/`) into the catalog as explanations of a
 feature set of ours, so `interp label SET --score-only neuronpedia:TYPE` scores them with our scorers on
 our held-out examples and `interp eval compare` sets them beside ours.
 
@@ -48,9 +49,10 @@ class ImportResult:
 
 
 def batch_files(folder: Path) -> list[Path]:
-    found = sorted((folder / "explanations").glob("batch-*.jsonl.gz")) or sorted(folder.glob("batch-*.jsonl.gz"))
+    """Every explanations folder's batches: an export may hold one a model (`explanations-gpt-4o-mini/`)."""
+    found = sorted(folder.glob("explanations*/batch-*.jsonl.gz")) or sorted(folder.glob("batch-*.jsonl.gz"))
     if not found:
-        raise InterpError(f"'{folder}' holds no explanations/batch-*.jsonl.gz (a Neuronpedia dataset export's "
+        raise InterpError(f"'{folder}' holds no explanations*/batch-*.jsonl.gz (a Neuronpedia dataset export's "
                           "explanations)")
     return found
 

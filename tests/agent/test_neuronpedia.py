@@ -161,9 +161,11 @@ def published(index: int, text: str, np_id: str) -> dict:
 
 
 def test_published_explanations_import_get_scored_and_export_with_their_ids(catalog, tmp_path, capsys):  # noqa: F811
-    folder = neuronpedia_explanations(tmp_path / "np-in", [
-        published(0, "words about animals", "cm1aaaaaaaaaaaaaaaaaaaaaa"),
-        published(2, "the letter e", "cm1bbbbbbbbbbbbbbbbbbbbbb")])
+    folder = neuronpedia_explanations(tmp_path / "np-in",
+                                      [published(0, "words about animals", "cm1aaaaaaaaaaaaaaaaaaaaaa")])
+    (folder / "explanations-gpt-4o-mini").mkdir()  # exports may hold one explanations folder per explaining model
+    with gzip.open(folder / "explanations-gpt-4o-mini" / "batch-0.jsonl.gz", "wt") as handle:
+        handle.write(json.dumps(published(2, "the letter e", "cm1bbbbbbbbbbbbbbbbbbbbbb")) + "\n")
     args = ["import", "neuronpedia", str(folder), "--feature-set", "resid_post.1", "--device", "cpu",
             "--catalog", str(catalog)]
     assert main(args) == 0
