@@ -135,7 +135,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sources = imports.add_subparsers(dest="source", required=True, metavar="SOURCE")
     neuronpedia = sources.add_parser("neuronpedia", help="explanations from a Neuronpedia dataset export "
                                      "(explanations/batch-*.jsonl.gz), as explanations by neuronpedia:TYPE")
-    neuronpedia.add_argument("folder", type=Path, help="the source's folder (holding explanations/)")
+    neuronpedia.add_argument("folder", type=Path, help="the source's folder (holding explanations*/)")
     neuronpedia.add_argument("--feature-set", required=True,
                              help="the matching feature set: same model, same SAE (interp sae load)")
     neuronpedia.add_argument("--embedder", default="all-MiniLM-L6-v2", help=field_help(LabelConfig, "embedder"))

@@ -12,6 +12,7 @@ import pytest
 from agent.cli import main
 from agent.labeling.config import LabelConfig
 from agent.labeling.pipeline import run_label
+from evals.compare import run_compare
 from tests.agent.test_label import catalog, judge_or_explain, scripted_factory  # noqa: F401  (fixture)
 from tests.scripted import ScriptedChat, is_judge
 
@@ -188,6 +189,14 @@ def test_published_explanations_import_get_scored_and_export_with_their_ids(cata
                                                   ("np:cm1bbbbbbbbbbbbbbbbbbbbbb", "gpt-4o-mini")]
     assert all(n == 3 for _, _, n in scored)  # detection's two metrics and embedding's one
     assert explainers == [("neuronpedia:oai_token-act-pair",)]
+
+    # Ours on the same features, set beside theirs by `interp eval compare`.
+    ours = LabelConfig(llm="openai:scripted", scorers="detection,embedding", features="0,2", device="cpu")
+    run_label(ours, "resid_post.1", catalog, progress=False, llm_factory=scripted_factory(chat))
+    comparison = run_compare(catalog, "resid_post.1", "neuronpedia:oai_token-act-pair", "oneshot",
+                             ["detection", "embedding"])
+    paired = {(r.subject, r.metric): r.n for r in comparison.rows}
+    assert paired[("neuronpedia:oai_token-act-pair (gpt-4o-mini) - oneshot (scripted)", "detection auroc")] == 2
 
     assert main(["export", "resid_post.1", "--format", "neuronpedia", "--out", str(tmp_path / "np-out"),
                  "--catalog", str(catalog)]) == 0
