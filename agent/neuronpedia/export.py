@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agent.export import require_empty, require_labels, write_batches
 from agent.neuronpedia.names import (
+    IMPORTED,
     NEURONPEDIA_SCORE_TYPES,
     PRIMARY_METRIC,
     SCORE_TYPES,
@@ -92,14 +93,15 @@ def export_neuronpedia(catalog: Catalog, set_id: str, out: Path, creator_id: str
         "SELECT s.explanation_id, s.scorer, s.llm, s.metric, s.value, s.n, s.ci_low, s.ci_high, s.prompt_hash "
         "FROM scores s JOIN explanations e USING (explanation_id) WHERE e.feature_set_id = ? AND e.status = 'ok' "
         "AND s.status = 'ok' ORDER BY e.feature, s.scorer, s.metric", [set_id]).fetchall()
-    explanation_types = {explanation_type(row[2]) for row in explanation_rows}
-    explanation_models = {name for name in (llm_type_name(row[3]) for row in explanation_rows) if name}
+    ours = [row for row in explanation_rows if not row[2].startswith(IMPORTED)]  # imported: their types exist
+    explanation_types = {explanation_type(row[2]) for row in ours}
+    explanation_models = {name for name in (llm_type_name(row[3]) for row in ours) if name}
 
     def explanations() -> Iterator[dict]:
         for feature, text, explainer, llm, explanation_id in explanation_rows:
             yield neuron | {"id": explanation_row_id(explanation_id), "index": str(feature), "description": text,
                             "authorId": creator_id, "typeName": explanation_type(explainer),
-                            "explanationModelName": llm_type_name(llm),
+                            "explanationModelName": llm_type_name(llm, explainer),
                             "notes": f"interp-agent explanation {explanation_id} ({explainer}, {llm or 'no LLM'})"}
 
     by_score: dict[tuple, dict] = {}

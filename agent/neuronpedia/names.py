@@ -62,17 +62,25 @@ def np_source(feature_set: dict, override: str | None) -> tuple[str, str]:
     return f"{layer}-{name}", name
 
 
-def llm_type_name(llm: str) -> str | None:
-    """An explainer's or scorer's LLM as an ExplanationModelType / ExplanationScoreModel name: the model
-    without the backend prefix or the endpoint ('openai:gpt-4o@https://...' -> 'gpt-4o'); None without one."""
-    if not llm:
-        return None
-    model = llm.split("@", 1)[0].split(":", 1)[-1]
-    return slug(Path(model).name)
+IMPORTED = "neuronpedia:"
+"""The explainer prefix of explanations brought in by `interp import neuronpedia`."""
 
 
 def explanation_type(explainer: str) -> str:
-    return f"interp-agent_{slug(explainer)}"
+    """Our explainer's ExplanationType name; an imported explanation keeps the type it came with."""
+    return explainer.removeprefix(IMPORTED) if explainer.startswith(IMPORTED) else f"interp-agent_{slug(explainer)}"
+
+
+def llm_type_name(llm: str, explainer: str = "") -> str | None:
+    """An explainer's or scorer's LLM as an ExplanationModelType / ExplanationScoreModel name: the model
+    without the backend prefix or the endpoint ('openai:gpt-4o@https://...' -> 'gpt-4o'), or, for an imported
+    explanation, Neuronpedia's own name as it came; None without one."""
+    if not llm:
+        return None
+    if explainer.startswith(IMPORTED):
+        return llm
+    model = llm.split("@", 1)[0].split(":", 1)[-1]
+    return slug(Path(model).name)
 
 
 def stable_id(*parts: object) -> str:

@@ -27,6 +27,10 @@ def neuronpedia_database() -> duckdb.DuckDBPyConnection:
         if "CREATE" in statement:
             con.execute(statement).fetchall()
     con.execute("INSERT INTO \"User\" VALUES ('interp-agent', 'interp-agent'), ('np', 'neuronpedia')").fetchall()
+    con.execute("INSERT INTO \"ExplanationType\" (name, \"displayName\", description, \"creatorName\", \"creatorId\") "
+                "VALUES ('oai_token-act-pair', 'OpenAI', '', 'neuronpedia', 'np')").fetchall()
+    con.execute("INSERT INTO \"ExplanationModelType\" (name, \"displayName\", description, \"creatorName\") "
+                "VALUES ('gpt-4o-mini', 'GPT-4o mini', '', 'neuronpedia')").fetchall()
     for name in THEIR_SCORE_TYPES:
         con.execute("INSERT INTO \"ExplanationScoreType\" (name, \"displayName\", description, \"creatorName\", "
                     "\"creatorId\") VALUES (?, ?, '', 'neuronpedia', 'np')", [name, name]).fetchall()
@@ -202,8 +206,13 @@ def test_published_explanations_import_get_scored_and_export_with_their_ids(cata
                  "--catalog", str(catalog)]) == 0
     (source,) = (tmp_path / "np-out").glob("*/*")
     rows = sorted((json.loads(line) for line in batches(source / "explanations")), key=lambda row: row["index"])
-    assert [(row["id"], row["index"], row["description"]) for row in rows] == [
-        ("cm1aaaaaaaaaaaaaaaaaaaaaa", "0", "words about animals"), ("cm1bbbbbbbbbbbbbbbbbbbbbb", "2", "the letter e")]
+    theirs = [(row["id"], row["index"], row["description"], row["typeName"], row["explanationModelName"])
+              for row in rows if row["typeName"] == "oai_token-act-pair"]
+    assert theirs == [("cm1aaaaaaaaaaaaaaaaaaaaaa", "0", "words about animals", "oai_token-act-pair", "gpt-4o-mini"),
+                      ("cm1bbbbbbbbbbbbbbbbbbbbbb", "2", "the letter e", "oai_token-act-pair", "gpt-4o-mini")]
+    # Their types already exist there: the export writes config rows only for ours (an upsert would overwrite).
+    written_types = [json.loads(line)["name"] for line in (source / "config" / "explanation_type.jsonl").open()]
+    assert written_types == ["interp-agent_oneshot"]
     counts = replay(neuronpedia_database(), source)
     assert all(written == landed for written, landed in counts.values()), counts
 
