@@ -73,7 +73,8 @@ def recorded_explanations(catalog: Catalog, config: LabelConfig, set_id: str) ->
     explainer = RecordedExplainer(config.score_only, llm, prompt_hash)
     written = sorted(catalog.labeled(set_id, explainer.name, llm, prompt_hash))
     chosen = config.feature_list()
-    targets = [f for f in chosen if f in set(written)] if chosen else written[:config.limit or None]
+    explained = set(written)
+    targets = [f for f in chosen if f in explained] if chosen else written[:config.limit or None]
     return explainer, targets
 
 

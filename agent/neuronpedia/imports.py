@@ -16,14 +16,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.labeling.explainers import RecordedExplainer
 from agent.labeling.rows import FeatureOutcome, embed_explanations, explanation_row
+from agent.neuronpedia.names import IMPORTED, IMPORTED_ID
 from evals.scorers.embedding import Embedder
 from tools.catalog import Catalog
 from tools.errors import InterpError
 from tools.llm.interface import Usage
 
 log = logging.getLogger(__name__)
-IMPORTED_PREFIX = "np:"
 WRITE_ROWS = 1024
 
 
@@ -86,15 +87,6 @@ def read_published(files: list[Path]) -> tuple[list[Published], str]:
     return rows, next(iter(sources), "?")
 
 
-@dataclass(frozen=True)
-class ImportedExplainer:
-    """Who wrote an imported explanation, keyed like our explainers (`explanation_row` reads these)."""
-
-    name: str
-    llm_name: str
-    prompt_hash: str = ""
-
-
 def import_neuronpedia(folder: Path, catalog_path: Path, feature_set_ref: str, embedder_spec: str,
                        device: str = "auto") -> ImportResult:
     folder = Path(folder)
@@ -113,10 +105,10 @@ def import_neuronpedia(folder: Path, catalog_path: Path, feature_set_ref: str, e
         for start in range(0, len(rows), WRITE_ROWS):
             outcomes = []
             for row in rows[start:start + WRITE_ROWS]:
-                explainer = ImportedExplainer(f"neuronpedia:{row.type_name}", row.model_name)
+                explainer = RecordedExplainer(IMPORTED + row.type_name, row.model_name, "")
                 explanation = explanation_row(explainer, embedder, set_id, row.feature, run_id, row.text, None,
                                               Usage(), embed=False)
-                explanation["explanation_id"] = IMPORTED_PREFIX + row.np_id
+                explanation["explanation_id"] = IMPORTED_ID + row.np_id
                 outcomes.append(FeatureOutcome(row.feature, explanation))
             embed_explanations(outcomes, embedder)
             with Catalog(catalog_path) as catalog:

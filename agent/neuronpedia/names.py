@@ -63,7 +63,9 @@ def np_source(feature_set: dict, override: str | None) -> tuple[str, str]:
 
 
 IMPORTED = "neuronpedia:"
-"""The explainer prefix of explanations brought in by `interp import neuronpedia`."""
+"""The explainer prefix of explanations brought in by `interp import neuronpedia`..."""
+IMPORTED_ID = "np:"
+"""...and of their explanation ids, before Neuronpedia's own id."""
 
 
 def explanation_type(explainer: str) -> str:
@@ -90,4 +92,5 @@ def stable_id(*parts: object) -> str:
 
 def explanation_row_id(explanation_id: str) -> str:
     """The Explanation.id an explanation of ours gets: an imported one keeps Neuronpedia's own."""
-    return explanation_id.removeprefix("np:") if explanation_id.startswith("np:") else stable_id(explanation_id)
+    return explanation_id.removeprefix(IMPORTED_ID) if explanation_id.startswith(IMPORTED_ID) else \
+        stable_id(explanation_id)

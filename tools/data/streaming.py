@@ -123,22 +123,18 @@ class RandomWindows(KeepLargest):
         self._by_window = None
 
     def record(self, window_max: torch.Tensor, window_ids: torch.Tensor, acts: torch.Tensor | None = None) -> None:
-        """window_max: [F, B] of the batch's windows `window_ids` [B] (ascending); acts: [F, B, seq] or None."""
+        """window_max: [F, B] of the batch's windows `window_ids` [B], consecutive as the pass streams them;
+        acts: [F, B, seq] or None."""
+        low, batch = int(window_ids[0]), len(window_ids)
+        if int(window_ids[-1]) - low + 1 != batch:
+            raise ValueError(f"a batch's windows must be consecutive, got {window_ids.tolist()[:4]}...")
         if self._by_window is None:  # the plan's slots ordered by window: a batch's are one range of it
             self._by_window = self.window_ids.view(-1).argsort(stable=True).to(torch.int32)
             self._sorted_windows = self.window_ids.view(-1)[self._by_window].contiguous()
-        bounds = torch.tensor([int(window_ids[0]), int(window_ids[-1]) + 1], dtype=torch.int32,
-                              device=self._sorted_windows.device)
+        bounds = torch.tensor([low, low + batch], dtype=torch.int32, device=self._sorted_windows.device)
         start, end = torch.searchsorted(self._sorted_windows, bounds).tolist()
         flat = self._by_window[start:end].long()  # feature * size + slot
-        feature, wanted = flat // self.size, self._sorted_windows[start:end].to(window_ids.dtype)
-        low, batch = int(window_ids[0]), len(window_ids)
-        if int(window_ids[-1]) - low + 1 == batch:  # consecutive windows, as the pass streams them
-            column = wanted - low
-        else:
-            column = torch.searchsorted(window_ids, wanted).clamp_(max=batch - 1)
-            here = window_ids[column] == wanted
-            flat, feature, column = flat[here], feature[here], column[here]
+        feature, column = flat // self.size, self._sorted_windows[start:end].long() - low
         self.maxes.view(-1)[flat] = window_max.reshape(-1)[feature * batch + column]
         if acts is not None:
             self.values.view(-1, self.values.shape[-1])[flat] = acts[feature, column].to(self.values.dtype)
