@@ -69,12 +69,46 @@ def command_export(args: argparse.Namespace) -> None:
         if args.format == "parquet":
             for path in export_parquet(catalog, set_id, args.out):
                 print(f"wrote {path}")
+        elif args.format == "neuronpedia-upload":
+            export_upload_bodies(args, catalog, set_id)
         else:
             counts = export_neuronpedia(catalog, set_id, args.out, args.creator_id, args.np_model_id,
                                         args.np_source_id)
             print(f"wrote a Neuronpedia dataset under {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items())
                   + f"; its type rows are in config/ (add them to Neuronpedia's config before importing), and "
                   f"User '{args.creator_id}' must exist there")
+
+
+def export_upload_bodies(args: argparse.Namespace, catalog, set_id: str) -> None:
+    from agent.neuronpedia.names import np_model_id, np_source
+    from agent.neuronpedia.upload import Shown, direct_logits, export_upload
+
+    feature_set = catalog.feature_set(set_id)
+    model_id = np_model_id(feature_set["model"], args.np_model_id)
+    source_id, _ = np_source(feature_set, args.np_source_id)
+    logits = None
+    if not args.no_logits:
+        quiet_transformers()
+        from agent.labeling.backends import model_side
+
+        logits = direct_logits(*model_side(args.catalog, set_id, args.device))
+    summary = export_upload(catalog, set_id, args.out, model_id, source_id, logits, args.np_method_name,
+                            args.np_explainer_model, args.np_features_per_body,
+                            Shown(args.np_top, args.np_per_quantile))
+    print(f"wrote {summary.bodies} upload-batch bodies for {model_id}/{source_id} under {args.out}: "
+          f"{summary.features:,} features, {summary.explanations:,} explanations, {summary.activations:,} "
+          f"activations" + (f"; {len(summary.never_active):,} features never fired and are left out (the route "
+                            "needs an activation)" if summary.never_active else "")
+          + (f"; {summary.shortened} explanations cut to 512 characters" if summary.shortened else "")
+          + f". Post them with `interp publish neuronpedia {args.out}`")
+
+
+def command_publish_neuronpedia(args: argparse.Namespace) -> None:
+    from agent.neuronpedia.publish import publish
+
+    result = publish(args.folder, args.url, args.api_key_env, args.attempts)
+    print(f"posted {result.posted} bodies ({result.features:,} features) to {args.url}; {result.skipped} "
+          "accepted before were not posted again")
 
 
 def command_import_neuronpedia(args: argparse.Namespace) -> None:
@@ -119,7 +153,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser("export", help="write a feature set's labels as Parquet or Neuronpedia batches")
     export.add_argument("feature_set", help=FEATURE_SET_HELP)
-    export.add_argument("--format", choices=("parquet", "neuronpedia"), default="parquet")
+    export.add_argument("--format", choices=("parquet", "neuronpedia", "neuronpedia-upload"), default="parquet",
+                        help="parquet tables; neuronpedia: the dataset folder their admin import loads; "
+                        "neuronpedia-upload: bodies of their public POST /api/feature/upload-batch")
     export.add_argument("--out", type=Path, required=True, help="folder to write into")
     export.add_argument("--creator-id", default=DEFAULT_CREATOR_ID,
                         help="Neuronpedia User.id named as creator and author of every row (default: %(default)s, a "
@@ -128,8 +164,36 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "gpt2-small, else the model's name)")
     export.add_argument("--np-source-id", help="Neuronpedia source id: '{layer}-{set}' (like 6-res-jb), or '{layer}' "
                         "for raw neurons (default: from the hook and feature set)")
+    export.add_argument("--np-method-name", help="neuronpedia-upload: send every explanation under this existing "
+                        "Neuronpedia ExplanationType (default: interp-agent_<explainer>, which must exist there)")
+    export.add_argument("--np-explainer-model", help="neuronpedia-upload: send every explanation under this existing "
+                        "ExplanationModelType (default: the explainer's LLM, like gpt-4o-mini)")
+    export.add_argument("--np-features-per-body", type=int, default=128,
+                        help="neuronpedia-upload: features a body (at most 128, the route's limit; fewer for smaller "
+                        "requests)")
+    export.add_argument("--np-top", type=int, default=20,
+                        help="neuronpedia-upload: top activations a feature (default: %(default)s)")
+    export.add_argument("--np-per-quantile", type=int, default=3,
+                        help="neuronpedia-upload: activations from each quantile bin (default: %(default)s)")
+    export.add_argument("--no-logits", action="store_true", help="neuronpedia-upload: leave out topLogits and "
+                        "bottomLogits (they need the subject model loaded)")
+    export.add_argument("--device", default="auto", help=field_help(LabelConfig, "device"))
     catalog_flag(export)
     export.set_defaults(handler=command_export)
+
+    publish = commands.add_parser("publish", help="post exported labels to a public service")
+    services = publish.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    neuronpedia_post = services.add_parser(
+        "neuronpedia", help="post `interp export --format neuronpedia-upload` bodies to Neuronpedia, resumably")
+    neuronpedia_post.add_argument("folder", type=Path, help="the folder the upload export wrote")
+    neuronpedia_post.add_argument("--url", default="https://www.neuronpedia.org",
+                                  help="Neuronpedia's base URL (default: %(default)s)")
+    neuronpedia_post.add_argument("--api-key-env", default="NEURONPEDIA_API_KEY",
+                                  help="environment variable holding your API key, which is never written down "
+                                  "(default: %(default)s)")
+    neuronpedia_post.add_argument("--attempts", type=int, default=5,
+                                  help="tries a body gets on timeouts, 429 and 5xx (default: %(default)s)")
+    neuronpedia_post.set_defaults(handler=command_publish_neuronpedia)
 
     imports = commands.add_parser("import", help="bring labels published elsewhere into the catalog")
     sources = imports.add_subparsers(dest="source", required=True, metavar="SOURCE")

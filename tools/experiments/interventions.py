@@ -82,6 +82,15 @@ def direct_logit_effect(subject: SubjectModel, source: FeatureSource, feature: i
     return unembedding @ output_direction(subject, source, feature)
 
 
+@torch.inference_mode()
+def direct_logit_effects(subject: SubjectModel, source: FeatureSource, features: list[int]) -> torch.Tensor:
+    """`direct_logit_effect` of many features at once [len(features), vocab]: the unembedding is read (and
+    cast) once, not once a feature, which is most of the cost for a large vocabulary."""
+    unembedding = subject.model.get_output_embeddings().weight.float()  # [vocab, d_model]
+    directions = torch.stack([output_direction(subject, source, feature) for feature in features])
+    return directions @ unembedding.T
+
+
 def logit_tokens(subject: SubjectModel, source: FeatureSource, feature: int, n: int) -> tuple[list[str], list[str]]:
     """The `n` tokens the feature's direct logit effect raises most and the `n` it lowers most, as text."""
     effect = direct_logit_effect(subject, source, feature)

@@ -56,3 +56,14 @@ def vllm_server(model: Path, *options: str, served_name: str = "tiny"):
                "--served-name", served_name, *options]
     with running(command, f"http://127.0.0.1:{port}/v1/models", timeout=120):
         yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def neuronpedia_server(record: Path, *options: str):
+    """Neuronpedia's upload-batch route (tools/testing/neuronpedia_server.py); yields its base URL. The key it
+    accepts is read from the environment (NEURONPEDIA_API_KEY unless --key-env says otherwise)."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("neuronpedia_server.py")), str(port),
+               "--record", str(record), *options]
+    with running(command, f"http://127.0.0.1:{port}/"):
+        yield f"http://127.0.0.1:{port}"
