@@ -115,7 +115,10 @@ def command_import_neuronpedia(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.neuronpedia.imports import import_neuronpedia
 
-    result = import_neuronpedia(args.folder, args.catalog, args.feature_set, args.embedder, args.device)
+    result = import_neuronpedia(args.folder, args.catalog, args.feature_set, args.embedder, args.device,
+                                not args.no_activation_check)
+    if result.agreement is not None:
+        print(result.agreement.describe())
     print(f"imported {result.written} of {result.read} explanations of Neuronpedia source {result.source} into "
           f"{result.feature_set_id} (run {result.run_id}); score them with `interp label {result.feature_set_id} "
           "--score-only neuronpedia:TYPE`")
@@ -202,6 +205,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     neuronpedia.add_argument("folder", type=Path, help="the source's folder (holding explanations*/)")
     neuronpedia.add_argument("--feature-set", required=True,
                              help="the matching feature set: same model, same SAE (interp sae load)")
+    neuronpedia.add_argument("--no-activation-check", action="store_true",
+                             help="import even when the export's activations disagree with the feature set's "
+                             "(checked by rerunning our model on their text when activations*/ is present)")
     neuronpedia.add_argument("--embedder", default="all-MiniLM-L6-v2", help=field_help(LabelConfig, "embedder"))
     neuronpedia.add_argument("--device", default="auto", help=field_help(LabelConfig, "device"))
     catalog_flag(neuronpedia)

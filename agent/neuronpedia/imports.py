@@ -13,11 +13,19 @@ nothing (one explanation per feature, explainer and LLM).
 import gzip
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.labeling.explainers import RecordedExplainer
 from agent.labeling.rows import FeatureOutcome, embed_explanations, explanation_row
+from agent.neuronpedia.activation_check import (
+    AGREE,
+    Agreement,
+    activation_files,
+    check_same_features,
+    compare,
+    read_their_activations,
+)
 from agent.neuronpedia.names import IMPORTED, IMPORTED_ID
 from evals.scorers.embedding import Embedder
 from tools.catalog import Catalog
@@ -47,6 +55,8 @@ class ImportResult:
     read: int
     written: int
     source: str
+    agreement: Agreement | None
+    """Their activations against ours, when the export held activations."""
 
 
 def batch_files(folder: Path) -> list[Path]:
@@ -87,8 +97,27 @@ def read_published(files: list[Path]) -> tuple[list[Published], str]:
     return rows, next(iter(sources), "?")
 
 
+def activation_agreement(folder: Path, catalog_path: Path, set_id: str, features: set[int], source: str,
+                         device: str) -> Agreement | None:
+    """Their activations against ours on their text, when the export holds activations and the features are
+    part of a model; refuses the import when they clearly disagree."""
+    files = activation_files(folder)
+    if not files:
+        return None
+    from tools.experiments.interventions import load_feature_source
+
+    subject, features_source, _ = load_feature_source(catalog_path, set_id, device)
+    if features_source.not_in_model:
+        return None
+    agreement = compare(subject, features_source, read_their_activations(files, features))
+    check_same_features(agreement, source, set_id)
+    if agreement.pearson is None or agreement.pearson < AGREE:
+        log.warning(f"Neuronpedia source {source} vs {set_id}: {agreement.describe()}")
+    return agreement
+
+
 def import_neuronpedia(folder: Path, catalog_path: Path, feature_set_ref: str, embedder_spec: str,
-                       device: str = "auto") -> ImportResult:
+                       device: str = "auto", check_activations: bool = True) -> ImportResult:
     folder = Path(folder)
     rows, source = read_published(batch_files(folder))
     with Catalog(catalog_path, read_only=True) as catalog:
@@ -98,8 +127,11 @@ def import_neuronpedia(folder: Path, catalog_path: Path, feature_set_ref: str, e
     if outside:
         raise InterpError(f"Neuronpedia source {source} names features {outside[:5]} that feature set {set_id} "
                           f"lacks (features 0..{n_features - 1}): is it the same model and SAE?")
+    agreement = activation_agreement(folder, catalog_path, set_id, {row.feature for row in rows}, source,
+                                     device) if check_activations else None
     embedder = Embedder(embedder_spec, device=device)
-    config = {"source": str(folder.resolve()), "neuronpedia_source": source, "feature_set": set_id}
+    config = {"source": str(folder.resolve()), "neuronpedia_source": source, "feature_set": set_id,
+              "activation_check": asdict(agreement) if agreement else None}
     written = 0
     with Catalog.run(catalog_path, "import", config) as run_id:
         for start in range(0, len(rows), WRITE_ROWS):
@@ -115,4 +147,4 @@ def import_neuronpedia(folder: Path, catalog_path: Path, feature_set_ref: str, e
                 written += sum(catalog.record_labels([(outcome.explanation, []) for outcome in outcomes]))
     log.info(f"imported {written} of {len(rows)} explanations of Neuronpedia source {source} into {set_id} "
              f"(run {run_id}); the rest were already there")
-    return ImportResult(set_id, run_id, len(rows), written, source)
+    return ImportResult(set_id, run_id, len(rows), written, source, agreement)

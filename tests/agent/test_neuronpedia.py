@@ -15,6 +15,8 @@ from agent.labeling.pipeline import run_label
 from evals.compare import run_compare
 from tests.agent.test_label import catalog, judge_or_explain, scripted_factory  # noqa: F401  (fixture)
 from tests.scripted import ScriptedChat, is_judge
+from tools.catalog import Catalog
+from tools.testing.tiny import cache_tiny_catalog, save_tiny_model
 
 SCHEMA = Path(__file__).with_name("fixtures") / "neuronpedia_schema.sql"
 THEIR_SCORE_TYPES = ("eleuther_recall", "eleuther_fuzz", "eleuther_embedding")
@@ -233,3 +235,47 @@ def test_an_import_that_does_not_fit_the_feature_set_writes_nothing(catalog, tmp
     assert main(["label", "resid_post.1", "--score-only", "neuronpedia:nothing", "--llm", "openai:x",
                  "--base-url", "http://127.0.0.1:9/v1", "--catalog", str(catalog), "--device", "cpu"]) == 2
     assert "--score-only: no explanations by 'neuronpedia:nothing'" in capsys.readouterr().err
+
+
+def their_activations(catalog_path: Path, folder: Path, features: list[int], shift: int = 0) -> None:
+    """Activation rows as a Neuronpedia export holds them: each feature's values on the text of its top
+    window, computed by our own model; with `shift`, each row carries another feature's values instead
+    (what a different SAE of the same width would give)."""
+    from tools.experiments.interventions import encode_text, load_feature_source
+
+    subject, source, feature_set = load_feature_source(catalog_path, "resid_post.1", "cpu")
+    rows = []
+    with Catalog(catalog_path, read_only=True) as opened:
+        for feature in features:
+            for example in opened.examples(feature_set["feature_set_id"], feature, bucket="top")[:2]:
+                input_ids = encode_text(subject, "".join(t for t in example["tokens"] if t != "<bos>"))
+                values = source.read(subject, input_ids)[0, :, (feature + shift) % source.width].tolist()
+                tokens = [subject.tokenizer.decode([i]) for i in input_ids[0].tolist()]
+                rows.append({"id": f"act{len(rows)}", "modelId": "tiny", "layer": "1-res-test", "index": str(feature),
+                             "tokens": tokens, "values": values, "maxValue": max(values)})
+    (folder / "activations").mkdir()
+    with gzip.open(folder / "activations" / "batch-0.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def test_an_export_whose_activations_are_not_our_features_is_refused(text_corpus, tmp_path, capsys):
+    """Needs a tokenizer whose tokens join back into the text (byte-level BPE, as Neuronpedia's models have)."""
+    model = save_tiny_model("gpt2", tmp_path / "tiny-gpt2-bpe", tokenizer="bpe")
+    bpe_catalog = cache_tiny_catalog(tmp_path / "bpe.duckdb", model, text_corpus, tmp_path / "sae")
+    rows = [published(f, f"feature {f}", f"cm1f{f:021d}") for f in range(6)]
+    same = neuronpedia_explanations(tmp_path / "same", rows)
+    their_activations(bpe_catalog, same, list(range(6)))
+    other = neuronpedia_explanations(tmp_path / "other", rows)
+    their_activations(bpe_catalog, other, list(range(6)), shift=7)
+    args = ["--feature-set", "resid_post.1", "--device", "cpu", "--catalog", str(bpe_catalog)]
+
+    assert main(["import", "neuronpedia", str(other), *args]) == 2
+    error = capsys.readouterr().err
+    assert "Neuronpedia source tiny/1-res-test is not the features of resid_post.1" in error
+    assert "--no-activation-check" in error
+    assert main(["import", "neuronpedia", str(same), *args]) == 0
+    assert "their activations agree with ours at r = 1.000 over" in capsys.readouterr().out
+    with duckdb.connect(str(bpe_catalog), read_only=True) as con:
+        (config,) = con.execute("SELECT config FROM runs WHERE kind = 'import'").fetchall()[0]
+    assert json.loads(config)["activation_check"]["rows"] == 12
+    assert main(["import", "neuronpedia", str(other), "--no-activation-check", *args]) == 0
