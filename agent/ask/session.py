@@ -22,7 +22,7 @@ from agent.investigate.free_agent import Budget
 from agent.investigate.graph import experiment_rows
 from agent.investigate.toolbox import Toolbox, ToolWatcher
 from agent.investigate.workbench import Workbench
-from agent.labeling.backends import Backends, bench_steerer, build_scorers
+from agent.labeling.backends import Backends
 from agent.labeling.config import LabelConfig
 from tools.catalog import Catalog
 from tools.errors import InterpError
@@ -163,10 +163,7 @@ def open_session(config: LabelConfig, catalog_path: Path, feature_set_ref: str |
             choose_graph("free", config)  # a resumed free session asked with a local LLM
         backends = Backends(config, llm_factory)
         llm = backends.get(config.llm)
-        # score_explanation is for the free agent; the fixed graph never calls it, so it loads no simulator.
-        scorers = build_scorers(config, backends, bench.embedder, bench_steerer(bench, config)) \
-            if kind == "free" else []
-        toolbox = Toolbox(bench, scorers, watcher=watcher)
+        toolbox = Toolbox(bench, watcher=watcher)
         asker = FixedAsk(llm, toolbox) if kind == "fixed" else FreeAsk(llm, toolbox, budget or Budget())
         # A new session is written only now, when every input has held and the models have loaded.
         sessions = sessions or Sessions(path)

@@ -5,11 +5,11 @@ import argparse
 import logging
 import sys
 
-from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label
+from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label, mcp
 from tools.errors import InterpError
 from tools.text import visible
 
-COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, features)
+COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, features, mcp)
 LIBRARY_LOGGERS = ("agent", "tools", "evals")
 
 

@@ -204,7 +204,7 @@ def run_investigation(config: LabelConfig, feature_set_ref: str, feature: int, c
     bench.check_feature(feature)
     backends = Backends(config, llm_factory)
     scorers = build_scorers(config, backends, bench.embedder, bench_steerer(bench, config))
-    toolbox = Toolbox(bench, scorers)
+    toolbox = Toolbox(bench)
     llm = backends.get(config.llm)
     investigator = Investigator(llm, toolbox) if graph == "fixed" else AgentInvestigator(llm, toolbox,
                                                                                          budget or Budget())

@@ -18,8 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agent.investigate.workbench import Workbench
 from agent.labeling.token_stats import token_statistics
 from evals.records import ActivationRecord, activation_level, active_positions, display_token, marked_text
-from evals.scorers.base import Scorer
-from tools.errors import FeatureFailure, InterpError
+from tools.errors import InterpError
 
 MAX_TEXTS = 8
 MAX_TEXT_CHARS = 400
@@ -45,10 +44,6 @@ class LogitEffectArgs(FeatureArgs):
 class SteerArgs(FeatureArgs):
     prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     strength: float = Field(8.0, ge=-100, le=100, description="added to the feature's value at every position")
-
-
-class ExplanationArgs(FeatureArgs):
-    explanation: str = Field(min_length=1, max_length=200)
 
 
 class SearchArgs(BaseModel, extra="forbid"):
@@ -121,8 +116,10 @@ def example_lines(records: list[ActivationRecord], max_act: float) -> str:
 
 @dataclass
 class Toolbox:
+    """No tool scores an explanation: the held-out examples are for the final score alone, and an agent shown
+    held-out scores while it searches fits its explanation to them (the free agent once had such a tool)."""
+
     bench: Workbench
-    scorers: list[Scorer] = field(default_factory=list)
     log: list[ToolCall] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
     watcher: ToolWatcher | None = None
@@ -142,8 +139,6 @@ class Toolbox:
                  TextsArgs, self.ablate),
             Tool("steer", "Add strength x the feature's direction and compare greedy continuations of a prompt.",
                  SteerArgs, self.steer),
-            Tool("score_explanation", "Score an explanation of the feature on held-out examples.",
-                 ExplanationArgs, self.score_explanation),
             Tool("search_catalog", "Features of any cataloged set whose explanation matches a description.",
                  SearchArgs, self.search_catalog),
             Tool("patch", "Activation patching: run the corrupt prompt with the clean prompt's activation at one hook "
@@ -244,21 +239,6 @@ class Toolbox:
         steered = generate(subject, args.prompt, max_new_tokens=16, edit=(source, args.feature, add(args.strength)))
         return (f'prompt "{display_token(args.prompt)}"\nclean:   "{display_token(clean)}"\n'
                 f'steered (+{args.strength:g} x feature {args.feature}): "{display_token(steered)}"')
-
-    def score_explanation(self, args: ExplanationArgs) -> str:
-        if not self.scorers:
-            return "no scorers configured"
-        record = self.bench.record(args.feature)
-        lines = []
-        for scorer in self.scorers:
-            try:
-                result = scorer.score(args.explanation, record)
-            except FeatureFailure as failure:
-                lines.append(f"{scorer.name}: failed ({failure})")
-                continue
-            lines += [f"{s.scorer} {s.metric}: {s.value:.2f} [{s.ci_low:.2f}, {s.ci_high:.2f}], n={s.n}"
-                      for s in result.scores]
-        return f'explanation "{display_token(args.explanation)}" of feature {args.feature}:\n' + "\n".join(lines)
 
     def search_catalog(self, args: SearchArgs) -> str:
         from agent.labeling.search import nearest_explanations

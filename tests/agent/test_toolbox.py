@@ -26,7 +26,7 @@ def test_every_tool_has_an_openai_schema(bench):
     schemas = Toolbox(bench).schemas()
     names = [s["function"]["name"] for s in schemas]
     assert names == ["top_examples", "activations_on", "token_stats", "logit_effect", "ablate", "steer",
-                     "score_explanation", "search_catalog", "patch", "patch_sweep", "probe", "record_finding"]
+                     "search_catalog", "patch", "patch_sweep", "probe", "record_finding"]
     texts = next(s for s in schemas if s["function"]["name"] == "activations_on")["function"]["parameters"]
     assert texts["required"] == ["feature", "texts"] and texts["properties"]["texts"]["maxItems"] == 8
     json.dumps(schemas)

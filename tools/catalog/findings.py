@@ -22,6 +22,12 @@ class FindingTables(LabelTables, RunTables):
         with self.transaction() as con:
             self._finish_experiments(con, run_id, experiments, error is None, error)
 
+    def record_experiments(self, experiments: list[dict]) -> None:
+        """Experiment rows of a run still going (an MCP session writes each call as it happens)."""
+        with self.transaction() as con:
+            for row in experiments:
+                insert_row(con, "experiments", row)
+
     def record_audit(self, audit: dict, candidates: list[dict]) -> None:
         """One concept's audit and its candidates, together."""
         with self.transaction() as con:

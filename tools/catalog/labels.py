@@ -120,6 +120,24 @@ class LabelTables(Connection):
                 entry["scores"][f"{row['scorer']} {row['metric']}"] = row["value"]
         return out
 
+    def feature_explanations(self, feature_set_id: str, feature: int) -> list[dict]:
+        """Every usable explanation of one feature, oldest first, each with its usable scores."""
+        if not self.has_labels():
+            return []
+        rows = self._all(
+            "SELECT e.explanation_id, e.text, e.explainer, e.llm, e.created_at, s.scorer, s.metric, s.value, "
+            "s.ci_low, s.ci_high, s.n FROM explanations e LEFT JOIN scores s ON s.explanation_id = e.explanation_id "
+            "AND s.status = 'ok' WHERE e.feature_set_id = ? AND e.feature = ? AND e.status = 'ok' "
+            "ORDER BY e.created_at, e.explanation_id, s.scorer, s.metric", [feature_set_id, feature])
+        out: dict[str, dict] = {}
+        for row in rows:
+            entry = out.setdefault(row["explanation_id"], {key: row[key] for key in (
+                "explanation_id", "text", "explainer", "llm", "created_at")} | {"scores": []})
+            if row["scorer"] is not None:
+                entry["scores"].append({key: row[key] for key in ("scorer", "metric", "value", "ci_low", "ci_high",
+                                                                  "n")})
+        return list(out.values())
+
     def has_labels(self) -> bool:
         """False for a catalog written before labeling existed (schema 2) and opened read-only, so never
         upgraded: it has no explanations table yet."""

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,8 @@ def running(command: list[str], health_url: str, timeout: float = 60.0):
             try:
                 urllib.request.urlopen(health_url, timeout=1)
                 break
+            except urllib.error.HTTPError:
+                break  # it answers, if not with 200 (an MCP endpoint refuses a bare GET)
             except OSError:
                 if time.monotonic() > deadline:
                     raise
