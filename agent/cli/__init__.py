@@ -5,11 +5,11 @@ import argparse
 import logging
 import sys
 
-from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label, mcp
+from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label, mcp, serve
 from tools.errors import InterpError
 from tools.text import visible
 
-COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, features, mcp)
+COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, features, mcp, serve)
 LIBRARY_LOGGERS = ("agent", "tools", "evals")
 
 

@@ -125,17 +125,20 @@ class LabelTables(Connection):
         if not self.has_labels():
             return []
         rows = self._all(
-            "SELECT e.explanation_id, e.text, e.explainer, e.llm, e.created_at, s.scorer, s.metric, s.value, "
-            "s.ci_low, s.ci_high, s.n FROM explanations e LEFT JOIN scores s ON s.explanation_id = e.explanation_id "
+            "SELECT e.explanation_id, e.text, e.explainer, e.llm, e.prompt_hash, e.prompt_tokens, "
+            "e.completion_tokens, e.embedder, e.run_id, e.created_at, s.scorer, s.metric, s.value, s.ci_low, "
+            "s.ci_high, s.n, s.llm AS scorer_llm FROM explanations e LEFT JOIN scores s "
+            "ON s.explanation_id = e.explanation_id "
             "AND s.status = 'ok' WHERE e.feature_set_id = ? AND e.feature = ? AND e.status = 'ok' "
             "ORDER BY e.created_at, e.explanation_id, s.scorer, s.metric", [feature_set_id, feature])
         out: dict[str, dict] = {}
         for row in rows:
             entry = out.setdefault(row["explanation_id"], {key: row[key] for key in (
-                "explanation_id", "text", "explainer", "llm", "created_at")} | {"scores": []})
+                "explanation_id", "text", "explainer", "llm", "prompt_hash", "prompt_tokens", "completion_tokens",
+                "embedder", "run_id", "created_at")} | {"scores": []})
             if row["scorer"] is not None:
                 entry["scores"].append({key: row[key] for key in ("scorer", "metric", "value", "ci_low", "ci_high",
-                                                                  "n")})
+                                                                  "n", "scorer_llm")})
         return list(out.values())
 
     def has_labels(self) -> bool:

@@ -1,0 +1,154 @@
+"""`interp serve`: the catalog as web pages and a JSON API behind them (FastAPI, Jinja2 templates rendered on
+the server, no JavaScript build, nothing fetched from the internet).
+
+Every catalog string is data: templates autoescape, tokens are shaded with classes (never inline styles or
+scripts), and a Content-Security-Policy forbids inline scripts and remote loads. The catalog is opened
+read-only for each request, so a labeling run can write between requests and a reload shows its new rows.
+An unknown feature set or feature is a 404 page (JSON under /api), never a traceback.
+"""
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from agent.web import pages
+from agent.web.queries import FeatureFilter
+from tools.catalog import Catalog
+from tools.errors import InterpError
+from tools.text import visible, visible_lines
+
+HERE = Path(__file__).resolve().parent
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+TOKEN_COOKIE = "interp_token"
+CATALOG_WAIT_SECONDS = 10.0
+
+
+class NotFound(Exception):
+    pass
+
+
+def create_app(catalog_path: Path, token: str | None = None, embedder: str = "all-MiniLM-L6-v2") -> FastAPI:
+    from swagger_ui_bundle import swagger_ui_path
+
+    app = FastAPI(title="interp-agent", description="Browse an interp-agent catalog: feature sets, features, "
+                  "explanations and scores, search.", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["visible"] = visible  # control characters shown, never emitted raw
+    templates.env.filters["lines"] = visible_lines
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/api/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    state: dict[str, Any] = {}
+
+    def open_catalog() -> Catalog:
+        return Catalog(catalog_path, read_only=True, wait_seconds=CATALOG_WAIT_SECONDS)
+
+    def read(view, *args):
+        try:
+            with open_catalog() as catalog:
+                return view(catalog, *args)
+        except InterpError as error:
+            if str(error).startswith("no feature set") or "is not in feature set" in str(error):
+                raise NotFound(str(error)) from None
+            raise
+
+    def embed_query(text: str) -> tuple[list[float], str]:
+        if "embedder" not in state:
+            from evals.scorers.embedding import Embedder
+
+            state["embedder"] = Embedder(embedder, device="cpu")
+        model = state["embedder"]
+        return model.embed([text])[0].tolist(), model.name
+
+    def page(request: Request, template: str, context: dict, status: int = 200) -> HTMLResponse:
+        return templates.TemplateResponse(request, template, context, status_code=status)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if token is not None:
+            offered = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or \
+                request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(offered.encode(), token.encode()):
+                return JSONResponse({"error": "this server needs its token (?token=...)"}, status_code=401)
+        response: Response = await call_next(request)
+        # Swagger UI styles its widgets inline; its page shows no catalog text, and scripts stay 'self' there too.
+        response.headers["Content-Security-Policy"] = CSP if request.url.path != "/api/docs" else \
+            CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if token is not None and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound):
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(error)}, status_code=404)
+        return page(request, "error.html", {"title": "Not found", "message": str(error)}, 404)
+
+    @app.exception_handler(InterpError)
+    async def refused(request: Request, error: InterpError):
+        status = 503 if "held by another process" in str(error) else 400
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(error)}, status_code=status)
+        return page(request, "error.html", {"title": "Cannot show this", "message": str(error)}, status)
+
+    # JSON API: what each page shows.
+
+    @app.get("/api/sets", tags=["api"], summary="feature sets, with how many features are labeled and by whom")
+    def api_sets() -> list[dict]:
+        return read(pages.home)["sets"]
+
+    @app.get("/api/runs", tags=["api"], summary="recent runs with their status and LLM tokens")
+    def api_runs() -> list[dict]:
+        return read(pages.home)["runs"]
+
+    @app.get("/api/sets/{feature_set}", tags=["api"], summary="one page of a set's features, filtered and sorted")
+    def api_features(feature_set: str, query: Annotated[FeatureFilter, Query()]) -> dict:
+        return read(pages.feature_set, feature_set, query)
+
+    @app.get("/api/sets/{feature_set}/features/{feature}", tags=["api"],
+             summary="a feature: stats, histogram, examples, explanations with scores, experiments, neighbours")
+    def api_feature(feature_set: str, feature: int) -> dict:
+        return read(pages.feature, feature_set, feature)
+
+    @app.get("/api/search", tags=["api"], summary="features whose explanation best matches a description")
+    def api_search(q: Annotated[str, Query(min_length=1, max_length=200)], n: Annotated[int, Query(ge=1, le=100)] = 20,
+                   feature_set: str | None = None) -> list[dict]:
+        vector, name = embed_query(q)
+        return read(pages.search, vector, name, n, feature_set)
+
+    # Pages.
+
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs(request: Request):
+        """FastAPI's OpenAPI page, served from the swagger-ui-bundle package instead of a CDN."""
+        return page(request, "docs.html", {})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request):
+        return page(request, "home.html", read(pages.home))
+
+    @app.get("/sets/{feature_set}", response_class=HTMLResponse, include_in_schema=False)
+    def feature_set(request: Request, feature_set: str, query: Annotated[FeatureFilter, Query()]):
+        return page(request, "feature_set.html", read(pages.feature_set, feature_set, query) | {
+            "query": query, "query_string": pages.query_string})
+
+    @app.get("/sets/{feature_set}/features/{feature}", response_class=HTMLResponse, include_in_schema=False)
+    def feature(request: Request, feature_set: str, feature: int):
+        return page(request, "feature.html", read(pages.feature, feature_set, feature))
+
+    @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
+    def search(request: Request, q: Annotated[str, Query(max_length=200)] = "", feature_set: str | None = None):
+        results = []
+        if q.strip():
+            vector, name = embed_query(q)
+            results = read(pages.search, vector, name, 30, feature_set or None)
+        return page(request, "search.html", {"q": q, "results": results, "feature_set": feature_set or ""})
+
+    return app

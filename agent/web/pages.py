@@ -1,0 +1,92 @@
+"""What each page shows, as plain data: the templates render it and the JSON API returns it as is."""
+
+from dataclasses import asdict
+from urllib.parse import urlencode
+
+from agent.web.plots import bar_chart
+from agent.web.queries import (
+    FeatureFilter,
+    feature_experiments,
+    feature_sets_overview,
+    features_page,
+    metrics,
+    recent_runs,
+    score_distributions,
+)
+from tools.catalog import Catalog
+
+SHADES = 10
+NEIGHBOURS = 8
+
+
+def home(catalog: Catalog) -> dict:
+    return {"sets": feature_sets_overview(catalog), "runs": recent_runs(catalog)}
+
+
+def feature_set(catalog: Catalog, ref: str, query: FeatureFilter) -> dict:
+    row = catalog.feature_set(ref)
+    set_id = row["feature_set_id"]
+    found = features_page(catalog, set_id, query)
+    distributions = score_distributions(catalog, set_id)
+    return {"set": _set_summary(row), "features": found.rows, "total": found.total, "page": found.page,
+            "pages": found.pages, "metrics": metrics(catalog, set_id), "explainers": catalog.explainers(set_id)
+            if catalog.has_labels() else [],
+            "distributions": {metric: d | {"chart": asdict(bar_chart(d["counts"], d["start"], d["stop"]))}
+                              for metric, d in distributions.items()}}
+
+
+def _set_summary(row: dict) -> dict:
+    return {key: row[key] for key in ("feature_set_id", "model", "hook", "kind", "n_features", "tokens",
+                                      "window_length", "source_path", "created_at")}
+
+
+def shaded(tokens: list[str], acts: list[float], scale: float) -> list[dict]:
+    """Each token with its activation and a shade 0..10 relative to the feature's max over the corpus."""
+    out = []
+    for token, act in zip(tokens, acts, strict=False):
+        level = 0 if scale <= 0 or act <= 0 else min(SHADES, max(1, round(SHADES * act / scale)))
+        out.append({"text": token, "act": act, "level": level})
+    return out
+
+
+def feature(catalog: Catalog, ref: str, index: int) -> dict:
+    row = catalog.feature_set(ref)
+    set_id = row["feature_set_id"]
+    stats = catalog.feature(set_id, index)
+    scale = float(stats["max_act"] or 0.0)
+    examples = [{"bucket": e["bucket"], "rank": e["rank"], "quantile": e["quantile"], "split": e["split"],
+                 "max_act": e["max_act"], "tokens": shaded(e["tokens"], e["acts"], scale)}
+                for e in catalog.examples(set_id, index)]
+    counts = stats["hist_counts"] or []
+    explanations = catalog.feature_explanations(set_id, index)
+    return {"set": _set_summary(row), "feature": index,
+            "stats": {key: stats[key] for key in ("max_act", "min_act", "mean_act", "density", "window_density",
+                                                  "n_tokens", "hist_max", "quantile_edges")},
+            "histogram": asdict(bar_chart(counts, 0.0, float(stats["hist_max"] or 0.0))) if counts else None,
+            "examples": examples, "explanations": explanations,
+            "experiments": feature_experiments(catalog, set_id, index),
+            "neighbours": neighbours(catalog, explanations, set_id, index)}
+
+
+def neighbours(catalog: Catalog, explanations: list[dict], set_id: str, index: int) -> list[dict]:
+    """Features of any set whose explanation is nearest this feature's latest one (by its stored embedding)."""
+    if not explanations:
+        return []
+    latest = explanations[-1]
+    found = catalog.con.execute("SELECT embedding FROM explanations WHERE explanation_id = ?",
+                                [latest["explanation_id"]]).fetchall()
+    if not found or found[0][0] is None or not latest["embedder"]:
+        return []
+    rows = catalog.search(list(found[0][0]), latest["embedder"], NEIGHBOURS + 1)
+    return [r for r in rows if (r["feature_set_id"], r["feature"]) != (set_id, index)][:NEIGHBOURS]
+
+
+def search(catalog: Catalog, vector: list[float], embedder: str, n: int, ref: str | None) -> list[dict]:
+    set_id = catalog.feature_set(ref)["feature_set_id"] if ref else None
+    return catalog.search(vector, embedder, n, set_id)
+
+
+def query_string(query: FeatureFilter, **changes) -> str:
+    """The page's query with some fields changed, for sort and page links."""
+    values = query.model_dump(exclude_defaults=True) | changes
+    return urlencode({key: value for key, value in values.items() if value is not None and value != ""})

@@ -1,0 +1,164 @@
+"""The catalog reads behind the web pages and their JSON API: one SQL query a view, so a set of 100k+
+features pages, sorts and filters in the database rather than in Python."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from tools.catalog import Catalog
+from tools.errors import InterpError
+
+PAGE_SIZE = 100
+SCORE_BINS = 20
+
+
+class FeatureFilter(BaseModel, extra="forbid"):
+    """A feature set page's query string: sorting, paging and filters, each checked (a bad value is a 422)."""
+
+    sort: Literal["feature", "max_act", "density", "score"] = "feature"
+    descending: bool = False
+    page: int = Field(1, ge=1)
+    max_act_min: float | None = None
+    max_act_max: float | None = None
+    density_min: float | None = None
+    density_max: float | None = None
+    explainer: str | None = Field(None, max_length=200)
+    text: str | None = Field(None, max_length=200, description="text the explanation contains")
+    metric: str | None = Field(None, max_length=200, description="'scorer metric', e.g. 'detection auroc'")
+    score_min: float | None = None
+    score_max: float | None = None
+    labeled_only: bool = False
+
+
+@dataclass(frozen=True)
+class FeaturePage:
+    rows: list[dict]
+    total: int
+    page: int
+    pages: int
+
+
+def _rows(catalog: Catalog, sql: str, params: list) -> list[dict]:
+    return catalog.con.sql(sql, params=params).to_arrow_table().to_pylist()
+
+
+def feature_sets_overview(catalog: Catalog) -> list[dict]:
+    """Every set with how many features are labeled and by which explainers."""
+    labeled = {}
+    if catalog.has_labels():
+        for set_id, features, explainers in catalog.con.execute(
+                "SELECT feature_set_id, count(DISTINCT feature), list(DISTINCT explainer ORDER BY explainer) "
+                "FROM explanations WHERE status = 'ok' GROUP BY feature_set_id").fetchall():
+            labeled[set_id] = (features, explainers)
+    return [row | {"labeled": labeled.get(row["feature_set_id"], (0, []))[0],
+                   "explainers": labeled.get(row["feature_set_id"], (0, []))[1]} for row in catalog.feature_sets()]
+
+
+def recent_runs(catalog: Catalog, limit: int = 20) -> list[dict]:
+    """The latest runs with their status and the LLM tokens their explanations and scores took."""
+    if not catalog.has_labels():
+        return _rows(catalog, "SELECT run_id, kind, status, started_at, finished_at, error, 0 AS prompt_tokens, "
+                     "0 AS completion_tokens FROM runs ORDER BY started_at DESC LIMIT ?", [limit])
+    spent = ("SELECT run_id, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion FROM {} "
+             "GROUP BY run_id")
+    return _rows(catalog, (
+        "SELECT r.run_id, r.kind, r.status, r.started_at, r.finished_at, r.error, "
+        "coalesce(e.prompt, 0) + coalesce(s.prompt, 0) AS prompt_tokens, "
+        "coalesce(e.completion, 0) + coalesce(s.completion, 0) AS completion_tokens FROM runs r "
+        f"LEFT JOIN ({spent.format('explanations')}) e USING (run_id) "
+        f"LEFT JOIN ({spent.format('scores')}) s USING (run_id) ORDER BY r.started_at DESC LIMIT ?"), [limit])
+
+
+def metrics(catalog: Catalog, set_id: str) -> list[str]:
+    """The 'scorer metric' names scored on this set."""
+    if not catalog.has_labels():
+        return []
+    return [row[0] for row in catalog.con.execute(
+        "SELECT DISTINCT s.scorer || ' ' || s.metric FROM scores s JOIN explanations e USING (explanation_id) "
+        "WHERE e.feature_set_id = ? AND s.status = 'ok' ORDER BY 1", [set_id]).fetchall()]
+
+
+def _split_metric(metric: str | None, known: list[str]) -> tuple[str, str] | None:
+    if metric is None:
+        return None
+    if metric not in known:
+        raise InterpError(f"no metric '{metric}' on this feature set; known: {', '.join(known) or 'none yet'}")
+    scorer, name = metric.split(" ", 1)
+    return scorer, name
+
+
+def features_page(catalog: Catalog, set_id: str, query: FeatureFilter) -> FeaturePage:
+    """One page of a set's features, each with its latest explanation and, when a metric is chosen, that
+    explanation's score."""
+    chosen = _split_metric(query.metric, metrics(catalog, set_id)) if query.metric or query.sort == "score" \
+        else None
+    if query.sort == "score" and chosen is None:
+        raise InterpError("sorting by score needs a metric (e.g. metric=detection auroc)")
+    has_labels = catalog.has_labels()
+    latest = ("(SELECT feature, arg_max(explanation_id, created_at) AS explanation_id, arg_max(text, created_at) "
+              "AS text, arg_max(explainer, created_at) AS explainer FROM explanations WHERE feature_set_id = $set "
+              "AND status = 'ok' AND ($explainer IS NULL OR explainer = $explainer) GROUP BY feature)"
+              if has_labels else "(SELECT NULL::INTEGER AS feature, NULL AS explanation_id, NULL AS text, "
+              "NULL AS explainer WHERE false)")
+    score = ("(SELECT explanation_id, avg(value) AS score FROM scores WHERE scorer = $scorer AND metric = $metric "
+             "AND status = 'ok' GROUP BY explanation_id)" if chosen and has_labels
+             else "(SELECT NULL AS explanation_id, NULL::DOUBLE AS score WHERE false)")
+    where = ["f.feature_set_id = $set"]
+    conditions = (("max_act_min", "f.max_act >= $max_act_min"), ("max_act_max", "f.max_act <= $max_act_max"),
+                  ("density_min", "f.density >= $density_min"), ("density_max", "f.density <= $density_max"),
+                  ("text", "contains(lower(l.text), lower($text))"), ("score_min", "s.score >= $score_min"),
+                  ("score_max", "s.score <= $score_max"))
+    params: dict = {"set": set_id, "explainer": query.explainer}
+    for name, condition in conditions:
+        value = getattr(query, name)
+        if value is not None:
+            where.append(condition)
+            params[name] = value
+    if query.labeled_only or query.explainer:
+        where.append("l.text IS NOT NULL")
+    if chosen:
+        params["scorer"], params["metric"] = chosen
+    order = {"feature": "f.feature", "max_act": "f.max_act", "density": "f.density", "score": "s.score"}[query.sort]
+    direction = "DESC" if query.descending else "ASC"
+    body = (f"FROM features f LEFT JOIN {latest} l USING (feature) LEFT JOIN {score} s USING (explanation_id) "
+            f"WHERE {' AND '.join(where)}")
+    total = catalog.con.execute(f"SELECT count(*) {body}", params).fetchall()[0][0]
+    pages = max(1, -(-total // PAGE_SIZE))
+    params |= {"limit": PAGE_SIZE, "offset": (query.page - 1) * PAGE_SIZE}
+    table = catalog.con.sql(
+        f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score {body} "
+        f"ORDER BY {order} {direction} NULLS LAST, f.feature LIMIT $limit OFFSET $offset", params=params)
+    return FeaturePage(table.to_arrow_table().to_pylist(), total, query.page, pages)
+
+
+def score_distributions(catalog: Catalog, set_id: str) -> dict[str, dict]:
+    """Per metric: counts in SCORE_BINS equal bins over [0, 1] (AUROC, accuracy) or over its own range
+    (correlations), of every usable score on this set."""
+    out: dict[str, dict] = {}
+    if not catalog.has_labels():
+        return out
+    for metric, low, high, values in catalog.con.execute(
+            "SELECT s.scorer || ' ' || s.metric, min(s.value), max(s.value), list(s.value) FROM scores s "
+            "JOIN explanations e USING (explanation_id) WHERE e.feature_set_id = ? AND s.status = 'ok' "
+            "AND s.value IS NOT NULL AND isfinite(s.value) GROUP BY 1 ORDER BY 1", [set_id]).fetchall():
+        start, stop = (min(0.0, low), max(1.0, high))
+        width = (stop - start) / SCORE_BINS or 1.0
+        counts = [0] * SCORE_BINS
+        for value in values:
+            counts[min(SCORE_BINS - 1, int((value - start) / width))] += 1
+        out[metric] = {"start": start, "stop": stop, "counts": counts, "n": len(values)}
+    return out
+
+
+def feature_experiments(catalog: Catalog, set_id: str, feature: int, limit: int = 200) -> list[dict]:
+    """Tool calls of investigations and questions about this feature: experiments of the runs whose
+    explanations are of it, and of ask and mcp runs whose calls name it."""
+    return _rows(catalog,
+        "SELECT x.run_id, r.kind, x.step, x.tool, x.arguments, x.ok, x.result, x.seconds FROM experiments x "
+        "JOIN runs r USING (run_id) WHERE x.run_id IN ("
+        "  SELECT run_id FROM explanations WHERE feature_set_id = ? AND feature = ? "
+        "  UNION SELECT run_id FROM experiments WHERE try_cast(json_extract(arguments, '$.feature') AS INTEGER) = ?) "
+        "AND (r.config->>'feature_set' IS NULL OR r.config->>'feature_set' = ?) "
+        "ORDER BY r.started_at DESC, x.step LIMIT ?", [set_id, feature, feature, set_id, limit]) \
+        if catalog.has_labels() else []
