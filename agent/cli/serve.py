@@ -30,7 +30,8 @@ def command_serve(args: argparse.Namespace) -> None:
     with Catalog(args.catalog, read_only=True):
         pass  # a missing or foreign file is refused now, in one line, not on the first page
     print(f"serving {args.catalog} on http://{args.host}:{args.port}/" + ("?token=..." if token else ""))
-    uvicorn.run(create_app(args.catalog, token, args.embedder), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(args.catalog, token, args.embedder, args.device), host=args.host, port=args.port,
+                log_level="warning")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,5 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "Authorization: Bearer); default $INTERP_TOKEN")
     serve.add_argument("--embedder", default="all-MiniLM-L6-v2", help="sentence embedder for search (the one "
                        "the labels were embedded with)")
+    serve.add_argument("--device", default="auto", help="where the subject model runs for 'try it' (default: "
+                       "auto, CUDA when present)")
     catalog_flag(serve)
     serve.set_defaults(handler=command_serve)

@@ -8,6 +8,7 @@ An unknown feature set or feature is a 404 page (JSON under /api), never a trace
 """
 
 import hmac
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +34,8 @@ class NotFound(Exception):
     pass
 
 
-def create_app(catalog_path: Path, token: str | None = None, embedder: str = "all-MiniLM-L6-v2") -> FastAPI:
+def create_app(catalog_path: Path, token: str | None = None, embedder: str = "all-MiniLM-L6-v2",
+               device: str = "auto") -> FastAPI:
     from swagger_ui_bundle import swagger_ui_path
 
     app = FastAPI(title="interp-agent", description="Browse an interp-agent catalog: feature sets, features, "
@@ -64,6 +66,28 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
             state["embedder"] = Embedder(embedder, device="cpu")
         model = state["embedder"]
         return model.embed([text])[0].tolist(), model.name
+
+    def workbench(ref: str):
+        """The set's workbench, kept for the server's life: its subject model loads on the first model-side
+        request and is reused by every later one."""
+        from agent.investigate.workbench import Workbench
+
+        set_id = read(lambda catalog: catalog.feature_set(ref)["feature_set_id"])
+        with state.setdefault("bench_lock", threading.Lock()):
+            benches = state.setdefault("benches", {})
+            if set_id not in benches:
+                benches[set_id] = Workbench(catalog_path, set_id, device)
+            return benches[set_id]
+
+    def model_side(ref: str, feature: int, text: str) -> dict:
+        bench = workbench(ref)
+        try:
+            with state.setdefault("model_lock", threading.Lock()):  # one forward pass at a time
+                return pages.model_side(bench, feature, text)
+        except InterpError as error:
+            if "is not in feature set" in str(error):
+                raise NotFound(str(error)) from None
+            raise
 
     def page(request: Request, template: str, context: dict, status: int = 200) -> HTMLResponse:
         return templates.TemplateResponse(request, template, context, status_code=status)
@@ -117,6 +141,12 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
     def api_feature(feature_set: str, feature: int) -> dict:
         return read(pages.feature, feature_set, feature)
 
+    @app.get("/api/sets/{feature_set}/features/{feature}/model", tags=["api"],
+             summary="needs the subject model: direct logit effect, nearest decoder directions, activations on text")
+    def api_model_side(feature_set: str, feature: int,
+                       text: Annotated[str, Query(max_length=pages.MAX_TRY_CHARS)] = "") -> dict:
+        return model_side(feature_set, feature, text)
+
     @app.get("/api/search", tags=["api"], summary="features whose explanation best matches a description")
     def api_search(q: Annotated[str, Query(min_length=1, max_length=200)], n: Annotated[int, Query(ge=1, le=100)] = 20,
                    feature_set: str | None = None) -> list[dict]:
@@ -142,6 +172,12 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
     @app.get("/sets/{feature_set}/features/{feature}", response_class=HTMLResponse, include_in_schema=False)
     def feature(request: Request, feature_set: str, feature: int):
         return page(request, "feature.html", read(pages.feature, feature_set, feature))
+
+    @app.get("/sets/{feature_set}/features/{feature}/model", response_class=HTMLResponse, include_in_schema=False)
+    def try_it(request: Request, feature_set: str, feature: int,
+               text: Annotated[str, Query(max_length=pages.MAX_TRY_CHARS)] = ""):
+        set_id = read(lambda catalog: catalog.feature_set(feature_set)["feature_set_id"])
+        return page(request, "model_side.html", model_side(feature_set, feature, text) | {"set_id": set_id})
 
     @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
     def search(request: Request, q: Annotated[str, Query(max_length=200)] = "", feature_set: str | None = None):

@@ -90,3 +90,36 @@ def query_string(query: FeatureFilter, **changes) -> str:
     """The page's query with some fields changed, for sort and page links."""
     values = query.model_dump(exclude_defaults=True) | changes
     return urlencode({key: value for key, value in values.items() if value is not None and value != ""})
+
+
+MAX_TRY_CHARS = 2000
+EFFECT_TOKENS = 10
+
+
+def model_side(bench, index: int, text: str) -> dict:
+    """What needs the subject model (loaded once per set, on first use): the tokens the feature's direct
+    logit effect raises and lowers, for an SAE latent the latents with the nearest decoder directions, and the
+    feature's activation on the visitor's text."""
+    import torch
+
+    from tools.experiments.interventions import direct_logit_effect, token_shifts
+
+    bench.check_feature(index)
+    subject, source = bench.subject_and_source
+    effect = direct_logit_effect(subject, source, index)
+    out: dict = {"feature": index, "promotes": [asdict(s) for s in token_shifts(subject, effect, EFFECT_TOKENS, True)],
+                 "suppresses": [asdict(s) for s in token_shifts(subject, effect, EFFECT_TOKENS, False)],
+                 "decoder_neighbours": [], "text": text[:MAX_TRY_CHARS], "activations": []}
+    if source.sae is not None:
+        with torch.inference_mode():
+            directions = torch.nn.functional.normalize(source.sae.W_dec.float(), dim=1)
+            similarity = directions @ directions[index]
+            similarity[index] = -2.0
+            top = similarity.topk(min(NEIGHBOURS, len(similarity) - 1))
+        out["decoder_neighbours"] = [{"feature": int(i), "cosine": float(v)}
+                                     for v, i in zip(top.values, top.indices, strict=True)]
+    if out["text"].strip():
+        record = bench.activations_on(index, [out["text"]])[0]
+        scale = max(bench.max_act(index), max(record.values, default=0.0))
+        out["activations"] = shaded(record.tokens, record.values, scale)
+    return out

@@ -109,6 +109,22 @@ def test_hostile_text_is_data_not_markup(server, scored):
         assert f">{escape(visible(token))}</span>" in page, token
 
 
+def test_try_it_runs_the_subject_model_in_the_server(server, scored):
+    from urllib.parse import quote
+
+    shown = json.loads(get(server + f"/api/sets/mlp.1/features/{scored}/model?text={quote('the cat sat')}")[2])
+    assert len(shown["promotes"]) == len(shown["suppresses"]) == 10
+    assert shown["promotes"][0]["change"] >= shown["promotes"][-1]["change"] > shown["suppresses"][0]["change"]
+    assert "".join(t["text"] for t in shown["activations"]) == "the cat sat" and shown["decoder_neighbours"] == []
+    latent = json.loads(get(server + "/api/sets/resid_post.1/features/5/model")[2])
+    assert len(latent["decoder_neighbours"]) == 8 and latent["activations"] == []
+    cosines = [n["cosine"] for n in latent["decoder_neighbours"]]
+    assert cosines == sorted(cosines, reverse=True) and 5 not in [n["feature"] for n in latent["decoder_neighbours"]]
+    status, _, page = get(server + f"/sets/mlp.1/features/{scored}/model?text={quote(HOSTILE)}")
+    assert status == 200 and "<script>alert" not in page and "\x1b" not in page and 'class="tok' in page
+    assert get(server + "/api/sets/mlp.1/features/99999/model")[0] == 404
+
+
 def test_bad_ids_are_404_pages_not_tracebacks(server):
     status, _, page = get(server + "/sets/no-such-set")
     assert status == 404 and "no feature set &#39;no-such-set&#39;" in page and "Traceback" not in page
