@@ -55,7 +55,7 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
             with open_catalog() as catalog:
                 return view(catalog, *args)
         except InterpError as error:
-            if str(error).startswith("no feature set") or "is not in feature set" in str(error):
+            if str(error).startswith(("no feature set", "no audit run")) or "is not in feature set" in str(error):
                 raise NotFound(str(error)) from None
             raise
 
@@ -147,6 +147,18 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
                        text: Annotated[str, Query(max_length=pages.MAX_TRY_CHARS)] = "") -> dict:
         return model_side(feature_set, feature, text)
 
+    @app.get("/api/audits", tags=["api"], summary="audit runs with their concepts' verdicts")
+    def api_audits() -> list[dict]:
+        return read(pages.audits)["audits"]
+
+    @app.get("/api/audits/{run_id}", tags=["api"], summary="one audit run: each concept with its candidates")
+    def api_audit(run_id: str) -> dict:
+        return read(pages.audit, run_id)
+
+    @app.get("/api/evals", tags=["api"], summary="eval tables (planted features, comparisons)")
+    def api_evals() -> list[dict]:
+        return read(pages.evals)["tables"]
+
     @app.get("/api/search", tags=["api"], summary="features whose explanation best matches a description")
     def api_search(q: Annotated[str, Query(min_length=1, max_length=200)], n: Annotated[int, Query(ge=1, le=100)] = 20,
                    feature_set: str | None = None) -> list[dict]:
@@ -178,6 +190,18 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
                text: Annotated[str, Query(max_length=pages.MAX_TRY_CHARS)] = ""):
         set_id = read(lambda catalog: catalog.feature_set(feature_set)["feature_set_id"])
         return page(request, "model_side.html", model_side(feature_set, feature, text) | {"set_id": set_id})
+
+    @app.get("/audits", response_class=HTMLResponse, include_in_schema=False)
+    def audits(request: Request):
+        return page(request, "audits.html", read(pages.audits))
+
+    @app.get("/audits/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    def audit(request: Request, run_id: str):
+        return page(request, "audit.html", read(pages.audit, run_id))
+
+    @app.get("/evals", response_class=HTMLResponse, include_in_schema=False)
+    def evals(request: Request):
+        return page(request, "evals.html", read(pages.evals))
 
     @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
     def search(request: Request, q: Annotated[str, Query(max_length=200)] = "", feature_set: str | None = None):

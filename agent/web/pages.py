@@ -3,9 +3,12 @@
 from dataclasses import asdict
 from urllib.parse import urlencode
 
-from agent.web.plots import bar_chart
+from agent.web.plots import bar_chart, effect_bars
 from agent.web.queries import (
     FeatureFilter,
+    audit_run,
+    audit_runs,
+    eval_tables,
     feature_experiments,
     feature_sets_overview,
     features_page,
@@ -123,3 +126,20 @@ def model_side(bench, index: int, text: str) -> dict:
         scale = max(bench.max_act(index), max(record.values, default=0.0))
         out["activations"] = shaded(record.tokens, record.values, scale)
     return out
+
+
+def audits(catalog: Catalog) -> dict:
+    return {"audits": audit_runs(catalog)}
+
+
+def audit(catalog: Catalog, run_id: str) -> dict:
+    concepts = audit_run(catalog, run_id)
+    for concept in concepts:
+        concept["effects"] = effect_bars(
+            [(f"{c['feature']} ablation", c["ablation"]) for c in concept["candidates"]]
+            + [(f"{c['feature']} steering", c["steering"]) for c in concept["candidates"]])
+    return {"run_id": run_id, "concepts": concepts}
+
+
+def evals(catalog: Catalog) -> dict:
+    return {"tables": eval_tables(catalog)}

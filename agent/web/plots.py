@@ -36,3 +36,26 @@ def bar_chart(counts: list[int], low: float, high: float, unit: str = "") -> Cha
         bars.append(Bar(index * width + 0.5, HEIGHT - height, max(width - 1, 0.5), height,
                         f"{low + index * step:.3g}-{low + (index + 1) * step:.3g}{unit}: {count:,}"))
     return Chart(bars, WIDTH, HEIGHT, f"{low:.3g}", f"{high:.3g}")
+
+
+@dataclass(frozen=True)
+class EffectBar:
+    label: str
+    x: float
+    width: float
+    y: float
+    positive: bool
+    title: str
+
+
+def effect_bars(effects: list[tuple[str, float | None]], row: int = 14) -> dict:
+    """Horizontal bars of effects on [-1, 1] (shares of a gap) around a centre line, one row each."""
+    half = WIDTH / 2
+    bars = []
+    for index, (label, value) in enumerate(effects):
+        if value is None:
+            continue
+        clipped = max(-1.0, min(1.0, value))
+        bars.append(EffectBar(label, half if clipped >= 0 else half + clipped * half, abs(clipped) * half,
+                              index * row + 2, clipped >= 0, f"{label}: {value:+.0%}"))
+    return {"bars": bars, "width": WIDTH, "height": max(1, len(effects)) * row + 4, "centre": half, "row": row}

@@ -1,6 +1,7 @@
 """The catalog reads behind the web pages and their JSON API: one SQL query a view, so a set of 100k+
 features pages, sorts and filters in the database rather than in Python."""
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -162,3 +163,38 @@ def feature_experiments(catalog: Catalog, set_id: str, feature: int, limit: int 
         "AND (r.config->>'feature_set' IS NULL OR r.config->>'feature_set' = ?) "
         "ORDER BY r.started_at DESC, x.step LIMIT ?", [set_id, feature, feature, set_id, limit]) \
         if catalog.has_labels() else []
+
+
+def audit_runs(catalog: Catalog) -> list[dict]:
+    """Every audit run: its feature set, concepts and verdicts."""
+    return _rows(catalog, "SELECT a.run_id, a.feature_set_id, min(a.created_at) AS created_at, "
+                 "list(a.concept || ': ' || a.verdict ORDER BY a.concept) AS verdicts FROM audits a "
+                 "GROUP BY a.run_id, a.feature_set_id ORDER BY created_at DESC", [])
+
+
+def audit_run(catalog: Catalog, run_id: str) -> list[dict]:
+    """One audit run's concepts, each with its candidates, from the catalog rows alone."""
+    concepts = _rows(catalog, "SELECT * EXCLUDE (positive, negative), json_array_length(positive) AS n_positive, "
+                     "json_array_length(negative) AS n_negative FROM audits WHERE run_id = ? ORDER BY concept",
+                     [run_id])
+    if not concepts:
+        raise InterpError(f"no audit run '{run_id}' in the catalog")
+    candidates = _rows(catalog, "SELECT * FROM audit_candidates WHERE run_id = ? ORDER BY concept, rank", [run_id])
+    for concept in concepts:
+        concept["candidates"] = [c for c in candidates if c["concept"] == concept["concept"]]
+        concept["confounds"] = json.loads(concept["confounds"]) if concept["confounds"] else {}
+        for candidate in concept["candidates"]:
+            candidate["found_by"] = json.loads(candidate["found_by"])
+    return concepts
+
+
+def eval_tables(catalog: Catalog) -> list[dict]:
+    """Every eval run's table (planted and compare), newest first."""
+    rows = _rows(catalog, "SELECT run_id, eval, subject, metric, value, n, ci_low, ci_high, created_at FROM evals "
+                 "ORDER BY created_at DESC, run_id, subject, metric", [])
+    tables: dict[str, dict] = {}
+    for row in rows:
+        table = tables.setdefault(row["run_id"], {"run_id": row["run_id"], "eval": row["eval"],
+                                                  "created_at": row["created_at"], "rows": []})
+        table["rows"].append(row)
+    return list(tables.values())

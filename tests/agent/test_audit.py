@@ -27,6 +27,10 @@ def sentences(with_paris: bool, n: int, seed: int) -> list[str]:
 
 @pytest.fixture
 def audited_catalog(tmp_path, tiny_models, text_corpus):
+    return make_audited_catalog(tmp_path, tiny_models, text_corpus)
+
+
+def make_audited_catalog(tmp_path, tiny_models, text_corpus):
     """A cached and token-stats-labeled SAE feature set at resid_pre.0 of the tiny Llama."""
     subject = load_subject_model(str(tiny_models["llama"]), device="cpu")
     embedding = subject.model.get_input_embeddings().weight[subject.tokenizer.convert_tokens_to_ids("paris")]

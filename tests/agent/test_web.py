@@ -186,3 +186,32 @@ def test_a_real_browser_reads_the_feature_page_and_searches(server, scored, tmp_
         page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)  # Swagger UI from local files
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_audits_and_evals_render_from_their_catalog_rows(tiny_models, text_corpus, tmp_path):
+    from agent.audit.run import run_audit
+    from evals.compare import run_compare
+    from tests.agent.test_audit import CONFIG, PARIS_LATENT, concepts_file, make_audited_catalog
+
+    catalog = make_audited_catalog(tmp_path, tiny_models, text_corpus)
+    result = run_audit(CONFIG, concepts_file(tmp_path), "resid_pre.0", catalog, tmp_path / "report")
+    chat = ScriptedChat(lambda prompt: yes(prompt) if is_judge(prompt) else "Explanation: the city of paris")
+    config = LabelConfig(llm="openai:scripted", scorers="embedding", features=f"0,{PARIS_LATENT}", device="cpu")
+    run_label(config, "resid_pre.0", catalog, progress=False, llm_factory=scripted_factory(chat))
+    run_compare(catalog, "resid_pre.0", "oneshot", "token-stats", ["embedding"])
+    port = free_port()
+    command = [sys.executable, "-m", "agent.cli", "serve", "--catalog", str(catalog), "--port", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/api/sets"):
+        base = f"http://127.0.0.1:{port}"
+        (listed,) = json.loads(get(base + "/api/audits")[2])
+        assert listed["run_id"] == result.run_id and "Paris: represented" in listed["verdicts"]
+        audit = json.loads(get(base + f"/api/audits/{result.run_id}")[2])
+        paris = next(c for c in audit["concepts"] if c["concept"] == "Paris")
+        assert paris["candidates"][0]["feature"] == PARIS_LATENT and paris["effects"]["bars"]
+        status, _, page = get(base + f"/audits/{result.run_id}")
+        assert status == 200 and f'/features/{PARIS_LATENT}">{PARIS_LATENT}</a>' in page and "<svg" in page
+        assert get(base + "/audits/no-such-run")[0] == 404
+        (table,) = json.loads(get(base + "/api/evals")[2])
+        assert table["eval"] == "compare" and {row["metric"] for row in table["rows"]} >= {"embedding auroc"}
+        status, _, page = get(base + "/evals")
+        assert status == 200 and "embedding auroc" in page
