@@ -4,7 +4,8 @@ import argparse
 import ipaddress
 import os
 
-from agent.cli.flags import catalog_flag
+from agent.cli.flags import add_config_flags, catalog_flag, config_from_args
+from agent.labeling.config import LabelConfig
 from tools.errors import InterpError
 
 
@@ -30,7 +31,9 @@ def command_serve(args: argparse.Namespace) -> None:
     with Catalog(args.catalog, read_only=True):
         pass  # a missing or foreign file is refused now, in one line, not on the first page
     print(f"serving {args.catalog} on http://{args.host}:{args.port}/" + ("?token=..." if token else ""))
-    uvicorn.run(create_app(args.catalog, token, args.embedder, args.device), host=args.host, port=args.port,
+    config = config_from_args(LabelConfig, args)
+    config.validate()
+    uvicorn.run(create_app(args.catalog, token, config, args.ask_graph), host=args.host, port=args.port,
                 log_level="warning")
 
 
@@ -42,9 +45,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "only; any other needs --token)")
     serve.add_argument("--token", help="a secret every request must carry (?token=..., then a cookie; or "
                        "Authorization: Bearer); default $INTERP_TOKEN")
-    serve.add_argument("--embedder", default="all-MiniLM-L6-v2", help="sentence embedder for search (the one "
-                       "the labels were embedded with)")
-    serve.add_argument("--device", default="auto", help="where the subject model runs for 'try it' (default: "
-                       "auto, CUDA when present)")
+    serve.add_argument("--ask-graph", choices=("auto", "fixed", "free"), default="auto",
+                       help="the Ask box's graph, as `interp ask --graph` (default: auto)")
+    add_config_flags(serve, LabelConfig, skip=("explainer", "scorers", "simulator", "limit", "features", "concurrency",
+                                               "judge_batch", "n_top", "n_quantile", "score_active", "score_random",
+                                               "score_only", "price_per_mtok"))
     catalog_flag(serve)
     serve.set_defaults(handler=command_serve)

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from agent.labeling.config import LabelConfig
 from agent.web import pages
+from agent.web.ask import MAX_QUESTION_CHARS, ask_events, earlier_sessions
 from agent.web.queries import FeatureFilter
 from tools.catalog import Catalog
 from tools.errors import InterpError
@@ -34,8 +36,12 @@ class NotFound(Exception):
     pass
 
 
-def create_app(catalog_path: Path, token: str | None = None, embedder: str = "all-MiniLM-L6-v2",
-               device: str = "auto") -> FastAPI:
+def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig | None = None,
+               ask_graph: str = "auto") -> FastAPI:
+    """`config` names the LLM that answers questions (and the device and embedder); `ask_graph` as for
+    `interp ask --graph`."""
+    config = config or LabelConfig()
+    embedder, device = config.embedder, config.device
     from swagger_ui_bundle import swagger_ui_path
 
     app = FastAPI(title="interp-agent", description="Browse an interp-agent catalog: feature sets, features, "
@@ -182,8 +188,11 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
             "query": query, "query_string": pages.query_string})
 
     @app.get("/sets/{feature_set}/features/{feature}", response_class=HTMLResponse, include_in_schema=False)
-    def feature(request: Request, feature_set: str, feature: int):
-        return page(request, "feature.html", read(pages.feature, feature_set, feature))
+    def feature(request: Request, feature_set: str, feature: int, session: str | None = None):
+        shown = read(pages.feature, feature_set, feature)
+        return page(request, "feature.html", shown | {
+            "sessions": earlier_sessions(catalog_path, shown["set"]["feature_set_id"], feature),
+            "session": session or "", "llm": config.llm})
 
     @app.get("/sets/{feature_set}/features/{feature}/model", response_class=HTMLResponse, include_in_schema=False)
     def try_it(request: Request, feature_set: str, feature: int,
@@ -202,6 +211,16 @@ def create_app(catalog_path: Path, token: str | None = None, embedder: str = "al
     @app.get("/evals", response_class=HTMLResponse, include_in_schema=False)
     def evals(request: Request):
         return page(request, "evals.html", read(pages.evals))
+
+    @app.get("/sets/{feature_set}/features/{feature}/ask/stream", include_in_schema=False)
+    async def ask_stream(feature_set: str, feature: int,
+                         q: Annotated[str, Query(min_length=1, max_length=MAX_QUESTION_CHARS)],
+                         session: Annotated[str | None, Query(max_length=64)] = None):
+        """Server-sent events: session, tool, result, answer or failure, then done."""
+        lock = state.setdefault("ask_lock", threading.Lock())
+        return StreamingResponse(ask_events(config, catalog_path, feature_set, feature, q, session or None,
+                                            ask_graph, lock), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
 
     @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
     def search(request: Request, q: Annotated[str, Query(max_length=200)] = "", feature_set: str | None = None):

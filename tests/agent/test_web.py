@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import duckdb
 import pytest
 from markupsafe import escape
 
@@ -16,7 +17,7 @@ from agent.labeling.config import LabelConfig
 from agent.labeling.pipeline import run_label
 from tests.agent.test_label import scripted_factory
 from tests.scripted import ScriptedChat, is_judge, yes
-from tools.testing.servers import free_port, running
+from tools.testing.servers import free_port, running, stub_server
 from tools.testing.tiny import cache_tiny_catalog, save_tiny_model, sentences
 from tools.text import visible
 
@@ -45,10 +46,28 @@ def hostile_catalog(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(hostile_catalog):
+    """The web server, its Ask box answered by the loopback OpenAI-compatible stub (a real process) through the
+    fixed graph, which runs the experiments itself."""
     port = free_port()
-    command = [sys.executable, "-m", "agent.cli", "serve", "--catalog", str(hostile_catalog), "--port", str(port)]
-    with running(command, f"http://127.0.0.1:{port}/api/sets"):
-        yield f"http://127.0.0.1:{port}"
+    with stub_server() as llm_url:
+        command = [sys.executable, "-m", "agent.cli", "serve", "--catalog", str(hostile_catalog), "--port", str(port),
+                   "--llm", "openai:stub", "--base-url", llm_url, "--ask-graph", "fixed", "--device", "cpu"]
+        with running(command, f"http://127.0.0.1:{port}/api/sets"):
+            yield f"http://127.0.0.1:{port}"
+
+
+def events(url: str) -> list[tuple[str, dict]]:
+    """A server-sent event stream, read to its end."""
+    out, event = [], None
+    with urllib.request.urlopen(url, timeout=120) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: "):
+                out.append((event, json.loads(line[len("data: "):])))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +144,29 @@ def test_try_it_runs_the_subject_model_in_the_server(server, scored):
     assert get(server + "/api/sets/mlp.1/features/99999/model")[0] == 404
 
 
+def test_asking_streams_each_tool_call_and_the_answer_and_resumes(server, scored, hostile_catalog):
+    from urllib.parse import quote
+
+    question = quote('Does it fire on "the cat sat"?')
+    first = events(server + f"/sets/mlp.1/features/{scored}/ask/stream?q={question}")
+    names = [name for name, _ in first]
+    assert names[0] == "session" and names[-1] == "done" and "answer" in names and "failure" not in names, first
+    tool = next(data for name, data in first if name == "tool")
+    assert tool["tool"] == "activations_on" and tool["arguments"]["texts"] == ["the cat sat"]
+    assert names.index("tool") < names.index("result") < names.index("answer")
+    session = first[0][1]["session"]
+    again = events(server + f"/sets/mlp.1/features/{scored}/ask/stream?q={quote('What does it promote?')}"
+                   f"&session={session}")
+    assert again[0] == ("session", {"session": session, "feature": scored}) and again[-1][0] == "done"
+    page = get(server + f"/sets/mlp.1/features/{scored}")[2]
+    assert f"?session={session}" in page and "2 questions" in page  # listed, resumable
+    with duckdb.connect(str(hostile_catalog), read_only=True) as con:
+        asked = con.execute("SELECT count(*) FROM runs WHERE kind = 'ask' AND status = 'complete'").fetchall()
+    assert asked[0][0] >= 2
+    failed = events(server + f"/sets/mlp.1/features/{scored}/ask/stream?q=x&session=nosuch")
+    assert failed[0][0] == "failure" and "no ask session 'nosuch'" in failed[0][1]["error"]
+
+
 def test_bad_ids_are_404_pages_not_tracebacks(server):
     status, _, page = get(server + "/sets/no-such-set")
     assert status == 404 and "no feature set &#39;no-such-set&#39;" in page and "Traceback" not in page
@@ -182,6 +224,11 @@ def test_a_real_browser_reads_the_feature_page_and_searches(server, scored, tmp_
         page.click("header button[type=submit]")
         page.wait_for_url("**/search?q=animals")
         assert page.locator("table.results tbody tr").count() >= 4
+        page.goto(server + f"/sets/mlp.1/features/{scored}")
+        page.fill("form.ask input[name=q]", 'Does it fire on "a cat"?')
+        page.click("form.ask button")
+        page.wait_for_selector(".ask-log .answer", timeout=60_000)
+        assert "activations_on" in page.locator(".ask-log .tool").first.inner_text()
         page.goto(server + "/api/docs")
         page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)  # Swagger UI from local files
         browser.close()
