@@ -12,7 +12,6 @@ from agent.web.queries import (
     feature_experiments,
     feature_sets_overview,
     features_page,
-    metrics,
     recent_runs,
     score_distributions,
 )
@@ -29,10 +28,10 @@ def home(catalog: Catalog) -> dict:
 def feature_set(catalog: Catalog, ref: str, query: FeatureFilter) -> dict:
     row = catalog.feature_set(ref)
     set_id = row["feature_set_id"]
-    found = features_page(catalog, set_id, query)
     distributions = score_distributions(catalog, set_id)
+    found = features_page(catalog, set_id, query, list(distributions))
     return {"set": _set_summary(row), "features": found.rows, "total": found.total, "page": found.page,
-            "pages": found.pages, "metrics": metrics(catalog, set_id), "explainers": catalog.explainers(set_id)
+            "pages": found.pages, "metrics": list(distributions), "explainers": catalog.explainers(set_id)
             if catalog.has_labels() else [],
             "distributions": {metric: d | {"chart": asdict(bar_chart(d["counts"], d["start"], d["stop"]))}
                               for metric, d in distributions.items()}}

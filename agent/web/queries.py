@@ -71,15 +71,6 @@ def recent_runs(catalog: Catalog, limit: int = 20) -> list[dict]:
         f"LEFT JOIN ({spent.format('scores')}) s USING (run_id) ORDER BY r.started_at DESC LIMIT ?"), [limit])
 
 
-def metrics(catalog: Catalog, set_id: str) -> list[str]:
-    """The 'scorer metric' names scored on this set."""
-    if not catalog.has_labels():
-        return []
-    return [row[0] for row in catalog.con.execute(
-        "SELECT DISTINCT s.scorer || ' ' || s.metric FROM scores s JOIN explanations e USING (explanation_id) "
-        "WHERE e.feature_set_id = ? AND s.status = 'ok' ORDER BY 1", [set_id]).fetchall()]
-
-
 def _split_metric(metric: str | None, known: list[str]) -> tuple[str, str] | None:
     if metric is None:
         return None
@@ -89,11 +80,10 @@ def _split_metric(metric: str | None, known: list[str]) -> tuple[str, str] | Non
     return scorer, name
 
 
-def features_page(catalog: Catalog, set_id: str, query: FeatureFilter) -> FeaturePage:
+def features_page(catalog: Catalog, set_id: str, query: FeatureFilter, known_metrics: list[str]) -> FeaturePage:
     """One page of a set's features, each with its latest explanation and, when a metric is chosen, that
-    explanation's score."""
-    chosen = _split_metric(query.metric, metrics(catalog, set_id)) if query.metric or query.sort == "score" \
-        else None
+    explanation's score; `known_metrics` are the set's (score_distributions names them)."""
+    chosen = _split_metric(query.metric, known_metrics) if query.metric or query.sort == "score" else None
     if query.sort == "score" and chosen is None:
         raise InterpError("sorting by score needs a metric (e.g. metric=detection auroc)")
     has_labels = catalog.has_labels()
@@ -122,33 +112,49 @@ def features_page(catalog: Catalog, set_id: str, query: FeatureFilter) -> Featur
         params["scorer"], params["metric"] = chosen
     order = {"feature": "f.feature", "max_act": "f.max_act", "density": "f.density", "score": "s.score"}[query.sort]
     direction = "DESC" if query.descending else "ASC"
-    body = (f"FROM features f LEFT JOIN {latest} l USING (feature) LEFT JOIN {score} s USING (explanation_id) "
-            f"WHERE {' AND '.join(where)}")
-    total = catalog.con.execute(f"SELECT count(*) {body}", params).fetchall()[0][0]
-    pages = max(1, -(-total // PAGE_SIZE))
+    ordering = f"ORDER BY {order} {direction} NULLS LAST, f.feature"
     params |= {"limit": PAGE_SIZE, "offset": (query.page - 1) * PAGE_SIZE}
-    table = catalog.con.sql(
-        f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score {body} "
-        f"ORDER BY {order} {direction} NULLS LAST, f.feature LIMIT $limit OFFSET $offset", params=params)
+    by_features_alone = not any(("l." in condition or "s." in condition) for condition in where) \
+        and query.sort != "score"
+    if by_features_alone:
+        # The common view (no filter or sort on labels): page the features first, then read the labels of
+        # those 100 only, instead of every explanation of a 100k-feature set.
+        body = f"FROM features f WHERE {' AND '.join(where)}"
+        labeled = latest.replace("GROUP BY feature", "AND feature IN (SELECT feature FROM page) GROUP BY feature")
+        sql = (f"WITH page AS (SELECT f.feature, f.max_act, f.density {body} {ordering} LIMIT $limit OFFSET $offset) "
+               f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score FROM page f "
+               f"LEFT JOIN {labeled} l USING (feature) LEFT JOIN {score} s USING (explanation_id) {ordering}")
+    else:
+        body = (f"FROM features f LEFT JOIN {latest} l USING (feature) LEFT JOIN {score} s USING (explanation_id) "
+                f"WHERE {' AND '.join(where)}")
+        sql = (f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score {body} {ordering} "
+               "LIMIT $limit OFFSET $offset")
+    count_params = {key: value for key, value in params.items() if f"${key}" in body}
+    total = catalog.con.execute(f"SELECT count(*) {body}", count_params).fetchall()[0][0]
+    pages = max(1, -(-total // PAGE_SIZE))
+    table = catalog.con.sql(sql, params={key: value for key, value in params.items() if f"${key}" in sql})
     return FeaturePage(table.to_arrow_table().to_pylist(), total, query.page, pages)
 
 
 def score_distributions(catalog: Catalog, set_id: str) -> dict[str, dict]:
     """Per metric: counts in SCORE_BINS equal bins over [0, 1] (AUROC, accuracy) or over its own range
-    (correlations), of every usable score on this set."""
+    (correlations), of every usable score on this set; binned in the database, one pass over the scores."""
     out: dict[str, dict] = {}
     if not catalog.has_labels():
         return out
-    for metric, low, high, values in catalog.con.execute(
-            "SELECT s.scorer || ' ' || s.metric, min(s.value), max(s.value), list(s.value) FROM scores s "
-            "JOIN explanations e USING (explanation_id) WHERE e.feature_set_id = ? AND s.status = 'ok' "
-            "AND s.value IS NOT NULL AND isfinite(s.value) GROUP BY 1 ORDER BY 1", [set_id]).fetchall():
-        start, stop = (min(0.0, low), max(1.0, high))
-        width = (stop - start) / SCORE_BINS or 1.0
-        counts = [0] * SCORE_BINS
-        for value in values:
-            counts[min(SCORE_BINS - 1, int((value - start) / width))] += 1
-        out[metric] = {"start": start, "stop": stop, "counts": counts, "n": len(values)}
+    rows = catalog.con.execute(
+        "WITH scored AS (SELECT s.scorer || ' ' || s.metric AS metric, s.value FROM scores s "
+        "  JOIN explanations e USING (explanation_id) WHERE e.feature_set_id = ? AND s.status = 'ok' "
+        "  AND s.value IS NOT NULL AND isfinite(s.value)), "
+        "ranges AS (SELECT metric, least(0.0, min(value)) AS start, greatest(1.0, max(value)) AS stop FROM scored "
+        "  GROUP BY metric) "
+        "SELECT metric, start, stop, least(?, floor((value - start) / ((stop - start) / ?)))::INTEGER AS bin, "
+        "count(*) FROM scored JOIN ranges USING (metric) GROUP BY ALL ORDER BY metric, bin",
+        [set_id, SCORE_BINS - 1, SCORE_BINS]).fetchall()
+    for metric, start, stop, index, count in rows:
+        entry = out.setdefault(metric, {"start": start, "stop": stop, "counts": [0] * SCORE_BINS, "n": 0})
+        entry["counts"][index] += count
+        entry["n"] += count
     return out
 
 

@@ -262,3 +262,34 @@ def test_audits_and_evals_render_from_their_catalog_rows(tiny_models, text_corpu
         assert table["eval"] == "compare" and {row["metric"] for row in table["rows"]} >= {"embedding auroc"}
         status, _, page = get(base + "/evals")
         assert status == 200 and "embedding auroc" in page
+
+
+def test_pages_keep_working_while_a_labeling_run_writes(tiny_models, text_corpus, tmp_path):
+    """The server opens the catalog read-only per request; the label writer lets it go at least every second,
+    so pages wait a moment at most, and a reload shows the new rows."""
+    import threading
+    import time
+
+    catalog = cache_tiny_catalog(tmp_path / "c.duckdb", tiny_models["gpt2"], text_corpus, tmp_path / "sae")
+
+    def slow(prompt: str) -> str:
+        time.sleep(0.02)
+        return yes(prompt) if is_judge(prompt) else "Explanation: words about animals"
+
+    config = LabelConfig(llm="openai:scripted", scorers="detection", limit=40, concurrency=4, device="cpu")
+    port = free_port()
+    command = [sys.executable, "-m", "agent.cli", "serve", "--catalog", str(catalog), "--port", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/api/sets"):
+        labeling = threading.Thread(target=run_label, args=(config, "mlp.1", catalog), kwargs={
+            "progress": False, "llm_factory": scripted_factory(ScriptedChat(slow))})
+        labeling.start()
+        seen = []
+        while labeling.is_alive():
+            status, _, body = get(f"http://127.0.0.1:{port}/api/sets")
+            assert status == 200, body
+            seen.append(next(s["labeled"] for s in json.loads(body) if s["hook"] == "mlp.1"))
+            time.sleep(0.1)
+        labeling.join()
+        final = next(s["labeled"] for s in json.loads(get(f"http://127.0.0.1:{port}/api/sets")[2])
+                     if s["hook"] == "mlp.1")
+    assert final == 40 and len(seen) >= 3 and seen == sorted(seen) and seen[0] < 40
