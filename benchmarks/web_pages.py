@@ -40,11 +40,11 @@ def add_big_set(catalog: Path, n: int) -> None:
         con.execute(f"INSERT INTO feature_sets SELECT '{BIG}', model_id, hook, hf_module, 'sae', {n}, window_length, "
                     f"n_windows, tokens, source_path, source_sha256, run_id, created_at FROM feature_sets LIMIT 1")
         con.execute(f"INSERT INTO features (feature_set_id, feature, max_act, min_act, mean_act, density, "
-                    f"window_density, n_tokens, run_id) SELECT '{BIG}', i, random() * 10, 0, random(), random() * 0.01, "
-                    f"random(), 1000000, 'bench' FROM range({n}) t(i)")
+                    f"window_density, n_tokens, run_id) SELECT '{BIG}', i, random() * 10, 0, random(), "
+                    f"random() * 0.01, random(), 1000000, 'bench' FROM range({n}) t(i)")
         con.execute(f"INSERT INTO explanations (explanation_id, feature_set_id, feature, explainer, llm, prompt_hash, "
-                    f"status, prompt_tokens, completion_tokens, text, run_id) SELECT 'e' || i, '{BIG}', i, 'oneshot', 'bench', "
-                    f"'h', 'ok', 0, 0, "
+                    f"status, prompt_tokens, completion_tokens, text, run_id) SELECT 'e' || i, '{BIG}', i, "
+                    f"'oneshot', 'bench', 'h', 'ok', 0, 0, "
                     f"(['names of cities', 'the token the', 'closing brackets', 'verbs of motion'])[1 + i % 4] "
                     f"|| ' ' || i, 'bench' FROM range({n}) t(i)")
         for metric in ("auroc", "balanced_accuracy"):
