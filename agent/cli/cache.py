@@ -17,8 +17,20 @@ def command_cache(args: argparse.Namespace) -> None:
     # torch and transformers load only for commands that run the model.
     quiet_transformers()
     from tools.passes.cache import run_cache
+    from tools.passes.cache_ray import RaySettings
 
-    run_cache(config_from_args(CacheConfig, args), args.catalog, progress=not args.no_progress)
+    ray = RaySettings(args.ray, args.workers, args.threads_per_worker) if args.ray else None
+    run_cache(config_from_args(CacheConfig, args), args.catalog, progress=not args.no_progress, ray=ray)
+
+
+def ray_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                        help="fold the pass on Ray workers: 'auto' (this machine; the default when the flag has no "
+                        "value) or a cluster address; the catalog is the one a single process writes "
+                        "(pip install -e '.[ray]')")
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers (with --ray; default: 2)")
+    parser.add_argument("--threads-per-worker", type=int, default=1,
+                        help="torch threads per Ray worker (with --ray; default: 1)")
 
 
 def command_sae_load(args: argparse.Namespace) -> None:
@@ -52,6 +64,7 @@ def command_sae_eval(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     cache = commands.add_parser("cache", help="stream a corpus through the model and catalog every feature's examples")
     add_config_flags(cache, CacheConfig)
+    ray_flags(cache)
     catalog_flag(cache)
     progress_flag(cache)
     cache.set_defaults(handler=command_cache)
@@ -61,6 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sae_load = sae_commands.add_parser("load", help="cache an SAE's latents as a feature set (interp cache --sae)")
     sae_load.add_argument("sae_path", help=field_help(SAEEvalConfig, "sae"))
     add_config_flags(sae_load, CacheConfig)
+    ray_flags(sae_load)
     catalog_flag(sae_load)
     progress_flag(sae_load)
     sae_load.set_defaults(handler=command_sae_load)

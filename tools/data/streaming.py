@@ -21,6 +21,16 @@ import torch
 NO_KEY = float("-inf")
 
 
+def ranked(keys: torch.Tensor, window_ids: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Per row, the column order by key (largest or smallest first), equal keys by window: earlier windows
+    rank higher. Window maxima tie often (a window's first token sees only BOS and itself), and a total
+    order makes what is kept independent of the order windows arrive in, so a pass split over workers
+    keeps what one pass keeps."""
+    by_window = window_ids.argsort(dim=1, descending=not largest, stable=True)
+    by_key = keys.gather(1, by_window).argsort(dim=1, descending=largest, stable=True)
+    return by_window.gather(1, by_key)
+
+
 class KeepLargest:
     """Per feature, the `size` items with the largest keys seen so far, with their per-token values.
 
@@ -59,8 +69,9 @@ class KeepLargest:
             return
         keys, maxes = keys[rows], maxes[rows]  # [R, B]
         combined = torch.cat([self.keys[rows], keys], dim=1)  # [R, size + B]
-        # Dropping the B smallest is the same as keeping the `size` largest, and cheaper when B < size.
-        losers = combined.topk(keys.shape[1], dim=1, largest=False).indices  # [R, B]
+        combined_windows = torch.cat([self.window_ids[rows], window_ids.to(torch.int32).expand(len(rows), -1)], dim=1)
+        # Dropping the B smallest is the same as keeping the `size` largest; equal keys drop the later window.
+        losers = ranked(combined, combined_windows, largest=False)[:, : keys.shape[1]]  # [R, B]
         chosen = torch.ones_like(combined, dtype=torch.bool).scatter_(1, losers, False)
         row_slot, slot = (~chosen[:, : self.size]).nonzero(as_tuple=True)
         row_new, batch_index = chosen[:, self.size :].nonzero(as_tuple=True)
@@ -71,6 +82,18 @@ class KeepLargest:
         if acts is not None:
             self.values[feature_slot, slot] = acts[feature_new, batch_index].to(self.values.dtype)
         self.floor()[rows] = self.keys[rows].amin(dim=1)
+
+    def merge(self, other: "KeepLargest") -> None:
+        """Fold in another state's items over other windows (a Ray worker's shard): per feature, the `size`
+        largest keys of both, equal keys ordered by window, exactly what one pass over all the windows keeps."""
+        combined = torch.cat([self.keys, other.keys.to(self.keys.device)], dim=1)  # [F, 2 size]
+        windows = torch.cat([self.window_ids, other.window_ids.to(self.window_ids.device)], dim=1)
+        chosen = ranked(combined, windows, largest=True)[:, : self.size]  # [F, size]
+        for name, tensor in self.state_dict().items():
+            both = torch.cat([tensor, getattr(other, name).to(tensor.device)], dim=1)
+            index = chosen if both.dim() == 2 else chosen[:, :, None].expand(-1, -1, both.shape[2])
+            setattr(self, name, both.gather(1, index).contiguous())
+        self._floor = None
 
     def _replaced(self, tensors: dict[str, torch.Tensor]) -> "KeepLargest":
         out = type(self).__new__(type(self))
@@ -84,8 +107,8 @@ class KeepLargest:
         return self._replaced({name: tensor.to(device) for name, tensor in self.state_dict().items()})
 
     def ordered(self) -> "KeepLargest":
-        """The same items sorted by key, largest first (empty slots, key -inf, last)."""
-        order = self.keys.argsort(dim=1, descending=True, stable=True)  # [F, size]
+        """The same items sorted by key, largest first, equal keys by window (empty slots, key -inf, last)."""
+        order = ranked(self.keys, self.window_ids, largest=True)  # [F, size]
         return self._replaced({
             name: tensor.gather(1, order if tensor.dim() == 2 else order[:, :, None].expand_as(tensor))
             for name, tensor in self.state_dict().items()})
@@ -138,6 +161,17 @@ class RandomWindows(KeepLargest):
         self.maxes.view(-1)[flat] = window_max.reshape(-1)[feature * batch + column]
         if acts is not None:
             self.values.view(-1, self.values.shape[-1])[flat] = acts[feature, column].to(self.values.dtype)
+
+
+    def merge_filled(self, other: "RandomWindows", low: int, high: int) -> None:
+        """Fold in another state that streamed windows [low, high) of the same plan: the slots of those
+        windows take its maxima and values (each planned window is filled by exactly one shard)."""
+        if not torch.equal(self.window_ids.cpu(), other.window_ids.cpu()):
+            raise ValueError("the states hold different plans of random windows (another seed or corpus)")
+        mine = (self.window_ids >= low) & (self.window_ids < high)
+        self.maxes[mine] = other.maxes.to(self.maxes.device)[mine]
+        if self.values.shape[-1]:
+            self.values[mine] = other.values.to(self.values.device)[mine]
 
 
 def floyd_sample(n_rows: int, size: int, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -245,6 +279,24 @@ class FeatureStats:
             merged = self.hist_counts[rows].view(len(rows), self.bins // group, group).sum(dim=2)
             self.hist_counts[rows] = torch.nn.functional.pad(merged, (0, self.bins - merged.shape[1]))
             self.hist_range[rows] *= 2.0**factor_log2
+
+    def merge(self, other: "FeatureStats") -> None:
+        """Fold in another state's statistics over other tokens: counts and sums add, extremes combine, and
+        both histograms are regridded to the larger range of each feature (merging pairs of bins is exact on
+        power-of-two ranges) before their counts add."""
+        device = self.total.device
+        for name in ("n_tokens", "total", "active", "active_windows", "n_windows"):
+            setattr(self, name, getattr(self, name) + getattr(other, name).to(device))
+        self.max = torch.maximum(self.max, other.max.to(device))
+        self.min = torch.minimum(self.min, other.min.to(device))
+        theirs = FeatureStats.__new__(FeatureStats)  # their histogram alone, regridded on a copy
+        theirs.bins = self.bins
+        theirs.hist_range = other.hist_range.to(device).clone()
+        theirs.hist_counts = other.hist_counts.to(device).clone()
+        widest = torch.maximum(self.hist_range, theirs.hist_range)
+        self._grow_range(widest)
+        theirs._grow_range(widest)
+        self.hist_counts += theirs.hist_counts
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         names = ("n_tokens", "total", "max", "min", "active", "active_windows", "n_windows", "hist_range",

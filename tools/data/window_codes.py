@@ -51,6 +51,13 @@ class WindowCodes:
         out[rows, positions[entries]] = values[entries]
         return out
 
+    def extend(self, other: "WindowCodes") -> None:
+        """Fold in the codes of a later part of the stream (a Ray worker's shard, windows after these)."""
+        keys, positions, values = other._joined()
+        self.keys.append(keys)
+        self.positions.append(positions)
+        self.values.append(values)
+
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.keys + self.positions + self.values)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,9 @@ from tools.interrupts import StopRequested, stop_at_batch_boundary
 from tools.model.hooks import n_layers
 from tools.model.subject import SubjectModel, load_subject_model
 from tools.sae.autoencoder import SparseCodes
+
+if TYPE_CHECKING:
+    from tools.passes.cache_ray import RaySettings
 
 RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
 log = logging.getLogger(__name__)
@@ -97,6 +101,20 @@ class CacheState:
         self.next_batch = state["next_batch"]
         for name in ("top", "reservoir", "random", "stats", *(("codes",) if self.codes is not None else ())):
             getattr(self, name).load_state_dict(state[name])
+
+    def merge_state_dict(self, state: dict, low: int, high: int) -> None:
+        """Fold in the state of a shard that streamed windows [low, high) (a Ray worker's), shards in window
+        order: the same selections and statistics one pass over both would hold."""
+        self.top.merge(self.top._replaced(state["top"]))
+        self.reservoir.merge(self.reservoir._replaced(state["reservoir"]))
+        self.random.merge_filled(self.random._replaced(state["random"]), low, high)  # type: ignore[arg-type]
+        theirs = FeatureStats.__new__(FeatureStats)
+        theirs.__dict__.update(state["stats"])
+        self.stats.merge(theirs)
+        if self.codes is not None:
+            shard_codes = WindowCodes(self.codes.width)
+            shard_codes.load_state_dict(state["codes"])
+            self.codes.extend(shard_codes)
 
     def values(self, bucket: KeepLargest, features: np.ndarray, slots: np.ndarray, first: int = 0) -> np.ndarray:
         """[n, window] float32: the per-token values of slot (features[i], slots[i]) of `bucket`, a chunk of the
@@ -320,9 +338,15 @@ def checked_inputs(config: CacheConfig | SAEEvalConfig, catalog_path: Path) -> t
     return corpus, subject, resolve_features(config.hook, config.sae, subject)
 
 
-def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) -> CacheResult:
-    """Validate everything, then stream, then write. Any bad input fails before the catalog is touched."""
+def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True, ray: "RaySettings | None" = None) -> \
+        CacheResult:
+    """Validate everything, then stream (here, or on Ray workers with `ray`), then write. Any bad input fails
+    before the catalog is touched."""
     catalog_path = Path(catalog_path)
+    if ray is not None:
+        from tools.passes.cache_ray import require_ray
+
+        require_ray()  # before the model loads
     corpus, subject, source = checked_inputs(config, catalog_path)
     windows = prepare_windows(config, subject)
     n_windows = len(windows)
@@ -351,7 +375,7 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
     with Catalog.run(catalog_path, "cache", dataclasses.asdict(config), config_hash, corpus, package_versions(),
                      resume=resume) as run_id:
         checkpoint = checkpoint_path(catalog_path, run_id)
-        if resumed:
+        if resumed and ray is None:  # a Ray run resumes from its finished shards instead
             try:
                 state.load_state_dict(load_checkpoint(checkpoint, subject.device))
             except (ValueError, KeyError) as error:
@@ -359,7 +383,12 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
                                   "start the run over") from None
             log.info(f"resuming run {run_id} at window {state.next_batch * config.batch_size:,} of {n_windows:,}")
         try:
-            stream(config, subject, source, windows, state, checkpoint, progress)
+            if ray is None:
+                stream(config, subject, source, windows, state, checkpoint, progress)
+            else:
+                from tools.passes.cache_ray import stream_on_ray
+
+                stream_on_ray(config, windows, state, ray, catalog_path, run_id, progress, source.hook_name)
             rows = build_rows(state, config, windows, subject,
                               feature_set_row(subject, source, config, set_id, n_windows, run_id), run_id)
             with Catalog(catalog_path) as catalog:
@@ -379,6 +408,10 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True) ->
                 save_checkpoint(checkpoint, state)
             raise
     checkpoint.unlink(missing_ok=True)
+    if ray is not None:
+        from tools.passes.cache_ray import forget_shards
+
+        forget_shards(catalog_path, run_id)
     log.info(f"feature set {set_id}: {source.width} features, {n_examples:,} examples, run {run_id}")
     return CacheResult(set_id, run_id, n_tokens_planned, resumed=resumed, already_done=False)
 
@@ -409,22 +442,30 @@ def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, wi
     last_save = time.monotonic()
     with bar, stop_at_batch_boundary() as request:
         for batch_index in range(state.next_batch, n_batches):
-            window_ids = torch.arange(batch_index * config.batch_size,
-                                      min((batch_index + 1) * config.batch_size, len(windows)))
-            input_ids = windows[window_ids].to(subject.device)  # [B, seq]
-            mask = content_mask(input_ids, subject.tokenizer)
-            generator = batch_generator(config.seed, batch_index, subject.device)
-            if state.codes is not None:
-                update_state_sparse(state, source.read_sparse(subject, input_ids), mask,
-                                    window_ids.to(subject.device), generator, config.threshold)
-            else:
-                update_state(state, source.read(subject, input_ids), mask, window_ids.to(subject.device), generator,
-                             config.threshold)
+            folded = fold_batch(config, subject, source, windows, state, batch_index, len(windows))
             state.next_batch = batch_index + 1
-            bar.update(len(window_ids) * config.window)
+            bar.update(folded * config.window)
             if request["stop"]:
                 save_checkpoint(checkpoint, state)
                 raise StopRequested
             if time.monotonic() - last_save > config.checkpoint_seconds:
                 save_checkpoint(checkpoint, state)
                 last_save = time.monotonic()
+
+
+def fold_batch(config: CacheConfig, subject: SubjectModel, source: FeatureSource, windows: torch.Tensor,
+               state: CacheState, batch_index: int, n_windows: int, first_window: int = 0) -> int:
+    """Fold batch `batch_index` of the pass into the state; `windows` starts at window `first_window` (a
+    shard's slice). Its random draws depend on the batch index alone, so any worker folds it the same way.
+    Returns how many windows it held."""
+    window_ids = torch.arange(batch_index * config.batch_size, min((batch_index + 1) * config.batch_size, n_windows))
+    input_ids = windows[window_ids - first_window].to(subject.device)  # [B, seq]
+    mask = content_mask(input_ids, subject.tokenizer)
+    generator = batch_generator(config.seed, batch_index, subject.device)
+    if state.codes is not None:
+        update_state_sparse(state, source.read_sparse(subject, input_ids), mask, window_ids.to(subject.device),
+                            generator, config.threshold)
+    else:
+        update_state(state, source.read(subject, input_ids), mask, window_ids.to(subject.device), generator,
+                     config.threshold)
+    return len(window_ids)

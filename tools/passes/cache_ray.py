@@ -1,0 +1,170 @@
+"""`interp cache --ray`: the caching pass's forward passes spread over Ray workers, with exactly the result one
+process gives.
+
+The driver tokenizes the corpus into the pass's windows as always, then cuts the batches into contiguous
+shards (several per worker, so a slow or lost worker costs little and progress moves). Each Ray task loads
+the subject model once per worker process (a GPU each when there are GPUs), folds its shard's batches into a
+state of its own, and returns it; every random draw is keyed by the batch's global index and the random
+negatives are planned from the seed alone, so which worker folds a batch changes nothing. The driver merges
+the shards' states in window order (top-k and reservoirs keep the largest keys of both, counts and sums add,
+histograms regrid to the wider power-of-two range) and writes the catalog as the single-process pass does.
+
+A task whose worker dies is retried by Ray on its shard (the same batches, the same draws). Each finished
+shard's state is saved beside the catalog, so an interrupted run resumes with the shards it lacks. Sums of
+activations (mean_act) are added in another order than one pass adds them, so they can differ in the last
+bits; everything else is identical.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tools.catalog import runs_folder
+from tools.configs import CacheConfig
+from tools.errors import InterpError
+
+SHARDS_PER_WORKER = 4
+_LOADED: dict[str, Any] = {}
+"""The subject model and features a worker process loaded, reused by every shard it runs."""
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str = "auto"
+    """'auto' (or 'local'): a Ray cluster on this machine, started for the run unless one is running; else a
+    cluster's address (ray://host:10001, or host:6379 from a node of it)."""
+    workers: int = 2
+    threads: int = 1
+    """torch threads per worker: on N cores, N workers of 1 thread each."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.threads < 1:
+            raise InterpError(f"--workers {self.workers} and threads per worker {self.threads} must be at least 1")
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InterpError("--ray needs Ray, an optional extra: pip install -e '.[ray]'") from None
+    return ray
+
+
+def start_ray(settings: RaySettings):
+    ray = require_ray()
+    if not ray.is_initialized():
+        if settings.address in ("auto", "local"):
+            ray.init(num_cpus=max(settings.workers * settings.threads, os.cpu_count() or 1), include_dashboard=False,
+                     log_to_driver=False)
+        else:
+            ray.init(address=settings.address, log_to_driver=False)
+    return ray
+
+
+def shard_ranges(n_batches: int, n_shards: int) -> list[tuple[int, int]]:
+    """Contiguous [first, last) batch ranges, as even as they come."""
+    n_shards = max(1, min(n_shards, n_batches))
+    bounds = [round(i * n_batches / n_shards) for i in range(n_shards + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n_shards) if bounds[i] < bounds[i + 1]]
+
+
+def cache_shard(config: CacheConfig, first_batch: int, last_batch: int, windows: torch.Tensor, first_window: int,
+                n_windows: int, threads: int) -> dict:
+    """A Ray task: fold batches [first_batch, last_batch) into a fresh state; returns it on the CPU."""
+    from tools.features import resolve_features
+    from tools.model.subject import load_subject_model
+    from tools.passes.cache import CacheState, fold_batch
+
+    torch.set_num_threads(threads)
+    key = f"{config.model}|{config.hook}|{config.sae}|{config.device}|{config.dtype}"
+    if key not in _LOADED:
+        subject = load_subject_model(config.model, config.device, config.dtype)
+        _LOADED.clear()
+        _LOADED[key] = (subject, resolve_features(config.hook, config.sae, subject))
+    subject, source = _LOADED[key]
+    state = CacheState(config, source.width, n_windows, subject.device, sparse=source.sparse)
+    with torch.inference_mode():
+        for batch_index in range(first_batch, last_batch):
+            fold_batch(config, subject, source, windows, state, batch_index, n_windows, first_window)
+            die_once_for_tests()
+    return cpu(state.state_dict())
+
+
+KILL_MARKER = "INTERP_TEST_KILL_WORKER_MARKER"
+"""Fault injection for the tests: when this variable names a file that does not exist yet, the first worker to
+fold a batch creates it and exits at once, as a crashed or preempted worker would, mid-shard."""
+
+
+def die_once_for_tests() -> None:
+    marker = os.environ.get(KILL_MARKER)
+    if marker:
+        try:
+            with open(marker, "x"):
+                pass
+        except FileExistsError:
+            return
+        os._exit(1)
+
+
+def cpu(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: cpu(value) for key, value in state.items()}
+    return state
+
+
+def shard_path(catalog_path: Path, run_id: str, shard: int, n_shards: int) -> Path:
+    return runs_folder(catalog_path) / f"{run_id}.shard-{shard}-of-{n_shards}.pt"
+
+
+def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: RaySettings, catalog_path: Path,
+                  run_id: str, progress: bool, hook_name: str) -> None:
+    """Fill `state` (fresh) with the whole pass, folded by Ray workers and merged here in window order."""
+    ray = start_ray(settings)
+    n_windows = len(windows)
+    n_batches = -(-n_windows // config.batch_size)
+    shards = shard_ranges(n_batches, settings.workers * SHARDS_PER_WORKER)
+    gpus = 1 if torch.cuda.is_available() and config.device in ("auto", "cuda") else 0
+    task = ray.remote(num_cpus=settings.threads, num_gpus=gpus, max_retries=3)(cache_shard)
+    window_range = [(first * config.batch_size, min(last * config.batch_size, n_windows)) for first, last in shards]
+    done: dict[int, dict] = {}
+    for index in range(len(shards)):
+        path = shard_path(catalog_path, run_id, index, len(shards))
+        if path.exists():
+            done[index] = torch.load(path, map_location="cpu", weights_only=True)
+    pending = {task.remote(config, first, last, windows[low:high].clone(), low, n_windows, settings.threads): index
+               for index, ((first, last), (low, high)) in enumerate(zip(shards, window_range, strict=True))
+               if index not in done}
+    tokens = sum(high - low for index, (low, high) in enumerate(window_range) if index in done) * config.window
+    bar = tqdm(total=n_windows * config.window, initial=tokens, unit="tok", unit_scale=True, disable=not progress,
+               desc=f"{hook_name} on {settings.workers} Ray workers")
+    try:
+        with bar:
+            while pending:
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                for ref in finished:
+                    index = pending.pop(ref)
+                    done[index] = ray.get(ref)
+                    path = shard_path(catalog_path, run_id, index, len(shards))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(done[index], path.with_suffix(".partial"))
+                    os.replace(path.with_suffix(".partial"), path)
+                    low, high = window_range[index]
+                    bar.update((high - low) * config.window)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    for index, (low, high) in enumerate(window_range):
+        state.merge_state_dict(done[index], low, high)
+    state.next_batch = n_batches
+
+
+def forget_shards(catalog_path: Path, run_id: str) -> None:
+    for path in runs_folder(catalog_path).glob(f"{run_id}.shard-*.pt"):
+        path.unlink(missing_ok=True)
