@@ -342,11 +342,19 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True, ra
         CacheResult:
     """Validate everything, then stream (here, or on Ray workers with `ray`), then write. Any bad input fails
     before the catalog is touched."""
-    catalog_path = Path(catalog_path)
-    if ray is not None:
-        from tools.passes.cache_ray import require_ray
+    if ray is None:
+        return cache_pass(config, Path(catalog_path), progress)
+    from tools.passes.cache_ray import start_workers, stop_workers
 
-        require_ray()  # before the model loads
+    workers = start_workers(config, ray)  # their models load while this process loads its own
+    try:
+        return cache_pass(config, Path(catalog_path), progress, ray, workers)
+    finally:
+        stop_workers(workers)
+
+
+def cache_pass(config: CacheConfig, catalog_path: Path, progress: bool, ray: "RaySettings | None" = None,
+               workers: list | None = None) -> CacheResult:
     corpus, subject, source = checked_inputs(config, catalog_path)
     windows = prepare_windows(config, subject)
     n_windows = len(windows)
@@ -388,7 +396,8 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True, ra
             else:
                 from tools.passes.cache_ray import stream_on_ray
 
-                stream_on_ray(config, windows, state, ray, catalog_path, run_id, progress, source.hook_name)
+                stream_on_ray(config, windows, state, ray, workers or [], catalog_path, run_id, progress,
+                              source.hook_name)
             rows = build_rows(state, config, windows, subject,
                               feature_set_row(subject, source, config, set_id, n_windows, run_id), run_id)
             with Catalog(catalog_path) as catalog:

@@ -27,9 +27,9 @@ from tools.catalog import runs_folder
 from tools.configs import CacheConfig
 from tools.errors import InterpError
 
-SHARDS_PER_WORKER = 4
-_LOADED: dict[str, Any] = {}
-"""The subject model and features a worker process loaded, reused by every shard it runs."""
+SHARDS_PER_WORKER = 1
+"""A shard's state is as large as the whole pass's (features x slots), whatever its tokens: every extra shard
+is one more state to send and merge (at 2,048 neurons, 4 shards a worker made merging 9% of the pass)."""
 
 
 @dataclass(frozen=True)
@@ -72,26 +72,32 @@ def shard_ranges(n_batches: int, n_shards: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(n_shards) if bounds[i] < bounds[i + 1]]
 
 
-def cache_shard(config: CacheConfig, first_batch: int, last_batch: int, windows: torch.Tensor, first_window: int,
-                n_windows: int, threads: int) -> dict:
-    """A Ray task: fold batches [first_batch, last_batch) into a fresh state; returns it on the CPU."""
-    from tools.features import resolve_features
-    from tools.model.subject import load_subject_model
-    from tools.passes.cache import CacheState, fold_batch
+class ShardWorker:
+    """A Ray actor: loads the subject model and features once, when the run starts (while the driver loads its
+    own copy and tokenizes), then folds the shards it is handed. Restarted and its call retried by Ray if
+    its process dies: a shard's state depends on nothing but the shard."""
 
-    torch.set_num_threads(threads)
-    key = f"{config.model}|{config.hook}|{config.sae}|{config.device}|{config.dtype}"
-    if key not in _LOADED:
-        subject = load_subject_model(config.model, config.device, config.dtype)
-        _LOADED.clear()
-        _LOADED[key] = (subject, resolve_features(config.hook, config.sae, subject))
-    subject, source = _LOADED[key]
-    state = CacheState(config, source.width, n_windows, subject.device, sparse=source.sparse)
-    with torch.inference_mode():
-        for batch_index in range(first_batch, last_batch):
-            fold_batch(config, subject, source, windows, state, batch_index, n_windows, first_window)
-            die_once_for_tests()
-    return cpu(state.state_dict())
+    def __init__(self, config: CacheConfig, threads: int):
+        from tools.features import resolve_features
+        from tools.model.subject import load_subject_model
+
+        torch.set_num_threads(threads)
+        self.config = config
+        self.subject = load_subject_model(config.model, config.device, config.dtype)
+        self.source = resolve_features(config.hook, config.sae, self.subject)
+
+    def fold(self, first_batch: int, last_batch: int, windows: torch.Tensor, first_window: int,
+             n_windows: int) -> dict:
+        """Batches [first_batch, last_batch) folded into a fresh state, returned on the CPU."""
+        from tools.passes.cache import CacheState, fold_batch
+
+        state = CacheState(self.config, self.source.width, n_windows, self.subject.device, sparse=self.source.sparse)
+        with torch.inference_mode():
+            for batch_index in range(first_batch, last_batch):
+                fold_batch(self.config, self.subject, self.source, windows, state, batch_index, n_windows,
+                           first_window)
+                die_once_for_tests()
+        return cpu(state.state_dict())
 
 
 KILL_MARKER = "INTERP_TEST_KILL_WORKER_MARKER"
@@ -110,6 +116,14 @@ def die_once_for_tests() -> None:
         os._exit(1)
 
 
+def start_workers(config: CacheConfig, settings: RaySettings) -> list:
+    """The run's actors, created at once so their models load while the driver prepares the pass."""
+    ray = start_ray(settings)
+    gpus = 1 if torch.cuda.is_available() and config.device in ("auto", "cuda") else 0
+    worker = ray.remote(num_cpus=settings.threads, num_gpus=gpus, max_restarts=2, max_task_retries=2)(ShardWorker)
+    return [worker.remote(config, settings.threads) for _ in range(settings.workers)]
+
+
 def cpu(state: Any) -> Any:
     if isinstance(state, torch.Tensor):
         return state.cpu()
@@ -122,27 +136,25 @@ def shard_path(catalog_path: Path, run_id: str, shard: int, n_shards: int) -> Pa
     return runs_folder(catalog_path) / f"{run_id}.shard-{shard}-of-{n_shards}.pt"
 
 
-def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: RaySettings, catalog_path: Path,
-                  run_id: str, progress: bool, hook_name: str) -> None:
-    """Fill `state` (fresh) with the whole pass, folded by Ray workers and merged here in window order."""
+def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: RaySettings, workers: list,
+                  catalog_path: Path, run_id: str, progress: bool, hook_name: str) -> None:
+    """Fill `state` (fresh) with the whole pass, folded by the `workers` and merged here in window order."""
     ray = start_ray(settings)
     n_windows = len(windows)
     n_batches = -(-n_windows // config.batch_size)
-    shards = shard_ranges(n_batches, settings.workers * SHARDS_PER_WORKER)
-    gpus = 1 if torch.cuda.is_available() and config.device in ("auto", "cuda") else 0
-    task = ray.remote(num_cpus=settings.threads, num_gpus=gpus, max_retries=3)(cache_shard)
+    shards = shard_ranges(n_batches, len(workers) * SHARDS_PER_WORKER)
     window_range = [(first * config.batch_size, min(last * config.batch_size, n_windows)) for first, last in shards]
     done: dict[int, dict] = {}
     for index in range(len(shards)):
         path = shard_path(catalog_path, run_id, index, len(shards))
         if path.exists():
             done[index] = torch.load(path, map_location="cpu", weights_only=True)
-    pending = {task.remote(config, first, last, windows[low:high].clone(), low, n_windows, settings.threads): index
+    pending = {workers[index % len(workers)].fold.remote(first, last, windows[low:high].clone(), low, n_windows): index
                for index, ((first, last), (low, high)) in enumerate(zip(shards, window_range, strict=True))
                if index not in done}
     tokens = sum(high - low for index, (low, high) in enumerate(window_range) if index in done) * config.window
     bar = tqdm(total=n_windows * config.window, initial=tokens, unit="tok", unit_scale=True, disable=not progress,
-               desc=f"{hook_name} on {settings.workers} Ray workers")
+               desc=f"{hook_name} on {len(workers)} Ray workers")
     try:
         with bar:
             while pending:
@@ -156,13 +168,19 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
                     os.replace(path.with_suffix(".partial"), path)
                     low, high = window_range[index]
                     bar.update((high - low) * config.window)
-    except BaseException:
+    finally:
         for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
+            ray.cancel(ref)  # the actors are killed after; force is for tasks, not actor calls
     for index, (low, high) in enumerate(window_range):
         state.merge_state_dict(done[index], low, high)
     state.next_batch = n_batches
+
+
+def stop_workers(workers: list) -> None:
+    if workers:
+        ray = require_ray()
+        for worker in workers:
+            ray.kill(worker)
 
 
 def forget_shards(catalog_path: Path, run_id: str) -> None:
