@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.configs import CacheConfig  # noqa: E402
 from tools.passes import cache as cache_pass  # noqa: E402
 from tools.passes.cache import run_cache  # noqa: E402
-from tools.passes.cache_ray import RaySettings, start_ray  # noqa: E402
+from tools.ray_workers import RaySettings, start_ray  # noqa: E402
 
 
 def main() -> None:

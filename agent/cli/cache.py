@@ -17,7 +17,7 @@ def command_cache(args: argparse.Namespace) -> None:
     # torch and transformers load only for commands that run the model.
     quiet_transformers()
     from tools.passes.cache import run_cache
-    from tools.passes.cache_ray import RaySettings
+    from tools.ray_workers import RaySettings
 
     ray = RaySettings(args.ray, args.workers, args.threads_per_worker) if args.ray else None
     run_cache(config_from_args(CacheConfig, args), args.catalog, progress=not args.no_progress, ray=ray)

@@ -30,7 +30,10 @@ def command_label(args: argparse.Namespace) -> None:
 
         show_cost_estimate(estimate_label_cost(config, args.feature_set, args.catalog), config.prices())
         return
-    result = run_label(config, args.feature_set, args.catalog, progress=not args.no_progress)
+    from tools.ray_workers import RaySettings
+
+    ray = RaySettings(args.ray, args.workers) if args.ray else None
+    result = run_label(config, args.feature_set, args.catalog, progress=not args.no_progress, ray=ray)
     explainer = result.labeler.explainer
     with Catalog(args.catalog, read_only=True) as catalog:
         rows = catalog.label_summary(result.feature_set_id, explainer.name, explainer.llm_name,
@@ -140,6 +143,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     label = commands.add_parser("label", help="explain and score features with an LLM, resumably")
     label.add_argument("feature_set", help=FEATURE_SET_HELP)
     add_config_flags(label, LabelConfig)
+    label.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="label on Ray actors, each with its own LLM backends: 'auto' (this machine) or a cluster "
+                       "address; this process stays the catalog's one writer (pip install -e '.[ray]')")
+    label.add_argument("--workers", type=int, default=2, help="Ray actors (with --ray; default: 2)")
     label.add_argument("--dry-run", action="store_true",
                        help="print the tokens (and, with --price-per-mtok, the cost) the run would take; send nothing")
     catalog_flag(label)

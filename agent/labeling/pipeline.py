@@ -11,11 +11,12 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -31,6 +32,10 @@ from tools.errors import InterpError, Interrupted
 from tools.experiments.steering import Steerer
 from tools.interrupts import stop_at_batch_boundary
 from tools.llm.interface import Usage
+
+if TYPE_CHECKING:
+    from agent.labeling.token_stats import CorpusCounts
+    from tools.ray_workers import RaySettings
 
 log = logging.getLogger(__name__)
 REFILL_FRACTION = 8
@@ -125,6 +130,8 @@ class Prepared:
     special: set[int]
     labeler: Labeler
     work: list[Work]
+    corpus: "CorpusCounts | None" = None
+    """The corpus's token counts, when the explainer reads them (Ray actors get them from here)."""
     torch_threads: int | None = None
     """1 when the only model in this process is the explanation embedder (every LLM behind an endpoint):
     its small batches gain nothing from a second thread, which spins on a core the endpoint's client needs
@@ -158,7 +165,7 @@ def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_f
     with Catalog(catalog_path, read_only=True) as catalog:
         work = plan(catalog, labeler, targets, set_id)
     only_embedder = steerer is None and evidence is None and not backends.any_in_process()
-    return Prepared(set_id, targets, special, labeler, work, 1 if only_embedder else None)
+    return Prepared(set_id, targets, special, labeler, work, corpus, 1 if only_embedder else None)
 
 
 @contextmanager
@@ -176,8 +183,17 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 
 def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
-              llm_factory: LLMFactory | None = None, explainer: Explainer | None = None) -> LabelResult:
+              llm_factory: LLMFactory | None = None, explainer: Explainer | None = None,
+              ray: "RaySettings | None" = None) -> LabelResult:
+    """With `ray`, features are labeled by Ray actors (agent/labeling/ray_pool.py); this process still reads,
+    writes and keeps the accounts."""
     catalog_path = Path(catalog_path)
+    if ray is not None:
+        from agent.labeling.ray_pool import check_ray_config
+        from tools.ray_workers import require_ray
+
+        check_ray_config(config)
+        require_ray()
     prepared = prepare(config, feature_set_ref, catalog_path, llm_factory, explainer)
     set_id, targets, special, labeler, work = (prepared.set_id, prepared.targets, prepared.special, prepared.labeler,
                                                prepared.work)
@@ -193,8 +209,18 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
             for line in roles(labeler):
                 log.info(f"  {line}")
             started = time.perf_counter()
+            def threads() -> Any:
+                return ThreadPoolExecutor(config.effective_concurrency())
+
+            def actors() -> Any:
+                from agent.labeling.ray_pool import RayPool
+
+                assert ray is not None
+                return RayPool(config, ray, prepared.corpus, config.effective_concurrency())
+
             with torch_threads(prepared.torch_threads):
-                label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress)
+                label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress,
+                          actors if ray is not None else threads)
     except (Interrupted, KeyboardInterrupt):
         raise Interrupted("interrupted; finished features are saved, rerun the same command to label the rest") \
             from None
@@ -203,10 +229,11 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
 
 
 def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set[int], labeler: Labeler,
-              work: list[Work], run_id: str, totals: Totals, progress: bool) -> None:
+              work: list[Work], run_id: str, totals: Totals, progress: bool,
+              make_pool: Callable[[], Any] | None = None) -> None:
     """Keeps `concurrency` features in flight. The calling thread is the catalog's one writer: it reads the
     next features' examples together when a batch of slots is free, and commits finished features in
-    batches (`LabelWriter`)."""
+    batches (`LabelWriter`). `make_pool`: what runs the features (threads here, or Ray actors)."""
     queue = list(reversed(work))
     started = time.monotonic()
     bar = tqdm(total=len(work), unit="feature", disable=not progress, desc="label")
@@ -214,7 +241,8 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
     refill_from = max(1, concurrency // REFILL_FRACTION)
     in_flight: dict[Future, int] = {}
     writer = LabelWriter(catalog_path, labeler.embedder, totals)
-    with bar, ThreadPoolExecutor(concurrency) as pool, stop_at_batch_boundary() as request:
+    pool_context = make_pool() if make_pool is not None else ThreadPoolExecutor(concurrency)
+    with bar, pool_context as pool, stop_at_batch_boundary() as request:
         try:
             while True:
                 if request["stop"]:

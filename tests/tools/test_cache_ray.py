@@ -20,7 +20,7 @@ IGNORED = {"run_id", "feature_set_id", "created_at"}
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster of 2 CPUs for the module; workers see the fault-injection marker variable."""
-    from tools.passes.cache_ray import KILL_MARKER
+    from tools.ray_workers import KILL_MARKER
 
     marker = tmp_path_factory.mktemp("ray") / "killed"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -58,7 +58,7 @@ def configs(tiny_models, text_corpus, tmp_path) -> list[CacheConfig]:
 
 
 def test_two_ray_workers_write_the_catalog_one_process_writes(ray_cluster, tiny_models, text_corpus, tmp_path):
-    from tools.passes.cache_ray import RaySettings
+    from tools.ray_workers import RaySettings
 
     for number, config in enumerate(configs(tiny_models, text_corpus, tmp_path)):
         single, distributed = tmp_path / f"one-{number}.duckdb", tmp_path / f"ray-{number}.duckdb"
@@ -69,7 +69,7 @@ def test_two_ray_workers_write_the_catalog_one_process_writes(ray_cluster, tiny_
 
 
 def test_a_worker_killed_mid_shard_is_retried_with_the_same_result(ray_cluster, tiny_models, text_corpus, tmp_path):
-    from tools.passes.cache_ray import RaySettings
+    from tools.ray_workers import RaySettings
 
     config = configs(tiny_models, text_corpus, tmp_path)[0]
     run_cache(config, tmp_path / "one.duckdb", progress=False)

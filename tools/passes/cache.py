@@ -43,7 +43,7 @@ from tools.model.subject import SubjectModel, load_subject_model
 from tools.sae.autoencoder import SparseCodes
 
 if TYPE_CHECKING:
-    from tools.passes.cache_ray import RaySettings
+    from tools.ray_workers import RaySettings
 
 RECORDED_PACKAGES = ("interp-agent", "torch", "transformers", "duckdb", "numpy", "tokenizers")
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ bits; everything else is identical.
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +24,11 @@ from tqdm import tqdm
 
 from tools.catalog import runs_folder
 from tools.configs import CacheConfig
-from tools.errors import InterpError
+from tools.ray_workers import RaySettings, die_once_for_tests, require_ray, start_ray
 
 SHARDS_PER_WORKER = 1
 """A shard's state is as large as the whole pass's (features x slots), whatever its tokens: every extra shard
 is one more state to send and merge (at 2,048 neurons, 4 shards a worker made merging 9% of the pass)."""
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    address: str = "auto"
-    """'auto' (or 'local'): a Ray cluster on this machine, started for the run unless one is running; else a
-    cluster's address (ray://host:10001, or host:6379 from a node of it)."""
-    workers: int = 2
-    threads: int = 1
-    """torch threads per worker: on N cores, N workers of 1 thread each."""
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.threads < 1:
-            raise InterpError(f"--workers {self.workers} and threads per worker {self.threads} must be at least 1")
-
-
-def require_ray():
-    try:
-        import ray
-    except ImportError:
-        raise InterpError("--ray needs Ray, an optional extra: pip install -e '.[ray]'") from None
-    return ray
-
-
-def start_ray(settings: RaySettings):
-    ray = require_ray()
-    if not ray.is_initialized():
-        if settings.address in ("auto", "local"):
-            ray.init(num_cpus=max(settings.workers * settings.threads, os.cpu_count() or 1), include_dashboard=False,
-                     log_to_driver=False)
-        else:
-            ray.init(address=settings.address, log_to_driver=False)
-    return ray
 
 
 def shard_ranges(n_batches: int, n_shards: int) -> list[tuple[int, int]]:
@@ -98,22 +64,6 @@ class ShardWorker:
                            first_window)
                 die_once_for_tests()
         return cpu(state.state_dict())
-
-
-KILL_MARKER = "INTERP_TEST_KILL_WORKER_MARKER"
-"""Fault injection for the tests: when this variable names a file that does not exist yet, the first worker to
-fold a batch creates it and exits at once, as a crashed or preempted worker would, mid-shard."""
-
-
-def die_once_for_tests() -> None:
-    marker = os.environ.get(KILL_MARKER)
-    if marker:
-        try:
-            with open(marker, "x"):
-                pass
-        except FileExistsError:
-            return
-        os._exit(1)
 
 
 def start_workers(config: CacheConfig, settings: RaySettings) -> list:
