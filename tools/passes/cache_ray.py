@@ -16,6 +16,7 @@ bits; everything else is identical.
 """
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tools.catalog import runs_folder
 from tools.configs import CacheConfig
 from tools.ray_workers import RaySettings, die_once_for_tests, require_ray, start_ray
 
+PROGRESS_SECONDS = 1.0
 SHARDS_PER_WORKER = 1
 """A shard's state is as large as the whole pass's (features x slots), whatever its tokens: every extra shard
 is one more state to send and merge (at 2,048 neurons, 4 shards a worker made merging 9% of the pass)."""
@@ -53,16 +55,21 @@ class ShardWorker:
         self.source = resolve_features(config.hook, config.sae, self.subject)
 
     def fold(self, first_batch: int, last_batch: int, windows: torch.Tensor, first_window: int,
-             n_windows: int) -> dict:
-        """Batches [first_batch, last_batch) folded into a fresh state, returned on the CPU."""
+             n_windows: int, progress=None) -> dict:
+        """Batches [first_batch, last_batch) folded into a fresh state, returned on the CPU; the tokens folded
+        are put on the `progress` queue about once a second."""
         from tools.passes.cache import CacheState, fold_batch
 
         state = CacheState(self.config, self.source.width, n_windows, self.subject.device, sparse=self.source.sparse)
+        reported, unreported = time.monotonic(), 0
         with torch.inference_mode():
             for batch_index in range(first_batch, last_batch):
-                fold_batch(self.config, self.subject, self.source, windows, state, batch_index, n_windows,
-                           first_window)
+                unreported += fold_batch(self.config, self.subject, self.source, windows, state, batch_index,
+                                         n_windows, first_window) * self.config.window
                 die_once_for_tests()
+                if progress is not None and time.monotonic() - reported > PROGRESS_SECONDS:
+                    progress.put_nowait(unreported)
+                    reported, unreported = time.monotonic(), 0
         return cpu(state.state_dict())
 
 
@@ -99,7 +106,11 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
         path = shard_path(catalog_path, run_id, index, len(shards))
         if path.exists():
             done[index] = torch.load(path, map_location="cpu", weights_only=True)
-    pending = {workers[index % len(workers)].fold.remote(first, last, windows[low:high].clone(), low, n_windows): index
+    from ray.util.queue import Empty, Queue
+
+    folded = Queue() if progress else None  # tokens folded, from every worker: the bar's tokens/s are the pool's
+    pending = {workers[index % len(workers)].fold.remote(first, last, windows[low:high].clone(), low, n_windows,
+                                                         folded): index
                for index, ((first, last), (low, high)) in enumerate(zip(shards, window_range, strict=True))
                if index not in done}
     tokens = sum(high - low for index, (low, high) in enumerate(window_range) if index in done) * config.window
@@ -108,7 +119,12 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
     try:
         with bar:
             while pending:
-                finished, _ = ray.wait(list(pending), num_returns=1)
+                finished, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
+                while folded is not None:
+                    try:
+                        bar.update(folded.get_nowait())
+                    except Empty:
+                        break
                 for ref in finished:
                     index = pending.pop(ref)
                     done[index] = ray.get(ref)
@@ -116,8 +132,12 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
                     path.parent.mkdir(parents=True, exist_ok=True)
                     torch.save(done[index], path.with_suffix(".partial"))
                     os.replace(path.with_suffix(".partial"), path)
-                    low, high = window_range[index]
-                    bar.update((high - low) * config.window)
+                # A shard's exact tokens count once it is done (queued reports may lag or repeat after a retry).
+                done_tokens = sum(high - low for i, (low, high) in enumerate(window_range) if i in done)
+                bar.n = min(bar.total, max(bar.n, done_tokens * config.window))
+                bar.refresh()
+        if folded is not None:
+            folded.shutdown()
     finally:
         for ref in pending:
             ray.cancel(ref)  # the actors are killed after; force is for tasks, not actor calls
