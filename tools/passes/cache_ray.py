@@ -1,18 +1,18 @@
 """`interp cache --ray`: the caching pass's forward passes spread over Ray workers, with exactly the result one
 process gives.
 
-The driver tokenizes the corpus into the pass's windows as always, then cuts the batches into contiguous
-shards (several per worker, so a slow or lost worker costs little and progress moves). Each Ray task loads
-the subject model once per worker process (a GPU each when there are GPUs), folds its shard's batches into a
-state of its own, and returns it; every random draw is keyed by the batch's global index and the random
-negatives are planned from the seed alone, so which worker folds a batch changes nothing. The driver merges
-the shards' states in window order (top-k and reservoirs keep the largest keys of both, counts and sums add,
-histograms regrid to the wider power-of-two range) and writes the catalog as the single-process pass does.
+Ray actors (one per worker, a GPU each when there are GPUs) load the subject model when the run starts, while
+the driver loads its own copy and tokenizes the corpus into the pass's windows as always. The batches are cut
+into one contiguous shard per worker; each actor folds its shard into a state of its own, reporting progress,
+and returns it. Every random draw is keyed by the batch's global index and the random negatives are planned
+from the seed alone, so which worker folds a batch changes nothing. The driver merges the shards' states in
+window order (top-k and reservoirs keep the largest keys of both, equal keys ranked by window; counts and sums
+add; histograms regrid to the wider power-of-two range) and writes the catalog as the single-process pass does.
 
-A task whose worker dies is retried by Ray on its shard (the same batches, the same draws). Each finished
-shard's state is saved beside the catalog, so an interrupted run resumes with the shards it lacks. Sums of
-activations (mean_act) are added in another order than one pass adds them, so they can differ in the last
-bits; everything else is identical.
+An actor whose process dies is restarted by Ray and its shard folded again (the same batches, the same draws).
+Each finished shard's state is saved beside the catalog, so an interrupted run resumes with the shards it
+lacks. Sums of activations (mean_act) are added in another order than one pass adds them, so they can differ
+in the last bits; everything else is identical.
 """
 
 import os

@@ -23,6 +23,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from tools.testing.json_answers import send_json
+
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -93,12 +95,7 @@ def serve(port: int, record: str, key: str, source: str, methods: set[str], mode
             pass
 
         def send(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, json.dumps(body).encode())
 
         def do_GET(self) -> None:
             self.send(200, {"ok": True})

@@ -36,6 +36,8 @@ import orjson
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tools.testing.json_answers import send_json
+
 FEATURES = ("prompt_logprobs", "echo", "chat_logprobs", "completions")
 Row = torch.Tensor | dict[int, float]
 """A next-token distribution: the model's log-probabilities over the vocabulary, or a rule's tokens above -30."""
@@ -329,12 +331,8 @@ def serve(engine: Engine, port: int, served_name: str, max_logprobs: int, withou
             pass
 
         def send(self, status: int, body: dict) -> None:
-            data = orjson.dumps(body)  # answers run to megabytes; the stdlib's encoder would be the bottleneck
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            # answers run to megabytes; the stdlib's encoder would be the bottleneck
+            send_json(self, status, orjson.dumps(body))
 
         def do_GET(self) -> None:
             self.send(200, {"object": "list", "data": [{"id": served_name, "object": "model",
