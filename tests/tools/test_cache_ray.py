@@ -94,3 +94,28 @@ def test_shards_cover_every_batch_once():
         for n_shards in (1, 3, 8, 200):
             covered = np.concatenate([np.arange(a, b) for a, b in shard_ranges(n_batches, n_shards)])
             assert covered.tolist() == list(range(n_batches))
+
+
+def test_a_failed_ray_run_resumes_from_its_finished_shards(ray_cluster, tiny_models, text_corpus, tmp_path,
+                                                           monkeypatch):
+    from tools.passes import cache as cache_pass
+    from tools.ray_workers import RaySettings
+
+    config = configs(tiny_models, text_corpus, tmp_path)[0]
+    run_cache(config, tmp_path / "one.duckdb", progress=False)
+    build_rows = cache_pass.build_rows
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(cache_pass, "build_rows", broken)
+    with pytest.raises(RuntimeError, match="disk filled up"):
+        run_cache(config, tmp_path / "ray.duckdb", progress=False, ray=RaySettings("auto", workers=2))
+    assert len(list((tmp_path / "ray.duckdb.runs").glob("*.shard-*.pt"))) == 2
+    monkeypatch.setattr(cache_pass, "build_rows", build_rows)
+    ray_cluster.unlink()  # any shard folded again would kill its worker and leave the marker behind
+    result = run_cache(config, tmp_path / "ray.duckdb", progress=False, ray=RaySettings("auto", workers=2))
+    assert not ray_cluster.exists()  # nothing was folded again: both shards came from their files
+    ray_cluster.touch()
+    assert result.resumed and not result.already_done
+    assert_same_catalog(tmp_path / "one.duckdb", tmp_path / "ray.duckdb")
