@@ -27,14 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.data.windows import content_mask  # noqa: E402
 from tools.model.hooks import hook_width, n_layers, parse_hook, run_to_hooks  # noqa: E402
 from tools.model.subject import load_subject_model  # noqa: E402
-from tools.passes.cache import (  # noqa: E402
-    CacheConfig,
-    CacheState,
-    batch_generator,
-    build_rows,
-    prepare_windows,
-    update_state,
-)
+from tools.passes.cache import CacheConfig, build_rows, prepare_windows  # noqa: E402
+from tools.passes.cache_state import CacheState, batch_generator, update_state  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:

@@ -31,7 +31,8 @@ from tools.configs import CacheConfig  # noqa: E402
 from tools.features import FeatureSource  # noqa: E402
 from tools.model.hooks import n_layers, parse_hook, run_to_hooks  # noqa: E402
 from tools.model.subject import load_subject_model  # noqa: E402
-from tools.passes.cache import CacheState, build_rows, prepare_windows, stream  # noqa: E402
+from tools.passes.cache import build_rows, prepare_windows, stream  # noqa: E402
+from tools.passes.cache_state import CacheState  # noqa: E402
 from tools.sae.autoencoder import SAE  # noqa: E402
 
 HOOK = "resid_post.6"

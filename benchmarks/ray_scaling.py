@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.configs import CacheConfig  # noqa: E402
-from tools.passes import cache as cache_pass  # noqa: E402
+from tools.passes import cache_state  # noqa: E402
 from tools.passes.cache import run_cache  # noqa: E402
 from tools.ray_workers import RaySettings, start_ray  # noqa: E402
 
@@ -34,7 +34,7 @@ def main() -> None:
     settings = RaySettings("auto", args.workers, 1)
     start_ray(settings)  # the cluster's start-up is not the pass's
     merge_seconds = 0.0
-    merge = cache_pass.CacheState.merge_state_dict
+    merge = cache_state.CacheState.merge_state_dict
 
     def timed_merge(self, *a, **k):
         nonlocal merge_seconds
@@ -42,7 +42,7 @@ def main() -> None:
         merge(self, *a, **k)
         merge_seconds += time.perf_counter() - started
 
-    cache_pass.CacheState.merge_state_dict = timed_merge  # type: ignore[method-assign]
+    cache_state.CacheState.merge_state_dict = timed_merge  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as folder:
         torch.set_num_threads(1)
         started = time.perf_counter()

@@ -190,7 +190,7 @@ def test_a_crafted_resume_checkpoint_is_refused_and_runs_nothing(tmp_path):
 
 def test_a_checkpoint_of_another_state_layout_is_refused():
     """A checkpoint from before the random negatives were planned would resume into a mixed sample."""
-    from tools.passes.cache import CacheState
+    from tools.passes.cache_state import CacheState
 
     config = CacheConfig(hook="mlp.1", **{k: v for k, v in SMALL.items() if k != "hook"})
     older = CacheState(config, 4, 10, torch.device("cpu")).state_dict()

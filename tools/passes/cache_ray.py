@@ -58,7 +58,7 @@ class ShardWorker:
              n_windows: int, progress=None) -> dict:
         """Batches [first_batch, last_batch) folded into a fresh state, returned on the CPU; the tokens folded
         are put on the `progress` queue about once a second."""
-        from tools.passes.cache import CacheState, fold_batch
+        from tools.passes.cache_state import CacheState, fold_batch
 
         state = CacheState(self.config, self.source.width, n_windows, self.subject.device, sparse=self.source.sparse)
         reported, unreported = time.monotonic(), 0
