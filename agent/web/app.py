@@ -51,7 +51,8 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
     templates.env.filters["lines"] = visible_lines
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.mount("/api/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"bench_lock": threading.Lock(), "model_lock": threading.Lock(),
+                             "ask_lock": threading.Lock()}
 
     def open_catalog() -> Catalog:
         return Catalog(catalog_path, read_only=True, wait_seconds=CATALOG_WAIT_SECONDS)
@@ -69,7 +70,7 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
         if "embedder" not in state:
             from evals.scorers.embedding import Embedder
 
-            state["embedder"] = Embedder(embedder, device="cpu")
+            state["embedder"] = Embedder(embedder, device=device)
         model = state["embedder"]
         return model.embed([text])[0].tolist(), model.name
 
@@ -79,7 +80,7 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
         from agent.investigate.workbench import Workbench
 
         set_id = read(lambda catalog: catalog.feature_set(ref)["feature_set_id"])
-        with state.setdefault("bench_lock", threading.Lock()):
+        with state["bench_lock"]:
             benches = state.setdefault("benches", {})
             if set_id not in benches:
                 benches[set_id] = Workbench(catalog_path, set_id, device)
@@ -88,7 +89,7 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
     def model_side(ref: str, feature: int, text: str) -> dict:
         bench = workbench(ref)
         try:
-            with state.setdefault("model_lock", threading.Lock()):  # one forward pass at a time
+            with state["model_lock"]:  # one forward pass at a time
                 return pages.model_side(bench, feature, text)
         except InterpError as error:
             if "is not in feature set" in str(error):
@@ -217,7 +218,7 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
                          q: Annotated[str, Query(min_length=1, max_length=MAX_QUESTION_CHARS)],
                          session: Annotated[str | None, Query(max_length=64)] = None):
         """Server-sent events: session, tool, result, answer or failure, then done."""
-        lock = state.setdefault("ask_lock", threading.Lock())
+        lock = state["ask_lock"]
         return StreamingResponse(ask_events(config, catalog_path, feature_set, feature, q, session or None,
                                             ask_graph, lock), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
