@@ -86,13 +86,10 @@ class KeepLargest:
     def merge(self, other: "KeepLargest") -> None:
         """Fold in another state's items over other windows (a Ray worker's shard): per feature, the `size`
         largest keys of both, equal keys ordered by window, exactly what one pass over all the windows keeps."""
-        combined = torch.cat([self.keys, other.keys.to(self.keys.device)], dim=1)  # [F, 2 size]
-        windows = torch.cat([self.window_ids, other.window_ids.to(self.window_ids.device)], dim=1)
-        chosen = ranked(combined, windows, largest=True)[:, : self.size]  # [F, size]
-        for name, tensor in self.state_dict().items():
-            both = torch.cat([tensor, getattr(other, name).to(tensor.device)], dim=1)
-            index = chosen if both.dim() == 2 else chosen[:, :, None].expand(-1, -1, both.shape[2])
-            setattr(self, name, both.gather(1, index).contiguous())
+        both = self._replaced({name: torch.cat([tensor, getattr(other, name).to(tensor.device)], dim=1)
+                               for name, tensor in self.state_dict().items()})  # [F, 2 size, ...]
+        for name, tensor in both.ordered().state_dict().items():
+            setattr(self, name, tensor[:, : self.size].contiguous())
         self._floor = None
 
     def _replaced(self, tensors: dict[str, torch.Tensor]) -> "KeepLargest":
@@ -161,7 +158,6 @@ class RandomWindows(KeepLargest):
         self.maxes.view(-1)[flat] = window_max.reshape(-1)[feature * batch + column]
         if acts is not None:
             self.values.view(-1, self.values.shape[-1])[flat] = acts[feature, column].to(self.values.dtype)
-
 
     def merge_filled(self, other: "RandomWindows", low: int, high: int) -> None:
         """Fold in another state that streamed windows [low, high) of the same plan: the slots of those
