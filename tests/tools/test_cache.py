@@ -179,7 +179,7 @@ class RunsCode:
 
 def test_a_crafted_resume_checkpoint_is_refused_and_runs_nothing(tmp_path):
     from tools.errors import InterpError
-    from tools.passes.cache import load_checkpoint
+    from tools.passes.cache_state import load_checkpoint
 
     marker, checkpoint = tmp_path / "pwned", tmp_path / "run.pt"
     torch.save({"next_batch": 1, "top": RunsCode(marker)}, checkpoint)

@@ -14,8 +14,6 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
-import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -39,7 +37,7 @@ from tools.features import FeatureSource, resolve_features
 from tools.interrupts import StopRequested, stop_at_batch_boundary
 from tools.model.hooks import n_layers
 from tools.model.subject import SubjectModel, load_subject_model
-from tools.passes.cache_state import CacheState, fold_batch
+from tools.passes.cache_state import CacheState, fold_batch, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from tools.ray_workers import RaySettings
@@ -70,22 +68,6 @@ def package_versions() -> dict[str, str]:
 
 def checkpoint_path(catalog_path: Path, run_id: str) -> Path:
     return runs_folder(catalog_path) / f"{run_id}.pt"
-
-
-def save_checkpoint(path: Path, state: CacheState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(state.state_dict(), partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    """Tensors and numbers only (weights_only): a checkpoint file is never a way to run code."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise InterpError(f"resume checkpoint '{path}' is unreadable ({str(error).splitlines()[0][:120]}); delete it "
-                          "to start the run over") from None
 
 
 def split_for(ranks: np.ndarray) -> list[str]:
@@ -286,13 +268,13 @@ def cache_pass(config: CacheConfig, catalog_path: Path, progress: bool, ray: "Ra
             # Ctrl-C, or one while writing) may cut a batch in half: its state is saved only once streaming is
             # done.
             if isinstance(stop, KeyboardInterrupt) and state.streamed(n_windows, config.batch_size):
-                save_checkpoint(checkpoint, state)
+                save_checkpoint(checkpoint, state.state_dict())
             raise Interrupted("interrupted; rerun the same command to resume from the last checkpoint") from None
         except Exception:
             # Our bug or the machine's (out of memory, a device error, a catalog held too long): the run is
             # marked failed; the last checkpoint stays (a finished stream is saved whole), so a rerun resumes.
             if state.streamed(n_windows, config.batch_size):
-                save_checkpoint(checkpoint, state)
+                save_checkpoint(checkpoint, state.state_dict())
             raise
     checkpoint.unlink(missing_ok=True)
     if ray is not None:
@@ -333,9 +315,9 @@ def stream(config: CacheConfig, subject: SubjectModel, source: FeatureSource, wi
             state.next_batch = batch_index + 1
             bar.update(folded * config.window)
             if request["stop"]:
-                save_checkpoint(checkpoint, state)
+                save_checkpoint(checkpoint, state.state_dict())
                 raise StopRequested
             if time.monotonic() - last_save > config.checkpoint_seconds:
-                save_checkpoint(checkpoint, state)
+                save_checkpoint(checkpoint, state.state_dict())
                 last_save = time.monotonic()
 

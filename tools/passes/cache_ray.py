@@ -15,7 +15,6 @@ lacks. Sums of activations (mean_act) are added in another order than one pass a
 in the last bits; everything else is identical.
 """
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from tools.catalog import runs_folder
 from tools.configs import CacheConfig
+from tools.passes.cache_state import load_checkpoint, save_checkpoint
 from tools.ray_workers import RaySettings, die_once_for_tests, require_ray, start_ray
 
 PROGRESS_SECONDS = 1.0
@@ -105,7 +105,7 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
     for index in range(len(shards)):
         path = shard_path(catalog_path, run_id, index, len(shards))
         if path.exists():
-            done[index] = torch.load(path, map_location="cpu", weights_only=True)
+            done[index] = load_checkpoint(path, "cpu")
     from ray.util.queue import Empty, Queue
 
     folded = Queue() if progress else None  # tokens folded, from every worker: the bar's tokens/s are the pool's
@@ -113,9 +113,12 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
                                                          folded): index
                for index, ((first, last), (low, high)) in enumerate(zip(shards, window_range, strict=True))
                if index not in done}
-    tokens = sum(high - low for index, (low, high) in enumerate(window_range) if index in done) * config.window
-    bar = tqdm(total=n_windows * config.window, initial=tokens, unit="tok", unit_scale=True, disable=not progress,
-               desc=f"{hook_name} on {len(workers)} Ray workers")
+
+    def finished_tokens() -> int:
+        return sum(high - low for index, (low, high) in enumerate(window_range) if index in done) * config.window
+
+    bar = tqdm(total=n_windows * config.window, initial=finished_tokens(), unit="tok", unit_scale=True,
+               disable=not progress, desc=f"{hook_name} on {len(workers)} Ray workers")
     try:
         with bar:
             while pending:
@@ -128,13 +131,9 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
                 for ref in finished:
                     index = pending.pop(ref)
                     done[index] = ray.get(ref)
-                    path = shard_path(catalog_path, run_id, index, len(shards))
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save(done[index], path.with_suffix(".partial"))
-                    os.replace(path.with_suffix(".partial"), path)
+                    save_checkpoint(shard_path(catalog_path, run_id, index, len(shards)), done[index])
                 # A shard's exact tokens count once it is done (queued reports may lag or repeat after a retry).
-                done_tokens = sum(high - low for i, (low, high) in enumerate(window_range) if i in done)
-                bar.n = min(bar.total, max(bar.n, done_tokens * config.window))
+                bar.n = min(bar.total, max(bar.n, finished_tokens()))
                 bar.refresh()
         if folded is not None:
             folded.shutdown()

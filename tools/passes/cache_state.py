@@ -3,6 +3,9 @@
 """
 
 import hashlib
+import os
+import pickle
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,6 +14,7 @@ from tools.configs import CacheConfig
 from tools.data.streaming import NO_KEY, FeatureStats, KeepLargest, RandomWindows
 from tools.data.window_codes import WindowCodes
 from tools.data.windows import content_mask
+from tools.errors import InterpError
 from tools.features import FeatureSource
 from tools.model.subject import SubjectModel
 from tools.sae.autoencoder import SparseCodes
@@ -18,6 +22,23 @@ from tools.sae.autoencoder import SparseCodes
 STATE_LAYOUT = 2
 """Bumped when the checkpointed state changes meaning (2: random negatives planned before the pass), so an
 older checkpoint is refused instead of resumed into a mixed state."""
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """A state dict (the pass's, or one Ray shard's) written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str) -> dict:
+    """Tensors and numbers only (weights_only): a checkpoint file is never a way to run code."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise InterpError(f"resume checkpoint '{path}' is unreadable ({str(error).splitlines()[0][:120]}); delete it "
+                          "to start the run over") from None
 
 
 class CacheState:
