@@ -40,10 +40,6 @@ class FeaturePage:
     pages: int
 
 
-def _rows(catalog: Catalog, sql: str, params: list) -> list[dict]:
-    return catalog.con.sql(sql, params=params).to_arrow_table().to_pylist()
-
-
 def feature_sets_overview(catalog: Catalog) -> list[dict]:
     """Every set with how many features are labeled and by which explainers."""
     labeled = {}
@@ -59,11 +55,11 @@ def feature_sets_overview(catalog: Catalog) -> list[dict]:
 def recent_runs(catalog: Catalog, limit: int = 20) -> list[dict]:
     """The latest runs with their status and the LLM tokens their explanations and scores took."""
     if not catalog.has_labels():
-        return _rows(catalog, "SELECT run_id, kind, status, started_at, finished_at, error, 0 AS prompt_tokens, "
+        return catalog.all_rows("SELECT run_id, kind, status, started_at, finished_at, error, 0 AS prompt_tokens, "
                      "0 AS completion_tokens FROM runs ORDER BY started_at DESC LIMIT ?", [limit])
     spent = ("SELECT run_id, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion FROM {} "
              "GROUP BY run_id")
-    return _rows(catalog, (
+    return catalog.all_rows((
         "SELECT r.run_id, r.kind, r.status, r.started_at, r.finished_at, r.error, "
         "coalesce(e.prompt, 0) + coalesce(s.prompt, 0) AS prompt_tokens, "
         "coalesce(e.completion, 0) + coalesce(s.completion, 0) AS completion_tokens FROM runs r "
@@ -161,7 +157,7 @@ def score_distributions(catalog: Catalog, set_id: str) -> dict[str, dict]:
 def feature_experiments(catalog: Catalog, set_id: str, feature: int, limit: int = 200) -> list[dict]:
     """Tool calls of investigations and questions about this feature: experiments of the runs whose
     explanations are of it, and of ask and mcp runs whose calls name it."""
-    return _rows(catalog,
+    return catalog.all_rows(
         "SELECT x.run_id, r.kind, x.step, x.tool, x.arguments, x.ok, x.result, x.seconds FROM experiments x "
         "JOIN runs r USING (run_id) WHERE x.run_id IN ("
         "  SELECT run_id FROM explanations WHERE feature_set_id = ? AND feature = ? "
@@ -173,19 +169,19 @@ def feature_experiments(catalog: Catalog, set_id: str, feature: int, limit: int 
 
 def audit_runs(catalog: Catalog) -> list[dict]:
     """Every audit run: its feature set, concepts and verdicts."""
-    return _rows(catalog, "SELECT a.run_id, a.feature_set_id, min(a.created_at) AS created_at, "
+    return catalog.all_rows("SELECT a.run_id, a.feature_set_id, min(a.created_at) AS created_at, "
                  "list(a.concept || ': ' || a.verdict ORDER BY a.concept) AS verdicts FROM audits a "
                  "GROUP BY a.run_id, a.feature_set_id ORDER BY created_at DESC", [])
 
 
 def audit_run(catalog: Catalog, run_id: str) -> list[dict]:
     """One audit run's concepts, each with its candidates, from the catalog rows alone."""
-    concepts = _rows(catalog, "SELECT * EXCLUDE (positive, negative), json_array_length(positive) AS n_positive, "
+    concepts = catalog.all_rows("SELECT * EXCLUDE (positive, negative), json_array_length(positive) AS n_positive, "
                      "json_array_length(negative) AS n_negative FROM audits WHERE run_id = ? ORDER BY concept",
                      [run_id])
     if not concepts:
         raise InterpError(f"no audit run '{run_id}' in the catalog")
-    candidates = _rows(catalog, "SELECT * FROM audit_candidates WHERE run_id = ? ORDER BY concept, rank", [run_id])
+    candidates = catalog.all_rows("SELECT * FROM audit_candidates WHERE run_id = ? ORDER BY concept, rank", [run_id])
     for concept in concepts:
         concept["candidates"] = [c for c in candidates if c["concept"] == concept["concept"]]
         concept["confounds"] = json.loads(concept["confounds"]) if concept["confounds"] else {}
@@ -196,7 +192,7 @@ def audit_run(catalog: Catalog, run_id: str) -> list[dict]:
 
 def eval_tables(catalog: Catalog) -> list[dict]:
     """Every eval run's table (planted and compare), newest first."""
-    rows = _rows(catalog, "SELECT run_id, eval, subject, metric, value, n, ci_low, ci_high, created_at FROM evals "
+    rows = catalog.all_rows("SELECT run_id, eval, subject, metric, value, n, ci_low, ci_high, created_at FROM evals "
                  "ORDER BY created_at DESC, run_id, subject, metric", [])
     tables: dict[str, dict] = {}
     for row in rows:

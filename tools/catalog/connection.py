@@ -148,7 +148,8 @@ class Connection:
         assert row is not None, sql
         return next(iter(row.values()))
 
-    def _all(self, sql: str, params: list | None = None) -> list[dict]:
+    def all_rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """A query's rows as dicts, for the table families and for readers above the catalog (the web pages)."""
         cursor = self.con.execute(sql, params or [])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

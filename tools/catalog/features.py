@@ -45,14 +45,14 @@ class FeatureTables(RunTables):
         return n_examples
 
     def feature_sets(self) -> list[dict]:
-        return self._all(
+        return self.all_rows(
             "SELECT f.feature_set_id, m.name AS model, f.hook, f.kind, f.n_features, f.tokens, f.n_windows, "
             "f.created_at, f.run_id FROM feature_sets f JOIN models m USING (model_id) ORDER BY f.created_at"
         )
 
     def feature_set(self, ref: str) -> dict:
         """A feature set by id, id prefix, or hook name when that is unambiguous."""
-        matches = self._all(
+        matches = self.all_rows(
             "SELECT f.*, m.name AS model FROM feature_sets f JOIN models m USING (model_id) "
             "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ?",
             [ref, ref, ref],
@@ -78,7 +78,7 @@ class FeatureTables(RunTables):
     def top_features(self, feature_set_id: str, order_by: str, limit: int) -> list[dict]:
         if order_by not in ("max_act", "density", "mean_act"):
             raise InterpError(f"cannot sort features by '{order_by}'; expected max_act, density or mean_act")
-        return self._all(
+        return self.all_rows(
             f"SELECT feature, max_act, mean_act, density, window_density FROM features "
             f"WHERE feature_set_id = ? ORDER BY {order_by} DESC NULLS LAST, feature LIMIT ?",
             [feature_set_id, limit],
@@ -87,7 +87,7 @@ class FeatureTables(RunTables):
     def examples(self, feature_set_id: str, feature: int, bucket: str | None = None,
                  split: str | None = None) -> list[dict]:
         """Examples with their window's tokens, ordered by bucket and rank."""
-        return self._all(
+        return self.all_rows(
             "SELECT e.bucket, e.rank, e.quantile, e.split, e.window_id, e.max_act, e.acts, w.tokens, w.token_ids "
             "FROM examples e JOIN windows w USING (feature_set_id, window_id) "
             "WHERE e.feature_set_id = ? AND e.feature = ? "

@@ -13,7 +13,7 @@ def explanation_key(explanation: dict) -> tuple:
 class LabelTables(Connection):
     def labeled(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str) -> dict[int, dict]:
         """The latest successful explanation of each feature under one explainer, LLM and prompt."""
-        rows = self._all(
+        rows = self.all_rows(
             "SELECT feature, explanation_id, text FROM explanations WHERE feature_set_id = ? AND explainer = ? "
             "AND llm = ? AND prompt_hash = ? AND status = 'ok' QUALIFY row_number() OVER "
             "(PARTITION BY feature ORDER BY created_at DESC, explanation_id) = 1",
@@ -86,7 +86,7 @@ class LabelTables(Connection):
     def label_summary(self, feature_set_id: str, explainer: str, llm: str, prompt_hash: str,
                       features: list[int]) -> list[dict]:
         """Per feature: its latest explanation under this key (ok or failed) and its scores, newest first."""
-        return self._all(
+        return self.all_rows(
             "WITH latest AS (SELECT * FROM explanations WHERE feature_set_id = ? AND explainer = ? AND llm = ? "
             "AND prompt_hash = ? AND list_contains(?, feature) QUALIFY row_number() OVER "
             "(PARTITION BY feature ORDER BY status = 'ok' DESC, created_at DESC) = 1) "
@@ -108,7 +108,7 @@ class LabelTables(Connection):
         """Each labeled feature's latest usable explanation: {'text', 'scores': {'scorer metric': value}}."""
         if not self.has_labels():
             return {}
-        rows = self._all(
+        rows = self.all_rows(
             "WITH latest AS (SELECT feature, arg_max(explanation_id, created_at) AS explanation_id, "
             "arg_max(text, created_at) AS text FROM explanations WHERE feature_set_id = ? AND status = 'ok' "
             "GROUP BY feature) SELECT l.feature, l.text, s.scorer, s.metric, s.value FROM latest l "
@@ -124,7 +124,7 @@ class LabelTables(Connection):
         """Every usable explanation of one feature, oldest first, each with its usable scores."""
         if not self.has_labels():
             return []
-        rows = self._all(
+        rows = self.all_rows(
             "SELECT e.explanation_id, e.text, e.explainer, e.llm, e.prompt_hash, e.prompt_tokens, "
             "e.completion_tokens, e.embedder, e.run_id, e.created_at, s.scorer, s.metric, s.value, s.ci_low, "
             "s.ci_high, s.n, s.llm AS scorer_llm FROM explanations e LEFT JOIN scores s "
@@ -152,7 +152,7 @@ class LabelTables(Connection):
         if not self.has_labels():
             return []
         dim = len(query)
-        return self._all(
+        return self.all_rows(
             f"SELECT e.feature_set_id, e.feature, e.text, e.explainer, "
             f"array_cosine_similarity(e.embedding::FLOAT[{dim}], ?::FLOAT[{dim}]) AS similarity "
             f"FROM explanations e WHERE e.status = 'ok' AND e.embedder = ? AND len(e.embedding) = {dim} "
@@ -161,7 +161,7 @@ class LabelTables(Connection):
 
     def token_usage(self, run_id: str) -> list[dict]:
         """Mean LLM tokens per labeled feature, for the explainer and for each scorer of one run."""
-        return self._all(
+        return self.all_rows(
             "SELECT 'explainer' AS stage, explainer AS name, count(*) AS features, avg(prompt_tokens) AS prompt, "
             "avg(completion_tokens) AS completion FROM explanations WHERE run_id = ? AND status = 'ok' GROUP BY ALL "
             "UNION ALL SELECT 'scorer', scorer, count(DISTINCT explanation_id), "
