@@ -78,8 +78,7 @@ def direct_logit_effect(subject: SubjectModel, source: FeatureSource, feature: i
 
     It skips the final normalization and every later layer, as the usual "logit lens" reading does;
     for an MLP neuron or an early layer the real effect also passes through what comes after."""
-    unembedding = subject.model.get_output_embeddings().weight.float()  # [vocab, d_model]
-    return unembedding @ output_direction(subject, source, feature)
+    return direct_logit_effects(subject, source, [feature])[0]
 
 
 @torch.inference_mode()
