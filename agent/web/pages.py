@@ -15,6 +15,7 @@ from agent.web.queries import (
     recent_runs,
     score_distributions,
 )
+from evals.records import activation_level
 from tools.catalog import Catalog
 
 SHADES = 10
@@ -43,10 +44,11 @@ def _set_summary(row: dict) -> dict:
 
 
 def shaded(tokens: list[str], acts: list[float], scale: float) -> list[dict]:
-    """Each token with its activation and a shade 0..10 relative to the feature's max over the corpus."""
+    """Each token with its activation and a shade 0..10 relative to the feature's max over the corpus (the
+    scale explainers see; any positive activation shows, at 1 at least)."""
     out = []
     for token, act in zip(tokens, acts, strict=False):
-        level = 0 if scale <= 0 or act <= 0 else min(SHADES, max(1, round(SHADES * act / scale)))
+        level = max(1, activation_level(act, scale, SHADES)) if act > 0 and scale > 0 else 0
         out.append({"text": token, "act": act, "level": level})
     return out
 
