@@ -83,46 +83,53 @@ def features_page(catalog: Catalog, set_id: str, query: FeatureFilter, known_met
     if query.sort == "score" and chosen is None:
         raise InterpError("sorting by score needs a metric (e.g. metric=detection auroc)")
     has_labels = catalog.has_labels()
-    latest = ("(SELECT feature, arg_max(explanation_id, created_at) AS explanation_id, arg_max(text, created_at) "
-              "AS text, arg_max(explainer, created_at) AS explainer FROM explanations WHERE feature_set_id = $set "
-              "AND status = 'ok' AND ($explainer IS NULL OR explainer = $explainer) GROUP BY feature)"
-              if has_labels else "(SELECT NULL::INTEGER AS feature, NULL AS explanation_id, NULL AS text, "
-              "NULL AS explainer WHERE false)")
+
+    def latest(of_page: bool) -> str:
+        """Each feature's latest explanation (of the page's features only, when `of_page`)."""
+        if not has_labels:
+            return ("(SELECT NULL::INTEGER AS feature, NULL AS explanation_id, NULL AS text, NULL AS explainer "
+                    "WHERE false)")
+        return ("(SELECT feature, arg_max(explanation_id, created_at) AS explanation_id, arg_max(text, created_at) "
+                "AS text, arg_max(explainer, created_at) AS explainer FROM explanations WHERE feature_set_id = $set "
+                "AND status = 'ok' AND ($explainer IS NULL OR explainer = $explainer)"
+                + (" AND feature IN (SELECT feature FROM page)" if of_page else "") + " GROUP BY feature)")
+
     score = ("(SELECT explanation_id, avg(value) AS score FROM scores WHERE scorer = $scorer AND metric = $metric "
              "AND status = 'ok' GROUP BY explanation_id)" if chosen and has_labels
              else "(SELECT NULL AS explanation_id, NULL::DOUBLE AS score WHERE false)")
-    where = ["f.feature_set_id = $set"]
-    conditions = (("max_act_min", "f.max_act >= $max_act_min"), ("max_act_max", "f.max_act <= $max_act_max"),
-                  ("density_min", "f.density >= $density_min"), ("density_max", "f.density <= $density_max"),
-                  ("text", "contains(lower(l.text), lower($text))"), ("score_min", "s.score >= $score_min"),
-                  ("score_max", "s.score <= $score_max"))
+    on_features: list[str] = ["f.feature_set_id = $set"]
+    on_labels: list[str] = []
+    conditions = (("max_act_min", "f.max_act >= $max_act_min", on_features),
+                  ("max_act_max", "f.max_act <= $max_act_max", on_features),
+                  ("density_min", "f.density >= $density_min", on_features),
+                  ("density_max", "f.density <= $density_max", on_features),
+                  ("text", "contains(lower(l.text), lower($text))", on_labels),
+                  ("score_min", "s.score >= $score_min", on_labels), ("score_max", "s.score <= $score_max", on_labels))
     params: dict = {"set": set_id, "explainer": query.explainer}
-    for name, condition in conditions:
+    for name, condition, where in conditions:
         value = getattr(query, name)
         if value is not None:
             where.append(condition)
             params[name] = value
     if query.labeled_only or query.explainer:
-        where.append("l.text IS NOT NULL")
+        on_labels.append("l.text IS NOT NULL")
     if chosen:
         params["scorer"], params["metric"] = chosen
     order = {"feature": "f.feature", "max_act": "f.max_act", "density": "f.density", "score": "s.score"}[query.sort]
     direction = "DESC" if query.descending else "ASC"
     ordering = f"ORDER BY {order} {direction} NULLS LAST, f.feature"
     params |= {"limit": PAGE_SIZE, "offset": (query.page - 1) * PAGE_SIZE}
-    by_features_alone = not any(("l." in condition or "s." in condition) for condition in where) \
-        and query.sort != "score"
-    if by_features_alone:
+    if not on_labels and query.sort != "score":
         # The common view (no filter or sort on labels): page the features first, then read the labels of
         # those 100 only, instead of every explanation of a 100k-feature set.
-        body = f"FROM features f WHERE {' AND '.join(where)}"
-        labeled = latest.replace("GROUP BY feature", "AND feature IN (SELECT feature FROM page) GROUP BY feature")
+        body = f"FROM features f WHERE {' AND '.join(on_features)}"
         sql = (f"WITH page AS (SELECT f.feature, f.max_act, f.density {body} {ordering} LIMIT $limit OFFSET $offset) "
                f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score FROM page f "
-               f"LEFT JOIN {labeled} l USING (feature) LEFT JOIN {score} s USING (explanation_id) {ordering}")
+               f"LEFT JOIN {latest(of_page=True)} l USING (feature) LEFT JOIN {score} s USING (explanation_id) "
+               f"{ordering}")
     else:
-        body = (f"FROM features f LEFT JOIN {latest} l USING (feature) LEFT JOIN {score} s USING (explanation_id) "
-                f"WHERE {' AND '.join(where)}")
+        body = (f"FROM features f LEFT JOIN {latest(of_page=False)} l USING (feature) LEFT JOIN {score} s "
+                f"USING (explanation_id) WHERE {' AND '.join(on_features + on_labels)}")
         sql = (f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score {body} {ordering} "
                "LIMIT $limit OFFSET $offset")
     count_params = {key: value for key, value in params.items() if f"${key}" in body}
