@@ -6,8 +6,6 @@ the corpus sample) load on first use, so a tool that only reads the catalog stay
 from functools import cached_property
 from pathlib import Path
 
-import torch
-
 from agent.labeling.token_stats import CorpusCounts
 from evals.records import ActivationRecord, FeatureRecord, record_from_example
 from tools.catalog import Catalog
@@ -83,19 +81,10 @@ class Workbench:
         with Catalog(self.catalog_path, read_only=True) as catalog:
             return float(catalog.feature(self.set_id, feature)["max_act"] or 0.0)
 
-    @torch.inference_mode()
     def activations_on(self, feature: int, texts: list[str]) -> list[ActivationRecord]:
         """The feature's activation on each token of each text (BOS first, then left out)."""
-        from tools.experiments.interventions import encode_text
+        from tools.experiments.interventions import feature_on_text
 
         self.check_feature(feature)
         subject, source = self.subject_and_source
-        records = []
-        for text in texts:
-            input_ids = encode_text(subject, text)  # [1, seq]
-            values = source.read(subject, input_ids)[0, :, feature].float().cpu().tolist()  # [seq]
-            ids = input_ids[0].tolist()
-            kept = [i for i, token_id in enumerate(ids) if token_id not in self.special_ids]
-            tokens = [subject.tokenizer.decode([ids[i]]) for i in kept]
-            records.append(ActivationRecord(tokens, [values[i] for i in kept]))
-        return records
+        return [ActivationRecord(*feature_on_text(subject, source, feature, text, self.special_ids)) for text in texts]

@@ -15,8 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from evals.stats import pearson
 from tools.errors import InterpError
 
@@ -80,10 +78,9 @@ def read_their_activations(files: list[Path], features: set[int], limit: int = C
     return (chosen + seconds)[:limit]
 
 
-@torch.inference_mode()
 def compare(subject, source, rows: list[TheirActivation]) -> Agreement:
     """Pearson r between their values and ours, token for token, over every row that tokenizes the same."""
-    from tools.experiments.interventions import encode_text
+    from tools.experiments.interventions import feature_on_text
 
     special = set(subject.tokenizer.all_special_tokens)
     special_ids = set(subject.tokenizer.all_special_ids)
@@ -96,13 +93,11 @@ def compare(subject, source, rows: list[TheirActivation]) -> Agreement:
             kept = kept[1:]  # ours starts with BOS too (encode_text)
         if not kept or any(token in special for token, _ in kept):
             continue  # a document boundary inside the window: a context we cannot rebuild from text
-        input_ids = encode_text(subject, "".join(token for token, _ in kept))
-        ids = input_ids[0].tolist()
-        positions = [i for i, token_id in enumerate(ids) if token_id not in special_ids]
-        if [subject.tokenizer.decode([ids[i]]) for i in positions] != [token for token, _ in kept]:
+        tokens, values = feature_on_text(subject, source, row.feature, "".join(token for token, _ in kept),
+                                         special_ids)
+        if tokens != [token for token, _ in kept]:
             continue
-        values = source.read(subject, input_ids)[0, :, row.feature].float().cpu().tolist()
-        ours += [values[i] for i in positions]
+        ours += values
         theirs += [value for _, value in kept]
         compared += 1
     return Agreement(compared, len(ours), pearson(theirs, ours) if compared else None, len(rows) - compared)

@@ -129,6 +129,18 @@ def encode_text(subject: SubjectModel, text: str) -> torch.Tensor:
     return torch.tensor([([bos] if bos is not None else []) + ids], device=subject.device)
 
 
+@torch.inference_mode()
+def feature_on_text(subject: SubjectModel, source: FeatureSource, feature: int, text: str,
+                    special_ids: set[int]) -> tuple[list[str], list[float]]:
+    """The feature's activation at each token of `text` (BOS first, as `encode_text` runs it), the special
+    tokens left out: (tokens as text, values)."""
+    input_ids = encode_text(subject, text)  # [1, seq]
+    values = source.read(subject, input_ids)[0, :, feature].float().cpu().tolist()  # [seq]
+    ids = input_ids[0].tolist()
+    kept = [i for i, token_id in enumerate(ids) if token_id not in special_ids]
+    return [str(subject.tokenizer.decode([ids[i]])) for i in kept], [values[i] for i in kept]
+
+
 def token_shifts(subject: SubjectModel, change: torch.Tensor, top: int, largest: bool) -> list[TokenShift]:
     values = change.topk(top, largest=largest)
     return [TokenShift(str(subject.tokenizer.decode([int(i)])), float(v))
