@@ -41,6 +41,14 @@ def start_ray(settings: RaySettings):
     return ray
 
 
+def stop_workers(workers: list) -> None:
+    """Kill a run's actors, however the run ended."""
+    if workers:
+        ray = require_ray()
+        for worker in workers:
+            ray.kill(worker)
+
+
 KILL_MARKER = "INTERP_TEST_KILL_WORKER_MARKER"
 """Fault injection for the tests: when this variable names a file that does not exist yet, the first worker to
 fold a batch creates it and exits at once, as a crashed or preempted worker would, mid-shard."""

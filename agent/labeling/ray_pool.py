@@ -22,7 +22,7 @@ from agent.labeling.token_stats import CorpusCounts
 from evals.records import FeatureRecord
 from evals.scorers.base import Scorer
 from tools.errors import InterpError
-from tools.ray_workers import RaySettings, die_once_for_tests, start_ray
+from tools.ray_workers import RaySettings, die_once_for_tests, start_ray, stop_workers
 
 MODEL_SIDE = ("evidence", *OutputExplainer.MODES)
 
@@ -71,5 +71,4 @@ class RayPool:
         return self
 
     def __exit__(self, *exc) -> None:
-        for actor in self.actors:
-            self.ray.kill(actor)
+        stop_workers(self.actors)

@@ -204,7 +204,8 @@ def run_cache(config: CacheConfig, catalog_path: Path, progress: bool = True, ra
     before the catalog is touched."""
     if ray is None:
         return cache_pass(config, Path(catalog_path), progress)
-    from tools.passes.cache_ray import start_workers, stop_workers
+    from tools.passes.cache_ray import start_workers
+    from tools.ray_workers import stop_workers
 
     workers = start_workers(config, ray)  # their models load while this process loads its own
     try:

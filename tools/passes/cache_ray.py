@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tools.catalog import runs_folder
 from tools.configs import CacheConfig
 from tools.passes.cache_state import load_checkpoint, save_checkpoint
-from tools.ray_workers import RaySettings, die_once_for_tests, require_ray, start_ray
+from tools.ray_workers import RaySettings, die_once_for_tests, start_ray
 
 PROGRESS_SECONDS = 1.0
 SHARDS_PER_WORKER = 1
@@ -143,13 +143,6 @@ def stream_on_ray(config: CacheConfig, windows: torch.Tensor, state, settings: R
     for index, (low, high) in enumerate(window_range):
         state.merge_state_dict(done[index], low, high)
     state.next_batch = n_batches
-
-
-def stop_workers(workers: list) -> None:
-    if workers:
-        ray = require_ray()
-        for worker in workers:
-            ray.kill(worker)
 
 
 def forget_shards(catalog_path: Path, run_id: str) -> None:
