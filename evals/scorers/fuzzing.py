@@ -26,10 +26,11 @@ class FuzzingScorer:
         shown, labels = [], []
         for example in record.score_active:
             marked = active_positions(example)
-            others = [i for i in range(len(example.tokens)) if i not in set(marked)]
+            chosen = set(marked)
+            others = [i for i in range(len(example.tokens)) if i not in chosen]
             if not marked or len(others) < len(marked):
                 continue
-            shown.append(marked_text(example, set(marked)))
+            shown.append(marked_text(example, chosen))
             labels.append(True)
             shown.append(marked_text(example, set(rng.choice(others, len(marked), replace=False).tolist())))
             labels.append(False)

@@ -8,7 +8,7 @@ was read."""
 import hashlib
 import re
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -118,17 +118,25 @@ def judged_scores(name: str, llm: ChatLLM, prompt: Prompt, explanation: str, sho
                                 examples=example_blocks([shown[i] for i in group]))
         return judge_list(llm, [{"role": "user", "content": content}], len(group))
 
-    with ThreadPoolExecutor(max(1, parallel)) as pool:
-        futures: list[Future] = [pool.submit(ask, group) for group in groups]
+    def answered(group: list[int]) -> tuple[list[float], Usage, bool] | None:
+        try:
+            return ask(group)
+        except MalformedAnswer:
+            return None
+
+    if parallel <= 1 or len(groups) == 1:  # many features in flight: a pool per feature only adds threads
+        outcomes = [answered(group) for group in groups]
+    else:
+        with ThreadPoolExecutor(parallel) as pool:
+            outcomes = list(pool.map(answered, groups))
     answers: list[float] = []
     kept: list[bool] = []
     usage, malformed, from_probabilities = Usage(), 0, 0
-    for group, future in zip(groups, futures, strict=True):
-        try:
-            probabilities, cost, read = future.result()
-        except MalformedAnswer:
+    for group, outcome in zip(groups, outcomes, strict=True):
+        if outcome is None:
             malformed += len(group)
             continue
+        probabilities, cost, read = outcome
         usage = usage + cost
         from_probabilities += read * len(group)
         answers.extend(probabilities)

@@ -35,12 +35,17 @@ class AllAtOnceSimulator:
     def prompt_parts(self, explanation: str, tokens: list[str]) -> tuple[str, list[str]]:
         """The prefix (instructions, worked example, explanation: the same for all of a feature's examples)
         and the listing cut at each slot, which follows each token's tab."""
-        one_line = " ".join(explanation.split())
-        prefix = self.prompt.render(explanation=one_line, scale_max=self.labels[-1])
+        return self.prefix(explanation), self.listing(tokens)
+
+    def prefix(self, explanation: str) -> str:
+        return self.prompt.render(explanation=" ".join(explanation.split()), scale_max=self.labels[-1])
+
+    @staticmethod
+    def listing(tokens: list[str]) -> list[str]:
         shown = [display_token(token) for token in tokens]
         parts = [f"{shown[0]}\t"] + [f"{SLOT_PLACEHOLDER}\n{token}\t" for token in shown[1:]]
         parts.append(f"{SLOT_PLACEHOLDER}\n<end>")
-        return prefix, parts
+        return parts
 
     def simulate(self, explanation: str, tokens: list[str]) -> tuple[np.ndarray, Usage]:
         """Expected activation level per token [n_tokens], on the 0..scale_max scale."""
@@ -50,8 +55,8 @@ class AllAtOnceSimulator:
     def simulate_all(self, explanation: str, examples: list[list[str]]) -> tuple[list[np.ndarray], Usage, int]:
         """Expected levels for every example, in as few requests as the backend allows; also how many label
         probabilities an endpoint's top-k left out (filled with an even share of the unlisted mass)."""
-        prefixes, parts = zip(*(self.prompt_parts(explanation, tokens) for tokens in examples), strict=True)
-        results = slot_probabilities_all(self.llm, prefixes[0], list(parts), self.labels)
+        results = slot_probabilities_all(self.llm, self.prefix(explanation),
+                                         [self.listing(tokens) for tokens in examples], self.labels)
         levels = np.arange(len(self.labels), dtype=np.float64)
         usage = sum((r.usage for r in results), Usage())
         return [r.probabilities @ levels for r in results], usage, sum(r.missing_labels for r in results)

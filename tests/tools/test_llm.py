@@ -1,4 +1,4 @@
-"""The LLM backends against real processes: an OpenAI-compatible server on loopback through the `openai`
+"""The LLM backends against real processes: an OpenAI-compatible server on loopback through our endpoint
 client, and tiny local models through transformers."""
 
 import json
@@ -193,6 +193,21 @@ def test_a_malformed_answer_fails_one_feature_not_the_run(tmp_path, catalog):  #
     errors = rows(catalog, "SELECT error FROM explanations WHERE status = 'failed' ORDER BY feature")
     assert all("sent a malformed answer" in error for (error,) in errors)
     assert rows(catalog, "SELECT status FROM runs WHERE kind = 'label'") == [("complete",)]
+
+
+def test_requests_keep_the_base_urls_path_and_query_and_skip_proxies_for_loopback(tmp_path, monkeypatch):
+    """Some hosts need `?api-version=` on every call; a proxy from the environment must not take loopback
+    calls (it would answer for a server it cannot reach)."""
+    record = tmp_path / "requests.jsonl"
+    with stub_server(record=record) as url:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        assert OpenAIChat("stub", base_url=url + "?api-version=2024-06", max_retries=0).chat(HELLO, 3).text
+        assert OpenAIChat("stub", base_url=url.replace("http://", "http://me:pw@"), api_key_env="NO_SUCH_KEY",
+                          max_retries=0).chat(HELLO, 3).text
+    sent = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sent == [{"path": "/v1/chat/completions?api-version=2024-06", "auth": "Bearer"},
+                    {"path": "/v1/chat/completions", "auth": "Basic"}]
 
 
 def test_credentials_in_the_endpoint_url_are_never_stored_or_shown(tmp_path):

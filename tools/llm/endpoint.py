@@ -7,24 +7,29 @@ a message is one feature's `LLMError`, never a crash of the run. Retries with ex
 server's Retry-After) on 408/409/429/5xx, dropped connections and missed deadlines; a semaphore caps the
 calls in flight. The API key is read from the environment at start and never written anywhere: the
 backend's name, which the catalog stores, holds no key.
+
+The requests go out through `tools.llm.transport` (urllib3), not the `openai` client: we never used its
+typed `create` (vLLM's fields, our own retries and deadlines), and against a fast endpoint its request
+building and response handling cost more CPU than everything else we do per call, which is what limits
+how many features a minute `interp label` gets through (benchmarks/label_capacity.py; transport.py has
+the numbers).
 """
 
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 import numpy as np
-import openai
 import orjson
 
 from tools.errors import InterpError
 from tools.llm.interface import AgentTurn, ChoiceAnswer, Completion, LLMError, ToolRequest, Usage
 from tools.llm.logprobs import MalformedLogprobs, choice_distribution, number
+from tools.llm.transport import JSONPoster, StatusFailure, TooLarge, TransportFailure
 from tools.llm.urls import is_loopback, public_url
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -32,6 +37,7 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """A chat answer is kilobytes; a body past this is not one."""
 RETRIED_STATUS = {408, 409, 429} | set(range(500, 600))
 MAX_BACKOFF_SECONDS = 8.0
+ROUTES = {"chat": "/chat/completions", "completions": "/completions"}
 TOP_LOGPROBS = 20
 """vLLM's default limit (`--max-logprobs`) and OpenAI's: enough to see every label of a slot or a judge."""
 Parsed = TypeVar("Parsed")
@@ -92,12 +98,22 @@ def parse_answer(body: bytes) -> ChatAnswer:
     return ChatAnswer(content or "", calls, usage_of(data), token_tops(choices[0]))
 
 
-def first_line(error: Exception) -> str:
-    """The server's own message where it sent one ({"error": {"message": ...}}), else the client's."""
-    body = getattr(error, "body", None)
-    text = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else ""
-    text = (text or str(getattr(error, "message", "") or error)).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+def server_message(status: int, body: bytes) -> str:
+    """The first line of what a refusing server said: OpenAI's `{"error": {"message": ...}}`, the other
+    shapes compatible servers send (`{"error": "..."}`, `{"message": ...}`, FastAPI's `{"detail": ...}`),
+    else the body's text; at most 200 characters, never empty."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    text: Any = body.decode("utf-8", "replace") if data is None else ""
+    if isinstance(data, dict):
+        error = data.get("error")
+        text = error.get("message") if isinstance(error, dict) else error
+        text = text or data.get("message") or data.get("detail") or ""
+        text = text if isinstance(text, str) else orjson.dumps(text).decode()
+    lines = str(text).strip().splitlines()
+    return lines[0][:200] if lines else f"HTTP {status}"
 
 
 class _Retryable(Exception):
@@ -106,10 +122,10 @@ class _Retryable(Exception):
         self.error, self.wait = error, wait
 
 
-def retry_after(error: openai.APIStatusError) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """The server's Retry-After in seconds, when it sent a usable one."""
     try:
-        value = float(error.response.headers.get("retry-after", ""))
+        value = float(headers.get("retry-after", ""))
     except ValueError:
         return None
     return value if 0 <= value <= 60 else None
@@ -127,9 +143,9 @@ class OpenAIChat:
             if not is_loopback(self.base_url):
                 raise InterpError(f"${api_key_env} is not set; export the API key for {self.shown_url} there "
                                   "(or name another variable with --api-key-env)")
-            key = "unused"  # local servers ignore the key, but the client insists on one
-        # Retries are ours (each attempt under its own deadline), so the client makes exactly one attempt.
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        # One pooled connection per call in flight; retries are ours, each attempt under its own deadline.
+        self.poster = JSONPoster(self.base_url, {"authorization": f"Bearer {key}"} if key else {}, timeout,
+                                 concurrency)
         self.timeout, self.max_retries = timeout, max_retries
         self.name = f"openai:{model}@{self.shown_url}"
         self._in_flight = threading.BoundedSemaphore(concurrency)
@@ -210,41 +226,36 @@ class OpenAIChat:
             raise LLMError(f"LLM endpoint {self.shown_url} sent a malformed answer: {str(error)[:200]}") from None
 
     def _fetch(self, route: str, request: dict, limit: int) -> bytes:
-        """The client's raw `post` (its status checks and exceptions, without `create`'s typed-parameter
-        transform, a third of a request's client CPU against a fast endpoint); vLLM's own fields, passed in
-        `extra_body` as `create` takes them, go into the body here."""
+        """One POST, its body read up to `limit`; vLLM's own fields, passed in `extra_body` as the `openai`
+        client takes them, go into the body here."""
         extra = request.get("extra_body") or {}
         body = {"model": self.model, "temperature": 0, **{k: v for k, v in request.items() if k != "extra_body"},
                 **extra}
-        path = "/completions" if route == "completions" else "/chat/completions"
-        response = self.client.post(path, body=body, cast_to=httpx.Response, stream=True)
         try:
-            answer = bytearray()
-            for chunk in response.iter_bytes():
-                answer += chunk
-                if len(answer) > limit:
-                    raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over {limit // 2**20} MiB; refused")
-            return bytes(answer)
-        finally:
-            response.close()
+            return self.poster.post(ROUTES[route], orjson.dumps(body), limit)
+        except TooLarge:
+            raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over {limit // 2**20} MiB; refused") from None
 
     def _classified(self, error: BaseException) -> BaseException:
         """The exception the caller sees: an LLMError (wrapped as retryable where a retry may help)."""
         if isinstance(error, LLMError):
             return error
-        if isinstance(error, (openai.APIConnectionError, openai.APITimeoutError)):
-            return _Retryable(LLMError(f"cannot reach LLM endpoint {self.shown_url}: {first_line(error)}"))
-        if isinstance(error, openai.AuthenticationError):
-            return LLMError(f"LLM endpoint {self.shown_url} rejected the API key in ${self.api_key_env}")
-        if isinstance(error, openai.NotFoundError):
-            return LLMError(f"model '{self.model}' not found at {self.shown_url}: {first_line(error)}")
-        if isinstance(error, openai.APIStatusError):
-            failure = LLMError(f"LLM endpoint {self.shown_url} answered {error.status_code}: {first_line(error)}",
-                               status_code=error.status_code)
-            return _Retryable(failure, retry_after(error)) if error.status_code in RETRIED_STATUS else failure
-        if isinstance(error, openai.APIError):
-            return LLMError(f"LLM endpoint {self.shown_url} sent a malformed answer: {first_line(error)}")
+        if isinstance(error, TransportFailure):  # refused, reset, timed out, or not HTTP at all
+            return _Retryable(LLMError(f"cannot reach LLM endpoint {self.shown_url}: {error}"))
+        if isinstance(error, StatusFailure):
+            message = server_message(error.status, error.body)
+            if error.status == 401:
+                return LLMError(f"LLM endpoint {self.shown_url} rejected the API key in ${self.api_key_env}",
+                                status_code=401)
+            if error.status == 404:
+                return LLMError(f"model '{self.model}' not found at {self.shown_url}: {message}", status_code=404)
+            failure = LLMError(f"LLM endpoint {self.shown_url} answered {error.status}: {message}",
+                               status_code=error.status)
+            return _Retryable(failure, retry_after(error.headers)) if error.status in RETRIED_STATUS else failure
         return error
+
+    def close(self) -> None:
+        self.poster.close()
 
     def check(self) -> None:
         """One tiny call before a run, so an unreachable endpoint, a wrong key or an unknown model stops

@@ -10,7 +10,9 @@ go in one request (the completions API takes a list of prompts), up to `batch` p
 one prefix, so the server's prefix cache computes the instructions once.
 """
 
+import queue
 from collections.abc import Callable
+from typing import TypeVar
 
 import simdjson
 
@@ -31,18 +33,50 @@ LABELS = [str(i) for i in range(11)]
 PROBE = "Levels:\n" + "".join(f"x\t{label}\n" for label in LABELS)
 """Every label after a tab, as slots put them: shows whether the endpoint returns prompt log-probabilities
 and which labels its tokenizer keeps as one token."""
+Extracted = TypeVar("Extracted")
 ANSWERS_BYTES = 4 * 2**20
 """Per prompt and 20 entries a token: a 1,000-token prompt is about 1 MiB in vLLM's shape."""
 
 
-def parsed_choices(body: bytes, count: int,
+class ParserPool:
+    """simdjson parsers kept for reuse. A fresh parser allocates buffers several times the answer's size
+    and the kernel faults them in page by page: for a feature's 2.3 MB answer that doubled the parse
+    (~4.5 -> ~9 ms). A parser's document lives as long as anything read from it, and answers are parsed on
+    many threads at once, so each parse takes a parser of its own from here and gives it back only after
+    everything read from it is gone; at most `keep` are kept (a parser holds the largest answer it read)."""
+
+    def __init__(self, keep: int = 8):
+        self.free: queue.SimpleQueue[simdjson.Parser] = queue.SimpleQueue()
+        self.keep = keep
+
+    def read(self, body: bytes, extract: Callable[[simdjson.Object], Extracted]) -> Extracted:
+        """`extract` of the parsed answer, which must return only plain Python values (nothing of the
+        document), so the parser can be reused; one that keeps a document alive gets a fresh parser next."""
+        try:
+            parser = self.free.get_nowait()
+        except queue.Empty:
+            parser = simdjson.Parser()
+        try:
+            document = parser.parse(body)
+        except RuntimeError:  # something still holds this parser's last document
+            parser = simdjson.Parser()
+            document = parser.parse(body)
+        if not isinstance(document, simdjson.Object):
+            raise MalformedLogprobs("the answer is not a JSON object")
+        result = extract(document)
+        del document
+        if self.free.qsize() < self.keep:
+            self.free.put(parser)
+        return result
+
+
+PARSERS = ParserPool()
+
+
+def parsed_choices(data: simdjson.Object, count: int,
                    read: Callable[[simdjson.Object], PromptTokens]) -> tuple[list[PromptTokens], Usage]:
-    """The answer's choices in prompt order. Parsed with simdjson into a document that Python objects are
-    made from only where they are read (`EchoTops`): a fresh parser per answer, since a parser's document
-    lives as long as anything read from it and answers are parsed on many threads at once."""
-    data = simdjson.Parser().parse(body)
-    if not isinstance(data, simdjson.Object):
-        raise MalformedLogprobs("the answer is not a JSON object")
+    """The answer's choices in prompt order, each read by `read` (which leaves the log-probabilities in
+    the document, made into Python objects only where a slot reads them: `EchoTops`)."""
     found = data.get("choices")
     listed: simdjson.Array | list = found if isinstance(found, simdjson.Array) else []
     choices = [choice for choice in listed if isinstance(choice, simdjson.Object)]
@@ -79,29 +113,32 @@ class EndpointSlots:
             for k in dict.fromkeys((top_k, 5)):  # 5: the most OpenAI's legacy completions ever gave
                 simulator = cls(endpoint, mode, k, set())
                 try:
-                    tokens = simulator.request([PROBE])[0][0]
-                    positions = slot_positions(tokens, 0, len(LABELS))
-                    for at in positions:  # every slot must carry log-probabilities, not only tokens
-                        label_distribution(tokens.tops[at], LABELS)
+                    simulator.one_token_labels, _ = simulator.request([PROBE], probe_labels)
                 except (LLMError, MalformedLogprobs) as error:
                     tried.append(f"{mode} (top {k}): {str(error)[:120]}")
                     if getattr(error, "status_code", None) == 400 and k != 5:
                         continue  # perhaps only the size of k was refused
                     break
-                simulator.one_token_labels = {label for label, at in zip(LABELS, positions, strict=True)
-                                              if tokens.texts[at] == label}
                 return simulator
         raise InterpError(f"LLM endpoint {endpoint.shown_url} gives no prompt log-probabilities (tried "
                           f"{'; '.join(tried)}), which simulation needs: pass --simulator local:PATH to simulate "
                           "with a local model, or leave simulation out of --scorers")
 
-    def request(self, prompts: list[str]) -> tuple[list[PromptTokens], Usage]:
+    def request(self, prompts: list[str],
+                extract: Callable[[list[PromptTokens]], Extracted]) -> tuple[Extracted, Usage]:
+        """One completions request for `prompts`, and what `extract` reads from their tokens while the
+        answer's document is alive (plain values only: the document's parser is reused after)."""
         fields: dict = ({"echo": True, "logprobs": self.top_k} if self.mode == "echo"
                         else {"extra_body": {"prompt_logprobs": self.top_k, "return_token_ids": True}})
         read = self.MODES[self.mode]
         limit = MAX_RESPONSE_BYTES + ANSWERS_BYTES * len(prompts) * max(1, self.top_k // 20)
-        return self.endpoint.complete(lambda body: parsed_choices(body, len(prompts), read), limit=limit,
-                                      prompt=prompts, max_tokens=1, **fields)
+
+        def take(data: simdjson.Object) -> tuple[Extracted, Usage]:
+            answers, usage = parsed_choices(data, len(prompts), read)
+            return extract(answers), usage
+
+        return self.endpoint.complete(lambda body: PARSERS.read(body, take), limit=limit, prompt=prompts,
+                                      max_tokens=1, **fields)
 
     def single_token_labels(self, labels: list[str]) -> bool:
         return all(label in self.one_token_labels for label in labels)
@@ -112,15 +149,36 @@ class EndpointSlots:
     def slot_probabilities_batch(self, prefix: str, examples: list[list[str]],
                                  labels: list[str]) -> list[SlotProbabilities]:
         results = []
+        tabs_before = prefix.count("\t")
         for start in range(0, len(examples), self.batch):
             chunk = examples[start:start + self.batch]
-            answers, usage = self.request([prefix + "".join(parts) for parts in chunk])
-            for index, (parts, tokens) in enumerate(zip(chunk, answers, strict=True)):
+
+            def distributions(answers: list[PromptTokens], chunk: list[list[str]] = chunk) -> list[tuple]:
+                """Every slot of the chunk's examples read in one pass, then split by example."""
+                tops: list[dict | None] = []
+                ends: list[int] = []
                 try:
-                    positions = slot_positions(tokens, prefix.count("\t"), len(parts) - 1)
-                    rows, missing = label_distributions([tokens.tops[at] for at in positions], labels)
+                    for parts, tokens in zip(chunk, answers, strict=True):
+                        tops += [tokens.tops[at] for at in slot_positions(tokens, tabs_before, len(parts) - 1)]
+                        ends.append(len(tops))
+                    rows, missing = label_distributions(tops, labels)
                 except MalformedLogprobs as error:
                     raise LLMError(f"LLM endpoint {self.endpoint.shown_url}: {error}") from None
-                # The request's cost goes on its first example, so summing never counts it twice.
-                results.append(SlotProbabilities(rows, usage if index == 0 else Usage(), missing))
+                return [(rows[first:end], int(missing[first:end].sum()))
+                        for first, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+            rows, usage = self.request([prefix + "".join(parts) for parts in chunk], distributions)
+            # The request's cost goes on its first example, so summing never counts it twice.
+            results += [SlotProbabilities(distribution, usage if index == 0 else Usage(), missing)
+                        for index, (distribution, missing) in enumerate(rows)]
         return results
+
+
+def probe_labels(answers: list[PromptTokens]) -> set[str]:
+    """The labels the endpoint's tokenizer keeps as one token, after checking that every slot of the probe
+    carries log-probabilities (not only tokens)."""
+    tokens = answers[0]
+    positions = slot_positions(tokens, 0, len(LABELS))
+    for at in positions:
+        label_distribution(tokens.tops[at], LABELS)
+    return {label for label, at in zip(LABELS, positions, strict=True) if tokens.texts[at] == label}

@@ -81,7 +81,7 @@ def from_echo(choice: simdjson.Object) -> PromptTokens:
     if not isinstance(tokens, simdjson.Array) or not isinstance(tops, simdjson.Array) or len(tokens) != len(tops):
         raise MalformedLogprobs("logprobs.tokens and logprobs.top_logprobs are not lists of one length")
     texts = tokens.as_list()
-    if not all(isinstance(token, str) for token in texts):
+    if not set(map(type, texts)) <= {str}:  # in C: a feature's answer has ~11k tokens
         raise MalformedLogprobs("logprobs.tokens are not all strings")
     return PromptTokens(cast(list[str], texts), EchoTops(tops))
 
@@ -129,12 +129,13 @@ def slot_positions(tokens: PromptTokens, tabs_before: int, n_slots: int) -> list
     return positions
 
 
-def label_distributions(tops: list[dict | None], labels: list[str]) -> tuple[np.ndarray, int]:
+def label_distributions(tops: list[dict | None], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The distribution over `labels` at each of several positions ([positions, labels]), and how many
-    labels the top-k left out in all. A label's mass is that of the top-k token that is exactly the label,
-    as an in-process simulator reads the label's own token; labels missing from a position's top-k share
-    what its top-k does not cover, evenly; each row is renormalized over the labels. All positions of an
-    answer at once: a feature has hundreds of slots of ~20 entries each, too few for numpy one by one."""
+    labels the top-k left out at each position ([positions]). A label's mass is that of the top-k token
+    that is exactly the label, as an in-process simulator reads the label's own token; labels missing from
+    a position's top-k share what its top-k does not cover, evenly; each row is renormalized over the
+    labels. All positions of a request at once: a feature has hundreds of slots of ~20 entries each, too
+    few for numpy one by one."""
     counts: list[int] = []
     values: list[Any] = []
     found: list[list[Any]] = []
@@ -160,13 +161,13 @@ def label_distributions(tops: list[dict | None], labels: list[str]) -> tuple[np.
     mass = np.where(missing, share[:, None], mass)
     total = mass.sum(axis=1, keepdims=True)
     uniform = np.full_like(mass, 1 / len(labels))
-    return np.where(total > 0, mass / np.where(total > 0, total, 1.0), uniform), int(n_missing.sum())
+    return np.where(total > 0, mass / np.where(total > 0, total, 1.0), uniform), n_missing
 
 
 def label_distribution(top: dict | None, labels: list[str]) -> tuple[np.ndarray, int]:
     """`label_distributions` at one position."""
     rows, missing = label_distributions([top], labels)
-    return rows[0], missing
+    return rows[0], int(missing[0])
 
 
 def choice_distribution(top: dict[str, float], choices: list[str]) -> np.ndarray | None:

@@ -1,14 +1,15 @@
 """A minimal OpenAI-compatible chat server on loopback, run as a real separate process, for testing the
-`openai` client path (retries, errors, usage) and for the concurrency benchmark.
+endpoint client (retries, errors, usage, what it sends) and for the concurrency benchmark.
 
-    python tools/testing/loopback_server.py PORT [--delay SECONDS] [--script FILE]
+    python tools/testing/loopback_server.py PORT [--delay SECONDS] [--script FILE] [--record FILE]
 
 Without --script every request gets "Yes" ("[1, 1, ...]" for a list of excerpts; an explanation when the
 prompt asks for one) after
 --delay seconds. A script is a JSON list of [status, body] pairs served in order to successive requests
 (then the default answer), so a test can make the server fail with 429 twice and then answer. A third
 element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a time, SECONDS apart;
-{"size": N} sends N bytes of filler instead (an endless-looking answer).
+{"size": N} sends N bytes of filler instead (an endless-looking answer). --record appends each
+request's path and the scheme of its Authorization header (never the credential) as a JSON line.
 """
 
 import argparse
@@ -26,7 +27,7 @@ def completion(text: str, model: str, prompt: str) -> dict:
                       "total_tokens": len(prompt.split()) + len(text.split())}}
 
 
-def serve(port: int, delay: float, script: list) -> None:
+def serve(port: int, delay: float, script: list, record: str = "") -> None:
     lock = threading.Lock()
     remaining = list(script)
 
@@ -64,6 +65,10 @@ def serve(port: int, delay: float, script: list) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with lock:
                 scripted = remaining.pop(0) if remaining else None
+                if record:
+                    with open(record, "a", encoding="utf-8") as recorded:
+                        scheme = (self.headers.get("Authorization") or "").split(" ")[0]
+                        recorded.write(json.dumps({"path": self.path, "auth": scheme}) + "\n")
             time.sleep(delay)
             if scripted is not None:
                 self.send(*scripted)
@@ -84,5 +89,6 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--script", help="JSON file: a list of [status, body] responses served first")
+    parser.add_argument("--record", default="", help="append each request's path and auth scheme to this file")
     args = parser.parse_args()
-    serve(args.port, args.delay, json.load(open(args.script)) if args.script else [])
+    serve(args.port, args.delay, json.load(open(args.script)) if args.script else [], args.record)

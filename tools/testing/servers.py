@@ -41,12 +41,14 @@ def running(command: list[str], health_url: str, timeout: float = 60.0):
 
 
 @contextmanager
-def stub_server(delay: float = 0.0, script: Path | None = None):
+def stub_server(delay: float = 0.0, script: Path | None = None, record: Path | None = None):
     """The loopback stub (tools/testing/loopback_server.py); yields its base URL."""
     port = free_port()
     command = [sys.executable, str(Path(__file__).with_name("loopback_server.py")), str(port), "--delay", str(delay)]
     if script is not None:
         command += ["--script", str(script)]
+    if record is not None:
+        command += ["--record", str(record)]
     with running(command, f"http://127.0.0.1:{port}/v1/models"):
         yield f"http://127.0.0.1:{port}/v1"
 

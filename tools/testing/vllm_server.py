@@ -137,8 +137,13 @@ class Engine:
         return tokens, rows
 
     def rule_answer(self, text: str) -> str:
-        """A judge's answer by the rule: one digit per numbered excerpt, or Yes/No for a single one."""
+        """An explainer's answer (the prompt ends asking for one): the rule's description and the first
+        marked token, a different text for each feature as a real LLM's would be. A judge's answer by the
+        rule: one digit per numbered excerpt, or Yes/No for a single one."""
         assert self.rule is not None
+        if text.rstrip().endswith("Explanation:"):
+            marked = re.search(r"<<(.+?)>>", text)
+            return f"{self.description}, as in '{marked.group(1).strip() if marked else ''}' and nearby words"
         described = self.description in text
         blocks = re.findall(r"<example (\d+)>\n(.*?)\n</example \1>", text, re.S)
         if blocks:
