@@ -28,7 +28,7 @@ import orjson
 
 from tools.errors import InterpError
 from tools.llm.interface import AgentTurn, ChoiceAnswer, Completion, LLMError, ToolRequest, Usage
-from tools.llm.logprobs import MalformedLogprobs, choice_distribution, number
+from tools.llm.logprobs import choice_distribution
 from tools.llm.transport import JSONPoster, StatusFailure, TooLarge, TransportFailure
 from tools.llm.urls import is_loopback, public_url
 
@@ -67,10 +67,15 @@ def token_tops(choice: dict) -> list[tuple[str, dict]] | None:
     """`logprobs.content[i]` of a chat choice as (token, {token: logprob}) for each answer token; None when
     absent or not in that shape (the judge then reads the answer's text, and says so)."""
     try:
-        return [(str(item["token"]), {str(entry["token"]): number(entry["logprob"], "top_logprobs")
-                                      for entry in item["top_logprobs"]})
-                for item in choice["logprobs"]["content"]] or None
-    except (KeyError, IndexError, TypeError, MalformedLogprobs):
+        tops = []
+        for item in choice["logprobs"]["content"]:
+            top = {entry["token"]: entry["logprob"] for entry in item["top_logprobs"]}
+            # checked a position at a time in C: a judge's listed answer has ~30 tokens of 20 entries
+            if not (set(map(type, top)) <= {str} and set(map(type, top.values())) <= {float, int}):
+                return None
+            tops.append((str(item["token"]), top))
+        return tops or None
+    except (KeyError, IndexError, TypeError):
         return None
 
 

@@ -6,9 +6,11 @@ assumed: slots follow the tabs of the listing (corpus tabs are shown as visible 
 after the prompt's prefix ends a token line), and a slot can be read only where its tab ends a token.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, cast
 
 import numpy as np
@@ -137,24 +139,28 @@ def label_distributions(tops: list[dict | None], labels: list[str]) -> tuple[np.
     labels. All positions of a request at once: a feature has hundreds of slots of ~20 entries each, too
     few for numpy one by one."""
     counts: list[int] = []
+    keys: list[Any] = []
     values: list[Any] = []
-    found: list[list[Any]] = []
-    for top in tops:
+    for top in tops:  # two C-level calls a position: no Python loop over its entries
         if top is None:
             raise MalformedLogprobs("a slot position has no log-probabilities")
         counts.append(len(top))
+        keys.extend(top)
         values.extend(top.values())
-        found.append([top.get(label, math.nan) for label in labels])
     bad = set(map(type, values)) - {float, int}  # bool is neither
     if bad:
         raise MalformedLogprobs(f"a log-probability is {min(kind.__name__ for kind in bad)}, expected a number")
     listed_logprobs = np.asarray(values, dtype=np.float64)
-    label_logprobs = np.asarray(found, dtype=np.float64).reshape(len(tops), len(labels))
     if np.isnan(listed_logprobs).any():
         raise MalformedLogprobs("a log-probability is not a number")
     owners = np.repeat(np.arange(len(tops)), counts)
-    listed = np.bincount(owners, weights=np.exp(np.minimum(listed_logprobs, 0.0)), minlength=len(tops))
-    mass = np.exp(np.minimum(np.nan_to_num(label_logprobs, nan=-np.inf), 0.0))
+    entry_mass = np.exp(np.minimum(listed_logprobs, 0.0))
+    listed = np.bincount(owners, weights=entry_mass, minlength=len(tops))
+    column = {label: index for index, label in enumerate(labels)}
+    columns = np.fromiter(map(column.get, keys, repeat(-1, len(keys))), dtype=np.int64, count=len(keys))
+    is_label = columns >= 0
+    mass = np.zeros((len(tops), len(labels)))
+    mass[owners[is_label], columns[is_label]] = entry_mass[is_label]
     missing = mass == 0
     n_missing = missing.sum(axis=1)
     share = np.maximum(0.0, 1.0 - listed) / np.maximum(n_missing, 1)
@@ -175,10 +181,18 @@ def choice_distribution(top: dict[str, float], choices: list[str]) -> np.ndarray
     lower-cased, it starts the choice ('Y' and ' yes' for 'Yes'); a token that starts two choices counts for
     none. None when no listed token starts any choice."""
     mass = np.zeros(len(choices))
-    lowered = [choice.lower() for choice in choices]
+    key = tuple(choices)
     for text, logprob in top.items():
-        word = text.strip().lower()
-        matches = [i for i, choice in enumerate(lowered) if word and choice.startswith(word)]
-        if len(matches) == 1:
-            mass[matches[0]] += math.exp(logprob)
+        index = choice_of(text, key)
+        if index is not None:
+            mass[index] += math.exp(logprob)
     return mass / mass.sum() if mass.sum() > 0 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def choice_of(token: str, choices: tuple[str, ...]) -> int | None:
+    """The one choice `token` starts (see `choice_distribution`), else None. Cached: judges see the same few
+    hundred tokens in every answer's top-k."""
+    word = token.strip().lower()
+    matches = [i for i, choice in enumerate(choices) if word and choice.lower().startswith(word)]
+    return matches[0] if len(matches) == 1 else None
