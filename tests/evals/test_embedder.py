@@ -1,6 +1,10 @@
 """The embedder behind the embedding scorer and search keeps vectors by text, so excerpts that many
 features share (their windows repeat) are embedded once."""
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -37,3 +41,38 @@ def test_the_cache_keeps_only_the_most_recent_texts(embedder, monkeypatch):
     embedder.embed(["one"])  # "one" is now the most recent
     embedder.embed(["three"])
     assert list(embedder._cache) == ["one", "three"]
+
+
+def test_texts_asked_for_while_a_batch_runs_go_together_in_the_next(embedder, monkeypatch):
+    """Workers scoring different features at once: the first call embeds alone; the seven that arrive
+    while it runs share one forward pass, and every caller gets its own texts' vectors."""
+    embedder._cache.clear()
+    started = threading.Event()
+    asked: list[list[str]] = []
+    encode = embedder.model.encode
+
+    def slow_encode(batch, **kw):
+        asked.append(list(batch))
+        started.set()
+        time.sleep(1.0 if len(asked) == 1 else 0)
+        return encode(batch, **kw)
+
+    monkeypatch.setattr(embedder.model, "encode", slow_encode)
+    texts = [[f"feature {i} excerpt", "a shared excerpt"] for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(embedder.embed, texts[0])
+        started.wait()
+        rest = list(pool.map(embedder.embed, texts[1:]))
+    assert len(asked) == 2 and sorted(asked[1]) == sorted({t for pair in texts[1:] for t in pair})
+    direct = encode([t for pair in texts for t in pair], normalize_embeddings=True, convert_to_numpy=True)
+    for got, want in zip([first.result(), *rest], direct.reshape(8, 2, -1), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_failed_batch_fails_every_caller_waiting_on_it_and_the_next_batch_runs(embedder, monkeypatch):
+    embedder._cache.clear()
+    monkeypatch.setattr(embedder.model, "encode", lambda batch, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        embedder.embed(["anything"])
+    monkeypatch.undo()
+    assert embedder.embed(["anything"]).shape == (1, embedder.dim)
