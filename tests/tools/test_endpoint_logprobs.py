@@ -127,3 +127,24 @@ def test_a_malformed_logprobs_answer_fails_that_feature_in_one_line(tmp_path, an
         with pytest.raises(LLMError, match="malformed|slots|logprobs|log-probability") as failed:
             slots.slot_probabilities_batch("p\n", [["a\t", "?\n<end>"]], ["0", "1"])
     assert "\n" not in str(failed.value)
+
+
+def test_the_rule_servers_split_tokenizing_gives_the_tokens_of_the_whole_prompt(bpe_model):
+    """The rule mode tokenizes a prompt's instructions and its listing apart (each once, kept): that must not
+    change a token, or a benchmark's slots would move."""
+    from tools.testing.vllm_server import Engine
+
+    engine = Engine(str(bpe_model), *RULE[1::2])
+    simulator = AllAtOnceSimulator(LocalLLM(load_subject_model(str(bpe_model), device="cpu"), "local:tiny"))
+    listings = [[" the", " cat", "\t", " paris", "\n\n", " é", "  ", "<start>", "."], ["paris"], [" ", "?"]]
+    for explanation in ("the word paris", "tabs\tand\nnewlines  <start> inside"):
+        for tokens in listings:
+            prompt = simulator.prefix(explanation) + "".join(simulator.listing(tokens))
+            whole = engine.encode(prompt)
+            part = engine.rule_prompt(prompt)
+            assert part.ids == whole.ids and part.starts == [start for start, _ in whole.offsets]
+            assert len(part.kinds) == len(part.ids)
+        described = explanation == "the word paris"
+        assert ("fires" in engine.rule_prompt(prompt).kinds) is False  # the last listing holds no paris
+        first_alone = engine.rule_prompt(simulator.prefix(explanation) + "".join(simulator.listing(["paris"])))
+        assert ("fires" in first_alone.kinds) is described and ("uniform" in first_alone.kinds) is not described

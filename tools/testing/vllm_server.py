@@ -21,7 +21,8 @@ since no vLLM runs on these machines.
   a list of digits ([1, 0]) for numbered excerpts, each answer token at 0.8 against its opposite.
   The model's logits are not computed at all in that mode, and a prompt's rows are one of four kinds
   (any token, a slot that fires, one that does not, one without the description) whose top-k is built
-  once, so it answers at once (for benchmarks); MODEL_FOLDER then needs only a tokenizer.
+  once, and a prompt's instructions and listing are each tokenized once and kept (excerpts repeat across
+  features), so it answers at once (for benchmarks); MODEL_FOLDER then needs only a tokenizer.
 - `--record FILE`: every request appended as a JSON line, so a benchmark can replay exactly what was sent.
 """
 
@@ -29,8 +30,10 @@ import argparse
 import math
 import re
 import threading
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from itertools import accumulate
+from typing import Any, NamedTuple, cast
 
 import orjson
 import torch
@@ -41,6 +44,17 @@ from tools.testing.json_answers import send_json
 FEATURES = ("prompt_logprobs", "echo", "chat_logprobs", "completions")
 Row = torch.Tensor | dict[int, float]
 """A next-token distribution: the model's log-probabilities over the vocabulary, or a rule's tokens above -30."""
+CACHED_PARTS = 4096
+"""Prompt parts whose tokens and row kinds the rule mode keeps: a feature's prompts share their instructions
+and explanation, and excerpts repeat across features."""
+
+
+class Part(NamedTuple):
+    """A piece of a prompt, tokenized: its ids, each token's start within the piece, and the kind of the row
+    after each token (the rule mode's)."""
+    ids: list[int]
+    starts: list[int]
+    kinds: list[str]
 
 
 class Engine:
@@ -60,6 +74,8 @@ class Engine:
         self.kinds = self.rule_kinds() if rule else {}
         self.tops: dict[tuple[str, int], list[tuple[int, float]]] = {}
         self.fragments: dict[tuple[str, int], orjson.Fragment] = {}
+        self.parts: OrderedDict[tuple[str, bool, bool], Part] = OrderedDict()
+        self.chat_entries: dict[tuple, dict] = {}
 
     def rule_kinds(self) -> dict[str, dict[int, float]]:
         """The next-token distributions the rule gives, as the tokens that are not at -30: any token
@@ -98,14 +114,13 @@ class Engine:
             logits = self.model(torch.tensor([ids])).logits[0].float()
         return torch.log_softmax(logits, dim=-1)
 
-    def rule_row_kinds(self, offsets: list[tuple[int, int]], text: str) -> list[str]:
-        """The kind of row i (the distribution of the token after tokens[:i+1]), from each token's offsets."""
-        listing = text.rfind("<start>")
-        described = self.description in text
+    def rule_row_kinds(self, offsets: list[tuple[int, int]], text: str, listing: bool, described: bool) -> list[str]:
+        """The kind of row i (the distribution of the token after tokens[:i+1]), from each token's offsets:
+        only a tab inside the listing (`listing`: `text` is the part from its `<start>` on) is a slot."""
         assert self.rule is not None
         kinds = []
         for start, end in offsets:
-            if end == start or start < listing or not text[start:end].endswith("\t"):
+            if not listing or end == start or not text[start:end].endswith("\t"):
                 kinds.append("any")
             elif not described:
                 kinds.append("uniform")
@@ -113,6 +128,33 @@ class Engine:
                 line = text[text.rfind("\n", 0, start) + 1:start]
                 kinds.append("fires" if self.rule.search(line) else "quiet")
         return kinds
+
+    def rule_prompt(self, text: str) -> Part:
+        """A prompt's tokens and row kinds, from its part before the last `<start>` and the part from there
+        on, each tokenized once and kept: the split falls where the pre-tokenizer splits anyway (a newline
+        before "<"), so the tokens are those of the whole text (tests/tools/test_endpoint_logprobs.py)."""
+        cut, described = text.rfind("<start>"), self.description in text
+        if cut <= 0:  # no listing to split off: every tab is a slot
+            return self.rule_part(text, True, True, described)
+        head, tail = self.rule_part(text[:cut], True, False, described), self.rule_part(text[cut:], False, True,
+                                                                                          described)
+        return Part(head.ids + tail.ids, head.starts + [cut + start for start in tail.starts], head.kinds + tail.kinds)
+
+    def rule_part(self, text: str, special: bool, listing: bool, described: bool) -> Part:
+        key = (text, special, described)
+        with self.lock:
+            part = self.parts.get(key)
+            if part is not None:
+                self.parts.move_to_end(key)
+                return part
+        encoded = self.encode(text, special)
+        part = Part(encoded.ids, [start for start, _ in encoded.offsets],
+                    self.rule_row_kinds(encoded.offsets, text, listing, described))
+        with self.lock:
+            self.parts[key] = part
+            while len(self.parts) > CACHED_PARTS:
+                self.parts.popitem(last=False)
+        return part
 
     def generate(self, ids: list[int], text: str, max_tokens: int) -> tuple[list[int], list[Row]]:
         """Greedy tokens and, for each, the distribution it was chosen from."""
@@ -171,10 +213,7 @@ class Engine:
     def legacy_logprobs(self, shown: list[int], chosen: list, tops: list) -> dict:
         """The legacy `logprobs` object: the shown tokens' texts, where each starts, and their log-probabilities."""
         tokens = [self.pieces[t] for t in shown]
-        offsets, at = [], 0
-        for token in tokens:
-            offsets.append(at)
-            at += len(token)
+        offsets = [0, *accumulate(map(len, tokens))][:-1]
         return {"tokens": tokens, "text_offset": offsets, "token_logprobs": chosen, "top_logprobs": tops}
 
     def generated_choice(self, index: int, ids: list[int], prompt: str,
@@ -226,14 +265,15 @@ class Engine:
                                without: set[str]) -> tuple[dict, int, int]:
         """`completion_choice` by the rule, with no row of the vocabulary's size per token: each prompt
         position's top-k is its kind's, and the legacy entries are serialized once per kind."""
-        encoded = self.encode(prompt)
-        ids, kinds = encoded.ids, self.rule_row_kinds(encoded.offsets, prompt)[:-1]
+        part = self.rule_prompt(prompt)
+        ids, kinds = part.ids, part.kinds[:-1]
         new, new_rows, text, choice = self.generated_choice(index, ids, prompt, request)
         k = request.get("logprobs")
         echo = bool(request.get("echo")) and "echo" not in without
         if k is not None:
             shown = (ids if echo else []) + new
-            tops: list = [None] + [self.echo_top(kind, k) for kind in kinds] if echo else []
+            fragments = {kind: self.echo_top(kind, k) for kind in self.kinds}
+            tops: list = [None, *map(fragments.__getitem__, kinds)] if echo else []
             chosen = [None] + [self.kinds[kind].get(token, -30.0) for kind, token in zip(kinds, ids[1:], strict=True)] \
                 if echo else []
             for token, row in zip(new, new_rows, strict=True):
@@ -275,14 +315,23 @@ class Engine:
         if request.get("logprobs") and "chat_logprobs" not in without:
             k = int(request.get("top_logprobs") or 0)
 
-            def entry(token: int, value: float) -> dict:
-                text = self.decode(token)
-                return {"token": text, "logprob": value, "bytes": list(text.encode())}
-
-            choice["logprobs"] = {"content": [entry(t, self.value(r, t)) | {"top_logprobs": [entry(i, v)
-                                                                                         for i, v in self.top(r, k)]}
-                                              for t, r in zip(new, rows, strict=True)]}
+            choice["logprobs"] = {"content": [self.chat_entry(t, r, k) for t, r in zip(new, rows, strict=True)]}
         return choice, len(ids), len(new)
+
+
+    def chat_entry(self, token: int, row: Row, k: int) -> dict:
+        """An answer token's `logprobs.content` entry with its top k; a rule's are kept (answers repeat them)."""
+        def entry(token: int, value: float) -> dict:
+            text = self.decode(token)
+            return {"token": text, "logprob": value, "bytes": list(text.encode())}
+
+        if isinstance(row, torch.Tensor):
+            return entry(token, self.value(row, token)) | {"top_logprobs": [entry(i, v) for i, v in self.top(row, k)]}
+        key = (token, tuple(row.items()), k)
+        if key not in self.chat_entries:
+            self.chat_entries[key] = entry(token, self.value(row, token)) | {
+                "top_logprobs": [entry(i, v) for i, v in self.top(row, k)]}
+        return self.chat_entries[key]
 
 
 def error(status: int, message: str, kind: str = "BadRequestError") -> tuple[int, dict]:
