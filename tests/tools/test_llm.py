@@ -182,6 +182,22 @@ def test_a_huge_answer_is_refused_without_reading_it_all(tmp_path):
         assert time.monotonic() - started < 10
 
 
+def test_answers_without_a_length_or_compressed_are_read_whole_and_capped(tmp_path):
+    """Answers of a known size are read in one piece; the others (no Content-Length, gzip) by chunks, the
+    cap counted on what they decode to."""
+    body = json.dumps({"choices": [{"message": {"content": "x" * 100_000}}]})
+    bomb = json.dumps({"choices": [{"message": {"content": "0" * 20 * 2**20}}]})
+    with scripted_server(tmp_path, [[200, body, {"unsized": True}], [200, body, {"gzip": True}],
+                                    [200, bomb, {"gzip": True}], [200, "", {"size": 200 * 2**20, "unsized": True}]]) \
+            as url:
+        chat = OpenAIChat("stub", base_url=url, max_retries=0, timeout=30)
+        assert chat.chat(HELLO, 5).text == "x" * 100_000
+        assert chat.chat(HELLO, 5).text == "x" * 100_000
+        for _ in range(2):
+            with pytest.raises(LLMError, match="sent an answer over 8 MiB; refused"):
+                chat.chat(HELLO, 5)
+
+
 def test_a_malformed_answer_fails_one_feature_not_the_run(tmp_path, catalog):  # noqa: F811
     ok = {"choices": [{"message": {"content": "OK"}}]}
     broken = {"choices": [{"index": 0}]}

@@ -39,35 +39,37 @@ ANSWERS_BYTES = 4 * 2**20
 
 
 class ParserPool:
-    """simdjson parsers kept for reuse. A fresh parser allocates buffers several times the answer's size
-    and the kernel faults them in page by page: for a feature's 2.3 MB answer that doubled the parse
-    (~4.5 -> ~9 ms). A parser's document lives as long as anything read from it, and answers are parsed on
-    many threads at once, so each parse takes a parser of its own from here and gives it back only after
-    everything read from it is gone; at most `keep` are kept (a parser holds the largest answer it read)."""
+    """A few simdjson parsers, each reused, and parsing waits for a free one. A fresh parser allocates
+    buffers several times the answer's size and the kernel faults them in page by page: for a feature's
+    2.6 MB answer that doubled the parse (~4.5 -> ~9 ms). A parser's document lives as long as anything
+    read from it, so a parser goes back only after `extract` is done. Parsing holds the GIL, so more
+    parsers than cores buy nothing; with one per call in flight (64) a run made hundreds of fresh ones
+    (~800 page faults a feature) and kept their memory."""
 
-    def __init__(self, keep: int = 8):
-        self.free: queue.SimpleQueue[simdjson.Parser] = queue.SimpleQueue()
-        self.keep = keep
+    def __init__(self, size: int = 4):
+        self.free: queue.SimpleQueue[simdjson.Parser | None] = queue.SimpleQueue()
+        for _ in range(size):
+            self.free.put(None)  # made when first needed
 
     def read(self, body: bytes, extract: Callable[[simdjson.Object], Extracted]) -> Extracted:
         """`extract` of the parsed answer, which must return only plain Python values (nothing of the
-        document), so the parser can be reused; one that keeps a document alive gets a fresh parser next."""
+        document), so the parser can be reused; one whose document something still holds is replaced."""
+        parser = self.free.get()
         try:
-            parser = self.free.get_nowait()
-        except queue.Empty:
-            parser = simdjson.Parser()
-        try:
-            document = parser.parse(body)
-        except RuntimeError:  # something still holds this parser's last document
-            parser = simdjson.Parser()
-            document = parser.parse(body)
-        if not isinstance(document, simdjson.Object):
-            raise MalformedLogprobs("the answer is not a JSON object")
-        result = extract(document)
-        del document
-        if self.free.qsize() < self.keep:
+            if parser is None:
+                parser = simdjson.Parser()
+            try:
+                document = parser.parse(body)
+            except RuntimeError:  # something still holds this parser's last document
+                parser = simdjson.Parser()
+                document = parser.parse(body)
+            if not isinstance(document, simdjson.Object):
+                raise MalformedLogprobs("the answer is not a JSON object")
+            result = extract(document)
+            del document
+            return result
+        finally:
             self.free.put(parser)
-        return result
 
 
 PARSERS = ParserPool()

@@ -8,11 +8,14 @@ prompt asks for one) after
 --delay seconds. A script is a JSON list of [status, body] pairs served in order to successive requests
 (then the default answer), so a test can make the server fail with 429 twice and then answer. A third
 element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a time, SECONDS apart;
-{"size": N} sends N bytes of filler instead (an endless-looking answer). --record appends each
+{"size": N} sends N bytes of filler instead (an endless-looking answer); {"gzip": true} compresses it
+(Content-Encoding: gzip); {"unsized": true} leaves out Content-Length (the body ends when the connection
+closes). --record appends each
 request's path and the scheme of its Authorization header (never the credential) as a JSON line.
 """
 
 import argparse
+import gzip
 import json
 import re
 import threading
@@ -38,10 +41,15 @@ def serve(port: int, delay: float, script: list, record: str = "") -> None:
         def send(self, status: int, body, how: dict | None = None) -> None:
             how = how or {}
             data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            if how.get("gzip"):
+                data = gzip.compress(data)
             size = how.get("size", len(data))
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(size))
+            if how.get("gzip"):
+                self.send_header("Content-Encoding", "gzip")
+            if not how.get("unsized"):
+                self.send_header("Content-Length", str(size))
             self.end_headers()
             try:
                 if "size" in how:
