@@ -260,7 +260,7 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                     bar.update(writer.flush())
                     minutes = (time.monotonic() - started) / 60
                     bar.set_postfix_str(f"{bar.n / minutes:.1f} features/min, {totals.usage.total:,} LLM tokens")
-                writer.release_unless_busy()
+                writer.release_if_held()
                 if not in_flight:
                     break
                 done, _ = wait(in_flight, timeout=writer.seconds_to_due(), return_when=FIRST_COMPLETED)

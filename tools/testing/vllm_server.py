@@ -179,13 +179,15 @@ class Engine:
         return tokens, rows
 
     def rule_answer(self, text: str) -> str:
-        """An explainer's answer (the prompt ends asking for one): the rule's description and the first
-        marked token, a different text for each feature as a real LLM's would be. A judge's answer by the
-        rule: one digit per numbered excerpt, or Yes/No for a single one."""
+        """An explainer's answer (the prompt ends asking for one): the rule's description, the first marked
+        words and how many differ, nearly always a text of its own for each feature as a real LLM's is (so
+        the explanations' embeddings for search are computed, not found in the embedder's cache). A judge's
+        answer by the rule: one digit per numbered excerpt, or Yes/No for a single one."""
         assert self.rule is not None
         if text.rstrip().endswith("Explanation:"):
-            marked = re.search(r"<<(.+?)>>", text)
-            return f"{self.description}, as in '{marked.group(1).strip() if marked else ''}' and nearby words"
+            marked = list(dict.fromkeys(token.strip() for token in re.findall(r"<<(.+?)>>", text)))
+            shown = " and ".join(f"'{token}'" for token in marked[:3])
+            return f"{self.description}, as in {shown or 'nothing'}, one of {len(marked)} marked words"
         described = self.description in text
         blocks = re.findall(r"<example (\d+)>\n(.*?)\n</example \1>", text, re.S)
         if blocks:
