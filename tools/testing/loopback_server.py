@@ -10,8 +10,8 @@ prompt asks for one) after
 element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a time, SECONDS apart;
 {"size": N} sends N bytes of filler instead (an endless-looking answer); {"gzip": true} compresses it
 (Content-Encoding: gzip); {"unsized": true} leaves out Content-Length (the body ends when the connection
-closes). --record appends each
-request's path and the scheme of its Authorization header (never the credential) as a JSON line.
+closes). --record appends each request's path and the scheme of its Authorization header (never the
+credential) as a JSON line.
 """
 
 import argparse

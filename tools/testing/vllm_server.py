@@ -320,20 +320,19 @@ class Engine:
             choice["logprobs"] = {"content": [self.chat_entry(t, r, k) for t, r in zip(new, rows, strict=True)]}
         return choice, len(ids), len(new)
 
-
     def chat_entry(self, token: int, row: Row, k: int) -> dict:
         """An answer token's `logprobs.content` entry with its top k; a rule's are kept (answers repeat them)."""
         def entry(token: int, value: float) -> dict:
             text = self.decode(token)
             return {"token": text, "logprob": value, "bytes": list(text.encode())}
 
-        if isinstance(row, torch.Tensor):
-            return entry(token, self.value(row, token)) | {"top_logprobs": [entry(i, v) for i, v in self.top(row, k)]}
-        key = (token, tuple(row.items()), k)
-        if key not in self.chat_entries:
-            self.chat_entries[key] = entry(token, self.value(row, token)) | {
-                "top_logprobs": [entry(i, v) for i, v in self.top(row, k)]}
-        return self.chat_entries[key]
+        key = None if isinstance(row, torch.Tensor) else (token, tuple(row.items()), k)
+        made = self.chat_entries.get(key) if key is not None else None
+        if made is None:
+            made = entry(token, self.value(row, token)) | {"top_logprobs": [entry(i, v) for i, v in self.top(row, k)]}
+            if key is not None:
+                self.chat_entries[key] = made
+        return made
 
 
 def error(status: int, message: str, kind: str = "BadRequestError") -> tuple[int, dict]:
