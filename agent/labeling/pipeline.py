@@ -11,9 +11,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from agent.labeling.backends import Backends, Labeler, LLMFactory, build_labeler, model_side, output_evidence, roles
 from agent.labeling.config import LabelConfig
 from agent.labeling.explainers import Explainer, OutputExplainer, RecordedExplainer
+from agent.labeling.process_tuning import fewer_collections, torch_threads
 from agent.labeling.records import corpus_counts, read_records, special_token_ids
 from agent.labeling.rows import label_feature
 from agent.labeling.writer import LabelWriter, Totals
@@ -168,20 +168,6 @@ def prepare(config: LabelConfig, feature_set_ref: str, catalog_path: Path, llm_f
     return Prepared(set_id, targets, special, labeler, work, corpus, 1 if only_embedder else None)
 
 
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """torch's CPU threads set to `count` for the block (None: unchanged)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, progress: bool = True,
               llm_factory: LLMFactory | None = None, explainer: Explainer | None = None,
               ray: "RaySettings | None" = None) -> LabelResult:
@@ -218,7 +204,7 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
                 assert ray is not None
                 return RayPool(config, ray, prepared.corpus, config.effective_concurrency())
 
-            with torch_threads(prepared.torch_threads):
+            with torch_threads(prepared.torch_threads), fewer_collections():
                 label_all(config, catalog_path, set_id, special, labeler, work, run_id, totals, progress,
                           actors if ray is not None else threads)
     except (Interrupted, KeyboardInterrupt):
