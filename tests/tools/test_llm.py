@@ -237,3 +237,29 @@ def test_credentials_in_the_endpoint_url_are_never_stored_or_shown(tmp_path):
         assert "hunter2" not in llm.name and llm.chat(HELLO, 3).text
     config = LabelConfig(llm="openai:stub", base_url=secret)
     assert "hunter2" not in json.dumps(config.recorded())
+
+
+def judge_answer(content: list) -> bytes:
+    return json.dumps({"choices": [{"message": {"content": "Yes"}, "logprobs": {"content": content}}],
+                       "usage": {"prompt_tokens": 4, "completion_tokens": 1}}).encode()
+
+
+def alternative(token: str, logprob: float) -> dict:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def test_a_chat_answers_token_log_probabilities_are_read_and_any_other_shape_falls_back_to_its_text():
+    """OpenAI's chat shape, each alternative with its bytes, gives (token, {token: logprob}) per answer token;
+    a shape we do not know gives None (the judge reads the text instead) but the answer itself still reads."""
+    from tools.llm.endpoint import parse_answer
+
+    read = parse_answer(judge_answer([{"token": "Yes", "logprob": -0.1, "bytes": [89, 101, 115],
+                                       "top_logprobs": [alternative("Yes", -0.1), alternative("No", -2.5)]}]))
+    assert (read.text, read.usage.total) == ("Yes", 5)
+    assert read.token_tops == [("Yes", {"Yes": -0.1, "No": -2.5})]
+    for content in ([], [{"token": "Yes"}], [{"token": 3, "top_logprobs": []}], [7],
+                    [{"token": "Yes", "top_logprobs": [alternative("Yes", -0.1), 5]}],
+                    [{"token": "Yes", "top_logprobs": [{"token": "Yes", "logprob": "high"}]}],
+                    [{"token": "Yes", "top_logprobs": [{"logprob": -0.1}]}]):
+        answer = parse_answer(judge_answer(content))
+        assert (answer.text, answer.token_tops) == ("Yes", None), content

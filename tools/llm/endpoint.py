@@ -25,9 +25,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+import simdjson
 
 from tools.errors import InterpError
 from tools.llm.interface import AgentTurn, ChoiceAnswer, Completion, LLMError, ToolRequest, Usage
+from tools.llm.json_documents import PARSERS, plain
 from tools.llm.logprobs import choice_distribution
 from tools.llm.transport import JSONPoster, StatusFailure, TooLarge, TransportFailure
 from tools.llm.urls import is_loopback, public_url
@@ -63,20 +65,31 @@ def usage_of(data: Any) -> Usage:
     return Usage()
 
 
-def token_tops(choice: dict) -> list[tuple[str, dict]] | None:
-    """`logprobs.content[i]` of a chat choice as (token, {token: logprob}) for each answer token; None when
-    absent or not in that shape (the judge then reads the answer's text, and says so)."""
-    try:
-        tops = []
-        for item in choice["logprobs"]["content"]:
-            top = {entry["token"]: entry["logprob"] for entry in item["top_logprobs"]}
-            # checked a position at a time in C: a judge's listed answer has ~30 tokens of 20 entries
-            if not (set(map(type, top)) <= {str} and set(map(type, top.values())) <= {float, int}):
-                return None
-            tops.append((str(item["token"]), top))
-        return tops or None
-    except (KeyError, IndexError, TypeError):
+def token_tops(logprobs: object) -> list[tuple[str, dict]] | None:
+    """A chat choice's `logprobs.content[i]`, left in the answer's document, as (token, {token: logprob})
+    for each answer token; None when absent or not in that shape (the judge then reads the answer's text,
+    and says so). Only the tokens' texts and log-probabilities become Python objects: a judge's listed
+    answer has ~30 tokens of 20 alternatives, each with its bytes as a list of numbers, and making all of
+    them (orjson did) was most of a judge's parsing and most of the collector's work in a label run."""
+    content = logprobs.get("content") if isinstance(logprobs, simdjson.Object) else None
+    if not isinstance(content, simdjson.Array):
         return None
+    tops = []
+    for item in content:
+        if not isinstance(item, simdjson.Object):
+            return None
+        token, entries = item.get("token"), item.get("top_logprobs")
+        if not isinstance(entries, simdjson.Array) or not isinstance(token, str):
+            return None
+        listed = [entry for entry in entries if isinstance(entry, simdjson.Object)]
+        top = dict(zip([entry.get("token") for entry in listed], [entry.get("logprob") for entry in listed],
+                       strict=True))
+        # checked a position at a time in C: a judge's listed answer has ~30 tokens of 20 entries
+        if len(listed) != len(entries) or not set(map(type, top)) <= {str} \
+                or not set(map(type, top.values())) <= {float, int}:
+            return None
+        tops.append((token, top))
+    return tops or None
 
 
 def required(container: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -88,11 +101,19 @@ def required(container: Any, key: str, kind: type | tuple[type, ...], where: str
 
 def parse_answer(body: bytes) -> ChatAnswer:
     """The first choice of a chat completion, every field checked; ValueError names the first bad one."""
-    data = orjson.loads(body)
-    choices = required(data, "choices", list, "answer")
-    if not choices:
+    return PARSERS.read(body, chat_answer)
+
+
+def chat_answer(data: simdjson.Object) -> ChatAnswer:
+    choices = data.get("choices")
+    if not isinstance(choices, simdjson.Array):
+        raise ValueError(f"answer.choices is {type(plain(choices)).__name__}, expected list")
+    if not len(choices):
         raise ValueError("it returned no choices")
-    message = required(choices[0], "message", dict, "choices[0]")
+    first = choices[0]
+    choice = {key: plain(value) for key, value in first.items() if key != "logprobs"} \
+        if isinstance(first, simdjson.Object) else plain(first)
+    message = required(choice, "message", dict, "choices[0]")
     content = required(message, "content", (str, type(None)), "message")
     calls = []
     for index, call in enumerate(required(message, "tool_calls", (list, type(None)), "message") or []):
@@ -100,7 +121,8 @@ def parse_answer(body: bytes) -> ChatAnswer:
         calls.append(ToolRequest(str(required(call, "id", (str, int), f"tool_calls[{index}]")),
                                  required(function, "name", str, "function"),
                                  required(function, "arguments", (str, type(None)), "function") or "{}"))
-    return ChatAnswer(content or "", calls, usage_of(data), token_tops(choices[0]))
+    logprobs = first.get("logprobs") if isinstance(first, simdjson.Object) else None
+    return ChatAnswer(content or "", calls, usage_of({"usage": plain(data.get("usage"))}), token_tops(logprobs))
 
 
 def server_message(status: int, body: bytes) -> str:

@@ -10,15 +10,14 @@ go in one request (the completions API takes a list of prompts), up to `batch` p
 one prefix, so the server's prefix cache computes the instructions once.
 """
 
-import queue
 from collections.abc import Callable
-from typing import TypeVar
 
 import simdjson
 
 from tools.errors import InterpError
 from tools.llm.endpoint import MAX_RESPONSE_BYTES, TOP_LOGPROBS, OpenAIChat, usage_of
 from tools.llm.interface import LLMError, SlotProbabilities, Usage
+from tools.llm.json_documents import PARSERS, Extracted
 from tools.llm.logprobs import (
     MalformedLogprobs,
     PromptTokens,
@@ -33,46 +32,8 @@ LABELS = [str(i) for i in range(11)]
 PROBE = "Levels:\n" + "".join(f"x\t{label}\n" for label in LABELS)
 """Every label after a tab, as slots put them: shows whether the endpoint returns prompt log-probabilities
 and which labels its tokenizer keeps as one token."""
-Extracted = TypeVar("Extracted")
 ANSWERS_BYTES = 4 * 2**20
 """Per prompt and 20 entries a token: a 1,000-token prompt is about 1 MiB in vLLM's shape."""
-
-
-class ParserPool:
-    """A few simdjson parsers, each reused, and parsing waits for a free one. A fresh parser allocates
-    buffers several times the answer's size and the kernel faults them in page by page: for a feature's
-    2.6 MB answer that doubled the parse (~4.5 -> ~9 ms). A parser's document lives as long as anything
-    read from it, so a parser goes back only after `extract` is done. Parsing holds the GIL, so more
-    parsers than cores buy nothing; with one per call in flight (64) a run made hundreds of fresh ones
-    (~800 page faults a feature) and kept their memory."""
-
-    def __init__(self, size: int = 4):
-        self.free: queue.SimpleQueue[simdjson.Parser | None] = queue.SimpleQueue()
-        for _ in range(size):
-            self.free.put(None)  # made when first needed
-
-    def read(self, body: bytes, extract: Callable[[simdjson.Object], Extracted]) -> Extracted:
-        """`extract` of the parsed answer, which must return only plain Python values (nothing of the
-        document), so the parser can be reused; one whose document something still holds is replaced."""
-        parser = self.free.get()
-        try:
-            if parser is None:
-                parser = simdjson.Parser()
-            try:
-                document = parser.parse(body)
-            except RuntimeError:  # something still holds this parser's last document
-                parser = simdjson.Parser()
-                document = parser.parse(body)
-            if not isinstance(document, simdjson.Object):
-                raise MalformedLogprobs("the answer is not a JSON object")
-            result = extract(document)
-            del document
-            return result
-        finally:
-            self.free.put(parser)
-
-
-PARSERS = ParserPool()
 
 
 def parsed_choices(data: simdjson.Object, count: int,
