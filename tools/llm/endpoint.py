@@ -111,8 +111,8 @@ def chat_answer(data: simdjson.Object) -> ChatAnswer:
     if not len(choices):
         raise ValueError("it returned no choices")
     first = choices[0]
-    choice = {key: plain(value) for key, value in first.items() if key != "logprobs"} \
-        if isinstance(first, simdjson.Object) else plain(first)
+    # Only the message is made Python values: Object.items() would make the log-probabilities too.
+    choice = {"message": plain(first.get("message"))} if isinstance(first, simdjson.Object) else plain(first)
     message = required(choice, "message", dict, "choices[0]")
     content = required(message, "content", (str, type(None)), "message")
     calls = []
