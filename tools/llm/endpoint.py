@@ -58,8 +58,9 @@ class ChatAnswer:
         return self.token_tops[0][1] if self.token_tops else None
 
 
-def usage_of(data: Any) -> Usage:
-    usage = data.get("usage") if isinstance(data, dict) else None
+def usage_of(answer: simdjson.Object) -> Usage:
+    """The answer's token counts (both kinds of answer carry them alike); none when it sends no usage."""
+    usage = plain(answer.get("usage"))
     if isinstance(usage, dict):
         return Usage(required(usage, "prompt_tokens", int, "usage"), required(usage, "completion_tokens", int, "usage"))
     return Usage()
@@ -122,7 +123,7 @@ def chat_answer(data: simdjson.Object) -> ChatAnswer:
                                  required(function, "name", str, "function"),
                                  required(function, "arguments", (str, type(None)), "function") or "{}"))
     logprobs = first.get("logprobs") if isinstance(first, simdjson.Object) else None
-    return ChatAnswer(content or "", calls, usage_of({"usage": plain(data.get("usage"))}), token_tops(logprobs))
+    return ChatAnswer(content or "", calls, usage_of(data), token_tops(logprobs))
 
 
 def server_message(status: int, body: bytes) -> str:

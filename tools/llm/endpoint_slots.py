@@ -50,9 +50,7 @@ def parsed_choices(data: simdjson.Object, count: int,
         value = choice.get("index", 0)
         return value if isinstance(value, int) else 0
 
-    usage = data.get("usage")
-    return [read(choice) for choice in sorted(choices, key=index)], \
-        usage_of({"usage": usage.as_dict()} if isinstance(usage, simdjson.Object) else {})
+    return [read(choice) for choice in sorted(choices, key=index)], usage_of(data)
 
 
 class EndpointSlots:
