@@ -25,14 +25,15 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 @contextmanager
 def fewer_collections(young_every: int = YOUNG_COLLECTION_EVERY) -> Iterator[None]:
-    """The collector spared what setup built and the run's churn. A feature's answers make ~20k short-lived
-    containers (parsed JSON, log-probability tables, records), nearly all freed by reference counting,
-    so at the default threshold the collector ran ~3 young and a third of a middle collection per feature,
-    and every few hundred features a full one that walked the models and tokenizers loaded at setup
-    (measured with gc.callbacks in a replay of benchmarks/label_capacity.py: ~4.5 ms of a feature's
-    ~45 ms of CPU, all of it holding the GIL the run's threads share). Here what is alive when the block
-    starts is frozen out of every scan (`gc.freeze`) and young collections come every `young_every`
-    containers: cycles are still collected, only later, and the memory they wait in stays bounded."""
+    """The collector spared what setup built and the run's churn. A feature's work counts ~2,000 new
+    containers against the young threshold (parsed answers, log-probability tables, records), nearly all
+    soon freed by reference counting, so at the default threshold the collector ran ~3 young and a third
+    of a middle collection per feature, and every hundred or so features a full one that walked the
+    models and tokenizers loaded at setup (measured with gc.callbacks in a replay of
+    benchmarks/label_capacity.py: ~4.5 ms of a feature's ~45 ms of CPU, all of it holding the GIL the
+    run's threads share). Here what is alive when the block starts is frozen out of every scan
+    (`gc.freeze`) and young collections come every `young_every` containers: cycles are still
+    collected, only later, and the memory they wait in stays bounded."""
     before = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(young_every, *before[1:])
