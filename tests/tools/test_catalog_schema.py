@@ -102,7 +102,7 @@ def test_a_catalog_never_reads_local_files(tmp_path):
 
 
 def test_a_macro_is_refused(tmp_path):
-    """A catalog made elsewhere (this process never opened it; it checks each file once)."""
+    """A catalog made elsewhere."""
     from tools.catalog.schema import create
 
     path = tmp_path / "c.duckdb"
@@ -126,3 +126,26 @@ def test_a_catalog_whose_schema_differs_from_its_version_is_refused(tmp_path, ch
         con.execute(change)
     with pytest.raises(InterpError, match=message):
         Catalog(path, read_only=True)
+
+
+
+def test_a_catalog_is_checked_again_once_anyone_else_has_written_it(tmp_path, monkeypatch):
+    """A label run reopens its catalog every second and skips the check while the file is as it left it; a
+    write by anyone else in between (here, a macro another program added) means a check, and a refusal."""
+    from tools.catalog.connection import Connection
+
+    path = tmp_path / "c.duckdb"
+    Catalog(path).close()
+    checks = []
+    check = Connection._check_schema
+    monkeypatch.setattr(Connection, "_check_schema", lambda self, read_only: checks.append(1) or check(self, read_only))
+    with Catalog(path) as catalog:
+        catalog.con.execute("INSERT INTO schema_info VALUES ('note', 'ours')")  # our own write keeps the skip
+    Catalog(path, read_only=True).close()
+    assert checks == []
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE MACRO starts_with(a, b) AS true")
+    for _ in range(2):
+        with pytest.raises(InterpError, match="defines functions \\(starts_with\\)"):
+            Catalog(path)
+    assert checks == [1, 1]

@@ -246,12 +246,6 @@ def migrate(con: duckdb.DuckDBPyConnection, version: int) -> None:
     con.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
 
-MACRO_FREE: set[tuple[int, int]] = set()
-"""(device, inode) of catalog files this process found free of macros. Listing functions costs ~17 ms an
-open (DuckDB enumerates every built-in), and the label loop reopens the catalog for every round of
-finished features; interp-agent never writes a macro, so one check per file per process is enough."""
-
-
 def refuse_objects(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Views and macros can compute anything (with external access they could read local files); our
     catalogs hold base tables only."""
@@ -260,15 +254,11 @@ def refuse_objects(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if views:
         raise InterpError(f"catalog '{path}' holds views ({', '.join(sorted(views))}), which interp-agent never "
                           "writes; refusing to read it")
-    stat = path.stat()
-    if (stat.st_dev, stat.st_ino) in MACRO_FREE:
-        return
     macros = [row[0] for row in con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
                                             "WHERE NOT internal").fetchall()]
     if macros:
         raise InterpError(f"catalog '{path}' defines functions ({', '.join(sorted(macros))}), which interp-agent "
                           "never writes; refusing to read it")
-    MACRO_FREE.add((stat.st_dev, stat.st_ino))
 
 
 def check_columns(con: duckdb.DuckDBPyConnection, path: Path, version: int) -> None:
