@@ -44,10 +44,12 @@ def weighted_auroc(labels: ArrayLike, scores: ArrayLike, weights: np.ndarray) ->
     weights [resamples, n]; NaN where a row holds no positive or no negative."""
     is_positive = np.asarray(labels, dtype=bool)
     values = np.asarray(scores, dtype=np.float64)
-    beats = (values[:, None] > values[None, :]) + 0.5 * (values[:, None] == values[None, :])  # [n, n]
-    positive, negative = weights * is_positive, weights * ~is_positive  # [resamples, n]
+    above, below = values[is_positive], values[~is_positive]
+    beats = (above[:, None] > below[None, :]) + 0.5 * (above[:, None] == below[None, :])  # [positives, negatives]
+    positive, negative = weights[:, is_positive], weights[:, ~is_positive]
     pairs = positive.sum(axis=1) * negative.sum(axis=1)
-    wins = ((positive @ beats) * negative).sum(axis=1)  # a matrix product: einsum's three-way loop was 6x slower
+    # a matrix product and a row-wise dot: einsum's three-way loop was 6x slower
+    wins = np.einsum("rn,rn->r", positive @ beats, negative)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(pairs > 0, wins / pairs, np.nan)
 
@@ -64,10 +66,10 @@ def weighted_balanced_accuracy(labels: ArrayLike, predictions: ArrayLike, weight
     """Mean of the true-positive and true-negative rates per row of weights; NaN where undefined."""
     truth = np.asarray(labels, dtype=bool)
     said = np.asarray(predictions, dtype=bool)
+    kinds = np.stack([truth & said, truth, ~truth & ~said, ~truth], axis=1).astype(np.float64)  # [n, 4]
+    hits, positives, rejections, negatives = (weights @ kinds).T  # one product for the four counts
     with np.errstate(divide="ignore", invalid="ignore"):
-        hit_rate = (weights * (truth & said)).sum(axis=1) / (weights * truth).sum(axis=1)
-        reject_rate = (weights * (~truth & ~said)).sum(axis=1) / (weights * ~truth).sum(axis=1)
-    return (hit_rate + reject_rate) / 2
+        return (hits / positives + rejections / negatives) / 2
 
 
 def balanced_accuracy(labels: ArrayLike, predictions: ArrayLike) -> float:
@@ -109,6 +111,16 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray], n_items: i
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return float("nan"), float("nan")
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    tail = (1 - confidence) / 2
+    low, high = percentiles(values, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def percentiles(values: np.ndarray, shares: list[float]) -> np.ndarray:
+    """np.percentile's default (linear between the two nearest ranks) without its generic machinery:
+    that was ~0.1 ms a call, and a feature's scores take five intervals."""
+    ordered = np.sort(values)
+    positions = np.asarray(shares) * (len(ordered) - 1)
+    below = np.floor(positions).astype(np.int64)
+    above = np.minimum(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (positions - below)

@@ -192,6 +192,9 @@ def test_weighted_metrics_equal_the_metric_on_the_resampled_items():
         group_counts = np.bincount(groups, minlength=5)[None].astype(float)
         pooled = pooled_pearson(np.stack([moments(a, b) for a, b in zip(x, y, strict=True)]), group_counts)[0]
         assert pooled == pytest.approx(pearson(x[groups].ravel(), y[groups].ravel()))
+    only_negatives = (~labels)[None].astype(float)  # a resample that drew no positive has no value
+    assert np.isnan(weighted_auroc(labels, scores, only_negatives)[0])
+    assert np.isnan(weighted_balanced_accuracy(labels, scores > 0.5, only_negatives)[0])
 
 
 def test_batched_judging_lists_one_digit_per_excerpt_and_drops_a_list_of_the_wrong_length():
