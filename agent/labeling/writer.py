@@ -1,7 +1,8 @@
 """The label run's one catalog writer: finished features are embedded and committed in batches, and the
 catalog is held open between batches for at most `HOLD_SECONDS`.
 
-Per feature, committing alone cost more than it had to: opening the catalog checks its schema (~30 ms),
+Per feature, committing alone cost more than it had to: opening the catalog costs ~25-35 ms of CPU
+(DuckDB's start, and the schema check when the file is new to this process or someone else wrote it),
 and the explanation embedder costs ~22 ms of CPU for one text against ~4.5 ms a text in a batch of 30.
 So features that finish wait up to `WRITE_SECONDS` (or until `WRITE_BATCH` are waiting) and go in together:
 one embedding pass, one transaction. A crash loses at most that second's features, which a rerun redoes.
@@ -82,8 +83,8 @@ class LabelWriter:
 
     def release_if_held(self) -> None:
         """Closes the catalog once it has been open `HOLD_SECONDS`, so other processes (the web app's pages)
-        wait at most that long. Not after every write: opening costs ~40 ms of CPU (DuckDB's start, the
-        schema check, the checkpoint at close), and against a fast endpoint writes come every second."""
+        wait at most that long. Not after every write: a reopening costs ~30-45 ms of CPU (DuckDB's start
+        and the checkpoint at close), and against a fast endpoint writes come every second."""
         if self._catalog is not None and time.monotonic() - self._opened >= HOLD_SECONDS:
             self.close()
 
