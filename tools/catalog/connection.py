@@ -42,7 +42,7 @@ def file_stamp(path: Path) -> FileStamp:
             with open(name, "rb") as file:
                 found = os.fstat(file.fileno())
                 header = hashlib.blake2b(file.read(HEADER_BYTES)).digest()
-        except FileNotFoundError:
+        except OSError:  # not there (a WAL usually is not), or not ours to read: never taken as unchanged
             stamps.append(None)
             continue
         stamps.append((found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, header))
@@ -154,7 +154,11 @@ class Connection:
             if self.current:  # stamped while our lock still keeps other writers out
                 if not self.read_only:
                     self.con.execute("CHECKPOINT")  # what closing would write
-                CHECKED[self.key] = file_stamp(self.path)
+                stamp = file_stamp(self.path)
+                if stamp[0] is None:  # a file that is not there (any more) is never taken as checked
+                    CHECKED.pop(self.key, None)
+                else:
+                    CHECKED[self.key] = stamp
         except duckdb.Error:
             CHECKED.pop(self.key, None)  # closing writes what the checkpoint could not: no stamp to trust
         finally:
