@@ -27,6 +27,7 @@ from agent.labeling.records import corpus_counts, read_records, special_token_id
 from agent.labeling.rows import label_feature
 from agent.labeling.writer import LabelWriter, Totals
 from evals.scorers.base import Scorer
+from evals.scorers.embedding import Embedder, EmbeddingScorer
 from tools.catalog import Catalog
 from tools.errors import InterpError, Interrupted
 from tools.experiments.steering import Steerer
@@ -214,6 +215,15 @@ def run_label(config: LabelConfig, feature_set_ref: str, catalog_path: Path, pro
                        time.perf_counter() - started)
 
 
+def reuse_explanation_vectors(catalog: Catalog, refill: list[Work], embedder: Embedder) -> None:
+    """The stored vectors of the explanations these features keep, when the embedding scorer is still to
+    score them: the scorer then embeds only the excerpts."""
+    kept = [item.previous["explanation_id"] for item in refill if item.previous is not None
+            and any(isinstance(scorer, EmbeddingScorer) for scorer in item.scorers)]
+    if kept:
+        embedder.remember(catalog.explanation_vectors(kept, embedder.name))
+
+
 def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set[int], labeler: Labeler,
               work: list[Work], run_id: str, totals: Totals, progress: bool,
               make_pool: Callable[[], Any] | None = None) -> None:
@@ -238,6 +248,7 @@ def label_all(config: LabelConfig, catalog_path: Path, set_id: str, special: set
                     refill = [queue.pop() for _ in range(free)]
                     records = read_records(writer.catalog(), set_id, [item.feature for item in refill], special,
                                            config.score_active, config.score_random)
+                    reuse_explanation_vectors(writer.catalog(), refill, labeler.embedder)
                     for item, record in zip(refill, records, strict=True):
                         future = pool.submit(label_feature, labeler, record, set_id, run_id, item.previous,
                                              item.scorers)

@@ -228,3 +228,36 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
     assert rows(catalog, "SELECT count(*), count(DISTINCT feature) FROM explanations") == [(6, 6)]
     # Every explanation has its detection scores: none was written without them.
     assert rows(catalog, "SELECT count(DISTINCT explanation_id) FROM scores") == [(6,)]
+
+
+def test_adding_the_embedding_scorer_later_reuses_the_explanations_stored_vectors(catalog):
+    """The second pass embeds only the excerpts, and scores as a pass that embeds the explanation anew."""
+    from evals.scorers.embedding import Embedder
+
+    chat = ScriptedChat(judge_or_explain)
+    factory = scripted_factory(chat)
+    run_label(LabelConfig(llm="openai:scripted", scorers="detection", limit=2, device="cpu"), "resid_post.1",
+              catalog, progress=False, llm_factory=factory)
+    embedded: list[str] = []
+    encode = Embedder._run_waiting
+
+    def recording(self: Embedder) -> None:
+        embedded.extend(self._waiting.texts)
+        encode(self)
+
+    later = LabelConfig(llm="openai:scripted", scorers="detection,embedding", limit=2, device="cpu")
+    Embedder._run_waiting = recording  # type: ignore[method-assign]
+    try:
+        result = run_label(later, "resid_post.1", catalog, progress=False, llm_factory=factory)
+    finally:
+        Embedder._run_waiting = encode  # type: ignore[method-assign]
+    assert result.labeled == 2 and embedded and "words about animals" not in embedded
+    reused = [value for (value,) in rows(catalog, "SELECT value FROM scores WHERE scorer = 'embedding' "
+                                                  "ORDER BY explanation_id")]
+    with duckdb.connect(str(catalog)) as con:  # the same features embedded from scratch
+        con.execute("DELETE FROM scores WHERE scorer = 'embedding'")
+        con.execute("UPDATE explanations SET embedding = NULL")
+    run_label(later, "resid_post.1", catalog, progress=False, llm_factory=factory)
+    fresh = [value for (value,) in rows(catalog, "SELECT value FROM scores WHERE scorer = 'embedding' "
+                                                 "ORDER BY explanation_id")]
+    assert len(reused) == 2 and reused == pytest.approx(fresh, abs=1e-6)

@@ -31,6 +31,15 @@ class LabelTables(Connection):
             "SELECT DISTINCT llm, prompt_hash FROM explanations WHERE feature_set_id = ? AND explainer = ? AND "
             "status = 'ok' ORDER BY ALL", [feature_set_id, explainer]).fetchall()]
 
+    def explanation_vectors(self, explanation_ids: list[str], embedder: str) -> dict[str, list[float]]:
+        """The stored embedding of each of these explanations that `embedder` made, by text."""
+        if not explanation_ids:
+            return {}
+        rows = self.con.execute(
+            "SELECT text, embedding FROM explanations WHERE list_contains(?, explanation_id) AND embedder = ? "
+            "AND embedding IS NOT NULL AND text IS NOT NULL", [explanation_ids, embedder]).fetchall()
+        return {text: vector for text, vector in rows}
+
     def scored(self, explanation_ids: list[str]) -> set[tuple[str, str, str, str]]:
         """(explanation_id, scorer, llm, prompt_hash) of every successful score of these explanations."""
         if not explanation_ids:
