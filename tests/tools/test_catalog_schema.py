@@ -1,6 +1,9 @@
 """A catalog file is untrusted: it holds base tables with exactly the columns its version promises, its
 queries never read local files, and a catalog of every earlier version takes every current write."""
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -143,9 +146,24 @@ def test_a_catalog_is_checked_again_once_anyone_else_has_written_it(tmp_path, mo
         catalog.con.execute("INSERT INTO schema_info VALUES ('note', 'ours')")  # our own write keeps the skip
     Catalog(path, read_only=True).close()
     assert checks == []
+    time.sleep(0.05)  # past the clock tick of our close: timestamps move in ticks (see CHECKED)
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE MACRO starts_with(a, b) AS true")
     for _ in range(2):
         with pytest.raises(InterpError, match="defines functions \\(starts_with\\)"):
             Catalog(path)
     assert checks == [1, 1]
+
+
+def test_stamping_an_open_catalog_keeps_other_processes_out(tmp_path):
+    """DuckDB holds its lock with POSIX record locks, which closing any descriptor of the file in this process
+    releases: a stamp that read the file once let a second process in while we wrote."""
+    from tools.catalog.connection import file_stamp
+
+    path = tmp_path / "c.duckdb"
+    with Catalog(path) as catalog:
+        file_stamp(path)
+        catalog.con.execute("SELECT 1")
+        other = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r})"],
+                               capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "lock" in other.stderr

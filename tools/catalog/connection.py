@@ -4,7 +4,6 @@ One process writes at a time (DuckDB locks the file); callers open the catalog f
 and close it, so `interp features` can read between runs.
 """
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -24,28 +23,28 @@ SAFE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 reads and writes only move Arrow tables in and out)."""
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.25
-HEADER_BYTES = 3 * 4096
-"""DuckDB's file header and its two database headers, one of which every checkpoint rewrites with a new
-iteration count: a write shows there even when the file's size and its (coarse) modified time do not move."""
-FileStamp = tuple[object, ...]
-"""A catalog file and its write-ahead log as they are on disk: equal stamps say nobody wrote either between."""
+FileStamp = tuple[tuple[int, ...] | None, ...]
+"""A catalog file and its write-ahead log as `stat` shows them (inode, size, modified and changed times)."""
 CHECKED: dict[Path, FileStamp] = {}
 """Catalogs this process checked (at the current schema version), each as its last connection left it. The
-label run reopens its catalog every second and the check is half of opening's ~60 ms of CPU; a file
-anyone has written since (another program included) is checked again."""
+label run reopens its catalog every second and the check is half of opening's ~60 ms of CPU; a file whose
+stamp has moved since (anyone wrote it, another program included) is checked again. Timestamps move in
+clock ticks of a few ms: a write by another program within the tick of our close that leaves the size as
+it was goes unseen until the file next changes (the macro check this replaced never looked again)."""
 
 
 def file_stamp(path: Path) -> FileStamp:
-    stamps: list[object] = []
+    """Never opens the file: DuckDB locks it with POSIX record locks, which closing any other descriptor of
+    the file in this process would silently release (reading its header this way let a second process
+    in and corrupt the catalog)."""
+    stamps: list[tuple[int, ...] | None] = []
     for name in (path, path.with_name(path.name + ".wal")):
         try:
-            with open(name, "rb") as file:
-                found = os.fstat(file.fileno())
-                header = hashlib.blake2b(file.read(HEADER_BYTES)).digest()
-        except OSError:  # not there (a WAL usually is not), or not ours to read: never taken as unchanged
+            found = os.stat(name)
+        except OSError:  # not there (a WAL usually is not): never taken as unchanged for the file itself
             stamps.append(None)
             continue
-        stamps.append((found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, header))
+        stamps.append((found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns))
     return tuple(stamps)
 
 
