@@ -85,12 +85,18 @@ class Embedder:
     def remember(self, vectors: dict[str, list[float]]) -> None:
         """Takes vectors this embedder made earlier (an explanation's, stored in the catalog) as if it had
         just embedded their texts: a pass that adds the embedding scorer to labeled features then embeds
-        only their excerpts (the explanations were ~11 ms of its ~15 ms a feature). One of another size
-        is left out."""
+        only their excerpts (the explanations were ~11 ms of its ~15 ms a feature). A catalog may come
+        from someone else: a vector of another size, with a missing or non-finite entry, or far from unit
+        length is left out (its text is embedded as usual)."""
         with self._turn:
             for text, vector in vectors.items():
-                if text not in self._cache and len(vector) == self.dim:
-                    self._cache[text] = np.asarray(vector, dtype=np.float32)
+                try:
+                    array = np.asarray(vector, dtype=np.float32)
+                except (TypeError, ValueError):
+                    continue
+                if text not in self._cache and array.shape == (self.dim,) and np.isfinite(array).all() \
+                        and abs(float(array @ array) - 1.0) < 1e-3:
+                    self._cache[text] = array
             while len(self._cache) > CACHED_TEXTS:
                 self._cache.popitem(last=False)
 

@@ -76,3 +76,18 @@ def test_a_failed_batch_fails_every_caller_waiting_on_it_and_the_next_batch_runs
         embedder.embed(["anything"])
     monkeypatch.undo()
     assert embedder.embed(["anything"]).shape == (1, embedder.dim)
+
+
+def test_remembered_vectors_are_used_only_when_they_could_be_this_embedders(embedder, monkeypatch):
+    """Vectors come from a catalog, which may come from someone else."""
+    embedder._cache.clear()
+    unit = np.zeros(embedder.dim, np.float32)
+    unit[0] = 1.0
+    embedder.remember({"kept": unit.tolist(), "short": [1.0], "nan": [float("nan")] * embedder.dim,
+                       "hole": [None] * embedder.dim, "long": (2 * unit).tolist(), "words": ["a"] * embedder.dim})
+    asked: list[list[str]] = []
+    encode = embedder.model.encode
+    monkeypatch.setattr(embedder.model, "encode", lambda batch, **kw: asked.append(list(batch)) or encode(batch, **kw))
+    vectors = embedder.embed(["kept", "short", "nan", "hole", "long", "words"])
+    np.testing.assert_array_equal(vectors[0], unit)
+    assert asked == [["short", "nan", "hole", "long", "words"]] and np.isfinite(vectors).all()
