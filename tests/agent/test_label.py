@@ -230,7 +230,7 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
     assert rows(catalog, "SELECT count(DISTINCT explanation_id) FROM scores") == [(6,)]
 
 
-def test_adding_the_embedding_scorer_later_reuses_the_explanations_stored_vectors(catalog):
+def test_adding_the_embedding_scorer_later_reuses_the_explanations_stored_vectors(catalog, monkeypatch):
     """The second pass embeds only the excerpts, and scores as a pass that embeds the explanation anew."""
     from evals.scorers.embedding import Embedder
 
@@ -239,18 +239,16 @@ def test_adding_the_embedding_scorer_later_reuses_the_explanations_stored_vector
     run_label(LabelConfig(llm="openai:scripted", scorers="detection", limit=2, device="cpu"), "resid_post.1",
               catalog, progress=False, llm_factory=factory)
     embedded: list[str] = []
-    encode = Embedder._run_waiting
+    run_waiting = Embedder._run_waiting
 
     def recording(self: Embedder) -> None:
         embedded.extend(self._waiting.texts)
-        encode(self)
+        run_waiting(self)
 
     later = LabelConfig(llm="openai:scripted", scorers="detection,embedding", limit=2, device="cpu")
-    Embedder._run_waiting = recording  # type: ignore[method-assign]
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(Embedder, "_run_waiting", recording)
         result = run_label(later, "resid_post.1", catalog, progress=False, llm_factory=factory)
-    finally:
-        Embedder._run_waiting = encode  # type: ignore[method-assign]
     assert result.labeled == 2 and embedded and "words about animals" not in embedded
     reused = [value for (value,) in rows(catalog, "SELECT value FROM scores WHERE scorer = 'embedding' "
                                                   "ORDER BY explanation_id")]

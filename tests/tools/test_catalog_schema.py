@@ -131,7 +131,6 @@ def test_a_catalog_whose_schema_differs_from_its_version_is_refused(tmp_path, ch
         Catalog(path, read_only=True)
 
 
-
 def test_a_catalog_is_checked_again_once_anyone_else_has_written_it(tmp_path, monkeypatch):
     """A label run reopens its catalog every second and skips the check while the file is as it left it; a
     write by anyone else in between (here, a macro another program added) means a check, and a refusal."""
