@@ -1,9 +1,13 @@
 """Ctrl-C as a request that long loops honour at a safe boundary (a batch, a finished feature)."""
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+STOPPING = "\nstopping once the work in hand is saved; press Ctrl-C again to stop at once\n"
 
 
 class StopRequested(Exception):
@@ -23,6 +27,10 @@ def stop_at_batch_boundary() -> Iterator[dict]:
         if request["stop"]:
             raise KeyboardInterrupt
         request["stop"] = True
+        try:  # os.write, not print or logging: this runs between any two bytecodes, a logger's own included
+            os.write(sys.stderr.fileno(), STOPPING.encode())
+        except (OSError, ValueError):  # no stderr to tell
+            pass
 
     previous = signal.signal(signal.SIGINT, handle)
     try:

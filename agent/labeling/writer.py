@@ -23,6 +23,9 @@ WRITE_BATCH = 64
 WRITE_SECONDS = 1.0
 HOLD_SECONDS = 1.0
 """How long the catalog stays open across batches before it is closed for other processes."""
+TURN_CHECK_SECONDS = 0.05
+"""While the catalog is held, how often the run looks for another process waiting for it, and lets it go:
+a waiting page gets the catalog within the write in progress plus this."""
 
 
 @dataclass
@@ -63,7 +66,7 @@ class LabelWriter:
         now = time.monotonic()
         wait = WRITE_SECONDS if not self.pending else max(0.0, WRITE_SECONDS - (now - self._waiting_since))
         if self._catalog is not None:
-            wait = min(wait, max(0.0, HOLD_SECONDS - (now - self._opened)))
+            wait = min(wait, TURN_CHECK_SECONDS, max(0.0, HOLD_SECONDS - (now - self._opened)))
         return wait
 
     def flush(self) -> int:
@@ -82,10 +85,12 @@ class LabelWriter:
         return len(outcomes)
 
     def release_if_held(self) -> None:
-        """Closes the catalog once it has been open `HOLD_SECONDS`, so other processes (the web app's pages)
-        wait at most that long. Not after every write: a reopening costs ~30-45 ms of CPU (DuckDB's start
-        and the checkpoint at close), and against a fast endpoint writes come every second."""
-        if self._catalog is not None and time.monotonic() - self._opened >= HOLD_SECONDS:
+        """Closes the catalog once it has been open `HOLD_SECONDS`, or at once when another process waits for
+        it (tools/catalog/turns.py), so a page waits for the write in progress at most. Not after every write
+        when nobody waits: a reopening costs ~25-35 ms of CPU (DuckDB's start and the checkpoint at close),
+        and against a fast endpoint writes come every second."""
+        if self._catalog is not None and (time.monotonic() - self._opened >= HOLD_SECONDS
+                                          or self._catalog.others_waiting()):
             self.close()
 
     def close(self) -> None:

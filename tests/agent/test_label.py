@@ -197,34 +197,51 @@ def test_evidence_explainer_reads_the_subject_models_output_effect(catalog):
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGKILL])
 def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest(stop_signal, catalog):
-    """Against a real server process answering slowly: stop the run mid-way (Ctrl-C or kill -9), then rerun."""
-    from tests.agent.test_cli import interp_command, stop
+    """Against a real server process that answers two explanations and holds the third until told: the run is
+    stopped once those two features are committed, on any machine. kill -9 keeps the two; Ctrl-C lets the
+    feature in flight finish (the server is released once the run says it is stopping) and keeps three."""
+    import urllib.request
+
+    from tests.agent.test_cli import interp_command
+    from tools.catalog import Catalog
+    from tools.interrupts import STOPPING
     from tools.testing.servers import stub_server
 
     def labeled() -> int:
-        try:
-            return rows(catalog, "SELECT count(*) FROM explanations WHERE status = 'ok'")[0][0]
-        except duckdb.IOException:  # the run holds the catalog for a moment while it writes
-            return 0
+        with Catalog(catalog, read_only=True) as opened:  # takes its turn while the run writes
+            return opened.con.execute("SELECT count(*) FROM explanations WHERE status = 'ok'").fetchone()[0]
 
-    # Slow enough that the run is mid-way for seconds after its first commit (finished features are committed
-    # together, at most a second after they finish).
-    with stub_server(delay=0.4) as url:
-        args = ["label", "resid_post.1", "--llm", "openai:stub", "--base-url", url, "--scorers", "detection",
-                "--score-active", "2", "--score-random", "2", "--limit", "6", "--concurrency", "1",
-                "--catalog", str(catalog), "--no-progress", "--device", "cpu"]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    args = ["label", "resid_post.1", "--llm", "openai:stub", "--base-url", "URL", "--scorers", "detection",
+            "--score-active", "2", "--score-random", "2", "--limit", "6", "--concurrency", "1",
+            "--catalog", str(catalog), "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    with stub_server(explanations=2) as url:
+        args[args.index("URL")] = url
         process = subprocess.Popen(interp_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        deadline = time.monotonic() + 120
-        while labeled() < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        stop(process, stop_signal, "rerun the same command to label the rest")
-        done = labeled()
-        assert 2 <= done < 6
+        while labeled() < 2:
+            assert process.poll() is None, f"the run ended before two features were committed: {process.stderr}"
+            time.sleep(0.1)  # pacing only: the run cannot get past two features while the server holds the third
+        process.send_signal(stop_signal)
+        release = urllib.request.Request(url.removesuffix("/v1") + "/release", method="POST")
+        if stop_signal == signal.SIGINT:
+            assert process.stderr is not None
+            said = []
+            while not said or said[-1] not in (STOPPING.splitlines()[-1] + "\n", ""):
+                said.append(process.stderr.readline())  # returns "" once the run has ended
+            assert said[-1] and "Traceback" not in "".join(said), said
+            urllib.request.urlopen(release)
+        _, err = process.communicate(timeout=120)
+        kept = labeled()
+        if stop_signal == signal.SIGINT:
+            assert process.returncode == 130 and "rerun the same command to label the rest" in err, err
+            assert kept == 3
+        else:
+            assert process.returncode == -signal.SIGKILL and kept == 2
+            urllib.request.urlopen(release)
         rerun = subprocess.run(interp_command(*args), env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"labeling {6 - done} of 6 features" in rerun.stdout
+    assert f"labeling {6 - kept} of 6 features" in rerun.stdout
     assert rows(catalog, "SELECT count(*), count(DISTINCT feature) FROM explanations") == [(6, 6)]
     # Every explanation has its detection scores: none was written without them.
     assert rows(catalog, "SELECT count(DISTINCT explanation_id) FROM scores") == [(6,)]

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -265,31 +266,46 @@ def test_audits_and_evals_render_from_their_catalog_rows(tiny_models, text_corpu
 
 
 def test_pages_keep_working_while_a_labeling_run_writes(tiny_models, text_corpus, tmp_path):
-    """The server opens the catalog read-only per request; the label writer lets it go at least every second,
-    so pages wait a moment at most, and a reload shows the new rows."""
+    """The server opens the catalog read-only per request while a label run writes it. The run's LLM answers
+    the first 20 explanations at once and holds the rest until the test has read, through the server, that
+    those 20 are in: so pages must be served mid-run, however fast or slow this machine is."""
     import threading
-    import time
 
     catalog = cache_tiny_catalog(tmp_path / "c.duckdb", tiny_models["gpt2"], text_corpus, tmp_path / "sae")
+    first, total = 20, 40
+    go, explained, lock = threading.Event(), [0], threading.Lock()
 
-    def slow(prompt: str) -> str:
-        time.sleep(0.02)
-        return yes(prompt) if is_judge(prompt) else "Explanation: words about animals"
+    def gated(prompt: str) -> str:
+        if is_judge(prompt):
+            return yes(prompt)
+        with lock:
+            explained[0] += 1
+            held = explained[0] > first
+        if held:
+            assert go.wait(300), "the test never let the held explanations go"
+        return "Explanation: words about animals"
 
-    config = LabelConfig(llm="openai:scripted", scorers="detection", limit=40, concurrency=4, device="cpu")
+    config = LabelConfig(llm="openai:scripted", scorers="detection", limit=total, concurrency=4, device="cpu")
     port = free_port()
     command = [sys.executable, "-m", "agent.cli", "serve", "--catalog", str(catalog), "--port", str(port)]
+
+    def labeled() -> int:
+        status, _, body = get(f"http://127.0.0.1:{port}/api/sets")
+        assert status == 200, body
+        return next(s["labeled"] for s in json.loads(body) if s["hook"] == "mlp.1")
+
     with running(command, f"http://127.0.0.1:{port}/api/sets"):
         labeling = threading.Thread(target=run_label, args=(config, "mlp.1", catalog), kwargs={
-            "progress": False, "llm_factory": scripted_factory(ScriptedChat(slow))})
+            "progress": False, "llm_factory": scripted_factory(ScriptedChat(gated))})
         labeling.start()
-        seen = []
-        while labeling.is_alive():
-            status, _, body = get(f"http://127.0.0.1:{port}/api/sets")
-            assert status == 200, body
-            seen.append(next(s["labeled"] for s in json.loads(body) if s["hook"] == "mlp.1"))
-            time.sleep(0.1)
-        labeling.join()
-        final = next(s["labeled"] for s in json.loads(get(f"http://127.0.0.1:{port}/api/sets")[2])
-                     if s["hook"] == "mlp.1")
-    assert final == 40 and len(seen) >= 3 and seen == sorted(seen) and seen[0] < 40
+        seen = [labeled()]
+        try:
+            while seen[-1] < first:
+                assert labeling.is_alive(), f"the run ended before the pages saw {first} features labeled: {seen}"
+                seen.append(labeled())
+                time.sleep(0.05)  # pacing only: the loop ends on what the pages show, not on a count of polls
+        finally:
+            go.set()
+            labeling.join()
+        final = labeled()
+    assert seen == sorted(seen) and seen[-1] == first and final == total, (seen, final)

@@ -5,8 +5,9 @@ connection."""
 from tools.catalog.connection import check_catalog_path, insert_row
 from tools.catalog.features import FeatureSetRows, FeatureTables
 from tools.catalog.findings import FindingTables
-from tools.catalog.runs import RESUMABLE, runs_folder
+from tools.catalog.runs import RESUMABLE
 from tools.catalog.schema import SCHEMA_VERSION
+from tools.catalog.turns import runs_folder
 
 
 class Catalog(FeatureTables, FindingTables):

@@ -1,7 +1,8 @@
 """Opening a catalog file: the lock another process may hold, the schema check, transactions and queries.
 
 One process writes at a time (DuckDB locks the file); callers open the catalog for a short write
-and close it, so `interp features` can read between runs.
+and close it, so `interp features` can read between runs. Openers that meet on the file take turns
+(tools/catalog/turns.py), so none waits for more than the holder's current turn.
 """
 
 import os
@@ -15,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from tools.catalog.schema import SCHEMA_VERSION, check_columns, create, migrate, refuse_objects
+from tools.catalog.turns import POLL_SECONDS, READ, WRITE, Turns
 from tools.errors import InterpError
 
 SAFE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -22,7 +24,9 @@ SAFE_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 """A catalog may come from someone else: its queries never touch files, the network or extensions (our own
 reads and writes only move Arrow tables in and out)."""
 LOCK_WAIT_SECONDS = 60.0
-LOCK_POLL_SECONDS = 0.25
+FOREIGN_POLL_SECONDS = 0.05
+"""How often to try DuckDB's lock again when its holder takes no turn (tools/catalog/turns.py): each failed
+try costs ~4 ms of CPU."""
 FileStamp = tuple[tuple[int, ...] | None, ...]
 """A catalog file and its write-ahead log as `stat` shows them (inode, size, modified and changed times)."""
 CHECKED: dict[Path, FileStamp] = {}
@@ -96,22 +100,11 @@ class Connection:
         """Checked, and at the current schema version: its stamp at close goes in CHECKED."""
         if read_only and not self.path.exists():
             raise InterpError(f"catalog '{self.path}' does not exist; run `interp cache` first")
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                self.con = duckdb.connect(str(self.path), read_only=read_only, config=SAFE_CONFIG)
-                break
-            except duckdb.IOException as error:
-                message = str(error)
-                if "not a valid DuckDB database" in message:
-                    raise InterpError(f"'{self.path}' is not a DuckDB catalog") from None
-                if "Could not set lock" not in message:
-                    raise InterpError(f"cannot open catalog '{self.path}': {message}") from None
-                if time.monotonic() >= deadline:
-                    raise InterpError(
-                        f"catalog '{self.path}' is held by another process for over {wait_seconds:.0f} s; "
-                        "close it and rerun") from None
-                time.sleep(LOCK_POLL_SECONDS)
+        self.turns = Turns(self.path, READ if read_only else WRITE)
+        try:
+            self.con = self._connect(wait_seconds)
+        finally:
+            self.turns.give_back_ticket()
         try:
             self.key = self.path.resolve()
             if CHECKED.get(self.key) == file_stamp(self.path):  # stable now: our connection holds the lock
@@ -121,7 +114,46 @@ class Connection:
                 self._check_schema(read_only)
         except BaseException:
             self.con.close()
+            self.turns.end_turn()
             raise
+
+    def _connect(self, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+        """DuckDB's connection, in this opener's turn (tools/catalog/turns.py), waiting up to `wait_seconds` for
+        it. Returns holding the turn (when turns are taken on the file): `close` ends it."""
+        deadline = time.monotonic() + wait_seconds
+        if self.turns.active():
+            self.turns.let_others_go_first()
+        while True:
+            active = self.turns.active()
+            if not active or self.turns.try_take():
+                try:
+                    return duckdb.connect(str(self.path), read_only=self.read_only, config=SAFE_CONFIG)
+                except duckdb.IOException as error:
+                    self.turns.end_turn()
+                    message = str(error)
+                    if "not a valid DuckDB database" in message:
+                        raise InterpError(f"'{self.path}' is not a DuckDB catalog") from None
+                    if "Could not set lock" not in message:
+                        raise InterpError(f"cannot open catalog '{self.path}': {message}") from None
+                    # Held by a process that did not take a turn: one that opened before turns were taken on
+                    # the file (they are from now on), or one that never takes them.
+                    self.turns.start()
+                    pause = FOREIGN_POLL_SECONDS
+                except BaseException:
+                    self.turns.end_turn()
+                    raise
+            else:
+                pause = POLL_SECONDS
+            self.turns.take_ticket()
+            if time.monotonic() >= deadline:
+                raise InterpError(
+                    f"catalog '{self.path}' is held by another process for over {wait_seconds:.0f} s; "
+                    "close it and rerun") from None
+            time.sleep(pause)
+
+    def others_waiting(self) -> bool:
+        """Whether another process is waiting for this catalog: a holder that works in turns lets it go."""
+        return self.turns.others_waiting()
 
     def _check_schema(self, read_only: bool) -> None:
         refuse_objects(self.con, self.path)
@@ -162,6 +194,7 @@ class Connection:
             CHECKED.pop(self.key, None)  # closing writes what the checkpoint could not: no stamp to trust
         finally:
             self.con.close()
+            self.turns.end_turn()
 
     def __enter__(self) -> Self:
         return self

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from tools.catalog.connection import Connection
+from tools.catalog.turns import runs_folder
 from tools.errors import InterpError, Interrupted
 from tools.interrupts import StopRequested
 
@@ -26,11 +27,6 @@ RESUMABLE = ("running", "interrupted", "failed", "stale")
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def runs_folder(catalog_path: Path) -> Path:
-    """Where a catalog's runs keep their locks and resume checkpoints."""
-    return catalog_path.with_name(catalog_path.name + ".runs")
 
 
 def lock_path(catalog_path: Path, run_id: str) -> Path:

@@ -2,6 +2,7 @@
 endpoint client (retries, errors, usage, what it sends) and for the concurrency benchmark.
 
     python tools/testing/loopback_server.py PORT [--delay SECONDS] [--script FILE] [--record FILE]
+                                                 [--explanations N]
 
 Without --script every request gets "Yes" ("[1, 1, ...]" for a list of excerpts; an explanation when the
 prompt asks for one) after
@@ -11,7 +12,9 @@ element sets how the body is sent: {"trickle": SECONDS} sends it one byte at a t
 {"size": N} sends N bytes of filler instead (an endless-looking answer); {"gzip": true} compresses it
 (Content-Encoding: gzip); {"unsized": true} leaves out Content-Length (the body ends when the connection
 closes). --record appends each request's path and the scheme of its Authorization header (never the
-credential) as a JSON line.
+credential) as a JSON line. --explanations N answers the first N requests for an explanation and holds every
+later one until a POST to /release (judges are still answered): a label run against it stops mid-way with
+exactly N features done, however fast the machine, for a test to interrupt it there.
 """
 
 import argparse
@@ -30,9 +33,11 @@ def completion(text: str, model: str, prompt: str) -> dict:
                       "total_tokens": len(prompt.split()) + len(text.split())}}
 
 
-def serve(port: int, delay: float, script: list, record: str = "") -> None:
+def serve(port: int, delay: float, script: list, record: str = "", explanations: int | None = None) -> None:
     lock = threading.Lock()
     remaining = list(script)
+    explained = [0]
+    release = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -70,6 +75,10 @@ def serve(port: int, delay: float, script: list, record: str = "") -> None:
             self.send(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
 
         def do_POST(self) -> None:
+            if self.path == "/release":
+                release.set()
+                self.send(200, {"released": True})
+                return
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with lock:
                 scripted = remaining.pop(0) if remaining else None
@@ -85,8 +94,16 @@ def serve(port: int, delay: float, script: list, record: str = "") -> None:
             listed = len(re.findall(r"^<example \d+>$", prompt, re.M))
             if "Answer with a list of" in prompt:
                 text = "[" + ", ".join(["1"] * listed) + "]"
+            elif "Answer Yes or No" in prompt:
+                text = "Yes"
             else:
-                text = "Yes" if "Answer Yes or No" in prompt else "Explanation: words about animals"
+                if prompt.rstrip().endswith("Explanation:"):  # the explain prompts (prompts/explain*.md)
+                    with lock:
+                        explained[0] += 1
+                        held = explanations is not None and explained[0] > explanations
+                    if held:
+                        release.wait()
+                text = "Explanation: words about animals"
             self.send(200, completion(text, request["model"], prompt))
 
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
@@ -98,5 +115,6 @@ if __name__ == "__main__":
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--script", help="JSON file: a list of [status, body] responses served first")
     parser.add_argument("--record", default="", help="append each request's path and auth scheme to this file")
+    parser.add_argument("--explanations", type=int, help="answer this many explanation requests, hold the rest")
     args = parser.parse_args()
-    serve(args.port, args.delay, json.load(open(args.script)) if args.script else [], args.record)
+    serve(args.port, args.delay, json.load(open(args.script)) if args.script else [], args.record, args.explanations)

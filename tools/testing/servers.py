@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,33 +19,41 @@ def free_port() -> int:
 
 @contextmanager
 def running(command: list[str], health_url: str, timeout: float = 60.0):
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"server exited: {error[-2000:]}")
-            try:
-                urllib.request.urlopen(health_url, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers, if not with 200 (an MCP endpoint refuses a bare GET)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(10)
+    """Yields the server's process once `health_url` answers; fails naming the bound if it has not within
+    `timeout` seconds. Its stderr goes to a file, not a pipe: a pipe nobody reads fills up and stops the
+    server mid-test once it has logged 64 KiB."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    errors.seek(0)
+                    raise RuntimeError(f"server exited: {errors.read().decode(errors='replace')[-2000:]}")
+                try:
+                    urllib.request.urlopen(health_url, timeout=1)
+                    break
+                except urllib.error.HTTPError:
+                    break  # it answers, if not with 200 (an MCP endpoint refuses a bare GET)
+                except OSError as error:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"server did not answer {health_url} within {timeout:.0f} s (the "
+                                           f"bound of tools/testing/servers.py running): {error}") from None
+                    time.sleep(0.2)
+            yield process
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 @contextmanager
-def stub_server(delay: float = 0.0, script: Path | None = None, record: Path | None = None):
+def stub_server(delay: float = 0.0, script: Path | None = None, record: Path | None = None,
+                explanations: int | None = None):
     """The loopback stub (tools/testing/loopback_server.py); yields its base URL."""
     port = free_port()
     command = [sys.executable, str(Path(__file__).with_name("loopback_server.py")), str(port), "--delay", str(delay)]
+    if explanations is not None:
+        command += ["--explanations", str(explanations)]
     if script is not None:
         command += ["--script", str(script)]
     if record is not None:
