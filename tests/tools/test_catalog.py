@@ -9,34 +9,47 @@ import pytest
 from tools.catalog import Catalog
 from tools.errors import InterpError
 
-HOLD = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True); " \
-       "time.sleep(float(sys.argv[2]))"
+HOLD = "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True); " \
+       "sys.stdin.readline()"
+"""Another process (not ours: it takes no turns) holding the catalog until told to let go, or killed."""
 
 
-def hold_lock(path, seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+def hold_lock(path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
 
 
 def test_writer_waits_for_a_reader_to_finish(tmp_path):
+    import threading
+
+    from tools.catalog.turns import turns_folder
+
     path = tmp_path / "c.duckdb"
     Catalog(path).close()
-    holder = hold_lock(path, 1.5)
-    start = time.monotonic()
-    with Catalog(path) as catalog:
+    holder = hold_lock(path)
+    opened: list = []
+    writer = threading.Thread(target=lambda: opened.append(Catalog(path)))
+    writer.start()
+    while not list(turns_folder(path).glob("write-*.ticket")):  # the writer found it taken and waits
+        assert writer.is_alive() and not opened, "the writer did not wait for the reader"
+        time.sleep(0.01)
+    holder.communicate("\n", timeout=60)
+    writer.join()
+    (catalog,) = opened
+    with catalog:
         assert catalog.feature_sets() == []
-    assert time.monotonic() - start > 0.5
-    holder.wait()
 
 
 def test_writer_gives_up_with_a_clear_error(tmp_path):
     path = tmp_path / "c.duckdb"
     Catalog(path).close()
-    holder = hold_lock(path, 5)
+    holder = hold_lock(path)
     with pytest.raises(InterpError, match="is held by another process for over 1 s; close it and rerun"):
         Catalog(path, wait_seconds=1)
     holder.kill()
+    holder.wait()
 
 
 def test_an_older_catalog_is_upgraded_by_a_writer_and_read_as_is(tmp_path):

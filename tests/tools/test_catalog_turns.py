@@ -98,6 +98,7 @@ def test_the_label_writer_lets_the_catalog_go_when_another_process_waits(catalog
     from agent.labeling import writer as writer_module
 
     monkeypatch.setattr(writer_module, "HOLD_SECONDS", 1e9)  # only a waiter can make it let go
+    monkeypatch.setattr(writer_module, "SHORTEST_TURN_SECONDS", 0.0)
     writer = writer_module.LabelWriter(catalog, embedder=None, totals=writer_module.Totals())  # type: ignore[arg-type]
     writer.catalog()
     turns_folder(catalog).mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ microsecond's question instead of a failed DuckDB open (~4 ms of CPU), which a w
 flocked while it waits) and gives it back once it is in. Before it tries, a writer lets every waiting
 ticket go first, and a reader lets waiting writers go first (readers share the file, but a stream of pages
 could otherwise keep a writer out). A holder that works in turns (the label writer) ends its turn early
-when a ticket is waiting (`others_waiting`). So a waiter gets the file once the holder's current turn ends:
-one write, plus however long that holder takes to notice.
+when a ticket is waiting (`others_waiting`). So a waiter gets the file once the holder's current turn ends,
+whoever else keeps asking: the label writer's turns last 0.5 s when someone waits (agent/labeling/writer.py),
+other writers hold it for one write.
 
 Tickets are flocked, so one left by a killed process is seen to be free and removed by whoever meets it.
 flock locks are apart from DuckDB's POSIX record locks, and nothing here opens the catalog file itself
