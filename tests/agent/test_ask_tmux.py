@@ -35,7 +35,8 @@ class Terminal:
             if screen.count(text) >= times:
                 return screen
             time.sleep(0.5)
-        raise AssertionError(f"{text!r} never appeared; the screen:\n{self.screen()}")
+        raise AssertionError(f"{text!r} did not appear {times} times within {timeout:.0f} s; the screen:\n"
+                             f"{self.screen()}")
 
     def type(self, line: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", line], check=True)

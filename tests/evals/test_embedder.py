@@ -54,7 +54,11 @@ def test_texts_asked_for_while_a_batch_runs_go_together_in_the_next(embedder, mo
     def slow_encode(batch, **kw):
         asked.append(list(batch))
         started.set()
-        time.sleep(1.0 if len(asked) == 1 else 0)
+        if len(asked) == 1:  # the first batch runs until the other seven callers' texts all wait for the next
+            deadline = time.monotonic() + 60
+            while len(embedder._waiting.texts) < 8:
+                assert time.monotonic() < deadline, "the seven other callers did not arrive within 60 s"
+                time.sleep(0.001)
         return encode(batch, **kw)
 
     monkeypatch.setattr(embedder.model, "encode", slow_encode)

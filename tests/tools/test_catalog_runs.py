@@ -12,11 +12,11 @@ from tools.errors import InterpError, Interrupted
 from tools.interrupts import StopRequested
 
 START_AND_WAIT = """
-import sys, time
+import sys
 from tools.catalog import Catalog
 with Catalog.run(sys.argv[1], "label", {}) as run_id:
     print(run_id, flush=True)
-    time.sleep(60)
+    sys.stdin.readline()  # until the test kills it: never ends on its own
 """
 
 
@@ -59,7 +59,8 @@ def test_a_run_that_ended_itself_keeps_its_status(tmp_path):
 def test_a_killed_run_is_marked_stale_when_the_next_run_starts(tmp_path):
     path = tmp_path / "c.duckdb"
     Catalog(path).close()
-    process = subprocess.Popen([sys.executable, "-c", START_AND_WAIT, str(path)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", START_AND_WAIT, str(path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
     killed = process.stdout.readline().strip()
     with Catalog.run(path, "label", {}) as alive:
         # A live run's lock is held: starting another run leaves it running.
@@ -74,18 +75,19 @@ def test_a_killed_run_is_marked_stale_when_the_next_run_starts(tmp_path):
 
 
 HOLD_KEYED_RUN = """
-import sys, time
+import sys
 from tools.catalog import Catalog
 with Catalog.run(sys.argv[1], "label", {}, "the-key") as run_id:
     print(run_id, flush=True)
-    time.sleep(60)
+    sys.stdin.readline()  # until the test kills it: never ends on its own
 """
 
 
 def test_a_second_writer_of_the_same_run_is_refused_and_a_finished_run_is_never_hidden(tmp_path):
     path = tmp_path / "c.duckdb"
     Catalog(path).close()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_KEYED_RUN, str(path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_KEYED_RUN, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     running = holder.stdout.readline().strip()
     try:
         with pytest.raises(InterpError, match=f"the same label run is already running .*run {running}, process "
