@@ -53,7 +53,7 @@ def turns_folder(catalog_path: Path) -> Path:
     return runs_folder(catalog_path) / "turns"
 
 
-def held_here(catalog_path: Path) -> set[Path]:
+def held_here() -> set[Path]:
     if not hasattr(_held, "paths"):
         _held.paths = set()
     paths: set[Path] = _held.paths
@@ -72,7 +72,7 @@ class Turns:
 
     def active(self) -> bool:
         """Turns are taken on this file (someone met someone on it), and not already by this thread."""
-        return self.folder.is_dir() and self.key not in held_here(self.key)
+        return self.folder.is_dir() and self.key not in held_here()
 
     def start(self) -> None:
         """The turns folder, from now on: called when the file was found taken."""
@@ -104,12 +104,12 @@ class Turns:
             handle.close()
             return False
         self.turn = handle
-        held_here(self.key).add(self.key)
+        held_here().add(self.key)
         return True
 
     def end_turn(self) -> None:
         if self.turn is not None:
-            held_here(self.key).discard(self.key)
+            held_here().discard(self.key)
             self.turn.close()
             self.turn = None
 
