@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from tools.catalog.connection import Connection
-from tools.catalog.turns import runs_folder
+from tools.catalog.turns import flock_held, runs_folder
 from tools.errors import InterpError, Interrupted
 from tools.interrupts import StopRequested
 
@@ -62,16 +62,7 @@ def release_lock(catalog_path: Path, run_id: str, handle: IO[bytes]) -> None:
 
 def lock_is_held(catalog_path: Path, run_id: str) -> bool:
     """Whether a live process holds the run's lock (this one included)."""
-    try:
-        handle = open(lock_path(catalog_path, run_id), "rb")
-    except FileNotFoundError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
+    return bool(flock_held(lock_path(catalog_path, run_id)))
 
 
 def lock_owner(catalog_path: Path, run_id: str) -> str:

@@ -162,14 +162,22 @@ class Turns:
 
 def ticket_is_live(path: Path) -> bool:
     """A ticket's owner still holds its lock; one that does not (it died) is removed."""
+    held = flock_held(path)
+    if held is False:
+        path.unlink(missing_ok=True)
+    return bool(held)
+
+
+def flock_held(path: Path) -> bool | None:
+    """Whether a live process holds an flock on the file (None: there is no such file). Probing with our own
+    descriptor is safe: an flock belongs to the descriptor that took it, so closing ours drops only ours."""
     try:
         handle = open(path, "rb")
-    except OSError:  # given back meanwhile
-        return False
+    except OSError:
+        return None
     with handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        path.unlink(missing_ok=True)
         return False
