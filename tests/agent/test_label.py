@@ -219,8 +219,10 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
         args[args.index("URL")] = url
         process = subprocess.Popen(interp_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
+        deadline = time.monotonic() + 300  # a stated bound: two features of a tiny model take seconds
         while labeled() < 2:
             assert process.poll() is None, f"the run ended before two features were committed: {process.stderr}"
+            assert time.monotonic() < deadline, "the run committed fewer than two features within 300 s"
             time.sleep(0.1)  # pacing only: the run cannot get past two features while the server holds the third
         process.send_signal(stop_signal)
         release = urllib.request.Request(url.removesuffix("/v1") + "/release", method="POST")

@@ -300,8 +300,10 @@ def test_pages_keep_working_while_a_labeling_run_writes(tiny_models, text_corpus
         labeling.start()
         seen = [labeled()]
         try:
+            deadline = time.monotonic() + 300  # a stated bound: 20 features of a tiny model take seconds
             while seen[-1] < first:
                 assert labeling.is_alive(), f"the run ended before the pages saw {first} features labeled: {seen}"
+                assert time.monotonic() < deadline, f"the pages saw {seen}, not {first} labeled, within 300 s"
                 seen.append(labeled())
                 time.sleep(0.05)  # pacing only: the loop ends on what the pages show, not on a count of polls
         finally:

@@ -32,6 +32,7 @@ def test_writer_waits_for_a_reader_to_finish(tmp_path):
     opened: list = []
     writer = threading.Thread(target=lambda: opened.append(Catalog(path)))
     writer.start()
+    # Bounded by the writer's own 60 s wait: it then fails, and its thread ends.
     while not list(turns_folder(path).glob("write-*.ticket")):  # the writer found it taken and waits
         assert writer.is_alive() and not opened, "the writer did not wait for the reader"
         time.sleep(0.01)

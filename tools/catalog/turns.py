@@ -90,7 +90,7 @@ class Turns:
 
     def others_waiting(self) -> bool:
         """Whether anyone else holds a ticket: a holder working in turns ends its turn for them."""
-        return self.folder.is_dir() and any(True for _ in self._waiting((READ, WRITE)))
+        return any(True for _ in self._waiting((READ, WRITE)))
 
     def try_take(self) -> bool:
         """Takes this opener's turn if no other opener that takes turns holds the file (never waits)."""
