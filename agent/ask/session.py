@@ -134,10 +134,10 @@ def open_session(config: LabelConfig, catalog_path: Path, feature_set_ref: str |
     if not catalog_path.exists():
         raise InterpError(f"no catalog at {catalog_path}; run `interp cache` first")
     if session_id is None and feature_set_ref is None:
-        raise InterpError("interp ask needs a feature set and a feature (interp ask SET --feature N), "
+        raise InterpError("interp ask needs a feature set and a feature (interp ask SET FEATURE), "
                           "or a session to resume (--session ID)")
     if session_id is None and feature is None:
-        raise InterpError(f"which feature of '{feature_set_ref}'? give --feature N "
+        raise InterpError(f"which feature of '{feature_set_ref}'? `interp ask {feature_set_ref} FEATURE` "
                           f"(`interp features {feature_set_ref}` lists them)")
     path = sessions_path(catalog_path)
     if session_id and not path.exists():
@@ -156,7 +156,7 @@ def open_session(config: LabelConfig, catalog_path: Path, feature_set_ref: str |
             raise InterpError(f"session {session_id} is about feature set {bench.set_id}, not '{feature_set_ref}'")
         feature = row["feature"] if row and feature is None else feature
         if feature is None:
-            raise InterpError(f"which feature of '{set_ref}'? give --feature N")
+            raise InterpError(f"which feature of '{set_ref}'? `interp ask {set_ref} FEATURE`")
         bench.check_feature(feature)
         kind = row["graph"] if row else choose_graph(graph or "auto", config)
         if kind == "free":

@@ -1,4 +1,4 @@
-"""`interp audit CONCEPTS --feature-set SET`: is each flagged concept represented in the model, and which
+"""`interp audit SET CONCEPTS`: is each flagged concept represented in the model, and which
 features carry it? Per concept: semantic search over the set's explanations; a probe and a
 difference-of-means direction (held-out AUROC with an interval); the features most aligned with that
 direction and most active on the concept's texts; a causal check of the top candidates (ablating them
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from agent.audit.concepts import Concept, load_concepts
 from agent.audit.report import write_reports
@@ -223,7 +224,7 @@ def audit_rows(run_id: str, set_id: str, audit: ConceptAudit) -> tuple[dict, lis
 
 
 def run_audit(config: LabelConfig, concepts_path: Path, set_ref: str, catalog_path: Path, out: Path,
-              seed: int = 0, llm_factory=None, on_concept=None) -> AuditResult:
+              seed: int = 0, llm_factory=None, on_concept=None, progress: bool = False) -> AuditResult:
     catalog_path = Path(catalog_path)
     concepts, feature_set = check_inputs(config, concepts_path, set_ref, catalog_path)
     bench = Workbench(catalog_path, feature_set["feature_set_id"], config.device, config.embedder)
@@ -231,7 +232,7 @@ def run_audit(config: LabelConfig, concepts_path: Path, set_ref: str, catalog_pa
     audits = []
     with Catalog.run(catalog_path, "audit", config.recorded() | {
             "concepts_file": str(Path(concepts_path).resolve()), "feature_set": bench.set_id, "seed": seed}) as run_id:
-        for concept in concepts:
+        for concept in tqdm(concepts, unit="concept", disable=not progress, desc="audit"):
             positive, negative, by = resolved_texts(concept, catalog_path, writer)
             audit = audit_concept(concept, positive, negative, by, bench, seed)
             row, candidates = audit_rows(run_id, bench.set_id, audit)

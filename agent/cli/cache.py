@@ -7,6 +7,7 @@ from agent.cli.flags import (
     catalog_flag,
     config_from_args,
     field_help,
+    json_flag,
     progress_flag,
     quiet_transformers,
 )
@@ -52,7 +53,12 @@ def command_sae_eval(args: argparse.Namespace) -> None:
     from agent.views.terminal import plain_console
     from tools.passes.sae_eval import run_sae_eval
 
-    quality = run_sae_eval(config_from_args(SAEEvalConfig, args), args.catalog)
+    quality = run_sae_eval(config_from_args(SAEEvalConfig, args), args.catalog, progress=not args.no_progress)
+    if args.json:
+        from agent.views.terminal import json_text
+
+        print(json_text(quality.as_row()))
+        return
     table = Table(title=f"SAE quality on {quality.tokens:,} held-out tokens")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -85,4 +91,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     sae_eval = sae_commands.add_parser("eval", help="FVU, L0, dead latents and loss increase on held-out tokens")
     add_config_flags(sae_eval, SAEEvalConfig)
     catalog_flag(sae_eval)
+    progress_flag(sae_eval)
+    json_flag(sae_eval)
     sae_eval.set_defaults(handler=command_sae_eval)

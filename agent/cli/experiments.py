@@ -1,30 +1,23 @@
 """`interp ablate` and `interp steer`: one feature, given text, and what changed."""
 
 import argparse
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from agent.cli.flags import FEATURE_SET_HELP, catalog_flag, quiet_transformers
-from agent.views.terminal import plain_console
-from tools.catalog import Catalog
 from tools.errors import InterpError
-from tools.experiments.interventions import (
-    InterventionEffect,
-    add,
-    check_features,
-    direct_logit_effect,
-    generate,
-    load_feature_source,
-    measure_effect,
-    set_to,
-    token_shifts,
-)
+
+if TYPE_CHECKING:  # torch loads only when a command runs the model
+    from rich.console import Console
+    from rich.table import Table
+
+    from tools.experiments.interventions import InterventionEffect
 
 TOP_TOKENS = 10
 
 
-def shift_table(title: str, effect: InterventionEffect) -> Table:
+def shift_table(title: str, effect: "InterventionEffect") -> "Table":
+    from rich.table import Table
+
     table = Table(title=title)
     for column in ("promoted", "logit change", "suppressed", "logit change "):
         table.add_column(column, justify="right" if "change" in column else "left")
@@ -33,7 +26,9 @@ def shift_table(title: str, effect: InterventionEffect) -> Table:
     return table
 
 
-def print_direct_effect(console: Console, subject, source, feature: int) -> None:
+def print_direct_effect(console: "Console", subject, source, feature: int) -> None:
+    from tools.experiments.interventions import direct_logit_effect, token_shifts
+
     direct = direct_logit_effect(subject, source, feature)
     promoted = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, True))
     suppressed = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, False))
@@ -43,6 +38,10 @@ def print_direct_effect(console: Console, subject, source, feature: int) -> None
 
 def command_ablate(args: argparse.Namespace) -> None:
     quiet_transformers()
+    from agent.views.terminal import plain_console
+    from tools.catalog import Catalog
+    from tools.experiments.interventions import check_features, load_feature_source, measure_effect, set_to
+
     if not args.text:
         raise InterpError("give at least one --text to measure the ablation on")
     subject, source, feature_set = load_feature_source(args.catalog, args.feature_set, args.device)
@@ -70,6 +69,9 @@ def command_ablate(args: argparse.Namespace) -> None:
 
 def command_steer(args: argparse.Namespace) -> None:
     quiet_transformers()
+    from agent.views.terminal import plain_console
+    from tools.experiments.interventions import add, check_features, generate, load_feature_source, measure_effect
+
     subject, source, feature_set = load_feature_source(args.catalog, args.feature_set, args.device)
     check_features(source, args.feature)
     edit = add(args.strength)

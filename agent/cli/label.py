@@ -5,10 +5,13 @@ from pathlib import Path
 
 from agent.cli.flags import (
     FEATURE_SET_HELP,
+    DeprecatedFlag,
     add_config_flags,
     catalog_flag,
     config_from_args,
     field_help,
+    ignored_config_flags,
+    json_flag,
     progress_flag,
     quiet_transformers,
 )
@@ -42,6 +45,12 @@ def command_label(args: argparse.Namespace) -> None:
     usage = result.usage
     minutes = result.seconds / 60
     prices = config.prices()
+    if args.json:
+        from agent.views.terminal import json_text
+
+        print(json_text({"run_id": result.run_id, "feature_set": result.feature_set_id, "labeled": result.labeled,
+                         "failed": result.failed, "seconds": result.seconds, "usage": usage, "features": rows}))
+        return
     print(f"labeled {result.labeled}, failed {result.failed} in {minutes:.1f} min; LLM tokens "
           f"{usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion"
           f"{dollars(usage.prompt_tokens, usage.completion_tokens, prices)}; run {result.run_id}")
@@ -58,6 +67,11 @@ def command_search(args: argparse.Namespace) -> None:
     from agent.views.terminal import show_search
 
     rows, embedder = search_explanations(args.catalog, args.query, args.n, args.feature_set, args.embedder)
+    if args.json:
+        from agent.views.terminal import json_text
+
+        print(json_text({"query": args.query, "embedder": embedder, "matches": rows}))
+        return
     show_search(rows, args.query, embedder, args.catalog)
 
 
@@ -118,6 +132,14 @@ def command_import_neuronpedia(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.neuronpedia.imports import import_neuronpedia
 
+    if args.old_feature_set is not None:  # the old `import neuronpedia FOLDER --feature-set SET`
+        if args.folder is not None:
+            raise InterpError(f"give the feature set once: `interp import neuronpedia {args.old_feature_set} "
+                              "FOLDER`, not also --feature-set")
+        args.feature_set, args.folder = args.old_feature_set, Path(args.feature_set)
+    if args.folder is None:
+        raise InterpError("interp import neuronpedia needs a feature set and a folder: "
+                          "`interp import neuronpedia SET FOLDER`")
     result = import_neuronpedia(args.folder, args.catalog, args.feature_set, args.embedder, args.device,
                                 not args.no_activation_check)
     if result.agreement is not None:
@@ -133,7 +155,12 @@ def command_explain_records(args: argparse.Namespace) -> None:
     from agent.views.terminal import show_labels
 
     config = config_from_args(LabelConfig, args)
-    rows = explain_records(config, Path(args.file), args.out)
+    rows = explain_records(config, Path(args.file), args.out, progress=not args.no_progress)
+    if args.json:
+        from agent.views.terminal import json_text
+
+        print(json_text(rows))
+        return
     show_labels(rows, f"{args.file}: {config.explainer} explanations", config.scorer_names())
     if args.out:
         print(f"wrote {args.out}")
@@ -151,6 +178,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="print the tokens (and, with --price-per-mtok, the cost) the run would take; send nothing")
     catalog_flag(label)
     progress_flag(label)
+    json_flag(label)
     label.set_defaults(handler=command_label)
 
     search = commands.add_parser("search", help="features whose explanation best matches a description")
@@ -159,6 +187,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--feature-set", help="only this feature set")
     search.add_argument("--embedder", default="all-MiniLM-L6-v2", help=field_help(LabelConfig, "embedder"))
     catalog_flag(search)
+    json_flag(search)
     search.set_defaults(handler=command_search)
 
     export = commands.add_parser("export", help="write a feature set's labels as Parquet or Neuronpedia batches")
@@ -209,9 +238,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     sources = imports.add_subparsers(dest="source", required=True, metavar="SOURCE")
     neuronpedia = sources.add_parser("neuronpedia", help="explanations from a Neuronpedia dataset export "
                                      "(explanations/batch-*.jsonl.gz), as explanations by neuronpedia:TYPE")
-    neuronpedia.add_argument("folder", type=Path, help="the source's folder (holding explanations*/)")
-    neuronpedia.add_argument("--feature-set", required=True,
-                             help="the matching feature set: same model, same SAE (interp sae load)")
+    neuronpedia.add_argument("feature_set", help="the matching feature set: same model, same SAE (interp sae load); "
+                             + FEATURE_SET_HELP)
+    neuronpedia.add_argument("folder", type=Path, nargs="?", help="the source's folder (holding explanations*/)")
+    neuronpedia.add_argument("--feature-set", dest="old_feature_set", action=DeprecatedFlag,
+                             instead="write `interp import neuronpedia SET FOLDER`")
     neuronpedia.add_argument("--no-activation-check", action="store_true",
                              help="import even when the export's activations disagree with the feature set's "
                              "(checked by rerunning our model on their text when activations*/ is present)")
@@ -224,5 +255,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                   help="explain and score {tokens, values} activation records from any tool")
     records.add_argument("file", help="JSON or JSONL: features with 'records', or one list of records")
     records.add_argument("--out", type=Path, help="write the results as JSONL here")
-    add_config_flags(records, LabelConfig, skip=("limit", "features"))
+    add_config_flags(records, LabelConfig, skip=("limit", "features", "score_only", "price_per_mtok"))
+    ignored_config_flags(records, LabelConfig, ("score_only", "price_per_mtok"), "explain-records")
+    progress_flag(records)
+    json_flag(records)
     records.set_defaults(handler=command_explain_records)

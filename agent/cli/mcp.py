@@ -3,7 +3,18 @@
 import argparse
 from importlib.metadata import version
 
-from agent.cli.flags import FEATURE_SET_HELP, add_config_flags, catalog_flag, config_from_args, quiet_transformers
+from agent.cli.flags import (
+    ENDPOINT_FIELDS,
+    FEATURE_SET_HELP,
+    LOCAL_MODEL_FIELDS,
+    SCORING_FIELDS,
+    DeprecatedFlag,
+    add_config_flags,
+    catalog_flag,
+    config_from_args,
+    ignored_config_flags,
+    quiet_transformers,
+)
 from agent.labeling.config import LabelConfig
 from tools.errors import InterpError
 
@@ -22,7 +33,7 @@ def command_mcp(args: argparse.Namespace) -> None:
     from agent.mcp.session import SessionBudget, Shared
     from tools.catalog import Catalog
 
-    budget = SessionBudget(args.max_tool_calls, args.max_seconds)
+    budget = SessionBudget(args.session_tool_calls, args.session_seconds)
     config = config_from_args(LabelConfig, args)
     config.validate()
     with Catalog(args.catalog, read_only=True) as catalog:
@@ -48,12 +59,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                         f"{FEATURE_SET_HELP}")
     server.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp "
                         "instead of stdio")
-    server.add_argument("--max-tool-calls", type=int, default=200, help="tool calls per session (default: 200)")
-    server.add_argument("--max-seconds", type=float, default=3600.0,
-                        help="wall-clock seconds per session (default: 3600)")
+    server.add_argument("--session-tool-calls", type=int, default=200,
+                        help="tool calls per client session (default: 200)")
+    server.add_argument("--session-seconds", type=float, default=3600.0,
+                        help="wall-clock seconds per client session (default: 3600)")
+    # `--max-*` means "per question" in ask and investigate; here the budget is a session's.
+    server.add_argument("--max-tool-calls", dest="session_tool_calls", type=int, action=DeprecatedFlag,
+                        instead="write --session-tool-calls (--max-tool-calls means per question in ask)")
+    server.add_argument("--max-seconds", dest="session_seconds", type=float, action=DeprecatedFlag,
+                        instead="write --session-seconds (--max-seconds means per question in ask)")
     server.add_argument("--scorers", default="embedding",
                         help="scorers run on each recorded finding, on held-out examples (default: embedding, which "
                         "needs no LLM; add simulation,detection,fuzzing with --llm openai:MODEL)")
-    add_config_flags(server, LabelConfig, skip=("explainer", "limit", "features", "n_top", "n_quantile", "scorers"))
+    fields = ENDPOINT_FIELDS + LOCAL_MODEL_FIELDS + SCORING_FIELDS
+    add_config_flags(server, LabelConfig, only=[name for name in fields if name != "scorers"])
+    ignored_config_flags(server, LabelConfig, ("concurrency", "score_only", "price_per_mtok"), "mcp")
     catalog_flag(server)
     server.set_defaults(handler=command_mcp)

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
+from tqdm import tqdm
+
 from agent.labeling.backends import Backends, LLMFactory, build_labeler
 from agent.labeling.config import LabelConfig
 from agent.labeling.rows import FeatureOutcome, label_feature
@@ -80,7 +82,7 @@ def split_records(number: int, records: list[ActivationRecord]) -> FeatureRecord
 
 
 def explain_records(config: LabelConfig, path: Path, out: Path | None,
-                    llm_factory: LLMFactory | None = None) -> list[dict]:
+                    llm_factory: LLMFactory | None = None, progress: bool = False) -> list[dict]:
     """Rows shaped like Catalog.label_summary's, one per feature, also written to `out` as JSONL."""
     config.validate()
     features = read_features(path)
@@ -93,7 +95,8 @@ def explain_records(config: LabelConfig, path: Path, out: Path | None,
     with ThreadPoolExecutor(config.effective_concurrency()) as pool, \
             (out.open("w", encoding="utf-8") if out is not None else nullcontext()) as sink:
         outcomes = pool.map(lambda record: label_feature(labeler, record, source, "", None, labeler.scorers), split)
-        for (name, _), outcome in zip(features, outcomes, strict=True):
+        for (name, _), outcome in tqdm(zip(features, outcomes, strict=True), total=len(features), unit="feature",
+                                       disable=not progress, desc="explain"):
             rows.append(result_row(name, outcome))
             if sink is not None:
                 sink.write(json.dumps(rows[-1]) + "\n")

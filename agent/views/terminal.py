@@ -222,16 +222,31 @@ def show_eval(rows: list, title: str) -> None:
     console.print(table)
 
 
-def eval_json(rows: list) -> str:
-    """Rows for machines: NaN becomes null, so any JSON reader takes it."""
+def json_text(value: Any) -> str:
+    """Results for machines: dataclasses become objects, NaN and infinities become null (so any JSON reader
+    takes them), timestamps and paths become strings."""
     import dataclasses
     import json
     import math
 
-    def clean(value):
-        return None if isinstance(value, float) and math.isnan(value) else value
+    def clean(item: Any) -> Any:
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return clean(dataclasses.asdict(item))
+        if isinstance(item, dict):
+            return {str(key): clean(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(inner) for inner in item]
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if item is None or isinstance(item, bool | int | float | str):
+            return item
+        return str(item)
 
-    return json.dumps([{key: clean(value) for key, value in dataclasses.asdict(row).items()} for row in rows], indent=1)
+    return json.dumps(clean(value), indent=1)
+
+
+def eval_json(rows: list) -> str:
+    return json_text(rows)
 
 
 def show_search(rows: list[dict], query: str, embedder: str, catalog_path: Path) -> None:

@@ -176,7 +176,7 @@ def test_the_terminal_loop_answers_switches_feature_and_survives_errors(catalog,
 def test_ask_question_once_from_the_command_line(catalog, capsys, monkeypatch):  # noqa: F811
     chat = ScriptedChat(fixed_answers)
     monkeypatch.setattr("agent.labeling.backends.llm_backend", lambda config, spec: chat)
-    assert main(["ask", "resid_post.1", "--feature", "3", "-q", 'Does it fire on "the cat"?', "--graph", "fixed",
+    assert main(["ask", "resid_post.1", "3", "-q", 'Does it fire on "the cat"?', "--graph", "fixed",
                  "--llm", "openai:scripted", "--catalog", str(catalog)]) == 0
     out = capsys.readouterr().out
     assert '-> activations_on({"feature": 3, "texts": ["the cat"]})' in out
@@ -192,7 +192,7 @@ def test_bad_ask_input_is_a_clear_error_before_anything_is_written(catalog, tmp_
 
     with pytest.raises(InterpError, match="needs a feature set and a feature"):
         opened()
-    with pytest.raises(InterpError, match=r"which feature of 'resid_post.1'\? give --feature N"):
+    with pytest.raises(InterpError, match=r"which feature of 'resid_post.1'\? `interp ask resid_post.1 FEATURE`"):
         opened(feature_set_ref="resid_post.1")
     with pytest.raises(InterpError, match="feature 99 is not in feature set"):
         opened(feature_set_ref="resid_post.1", feature=99)
@@ -224,7 +224,7 @@ def test_ask_through_a_real_endpoint_process_that_calls_tools(catalog, tmp_path,
         [200, completion("It peaks at 'cat' (activations_on, peak shown above).", "stub", "")]]))
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     with stub_server(script=script) as url:
-        assert main(["ask", "resid_post.1", "--feature", "3", "-q", "Where does it fire?", "--llm", "openai:stub",
+        assert main(["ask", "resid_post.1", "3", "-q", "Where does it fire?", "--llm", "openai:stub",
                      "--base-url", url, "--scorers", "embedding", "--device", "cpu", "--catalog", str(catalog)]) == 0
     out = capsys.readouterr().out
     assert "free graph" in out and '-> activations_on({"feature": 3, "texts": ["the cat"]})' in out

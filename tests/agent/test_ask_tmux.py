@@ -60,7 +60,7 @@ def ask_command(catalog_path, *args: str) -> str:
 
 
 def test_an_interactive_session_streams_experiments_and_resumes(catalog, terminals):  # noqa: F811
-    first = terminals(ask_command(catalog, "resid_post.1", "--feature", "3"))
+    first = terminals(ask_command(catalog, "resid_post.1", "3"))
     screen = first.wait_for("feature 3> ")
     session = screen.split("session ", 1)[1].split(":", 1)[0]
     first.type('Does it fire on "the cat sat"?')

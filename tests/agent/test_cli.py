@@ -174,7 +174,7 @@ def test_interrupted_cache_resumes_to_the_same_result(stop_signal, tmp_path, tin
     resumed = subprocess.run(interp_command(*args, "--catalog", str(catalog)), env=env, capture_output=True,
                              text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming run" in resumed.stdout
+    assert "resuming run" in resumed.stderr
     assert examples_of(catalog) == examples_of(reference)
     shutil.rmtree(runs, ignore_errors=True)
 

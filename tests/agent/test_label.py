@@ -243,7 +243,7 @@ def test_a_stopped_label_run_keeps_finished_features_and_the_rerun_does_the_rest
             urllib.request.urlopen(release)
         rerun = subprocess.run(interp_command(*args), env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"labeling {6 - kept} of 6 features" in rerun.stdout
+    assert f"labeling {6 - kept} of 6 features" in rerun.stderr
     assert rows(catalog, "SELECT count(*), count(DISTINCT feature) FROM explanations") == [(6, 6)]
     # Every explanation has its detection scores: none was written without them.
     assert rows(catalog, "SELECT count(DISTINCT explanation_id) FROM scores") == [(6,)]

@@ -37,11 +37,12 @@ def label_args(url: str, catalog, *more: str) -> list[str]:
 def test_the_endpoint_simulates_and_judges_from_its_probabilities_and_says_so(bpe_model, catalog, capsys):
     with vllm_server(bpe_model, *RULE) as url:
         assert main(label_args(url, catalog, "--price-per-mtok", "0.15,0.6")) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     name = f"openai:tiny@{url}"
-    assert f"simulation: {name} (prompt log-probabilities (echo, top 20))" in out
-    assert f"detection: {name} (P(yes) from the answer's top log-probabilities)" in out
-    assert "LLM tokens" in out and "($" in out
+    # Which model does what is a log line (stderr); what the run did and cost are results (stdout).
+    assert f"simulation: {name} (prompt log-probabilities (echo, top 20))" in captured.err
+    assert f"detection: {name} (P(yes) from the answer's top log-probabilities)" in captured.err
+    assert "LLM tokens" in captured.out and "($" in captured.out
     scores = rows(catalog, "SELECT scorer, llm, details FROM scores WHERE status = 'ok'")
     assert {scorer for scorer, _, _ in scores} == {"simulation", "detection", "fuzzing"}
     assert all(llm == name for _, llm, _ in scores)

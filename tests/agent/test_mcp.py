@@ -106,7 +106,7 @@ def test_the_budget_ends_a_session_that_keeps_calling(catalog):  # noqa: F811
     async def script(session: ClientSession) -> list[types.CallToolResult]:
         return [await session.call_tool("list_feature_sets", {}) for _ in range(5)]
 
-    results = drive(catalog, script, "--max-tool-calls", "3")
+    results = drive(catalog, script, "--session-tool-calls", "3")
     assert [r.is_error for r in results] == [False, False, False, True, True]
     assert "this session has spent 3 tool calls" in text(results[3])
     ((run_id, status),) = rows(catalog, "SELECT run_id, status FROM runs WHERE kind = 'mcp'")

@@ -173,8 +173,7 @@ def test_published_explanations_import_get_scored_and_export_with_their_ids(cata
     (folder / "explanations-gpt-4o-mini").mkdir()  # exports may hold one explanations folder per explaining model
     with gzip.open(folder / "explanations-gpt-4o-mini" / "batch-0.jsonl.gz", "wt") as handle:
         handle.write(json.dumps(published(2, "the letter e", "cm1bbbbbbbbbbbbbbbbbbbbbb")) + "\n")
-    args = ["import", "neuronpedia", str(folder), "--feature-set", "resid_post.1", "--device", "cpu",
-            "--catalog", str(catalog)]
+    args = ["import", "neuronpedia", "resid_post.1", str(folder), "--device", "cpu", "--catalog", str(catalog)]
     assert main(args) == 0
     assert "imported 2 of 2 explanations of Neuronpedia source tiny/1-res-test" in capsys.readouterr().out
     assert main(args) == 0  # a second import adds nothing
@@ -221,15 +220,18 @@ def test_published_explanations_import_get_scored_and_export_with_their_ids(cata
 
 def test_an_import_that_does_not_fit_the_feature_set_writes_nothing(catalog, tmp_path, capsys):  # noqa: F811
     folder = neuronpedia_explanations(tmp_path / "np-in", [published(999, "far away", "cm1ccc")])
+    # The old spelling (folder, then --feature-set) still works for one release, and says what to write.
     assert main(["import", "neuronpedia", str(folder), "--feature-set", "resid_post.1", "--device", "cpu",
                  "--catalog", str(catalog)]) == 2
-    assert "names features [999] that feature set" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "names features [999] that feature set" in error
+    assert "`--feature-set` is deprecated and goes in 0.2; write `interp import neuronpedia SET FOLDER`" in error
     with duckdb.connect(str(catalog), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs WHERE kind = 'import'").fetchall() == [(0,)]
     not_rows = neuronpedia_explanations(tmp_path / "np-bad", [published(1, "fine", "cm1ddd")])
     with gzip.open(not_rows / "explanations" / "batch-1.jsonl.gz", "wt") as handle:
         handle.write("[1, 2]\n")
-    assert main(["import", "neuronpedia", str(not_rows), "--feature-set", "resid_post.1", "--device", "cpu",
+    assert main(["import", "neuronpedia", "resid_post.1", str(not_rows), "--device", "cpu",
                  "--catalog", str(catalog)]) == 2
     assert "batch-1.jsonl.gz:1: expected a Neuronpedia Explanation row" in capsys.readouterr().err
     assert main(["label", "resid_post.1", "--score-only", "neuronpedia:nothing", "--llm", "openai:x",
@@ -267,15 +269,15 @@ def test_an_export_whose_activations_are_not_our_features_is_refused(text_corpus
     their_activations(bpe_catalog, same, list(range(6)))
     other = neuronpedia_explanations(tmp_path / "other", rows)
     their_activations(bpe_catalog, other, list(range(6)), shift=7)
-    args = ["--feature-set", "resid_post.1", "--device", "cpu", "--catalog", str(bpe_catalog)]
+    args = ["--device", "cpu", "--catalog", str(bpe_catalog)]
 
-    assert main(["import", "neuronpedia", str(other), *args]) == 2
+    assert main(["import", "neuronpedia", "resid_post.1", str(other), *args]) == 2
     error = capsys.readouterr().err
     assert "Neuronpedia source tiny/1-res-test is not the features of resid_post.1" in error
     assert "--no-activation-check" in error
-    assert main(["import", "neuronpedia", str(same), *args]) == 0
+    assert main(["import", "neuronpedia", "resid_post.1", str(same), *args]) == 0
     assert "their activations agree with ours at r = 1.000 over" in capsys.readouterr().out
     with duckdb.connect(str(bpe_catalog), read_only=True) as con:
         (config,) = con.execute("SELECT config FROM runs WHERE kind = 'import'").fetchall()[0]
     assert json.loads(config)["activation_check"]["rows"] == 12
-    assert main(["import", "neuronpedia", str(other), "--no-activation-check", *args]) == 0
+    assert main(["import", "neuronpedia", "resid_post.1", str(other), "--no-activation-check", *args]) == 0

@@ -89,7 +89,7 @@ def test_eval_runs_are_reproducible_with_a_seed_and_resume_instead_of_redoing(pl
     assert [(r.subject, r.metric, r.value, r.ci_low, r.ci_high) for r in first.rows] == \
         [(r.subject, r.metric, r.value, r.ci_low, r.ci_high) for r in second.rows]
     assert rows(planted_catalog, "SELECT count(*) FROM explanations") == explanations  # nothing relabeled
-    assert "labeling 0 of" in capsys.readouterr().out
+    assert "labeling 0 of" in capsys.readouterr().err
 
 
 def test_compare_pairs_two_configurations_feature_by_feature(planted_catalog, capsys):

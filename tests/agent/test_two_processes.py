@@ -31,9 +31,9 @@ def test_two_identical_cache_runs_write_one_feature_set(tmp_path, tiny_models, t
             "--tokens", "1000", "--catalog", str(catalog), *FAST]
     results = run_twice_at_once(*args)
     assert all(accepted(r) for r in results), [r.stderr[-500:] for r in results]
-    assert any(r.returncode == 0 and "feature set mlp.1-" in r.stdout for r in results)
+    assert any(r.returncode == 0 and "feature set mlp.1-" in r.stderr for r in results)
     again = subprocess.run(interp_command(*args), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "already cached by run" in again.stdout
+    assert again.returncode == 0 and "already cached by run" in again.stderr
     with duckdb.connect(str(catalog), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM feature_sets").fetchone() == (1,)
 

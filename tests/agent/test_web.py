@@ -25,7 +25,8 @@ from tools.text import visible
 HOSTILE = '<script>alert("pwned")</script> it\'s "quoted" \x1b[31mred\x07 & <b>bold</b>'
 EXPLANATION = 'words about "animals" <img src=x onerror=alert(1)> and cats'
 SCREENSHOT_ENV = "INTERP_SCREENSHOT"
-"""Where the browser test saves its screenshot of the feature page (the README's is docs/feature-page.png)."""
+"""Where the browser test saves its screenshot of the feature page (the README's, docs/feature-page.png, is
+a feature of the embedded defaults: `python benchmarks/screenshot.py`)."""
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ def test_openai_backend_retries_429_and_5xx_then_succeeds(tmp_path):
     ([[500, error_body("overloaded")]], 0, "answered 500: overloaded"),
     ([[401, error_body("bad key")]], 2, "rejected the API key in $OPENAI_API_KEY"),
     ([[404, error_body("The model 'nope' does not exist")]], 2, "model 'stub' not found at"),
+    ([[404, {"detail": "Not Found"}]], 2, "has no /chat/completions route .404: Not Found.; is --base-url"),
     ([[200, {"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": []}]], 0,
      "returned no choices"),
     ([[200, "this is not json"]], 0, "malformed answer|returned no choices"),

@@ -75,7 +75,7 @@ def test_investigate_a_feature_with_the_embedded_local_llm(catalog, capsys):
 
 
 def test_ask_one_question_with_the_embedded_local_llm(catalog, capsys):
-    assert main(["ask", "resid_post.1", "--feature", "3", "--question", "Does it fire on numbers?",
+    assert main(["ask", "resid_post.1", "3", "--question", "Does it fire on numbers?",
                  "--catalog", str(catalog), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     # The graph ran the LLM's sentences and ordinary corpus text for comparison, and cited both.

@@ -2,6 +2,7 @@
 one transaction with its run's end, so an interrupted run never leaves a set that looks finished), and
 SAE evaluations."""
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import pyarrow as pa
 from tools.catalog.connection import insert_row, insert_table
 from tools.catalog.runs import RunTables
 from tools.errors import InterpError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,20 @@ class FeatureSetRows:
     features: pa.Table
     windows: pa.Table | Callable[[], pa.Table]
     examples: pa.Table | Iterable[pa.Table]
+
+
+def say_newest(hook: str, sets: list[dict]) -> None:
+    """Once a process per hook and choice: pages and agents resolve the same shorthand again and again."""
+    key = (hook, sets[0]["feature_set_id"])
+    if key in _said:
+        return
+    _said.add(key)
+    others = ", ".join(row["feature_set_id"] for row in sets[1:])
+    log.info(f"{hook}: the newest of its {len(sets)} feature sets, {sets[0]['feature_set_id']} (cached "
+             f"{sets[0]['created_at']:%Y-%m-%d %H:%M}); name another by its id: {others}")
+
+
+_said: set[tuple[str, str]] = set()
 
 
 class FeatureTables(RunTables):
@@ -51,15 +68,24 @@ class FeatureTables(RunTables):
         )
 
     def feature_set(self, ref: str) -> dict:
-        """A feature set by id, id prefix, or hook name when that is unambiguous."""
+        """A feature set by id, by a unique id prefix, or by hook name: the newest set of that hook (every set
+        in the table is complete: its row is written with its run's end). A hook that names several sets
+        says on the log which one it took, so following the docs after a second `interp cache` of the same
+        hook works, and says so, rather than stopping at "ambiguous"."""
         matches = self.all_rows(
             "SELECT f.*, m.name AS model FROM feature_sets f JOIN models m USING (model_id) "
-            "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ?",
+            "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ? "
+            "ORDER BY f.created_at DESC, f.feature_set_id",
             [ref, ref, ref],
         )
         exact = [m for m in matches if m["feature_set_id"] == ref]
         if exact:
             return exact[0]
+        same_hook = [m for m in matches if m["hook"] == ref]
+        if same_hook:
+            if len(same_hook) > 1:
+                say_newest(ref, same_hook)
+            return same_hook[0]
         if len(matches) == 1:
             return matches[0]
         known = ", ".join(row["feature_set_id"] for row in self.feature_sets()) or "none yet; run `interp cache`"

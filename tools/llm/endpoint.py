@@ -40,6 +40,11 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 RETRIED_STATUS = {408, 409, 429} | set(range(500, 600))
 MAX_BACKOFF_SECONDS = 8.0
 ROUTES = {"chat": "/chat/completions", "completions": "/completions"}
+ROUTE_NEEDS = {
+    "chat": "is --base-url the OpenAI-compatible root, ending in /v1?",
+    "completions": "simulation reads prompt log-probabilities from the completions API (vLLM serves it; a "
+                   "chat-only server cannot simulate: pass --simulator local, or drop simulation from --scorers)",
+}
 TOP_LOGPROBS = 20
 """vLLM's default limit (`--max-logprobs`) and OpenAI's: enough to see every label of a slot or a judge."""
 Parsed = TypeVar("Parsed")
@@ -247,7 +252,7 @@ class OpenAIChat:
         if worker.is_alive():
             raise _Retryable(LLMError(f"LLM endpoint {self.shown_url} sent no whole answer within {self.timeout:g} s"))
         if "error" in outcome:
-            raise self._classified(outcome["error"])
+            raise self._classified(outcome["error"], route)
         try:
             return parse(outcome["body"])
         except ValueError as error:  # JSONDecodeError is a ValueError
@@ -264,7 +269,7 @@ class OpenAIChat:
         except TooLarge:
             raise LLMError(f"LLM endpoint {self.shown_url} sent an answer over {limit // 2**20} MiB; refused") from None
 
-    def _classified(self, error: BaseException) -> BaseException:
+    def _classified(self, error: BaseException, route: str) -> BaseException:
         """The exception the caller sees: an LLMError (wrapped as retryable where a retry may help)."""
         if isinstance(error, LLMError):
             return error
@@ -276,11 +281,21 @@ class OpenAIChat:
                 return LLMError(f"LLM endpoint {self.shown_url} rejected the API key in ${self.api_key_env}",
                                 status_code=401)
             if error.status == 404:
-                return LLMError(f"model '{self.model}' not found at {self.shown_url}: {message}", status_code=404)
+                return self._not_found(route, message)
             failure = LLMError(f"LLM endpoint {self.shown_url} answered {error.status}: {message}",
                                status_code=error.status)
             return _Retryable(failure, retry_after(error.headers)) if error.status in RETRIED_STATUS else failure
         return error
+
+    def _not_found(self, route: str, message: str) -> LLMError:
+        """A 404 is a missing model only when the server says so (OpenAI's and vLLM's messages name the model
+        or a model_not_found code); a bare "Not Found" is a route the server does not have, like
+        `/v1/completions` on a chat-only server."""
+        said = message.lower()
+        if self.model.lower() in said or "model" in said:
+            return LLMError(f"model '{self.model}' not found at {self.shown_url}: {message}", status_code=404)
+        return LLMError(f"LLM endpoint {self.shown_url} has no {ROUTES[route]} route (404: {message}); "
+                        f"{ROUTE_NEEDS[route]}", status_code=404)
 
     def close(self) -> None:
         self.poster.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from tools.catalog import Catalog
 from tools.configs import SAEEvalConfig
@@ -65,7 +66,7 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.T
 
 @torch.inference_mode()
 def evaluate_sae(subject: SubjectModel, sae: SAE, hook: HookPoint, windows: torch.Tensor,
-                 batch_size: int = 4) -> SAEQuality:
+                 batch_size: int = 4, progress: bool = False) -> SAEQuality:
     """Batches are small because each forward materialises [batch, seq, vocab] logits (262k for Gemma)."""
     model = subject.model
     squared_error = total_square = 0.0
@@ -73,7 +74,7 @@ def evaluate_sae(subject: SubjectModel, sae: SAE, hook: HookPoint, windows: torc
     active_total, n_tokens = 0, 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=subject.device)
     loss = {"clean": [0.0, 0], "spliced": [0.0, 0], "zero": [0.0, 0]}
-    for start in range(0, len(windows), batch_size):
+    for start in tqdm(range(0, len(windows), batch_size), unit="batch", disable=not progress, desc="eval SAE"):
         input_ids = windows[start:start + batch_size].to(subject.device)  # [B, seq]
         mask = content_mask(input_ids, subject.tokenizer)  # [B, seq]
         x = run_to_hooks(model, input_ids, [hook])[hook.name]  # [B, seq, d_in]
@@ -112,7 +113,7 @@ def evaluate_sae(subject: SubjectModel, sae: SAE, hook: HookPoint, windows: torc
     )
 
 
-def run_sae_eval(config: SAEEvalConfig, catalog_path: Path) -> SAEQuality:
+def run_sae_eval(config: SAEEvalConfig, catalog_path: Path, progress: bool = False) -> SAEQuality:
     """Evaluate on held-out documents and record the result (a run and a sae_evals row)."""
     catalog_path = Path(catalog_path)
     corpus, subject, source = checked_inputs(config, catalog_path)
@@ -121,7 +122,7 @@ def run_sae_eval(config: SAEEvalConfig, catalog_path: Path) -> SAEQuality:
           f"{windows.numel():,} held-out tokens")
     if source.sae is None:
         raise InterpError(f"'{config.sae}' gave no SAE to evaluate")
-    quality = evaluate_sae(subject, source.sae, source.hook, windows, config.batch_size)
+    quality = evaluate_sae(subject, source.sae, source.hook, windows, config.batch_size, progress)
     config_dict = dataclasses.asdict(config)
     config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:16]
     with Catalog.run(catalog_path, "sae_eval", config_dict, config_hash, corpus, package_versions()) as run_id:
