@@ -27,35 +27,28 @@ def command_mcp(args: argparse.Namespace) -> None:
         raise InterpError("interp mcp needs the MCP SDK: pip install -e '.[mcp]'") from None
     import anyio
 
-    from agent.investigate.workbench import Workbench
     from agent.labeling.backends import Backends, bench_steerer, build_scorers
     from agent.mcp.server import WorkbenchServer
-    from agent.mcp.session import SessionBudget, Shared
-    from tools.catalog import Catalog
+    from agent.mcp.session import Benches, SessionBudget, Shared
 
     budget = SessionBudget(args.session_tool_calls, args.session_seconds)
     config = config_from_args(LabelConfig, args)
     config.validate()
-    with Catalog(args.catalog, read_only=True) as catalog:
-        ref = args.feature_set or only_feature_set(catalog)
-    bench = Workbench(args.catalog, ref, config.device, config.embedder)
-    scorers = build_scorers(config, Backends(config), bench.embedder, bench_steerer(bench, config))
-    server = WorkbenchServer(Shared(args.catalog, bench, config, scorers, budget), version("interp-agent"))
+    benches = Benches(args.catalog, config.device, config.embedder, args.feature_set)
+    backends = Backends(config)
+
+    def scorers_for(bench):  # the intervention scorer steers the model of the set it scores
+        return build_scorers(config, backends, bench.embedder, bench_steerer(bench, config))
+
+    server = WorkbenchServer(Shared(args.catalog, benches, config, scorers_for, budget), version("interp-agent"))
     anyio.run(server.serve_http, args.http) if args.http else anyio.run(server.serve_stdio)
-
-
-def only_feature_set(catalog) -> str:
-    sets = catalog.feature_sets()
-    if len(sets) != 1:
-        known = ", ".join(row["feature_set_id"] for row in sets) or "none yet; run `interp cache`"
-        raise InterpError(f"which feature set should the server investigate? pass --feature-set (known: {known})")
-    return sets[0]["feature_set_id"]
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     server = commands.add_parser("mcp", help="serve the workbench's tools, feature pages and an investigation "
                                  "prompt to MCP clients (Claude Code, Cursor, ...), recording every call")
-    server.add_argument("--feature-set", help=f"the set the tools act on (default: the catalog's only one); "
+    server.add_argument("--feature-set", help="the set a tool call acts on when it names none (default: the "
+                        f"catalog's only set; every set is served, and a call names its own with feature_set); "
                         f"{FEATURE_SET_HELP}")
     server.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp "
                         "instead of stdio")

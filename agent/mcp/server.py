@@ -2,9 +2,10 @@
 the pydantic model our own agent's toolbox validates with): tools, resources, a prompt, over stdio or
 streamable HTTP on loopback.
 
-    tools       the toolbox's tools (no score tool) plus list_feature_sets, list_features, feature_summary
+    tools       the toolbox's tools (no score tool) plus list_feature_sets, list_features, feature_summary;
+                each that acts on a set takes an optional feature_set (every set of the catalog is served)
     resources   interp://feature-sets, interp://feature-set/{set}, interp://feature/{set}/{feature} (JSON)
-    prompt      investigate_feature(feature): the method and the rules
+    prompt      investigate_feature(feature, feature_set): the method and the rules
 
 An unknown tool is a protocol error (INVALID_PARAMS); invalid arguments come back as a tool error the
 client's model can correct; neither is run, and both are recorded. Tool calls run in a worker thread, one
@@ -22,7 +23,7 @@ from mcp.server import Server
 from mcp.shared.exceptions import MCPError
 
 from agent.mcp.catalog_views import ListFeaturesArgs, feature_page, feature_sets, features_text
-from agent.mcp.session import McpSession, Shared, session_toolbox
+from agent.mcp.session import McpSession, Shared, listed_tools
 from prompts import load_prompt
 from tools.catalog import Catalog
 from tools.errors import InterpError
@@ -46,7 +47,7 @@ class WorkbenchServer:
         self.shared = shared
         self.sessions: dict[int, McpSession] = {}
         self.opening = anyio.Lock()
-        self.listed = session_toolbox(shared).tools
+        self.listed = listed_tools(shared)
         self.prompt = load_prompt("mcp_investigate")
         self.server: Server = Server(
             "interp-agent", version=version, instructions=INSTRUCTIONS,
@@ -126,18 +127,22 @@ class WorkbenchServer:
             uri=uri, mime_type="application/json", text=json.dumps(content, ensure_ascii=False, default=str))])
 
     async def list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
+        default = self.shared.benches.default
         return types.ListPromptsResult(prompts=[types.Prompt(
-            name="investigate_feature", description=f"investigate one feature of {self.shared.bench.set_id}: "
-            "hypothesis, tests on new text, causal check, finding",
-            arguments=[types.PromptArgument(name="feature", description="feature index", required=True)])])
+            name="investigate_feature", description="investigate one feature: hypothesis, tests on new text, "
+            "causal check, finding",
+            arguments=[types.PromptArgument(name="feature", description="feature index", required=True),
+                       types.PromptArgument(name="feature_set", description="feature set id, prefix or hook name"
+                                            + (f" (default: {default})" if default else ""),
+                                            required=default is None)])])
 
     async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         if params.name != "investigate_feature":
             raise MCPError(code=types.INVALID_PARAMS,
                            message=f"no prompt '{params.name}'; prompts: investigate_feature")
         raw = (params.arguments or {}).get("feature", "")
-        bench = self.shared.bench
         try:
+            bench = await self.in_thread(self.shared.benches.get, (params.arguments or {}).get("feature_set"))
             bench.check_feature(int(raw))
         except (ValueError, InterpError) as error:
             raise MCPError(code=types.INVALID_PARAMS, message=f"feature '{raw}': {error}") from None

@@ -76,7 +76,12 @@ def test_an_mcp_client_investigates_and_everything_lands_in_the_catalog(catalog)
     assert {"activations_on", "ablate", "steer", "patch", "probe", "top_examples", "record_finding",
             "list_feature_sets", "list_features", "feature_summary"} <= set(tools)
     assert "score_explanation" not in tools  # held-out scores are never shown to the agent
-    assert tools["activations_on"].input_schema == TextsArgs.model_json_schema()
+    # The toolbox's own schema, plus the feature set a call may name (every set of the catalog is served).
+    schema = tools["activations_on"].input_schema
+    assert {k: v for k, v in schema["properties"].items() if k != "feature_set"} == \
+        TextsArgs.model_json_schema()["properties"]
+    assert "feature_set" in schema["properties"] and "feature_set" not in schema.get("required", [])
+    assert "feature_set" not in tools["list_feature_sets"].input_schema.get("properties", {})
     assert seen["resources"][0] == "interp://feature-sets" and seen["template"] == "interp://feature/{feature_set}/{feature}"
     page = seen["page"]
     assert page["feature"] == 0 and set(page["examples"]) == {"top", "quantile", "random"}
@@ -126,3 +131,35 @@ def test_streamable_http_on_loopback(catalog):  # noqa: F811
 
         result = anyio.run(main)
     assert not result.is_error and "feature 1 on your texts" in text(result)
+
+
+def test_one_server_serves_every_feature_set_and_records_which(catalog):  # noqa: F811
+    """The tiny catalog holds two sets (mlp.1 neurons, resid_post.1 SAE latents) and the server names no
+    default, so each call names its set."""
+    async def script(session: ClientSession) -> dict:
+        return {
+            "unnamed": await session.call_tool("activations_on", {"feature": 0, "texts": ["a cat"]}),
+            "neurons": await session.call_tool("activations_on", {"feature": 0, "texts": ["a cat"],
+                                                                  "feature_set": "mlp.1"}),
+            "latents": await session.call_tool("feature_summary", {"feature": 2, "feature_set": "resid_post.1"}),
+            "unknown": await session.call_tool("feature_summary", {"feature": 2, "feature_set": "nope.9"}),
+            "sets": await session.call_tool("list_feature_sets", {}),
+        }
+
+    async def main_():
+        params = StdioServerParameters(command=sys.executable, args=["-m", "agent.cli", "mcp", "--catalog",
+                                       str(catalog), "--device", "cpu"], cwd=str(Path(__file__).resolve().parents[2]))
+        async with stdio_client(params) as (read, write), ClientSession(read, write, client_info=CLIENT) as session:
+            await session.initialize()
+            return await script(session)
+
+    seen = anyio.run(main_)
+    assert seen["unnamed"].is_error and "which feature set?" in text(seen["unnamed"])
+    assert not seen["neurons"].is_error and "feature 0 on your texts" in text(seen["neurons"])
+    assert not seen["latents"].is_error and "feature 2 of resid_post.1-sae-" in text(seen["latents"])
+    assert seen["unknown"].is_error and "no feature set 'nope.9'" in text(seen["unknown"])
+    assert "mlp.1-" in text(seen["sets"]) and "resid_post.1-sae-" in text(seen["sets"])
+    logged = rows(catalog, "SELECT tool, ok, arguments FROM experiments ORDER BY step")
+    sets = [json.loads(arguments).get("feature_set") for _, _, arguments in logged]
+    assert sets[0] is None and sets[1].startswith("mlp.1-") and sets[2].startswith("resid_post.1-sae-")
+    assert sets[3] == "nope.9" and sets[4] is None
