@@ -3,7 +3,7 @@
 import argparse
 from typing import TYPE_CHECKING
 
-from agent.cli.flags import FEATURE_SET_HELP, catalog_flag, quiet_transformers
+from agent.cli.flags import FEATURE_SET_HELP, catalog_flag, json_flag, quiet_transformers
 from tools.errors import InterpError
 
 if TYPE_CHECKING:  # torch loads only when a command runs the model
@@ -26,12 +26,25 @@ def shift_table(title: str, effect: "InterventionEffect") -> "Table":
     return table
 
 
-def print_direct_effect(console: "Console", subject, source, feature: int) -> None:
+def direct_effect(subject, source, feature: int) -> dict:
+    """The tokens the feature's output direction promotes and suppresses through the unembedding."""
     from tools.experiments.interventions import direct_logit_effect, token_shifts
 
     direct = direct_logit_effect(subject, source, feature)
-    promoted = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, True))
-    suppressed = ", ".join(repr(s.token) for s in token_shifts(subject, direct, TOP_TOKENS, False))
+    return {"promotes": token_shifts(subject, direct, TOP_TOKENS, True),
+            "suppresses": token_shifts(subject, direct, TOP_TOKENS, False)}
+
+
+def effect_json(effect: "InterventionEffect") -> dict:
+    """The measured change without the [vocab] tensor behind it."""
+    return {"loss_clean": effect.loss_clean, "loss_edited": effect.loss_edited, "promoted": effect.promoted,
+            "suppressed": effect.suppressed}
+
+
+def print_direct_effect(console: "Console", subject, source, feature: int) -> None:
+    direct = direct_effect(subject, source, feature)
+    promoted = ", ".join(repr(s.token) for s in direct["promotes"])
+    suppressed = ", ".join(repr(s.token) for s in direct["suppresses"])
     console.print(f"direct logit effect of {feature} (output direction through the unembedding): promotes "
                   f"{promoted}; suppresses {suppressed}")
 
@@ -56,6 +69,14 @@ def command_ablate(args: argparse.Namespace) -> None:
     else:
         values = [0.0] * len(args.features)
     effect = measure_effect(subject, source, args.features, set_to(values), args.text, TOP_TOKENS)
+    if args.json:
+        from agent.views.terminal import json_text
+
+        print(json_text({"feature_set": feature_set["feature_set_id"], "hook": source.hook.name,
+                         "features": dict(zip(map(str, args.features), values, strict=True)), "mode": args.mode,
+                         "texts": args.text, **effect_json(effect),
+                         "direct": {str(f): direct_effect(subject, source, f) for f in args.features}}))
+        return
     console = plain_console()
     settings = ", ".join(f"{f} -> {v:.4g}" for f, v in zip(args.features, values, strict=True))
     console.print(f"{feature_set['feature_set_id']} features {settings} ({args.mode}) at {source.hook.name}, "
@@ -76,12 +97,21 @@ def command_steer(args: argparse.Namespace) -> None:
     check_features(source, args.feature)
     edit = add(args.strength)
     effect = measure_effect(subject, source, args.feature, edit, [args.prompt], TOP_TOKENS)
+    clean = generate(subject, args.prompt, args.max_new_tokens)
+    steered = generate(subject, args.prompt, args.max_new_tokens, edit=(source, args.feature, edit))
+    if args.json:
+        from agent.views.terminal import json_text
+
+        print(json_text({"feature_set": feature_set["feature_set_id"], "hook": source.hook.name,
+                         "feature": args.feature, "strength": args.strength, "prompt": args.prompt,
+                         "without_steering": clean, "with_steering": steered, **effect_json(effect),
+                         "direct": direct_effect(subject, source, args.feature)}))
+        return
     console = plain_console()
     console.print(f"{feature_set['feature_set_id']} feature {args.feature} steered by {args.strength:+g} at "
                   f"{source.hook.name}")
     console.print(f"prompt: {args.prompt!r}")
-    console.print(f"  without steering: {generate(subject, args.prompt, args.max_new_tokens)!r}")
-    steered = generate(subject, args.prompt, args.max_new_tokens, edit=(source, args.feature, edit))
+    console.print(f"  without steering: {clean!r}")
     console.print(f"  with steering:    {steered!r}")
     console.print(f"next-token loss on the prompt: {effect.loss_clean:.4f} -> {effect.loss_edited:.4f}")
     console.print(shift_table("mean next-token logit change over the prompt", effect))
@@ -95,8 +125,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     ablate.add_argument("--text", action="append", default=[], help="text to measure on (repeatable)")
     ablate.add_argument("--mode", choices=("zero", "mean", "clamp"), default="zero")
     ablate.add_argument("--value", type=float, help="the value for --mode clamp")
-    ablate.add_argument("--device", default="auto")
+    ablate.add_argument("--device", default="auto", help="auto, cuda, mps, cpu (default: auto)")
     catalog_flag(ablate)
+    json_flag(ablate)
     ablate.set_defaults(handler=command_ablate)
 
     steer = commands.add_parser("steer", help="add strength x a feature's direction and compare generations")
@@ -105,6 +136,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     steer.add_argument("--prompt", required=True)
     steer.add_argument("--strength", type=float, default=8.0, help="added to the feature's value (default: 8)")
     steer.add_argument("--max-new-tokens", type=int, default=20)
-    steer.add_argument("--device", default="auto")
+    steer.add_argument("--device", default="auto", help="auto, cuda, mps, cpu (default: auto)")
     catalog_flag(steer)
+    json_flag(steer)
     steer.set_defaults(handler=command_steer)

@@ -62,7 +62,6 @@ def command_label(args: argparse.Namespace) -> None:
 def command_search(args: argparse.Namespace) -> None:
     if args.n <= 0:
         raise InterpError(f"-n must be positive, got {args.n}")
-    quiet_transformers()
     from agent.labeling.search import search_explanations
     from agent.views.terminal import show_search
 

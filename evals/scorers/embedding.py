@@ -35,17 +35,22 @@ def embedded_embedder_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
+def embedder_folder(spec: str) -> tuple[Path, str]:
+    """The sentence-transformers folder an `--embedder` names, and the name its vectors are stored under."""
+    path = embedded_embedder_path() if spec == EMBEDDED_EMBEDDER else Path(spec)
+    if not path.is_dir():
+        raise InterpError(f"embedding model '{spec}' is not a folder; expected a sentence-transformers "
+                          f"folder or '{EMBEDDED_EMBEDDER}'")
+    return path, spec if spec == EMBEDDED_EMBEDDER else str(path.resolve())
+
+
 class Embedder:
     def __init__(self, spec: str = EMBEDDED_EMBEDDER, device: str = "auto"):
         from sentence_transformers import SentenceTransformer
 
         from tools.model.devices import resolve_device
 
-        path = embedded_embedder_path() if spec == EMBEDDED_EMBEDDER else Path(spec)
-        if not path.is_dir():
-            raise InterpError(f"embedding model '{spec}' is not a folder; expected a sentence-transformers "
-                              f"folder or '{EMBEDDED_EMBEDDER}'")
-        self.name = spec if spec == EMBEDDED_EMBEDDER else str(path.resolve())
+        path, self.name = embedder_folder(spec)
         self.model = SentenceTransformer(str(path), device=str(resolve_device(device)), local_files_only=True)
         dim = self.model.get_embedding_dimension()
         if dim is None:

@@ -241,6 +241,14 @@ def test_ablate_and_steer_a_cached_sae_latent(tmp_path, tiny_models, text_corpus
                  "--max-new-tokens", "5", *catalog]) == 0
     shown = capsys.readouterr().out
     assert "without steering:" in shown and "with steering:" in shown
+    assert main(["steer", "resid_post.2-sae", "3", "--prompt", "the cat", "--strength", "40",
+                 "--max-new-tokens", "5", "--json", *catalog]) == 0
+    steered = json.loads(capsys.readouterr().out)
+    assert steered["feature"] == 3 and steered["without_steering"] != steered["with_steering"]
+    assert steered["loss_edited"] != steered["loss_clean"] and len(steered["direct"]["promotes"]) == 10
+    assert main(["ablate", "resid_post.2-sae", "3", "--text", "the cat runs", "--json", *catalog]) == 0
+    ablated = json.loads(capsys.readouterr().out)
+    assert ablated["features"] == {"3": 0.0} and set(ablated["direct"]) == {"3"} and ablated["promoted"]
     assert main(["steer", "resid_post.2-sae", "64", "--prompt", "x", *catalog]) == 2
     assert "feature 64 is out of range; this feature set has features 0..63" in capsys.readouterr().err
     assert main(["ablate", "resid_post.2-sae", "3", *catalog]) == 2

@@ -40,6 +40,10 @@ def test_a_hook_name_takes_the_newest_set_and_says_which(tmp_path, tiny_models, 
         (newest,), (older,) = con.execute("SELECT feature_set_id FROM feature_sets ORDER BY created_at DESC").fetchall()
     assert f"mlp.1: the newest of its 2 feature sets, {newest} " in said[0] and said[0].endswith(older)
     assert newest in captured.out and older not in captured.out
+    assert main(["features", "mlp.1", "2", "-n", "3", "--json", "--catalog", str(catalog)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["feature_set"] == newest and shown["feature"] == 2 and len(shown["examples"]) == 3
+    assert all(len(example["tokens"]) == len(example["acts"]) for example in shown["examples"])
 
 
 def test_ctrl_c_outside_a_saving_loop_is_exit_130_with_one_line(monkeypatch, capsys):
@@ -54,17 +58,21 @@ def test_ctrl_c_outside_a_saving_loop_is_exit_130_with_one_line(monkeypatch, cap
     assert err.splitlines() == ["stopped (Ctrl-C); finished work is saved, and rerunning the command resumes it"]
 
 
-def test_the_parser_and_the_catalog_views_load_no_torch(tmp_path, tiny_models, text_corpus):
+def test_the_parser_the_catalog_views_and_search_load_no_torch(tmp_path, tiny_models, text_corpus):
     catalog = cache_tiny_catalog(tmp_path / "c.duckdb", tiny_models["gpt2"], text_corpus, tmp_path / "sae")
+    assert main(["label", "resid_post.1", "--explainer", "token-stats", "--scorers", "", "--limit", "4",
+                 "--device", "cpu", "--catalog", str(catalog), "--no-progress"]) == 0
     program = (
         "import sys\n"
         "from agent.cli import build_parser, main\n"
         "build_parser().format_help()\n"
         f"assert main(['features', 'resid_post.1', '--catalog', {str(catalog)!r}]) == 0\n"
         f"assert main(['features', 'resid_post.1', '3', '--catalog', {str(catalog)!r}]) == 0\n"
+        f"assert main(['search', 'the tokens', '--json', '--catalog', {str(catalog)!r}]) == 0\n"
         "print(sorted(name for name in ('torch', 'transformers', 'sentence_transformers') if name in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert '"similarity"' in done.stdout  # the search found the labels

@@ -18,6 +18,7 @@ Columns = dict[str, dict[str, str]]
 """Per table, its columns' types by name."""
 
 SCHEMA = """
+-- --8<-- [start:tables]  (docs/reference/catalog.md shows the tables from here)
 CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,
@@ -206,6 +207,7 @@ CREATE TABLE IF NOT EXISTS evals (
     details JSON,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
+-- --8<-- [end:tables]
 """
 
 
