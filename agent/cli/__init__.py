@@ -18,7 +18,7 @@ COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, 
 LIBRARY_LOGGERS = ("agent", "tools", "evals")
 
 
-STOPPED = "stopped (Ctrl-C); finished work is saved, and rerunning the command resumes it"
+STOPPED = "stopped (Ctrl-C)"
 EXIT_STOPPED = 130
 
 

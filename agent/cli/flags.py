@@ -18,6 +18,8 @@ ENDPOINT_FIELDS = ("llm", "base_url", "api_key_env", "timeout", "max_retries")
 LOCAL_MODEL_FIELDS = ("device", "embedder")
 SCORING_FIELDS = ("scorers", "simulator", "judge_batch", "score_active", "score_random")
 """What a command that scores one explanation on held-out examples reads (investigate, mcp)."""
+AGENTS_NEVER_TOOK = ("explainer", "limit", "features", "n_top", "n_quantile")
+"""LabelConfig fields investigate and ask never accepted; they accepted (and mostly ignored) the rest."""
 NEXT_RELEASE = "0.2"
 """Old spellings keep working until this release, with a deprecation line."""
 
@@ -101,6 +103,6 @@ def agent_flags(parser: argparse.ArgumentParser, command: str, fields: Sequence[
     parser.add_argument("--max-seconds", type=float, default=600.0,
                         help="free agent: wall-clock seconds per question (default: 600)")
     add_config_flags(parser, LabelConfig, only=fields)
-    ignored_config_flags(parser, LabelConfig, [field.name for field in dataclasses.fields(LabelConfig)
-                                               if field.name not in fields], command)
+    once_accepted = [field.name for field in dataclasses.fields(LabelConfig) if field.name not in AGENTS_NEVER_TOOK]
+    ignored_config_flags(parser, LabelConfig, [name for name in once_accepted if name not in fields], command)
     catalog_flag(parser)

@@ -41,7 +41,10 @@ def command_mcp(args: argparse.Namespace) -> None:
         return build_scorers(config, backends, bench.embedder, bench_steerer(bench, config))
 
     server = WorkbenchServer(Shared(args.catalog, benches, config, scorers_for, budget), version("interp-agent"))
-    anyio.run(server.serve_http, args.http) if args.http else anyio.run(server.serve_stdio)
+    if args.http:
+        anyio.run(server.serve_http, args.http)
+        raise KeyboardInterrupt  # as `interp serve`: uvicorn returns only once a signal stopped it
+    anyio.run(server.serve_stdio)  # ends when the client closes stdin: a normal end
 
 
 def register(commands: argparse._SubParsersAction) -> None:

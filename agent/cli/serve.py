@@ -35,6 +35,9 @@ def command_serve(args: argparse.Namespace) -> None:
     config.validate()
     uvicorn.run(create_app(args.catalog, token, config, args.ask_graph), host=args.host, port=args.port,
                 log_level="warning")
+    # uvicorn returns only once a signal (Ctrl-C, SIGTERM) has stopped the server, after a graceful shutdown;
+    # the command line reports that as every command reports Ctrl-C (exit 130, one line).
+    raise KeyboardInterrupt
 
 
 def register(commands: argparse._SubParsersAction) -> None:

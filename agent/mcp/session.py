@@ -204,11 +204,12 @@ class McpSession:
     def _call_on_set(self, name: str, arguments: dict) -> tuple[ToolCall, Toolbox | None]:
         """The call on its feature set's toolbox; the set it ran on goes into the recorded arguments."""
         arguments = dict(arguments)
-        ref = None if name in SET_FREE_TOOLS else arguments.pop("feature_set", None)
+        set_bound = name in self.known and name not in SET_FREE_TOOLS  # an unknown tool is refused as such
+        ref = arguments.pop("feature_set", None) if set_bound else None
         started = time.monotonic()
         try:
             benches = self.shared.benches
-            bench = benches.any() if name in SET_FREE_TOOLS else benches.get(None if ref is None else str(ref))
+            bench = benches.get(None if ref is None else str(ref)) if set_bound else benches.any()
         except InterpError as error:
             result = f'<tool_result name="{name}">\nerror: {error}\n</tool_result>'
             return ToolCall(name, arguments | {"feature_set": ref}, False, result, time.monotonic() - started), None
@@ -216,7 +217,7 @@ class McpSession:
         if toolbox is None:
             toolbox = self.toolboxes[bench.set_id] = session_toolbox(self.shared, bench)
         done = toolbox.call(name, arguments)
-        if name not in SET_FREE_TOOLS:
+        if set_bound:
             done = dataclasses.replace(done, arguments=done.arguments | {"feature_set": bench.set_id})
         return done, toolbox
 

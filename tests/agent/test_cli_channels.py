@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.cli import EXIT_STOPPED, main
 from tools.testing.tiny import cache_tiny_catalog
 
@@ -55,7 +57,7 @@ def test_ctrl_c_outside_a_saving_loop_is_exit_130_with_one_line(monkeypatch, cap
     monkeypatch.setattr(features, "command_features", interrupted)
     assert main(["features", "--catalog", "nowhere.duckdb"]) == EXIT_STOPPED
     err = capsys.readouterr().err.strip()
-    assert err.splitlines() == ["stopped (Ctrl-C); finished work is saved, and rerunning the command resumes it"]
+    assert err.splitlines() == ["stopped (Ctrl-C)"]
 
 
 def test_the_parser_the_catalog_views_and_search_load_no_torch(tmp_path, tiny_models, text_corpus):
@@ -76,3 +78,41 @@ def test_the_parser_the_catalog_views_and_search_load_no_torch(tmp_path, tiny_mo
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert '"similarity"' in done.stdout  # the search found the labels
+
+
+def test_old_spellings_still_parse_and_say_what_to_write(capsys):
+    from agent.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["ask", "mlp.6", "--feature", "68"])
+    assert args.old_feature == 68
+    args = parser.parse_args(["audit", "examples/concepts.yaml", "--feature-set", "mlp.6"])
+    assert (args.feature_set, args.old_feature_set) == ("examples/concepts.yaml", "mlp.6")
+    args = parser.parse_args(["mcp", "--max-tool-calls", "3", "--max-seconds", "9"])
+    assert (args.session_tool_calls, args.session_seconds) == (3, 9.0)
+    parser.parse_args(["ask", "mlp.6", "68", "--scorers", "detection"])  # accepted, never read
+    said = capsys.readouterr().err.splitlines()
+    assert said == [
+        "interp: `--feature` is deprecated and goes in 0.2; write `interp ask SET FEATURE`",
+        "interp: `--feature-set` is deprecated and goes in 0.2; write `interp audit SET CONCEPTS`",
+        "interp: `--max-tool-calls` is deprecated and goes in 0.2; write --session-tool-calls (--max-tool-calls "
+        "means per question in ask)",
+        "interp: `--max-seconds` is deprecated and goes in 0.2; write --session-seconds (--max-seconds means per "
+        "question in ask)",
+        "interp: `--scorers` is deprecated and goes in 0.2; `interp ask` never read it; drop it"]
+    with pytest.raises(SystemExit):  # never accepted, so not kept either
+        parser.parse_args(["ask", "mlp.6", "68", "--limit", "3"])
+
+
+def test_ctrl_c_stops_the_web_server_with_exit_130(tmp_path, tiny_models, text_corpus):
+    """uvicorn shuts down gracefully on SIGINT and returns; the command line still reports Ctrl-C as Ctrl-C."""
+    import signal
+
+    from tools.testing.servers import free_port, running
+
+    catalog = cache_tiny_catalog(tmp_path / "c.duckdb", tiny_models["gpt2"], text_corpus, tmp_path / "sae")
+    port = free_port()
+    command = [sys.executable, "-m", "agent.cli", "serve", "--catalog", str(catalog), "--port", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/") as server:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == EXIT_STOPPED
