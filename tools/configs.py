@@ -112,3 +112,46 @@ class TrainConfig(ModelAndCorpus):
                                 "model_batch_size"))
         if self.lr < 0 or self.auxk_alpha < 0:
             raise InterpError("--lr and --auxk-alpha must be zero or more")
+
+
+@dataclass(frozen=True)
+class TranscoderTrainConfig(ModelAndCorpus):
+    layers: str = option("all", "layers whose MLPs get a transcoder: all, or comma-separated indices")
+    out: str = option("transcoders", "folder for the trained set (circuit-tracer's layout: config.yaml + "
+                                     "layer_{i}.safetensors)")
+    tokens: int = option(400_000, "training tokens (from the corpus's train part)")
+    """About 50 minutes for all 18 layers of Gemma 3 270M on 2 CPU cores (benchmarks/transcoder_train.py)."""
+    expansion: int = option(8, "latents per input dimension")
+    k: int = option(32, "active latents per token")
+    skip: bool = option(True, "an affine skip connection W_skip (Paulo et al. 2025: skip transcoders reconstruct "
+                              "better at no cost to interpretability)")
+    batch_tokens: int = option(1024, "tokens per optimizer step")
+    lr: float = option(0.0, "Adam learning rate; 0 scales 2e-4 by 1/sqrt(d_transcoder / 16384)")
+    auxk_alpha: float = option(1 / 32, "weight of the AuxK loss for dead latents")
+    dead_tokens: int = option(50_000, "a latent silent for this many tokens is dead")
+    buffer_tokens: int = option(8192, "activations shuffled together before training on them (memory: "
+                                      "layers x 2 x this x d_model floats)")
+    model_batch_size: int = option(16, "windows per forward pass of the subject model")
+    checkpoint_seconds: float = option(60.0, "seconds between resume checkpoints")
+
+    def validate(self) -> None:
+        require_positive(self, ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
+                                "model_batch_size"))
+        if self.buffer_tokens < self.batch_tokens:
+            raise InterpError(f"--buffer-tokens {self.buffer_tokens} is below --batch-tokens {self.batch_tokens}; a "
+                              "buffer must hold at least one step")
+        if self.lr < 0 or self.auxk_alpha < 0:
+            raise InterpError("--lr and --auxk-alpha must be zero or more")
+        if self.layers != "all" and not all(part.strip().isdigit() for part in self.layers.split(",")):
+            raise InterpError(f"--layers '{self.layers}': expected all, or comma-separated layer indices like 0,3,6")
+
+
+@dataclass(frozen=True)
+class TranscoderEvalConfig(ModelAndCorpus):
+    transcoders: str = option("transcoders", "the transcoder set's folder (circuit-tracer's layout, as "
+                                             "`interp transcoder train` writes it)")
+    tokens: int = option(2048, "held-out tokens to evaluate on")
+    batch_size: int = option(4, "windows per forward pass (each holds [batch, seq, vocab] logits)")
+
+    def validate(self) -> None:
+        require_positive(self, ("tokens", "window", "batch_size"))

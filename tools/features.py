@@ -15,7 +15,8 @@ from tools.model.subject import SubjectModel, sha256_folder_weights
 from tools.sae.autoencoder import SAE, SparseCodes
 from tools.sae.formats import check_fits, load_sae
 
-FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention"}
+FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention",
+                 "mlp_in": "residual", "mlp_out": "residual"}
 
 
 @dataclass
@@ -24,7 +25,7 @@ class FeatureSource:
 
     hook: HookPoint
     kind: str
-    """neuron | residual | attention | sae"""
+    """neuron | residual | attention | sae | transcoder"""
     width: int
     sae: SAE | None = None
     path: str | None = None
@@ -60,7 +61,9 @@ class FeatureSource:
     @property
     def name(self) -> str:
         """What a feature set is named after: its hook, and -sae for an SAE's latents."""
-        return f"{self.hook.name}{'-sae' if self.sae is not None else ''}"
+        if self.sae is None:
+            return self.hook.name
+        return f"{self.hook.name}-{'transcoder' if self.sae.is_transcoder else 'sae'}"
 
     def hf_module(self, model) -> str:
         from tools.model.hooks import hf_module_path
@@ -90,5 +93,8 @@ def resolve_features(hook_name: str, sae_path: str, subject: SubjectModel) -> Fe
         raise InterpError(f"--hook {hook_name} disagrees with the hook SAE '{sae_path}' reads ({sae.hook})")
     check_fits(sae, hook_width(subject.model, hook), hook.name, sae_path)
     folder = Path(sae_path) if Path(sae_path).is_dir() else Path(sae_path).parent
-    return FeatureSource(hook, "sae", sae.d_sae, sae.to(subject.device), str(Path(sae_path).resolve()),
-                         sha256_folder_weights(folder))
+    if sae.hook_out is not None:
+        check_fits(sae, hook_width(subject.model, parse_hook(sae.hook_out, layers)), sae.hook_out, sae_path,
+                   output=True)
+    return FeatureSource(hook, "transcoder" if sae.is_transcoder else "sae", sae.d_sae, sae.to(subject.device),
+                         str(Path(sae_path).resolve()), sha256_folder_weights(folder))

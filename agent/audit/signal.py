@@ -24,7 +24,7 @@ import torch
 from evals.stats import auroc, bootstrap_interval, weighted_auroc
 from tools.data.windows import content_mask
 from tools.errors import InterpError
-from tools.experiments.interventions import add, edited_activation, encode_text, set_to
+from tools.experiments.interventions import add, editing, encode_text, set_to
 from tools.experiments.probing import MIN_PER_CLASS, pooled_activations
 from tools.features import FeatureSource
 from tools.model.hooks import n_layers, parse_hook
@@ -212,7 +212,7 @@ class Readout:
         return cls(source, model, float(scores[labels == 1].mean()), float(scores[labels == 0].mean()))
 
     def scores(self, subject: SubjectModel, texts: list[str], edit=None) -> np.ndarray:
-        """The readout of each text with `edit` (hook, replace) applied during the forward, if any."""
+        """The readout of each text under `edit` (a context the forward runs in), if any."""
         return np.asarray(self.model.decision_function(pooled_activations(subject, self.source, texts, edit)))
 
 
@@ -268,10 +268,8 @@ def causal_effect(subject: SubjectModel, source: FeatureSource, feature: int, re
     """Ablation on `positive` and steering on `negative` (texts the readout was not fitted on), as shares of
     the readout's gap on those same texts."""
     clean_pos, clean_neg = readout.scores(subject, positive), readout.scores(subject, negative)
-    drop = clean_pos - readout.scores(subject, positive, (source.hook, edited_activation(source, feature,
-                                                                                         set_to(0.0))))
-    rise = readout.scores(subject, negative, (source.hook, edited_activation(source, feature, add(strength)))) \
-        - clean_neg
+    drop = clean_pos - readout.scores(subject, positive, lambda: editing(subject, source, feature, set_to(0.0)))
+    rise = readout.scores(subject, negative, lambda: editing(subject, source, feature, add(strength))) - clean_neg
     pos_index, neg_index = stratified_resamples(len(positive), len(negative), seed)
     gaps = clean_pos[pos_index].mean(1) - clean_neg[neg_index].mean(1)
     usable = gaps > 0

@@ -10,11 +10,11 @@ import argparse
 import logging
 import sys
 
-from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label, mcp, serve
+from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label, mcp, serve, transcoder
 from tools.errors import InterpError
 from tools.text import visible
 
-COMMAND_GROUPS = (cache, experiments, label, investigate, evaluate, audit, ask, features, mcp, serve)
+COMMAND_GROUPS = (cache, transcoder, experiments, label, investigate, evaluate, audit, ask, features, mcp, serve)
 LIBRARY_LOGGERS = ("agent", "tools", "evals")
 
 

@@ -62,7 +62,12 @@ def add_config_flags(parser: argparse.ArgumentParser, config_type: type, skip: S
     for field in dataclasses.fields(config_type):
         if field.name in skip or (only is not None and field.name not in only):
             continue
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(field.default),
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):  # --skip / --no-skip: `type=bool` would read "False" as true
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=field.default,
+                                help=f"{field.metadata['help']} (default: {field.default})")
+            continue
+        parser.add_argument(flag, dest=field.name, type=type(field.default),
                             default=field.default, help=f"{field.metadata['help']} (default: {field.default})")
 
 

@@ -10,6 +10,7 @@ down-projection column, or a unit vector for a residual dimension).
 """
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from tools.catalog import Catalog
 from tools.errors import InterpError
 from tools.features import FeatureSource, resolve_features
-from tools.model.hooks import hooked_module, replaced
+from tools.model.hooks import MlpSplice, hooked_module, replaced, spliced_mlps
 from tools.model.subject import SubjectModel, load_subject_model
+from tools.sae.autoencoder import SAE
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 """Takes the edited features' values [batch, seq, n_features] and returns new values."""
@@ -41,8 +43,8 @@ def require_in_model(source: FeatureSource) -> None:
 
 
 def edited_activation(source: FeatureSource, features: Features, edit: Edit) -> Callable[[torch.Tensor], torch.Tensor]:
-    require_in_model(source)
     """A replacement for the hook's activation [batch, seq, width] that applies `edit` to `features`."""
+    require_in_model(source)
     index = [features] if isinstance(features, int) else list(features)
 
     def replace(act: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,32 @@ def edited_activation(source: FeatureSource, features: Features, edit: Edit) -> 
         return out
 
     return replace
+
+
+def transcoder_edit(transcoder: SAE, features: Features, edit: Edit) -> MlpSplice:
+    """A transcoder latent's edit, made where the latent writes: the MLP's output gains (edited - latents) @
+    W_dec, the latents read off the MLP's input in the same forward. As for SAE latents, the transcoder's own
+    error stays in, so an empty edit leaves the output bit for bit; BOS is left alone."""
+    index = [features] if isinstance(features, int) else list(features)
+
+    def splice(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        values = transcoder.encode(inputs[:, 1:].float())[..., index]  # [batch, seq - 1, n]
+        change = (edit(values) - values) @ transcoder.W_dec[index]  # [batch, seq - 1, d_out]
+        out = outputs.clone()
+        out[:, 1:] = (outputs[:, 1:].float() + change).to(outputs.dtype)
+        return out
+
+    return splice
+
+
+def editing(subject: SubjectModel, source: FeatureSource, features: Features, edit: Edit) -> AbstractContextManager:
+    """While open, the model runs with `edit` applied to `features`: at the hook they are read at, or, for a
+    transcoder's latents, in the MLP output they write to."""
+    if source.sae is not None and source.sae.is_transcoder:
+        layer = int(str(source.sae.hook_out).split(".")[1])
+        require_in_model(source)
+        return spliced_mlps(subject.model, {layer: transcoder_edit(source.sae, features, edit)})
+    return replaced(subject.model, source.hook, edited_activation(source, features, edit))
 
 
 def output_direction(subject: SubjectModel, source: FeatureSource, feature: int) -> torch.Tensor:
@@ -155,7 +183,7 @@ def measure_effect(subject: SubjectModel, source: FeatureSource, feature: Featur
     for text in texts:
         input_ids = encode_text(subject, text)
         loss_clean, logits_clean = _loss_and_logits(subject, input_ids)
-        with replaced(subject.model, source.hook, edited_activation(source, feature, edit)):
+        with editing(subject, source, feature, edit):
             loss_edited, logits_edited = _loss_and_logits(subject, input_ids)
         losses_clean.append(float(loss_clean))
         losses_edited.append(float(loss_edited))
@@ -177,7 +205,7 @@ def generate(subject: SubjectModel, prompt: str, max_new_tokens: int = 20,
             logits = subject.model(input_ids=input_ids, use_cache=False).logits
         else:
             source, feature, change = edit
-            with replaced(subject.model, source.hook, edited_activation(source, feature, change)):
+            with editing(subject, source, feature, change):
                 logits = subject.model(input_ids=input_ids, use_cache=False).logits
         next_id = logits[0, -1].argmax().view(1, 1)
         input_ids = torch.cat([input_ids, next_id], dim=1)

@@ -9,7 +9,7 @@ an SAE the latents whose decoder direction has the highest cosine with the probe
 """
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from tools.data.windows import content_mask
 from tools.errors import InterpError
 from tools.experiments.interventions import encode_text
 from tools.features import FeatureSource
-from tools.model.hooks import HookPoint, replaced, run_to_hooks
+from tools.model.hooks import run_to_hooks
 from tools.model.subject import SubjectModel
 
 MIN_PER_CLASS = 3
@@ -37,13 +37,13 @@ class ProbeResult:
 
 @torch.inference_mode()
 def pooled_activations(subject: SubjectModel, source: FeatureSource, texts: list[str],
-                       edit: tuple[HookPoint, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> np.ndarray:
-    """[len(texts), hook width]: each text's mean activation over its real tokens; with `edit`
-    (hook, replace), the activation at that hook is replaced during the forward (an intervention upstream)."""
+                       edit: Callable[[], AbstractContextManager] | None = None) -> np.ndarray:
+    """[len(texts), hook width]: each text's mean activation over its real tokens; with `edit` (a context the
+    forward runs in, like `interventions.editing`), under that intervention upstream."""
     rows = []
     for text in texts:
         input_ids = encode_text(subject, text)  # [1, seq]
-        with replaced(subject.model, *edit) if edit else nullcontext():
+        with edit() if edit else nullcontext():
             acts = run_to_hooks(subject.model, input_ids, [source.hook])[source.hook.name][0].float()  # [seq, width]
         mask = content_mask(input_ids, subject.tokenizer)[0]
         if not mask.any():

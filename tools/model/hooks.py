@@ -8,6 +8,13 @@ Our names are `SITE.LAYER`:
 | resid_post.L  | the residual stream leaving layer L                   | d_model | blocks.L.hook_resid_post    |
 | mlp.L         | MLP neuron activations: the input of the down projection | d_mlp | blocks.L.mlp.hook_post      |
 | attn.L        | the attention block's output (after its out projection) | d_model | blocks.L.hook_attn_out    |
+| mlp_in.L      | the MLP block's input (after the norm before it)       | d_model | blocks.L.ln2.hook_normalized |
+| mlp_out.L     | the MLP block's output, as added to the residual stream | d_model | blocks.L.hook_mlp_out     |
+
+`mlp_in` and `mlp_out` are what a transcoder reads and predicts. On Gemma 2/3 they are the outputs of
+`pre_feedforward_layernorm` and `post_feedforward_layernorm`, the points Gemma Scope 2's transcoders name
+(`hf_hook_point_in` / `hf_hook_point_out`) and circuit-tracer calls `mlp.hook_in` and `hook_mlp_out`; on
+architectures with no norm after the MLP, `mlp_out` is the MLP module's output.
 
 TransformerLens names are accepted as input too. Capture uses forward hooks on the decoder layers,
 never `hidden_states[-1]`, which some models return after the final norm.
@@ -27,16 +34,29 @@ from transformers.pytorch_utils import Conv1D
 
 from tools.errors import InterpError
 
-SITES = ("resid_pre", "resid_post", "mlp", "attn")
+SITES = ("resid_pre", "resid_post", "mlp", "attn", "mlp_in", "mlp_out")
 TL_NAMES = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",
     "resid_post": "blocks.{layer}.hook_resid_post",
     "mlp": "blocks.{layer}.mlp.hook_post",
     "attn": "blocks.{layer}.hook_attn_out",
+    "mlp_in": "blocks.{layer}.ln2.hook_normalized",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+}
+TL_ALIASES = {
+    # SAELens labels Gemma Scope 2's transcoders `hook_mlp_in` (they read the normalized input), and
+    # circuit-tracer's replacement MLP records its input as `mlp.hook_in`.
+    "blocks.{layer}.hook_mlp_in": "mlp_in",
+    "blocks.{layer}.mlp.hook_in": "mlp_in",
 }
 # Attribute paths, tried in order: Llama/Gemma/Qwen/Mistral, GPT-2, GPT-NeoX/Pythia.
 LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "layers", "h")
 DOWN_PROJ_PATHS = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h")
+MLP_PATHS = ("mlp",)
+POST_MLP_NORM_PATHS = ("post_feedforward_layernorm",)
+"""Gemma 2/3 normalize the MLP's output before adding it to the residual stream; the others add it as is."""
+INPUT_SITES = ("resid_pre", "mlp", "mlp_in")
+"""Sites read from a module's input (the rest from its output)."""
 ATTENTION_PATHS = ("self_attn", "attn", "attention")
 
 
@@ -61,10 +81,10 @@ def valid_hook_names(n_layers: int) -> str:
 def parse_hook(name: str, n_layers: int) -> HookPoint:
     """Our name or a TransformerLens name to a HookPoint, with an error listing what is valid."""
     site, layer = None, None
-    if match := re.fullmatch(r"(resid_pre|resid_post|mlp|attn)\.(\d+)", name):
+    if match := re.fullmatch(r"(resid_pre|resid_post|mlp_in|mlp_out|mlp|attn)\.(\d+)", name):
         site, layer = match.group(1), int(match.group(2))
     else:
-        for candidate, pattern in TL_NAMES.items():
+        for pattern, candidate in [(pattern, site) for site, pattern in TL_NAMES.items()] + list(TL_ALIASES.items()):
             regex = re.escape(pattern).replace(re.escape("{layer}"), r"(\d+)")
             if match := re.fullmatch(regex, name):
                 site, layer = candidate, int(match.group(1))
@@ -82,6 +102,8 @@ EXTERNAL_NAMES = (
     (_PREFIX + r"\.input", "resid_pre"),
     (_PREFIX + r"\.mlp\.(?:down_proj|c_proj)\.input", "mlp"),
     (_PREFIX + r"\.(?:self_attn|attn)(?:\.o_proj)?(?:\.output)?", "attn"),
+    (_PREFIX + r"\.(?:pre_feedforward_layernorm\.output|mlp\.input)", "mlp_in"),
+    (_PREFIX + r"\.(?:post_feedforward_layernorm|mlp)\.output", "mlp_out"),
 )
 
 
@@ -130,11 +152,16 @@ def hooked_module(model: nn.Module, hook: HookPoint) -> nn.Module:
         return _find_submodule(layer, DOWN_PROJ_PATHS, "MLP down-projection")
     if hook.site == "attn":
         return _find_submodule(layer, ATTENTION_PATHS, "attention")
+    if hook.site == "mlp_in":
+        return _find_submodule(layer, MLP_PATHS, "MLP")
+    if hook.site == "mlp_out":
+        norm = next((module for path in POST_MLP_NORM_PATHS if (module := _get_path(layer, path)) is not None), None)
+        return norm if norm is not None else _find_submodule(layer, MLP_PATHS, "MLP")
     return layer
 
 
 def hf_module_path(model: nn.Module, hook: HookPoint) -> str:
-    """The HF module whose input (resid_pre, mlp) or output (resid_post, attn) the hook reads."""
+    """The HF module whose input (resid_pre, mlp, mlp_in) or output (resid_post, attn, mlp_out) the hook reads."""
     target = hooked_module(model, hook)
     for name, module in model.named_modules():
         if module is target:
@@ -164,9 +191,9 @@ class _StopForward(Exception):
 
 def _attach(model: nn.Module, hook: HookPoint, replace: Callable[[torch.Tensor], torch.Tensor]) -> RemovableHandle:
     """Route the activation at `hook` [batch, seq, width] through `replace`; the one place that knows
-    which hooks read a module's input (resid_pre, mlp) and which its output (resid_post, attn)."""
+    which hooks read a module's input (INPUT_SITES) and which its output."""
     module = hooked_module(model, hook)
-    if hook.site in ("resid_pre", "mlp"):
+    if hook.site in INPUT_SITES:
 
         def pre_hook(_module, args, kwargs):
             if args:
@@ -230,3 +257,48 @@ def replaced(model: nn.Module, hook: HookPoint, replace: Callable[[torch.Tensor]
         yield
     finally:
         handle.remove()
+
+
+MlpSplice = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(the MLP's input, its output) [batch, seq, d_model] -> the output the rest of the model sees."""
+
+
+@contextmanager
+def spliced_mlps(model: nn.Module, splices: dict[int, MlpSplice]) -> Iterator[None]:
+    """While open, layer L's MLP output (`mlp_out.L`) is `splices[L](mlp_in.L, mlp_out.L)` of the same forward:
+    a transcoder in place of the MLP, a zeroed MLP, or a latent edited in the transcoder's output. The input is
+    the one the spliced model itself computes, so splices of earlier layers reach later ones."""
+    inputs: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def remember(layer: int, act: torch.Tensor) -> torch.Tensor:
+        inputs[layer] = act
+        return act
+
+    def replace(layer: int, act: torch.Tensor) -> torch.Tensor:
+        return splices[layer](inputs.pop(layer), act)
+
+    try:
+        for layer in splices:
+            handles.append(_attach(model, HookPoint("mlp_in", layer), partial(remember, layer)))
+            handles.append(_attach(model, HookPoint("mlp_out", layer), partial(replace, layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def recorded(model: nn.Module, hooks: list[HookPoint], into: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While open, every forward records the activations at `hooks` into `into` (by name) and runs to the end,
+    unlike run_to_hooks, which stops at the last hook."""
+    def keep(hook: HookPoint, act: torch.Tensor) -> torch.Tensor:
+        into[hook.name] = act
+        return act
+
+    handles = [_attach(model, hook, partial(keep, hook)) for hook in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -122,6 +122,9 @@ def run_sae_eval(config: SAEEvalConfig, catalog_path: Path, progress: bool = Fal
           f"{windows.numel():,} held-out tokens")
     if source.sae is None:
         raise InterpError(f"'{config.sae}' gave no SAE to evaluate")
+    if source.sae.is_transcoder:
+        raise InterpError(f"'{config.sae}' is a transcoder ({source.sae.hook} -> {source.sae.hook_out}); evaluate its "
+                          "set with `interp transcoder eval --transcoders DIR`")
     quality = evaluate_sae(subject, source.sae, source.hook, windows, config.batch_size, progress)
     config_dict = dataclasses.asdict(config)
     config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:16]

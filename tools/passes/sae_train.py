@@ -46,28 +46,24 @@ def init_sae(sample: torch.Tensor, d_sae: int, k: int, generator: torch.Generato
     d_in = sample.shape[1]
     W_dec = torch.randn((d_sae, d_in), generator=generator, device=sample.device)
     W_dec /= W_dec.norm(dim=1, keepdim=True)
-    sae = SAE(W_dec.T.clone(), torch.zeros(d_sae, device=sample.device), W_dec,
-              sample.float().mean(dim=0), activation="topk", k=k, apply_b_dec_to_input=True)
-    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-        getattr(sae, name).requires_grad_(True)
-    return sae
+    return SAE(W_dec.T.clone(), torch.zeros(d_sae, device=sample.device), W_dec,
+               sample.float().mean(dim=0), activation="topk", k=k, apply_b_dec_to_input=True)
 
 
 def normalized_mse(error: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return error.pow(2).sum() / (target - target.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
 
 
-def auxk_loss(sae: SAE, x: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """Reconstruct the main error from the dead latents' own top k_aux pre-activations."""
+def auxk_loss(coder: SAE, x: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """Predict the main error from the dead latents' own top k_aux pre-activations."""
     n_dead = int(dead.sum())
     if n_dead == 0:
         return x.new_zeros(())
     k_aux = min(n_dead, x.shape[1] // 2)
-    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc  # [N, d_sae]
-    pre = pre.masked_fill(~dead, float("-inf"))
+    pre = coder.pre_activations(x).masked_fill(~dead, float("-inf"))  # [N, d_sae]
     top = pre.topk(k_aux, dim=-1)
     latents = torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
-    return normalized_mse(latents @ sae.W_dec - error.detach(), error.detach())
+    return normalized_mse(latents @ coder.W_dec - error.detach(), error.detach())
 
 
 def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
@@ -79,6 +75,89 @@ def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
             yield buffer[order[start:start + batch_tokens]].float()
 
 
+class TopKTrainer:
+    """One TopK coder trained step by step: an SAE (its target is its input) or a transcoder (its target is the
+    MLP's output). The coder's own tensors are the leaf parameters, so encode and decode exist once."""
+
+    def __init__(self, coder: SAE, lr: float, auxk_alpha: float, dead_tokens: int):
+        self.coder = coder
+        self.auxk_alpha = auxk_alpha
+        self.dead_tokens = dead_tokens
+        self.parameters = [coder.W_enc, coder.b_enc, coder.W_dec, coder.b_dec]
+        if coder.W_skip is not None:
+            self.parameters.append(coder.W_skip)
+        for parameter in self.parameters:
+            parameter.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(self.parameters, lr=lr, betas=(0.9, 0.999))
+        self.since_fired = torch.zeros(coder.d_sae, dtype=torch.long, device=coder.W_enc.device)
+        self.recent_fvu: list[float] = []
+        self.tokens = 0
+        self.steps = 0
+
+    def step(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        coder = self.coder
+        latents = coder.encode(x)  # [N, d_sae]
+        prediction = coder.decode(latents)
+        if coder.W_skip is not None:
+            prediction = prediction + x @ coder.W_skip
+        error = prediction - target
+        loss = normalized_mse(error, target)
+        dead = self.since_fired >= self.dead_tokens
+        if self.auxk_alpha > 0:
+            loss = loss + self.auxk_alpha * auxk_loss(coder, x, error, dead)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            # Remove the part of the decoder gradient that would only change row norms.
+            rows = coder.W_dec
+            assert rows.grad is not None  # just filled by backward()
+            rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
+        self.optimizer.step()
+        with torch.no_grad():
+            coder.W_dec /= coder.W_dec.norm(dim=1, keepdim=True)
+            fired = (latents > 0).any(dim=0)
+            self.since_fired = torch.where(fired, 0, self.since_fired + len(x))
+            self.recent_fvu = (self.recent_fvu + [float(normalized_mse(error, target))])[-50:]
+        self.tokens += len(x)
+        self.steps += 1
+
+    @property
+    def fvu(self) -> float:
+        """Over the last 50 steps."""
+        return sum(self.recent_fvu) / max(len(self.recent_fvu), 1)
+
+    @property
+    def dead_fraction(self) -> float:
+        return float((self.since_fired >= self.dead_tokens).float().mean())
+
+    def finished(self) -> SAE:
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip"):
+            tensor = getattr(self.coder, name)
+            if tensor is not None:
+                setattr(self.coder, name, tensor.detach())
+        return self.coder
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, as plain tensors and numbers (checkpoints load weights_only)."""
+        return {"parameters": [parameter.detach().clone() for parameter in self.parameters],
+                "optimizer": self.optimizer.state_dict(), "since_fired": self.since_fired,
+                "recent_fvu": list(self.recent_fvu), "tokens": self.tokens, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for parameter, saved in zip(self.parameters, state["parameters"], strict=True):
+                parameter.copy_(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.since_fired = state["since_fired"].to(self.since_fired.device)
+        self.recent_fvu = list(state["recent_fvu"])
+        self.tokens, self.steps = int(state["tokens"]), int(state["steps"])
+
+
+def default_lr(d_sae: int) -> float:
+    """The scaling rule of Gao et al. (2024)."""
+    return DEFAULT_LR_AT_16K / math.sqrt(d_sae / 16384)
+
+
 def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_tokens: int, batch_tokens: int = 1024,
                    lr: float = 0.0, auxk_alpha: float = 1 / 32, dead_tokens: int = 50_000, seed: int = 0,
                    progress: bool = True) -> tuple[SAE, TrainStats]:
@@ -87,45 +166,18 @@ def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_to
     buffers = iter(buffers)
     first = next(buffers)
     generator = torch.Generator(device=first.device).manual_seed(seed)
-    sae = init_sae(first[:batch_tokens * 4], d_sae, k, generator)
-    lr = lr or DEFAULT_LR_AT_16K / math.sqrt(d_sae / 16384)
-    optimizer = torch.optim.Adam([sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec], lr=lr, betas=(0.9, 0.999))
-    since_fired = torch.zeros(d_sae, dtype=torch.long, device=first.device)
-    recent_fvu: list[float] = []
-    seen, steps = 0, 0
+    trainer = TopKTrainer(init_sae(first[:batch_tokens * 4], d_sae, k, generator), lr or default_lr(d_sae),
+                          auxk_alpha, dead_tokens)
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc="train SAE")
     with bar:
         for x in batches_of(_chain(first, buffers), batch_tokens, generator):
-            latents = sae.encode(x)  # [N, d_sae]
-            reconstruction = sae.decode(latents)
-            error = reconstruction - x
-            loss = normalized_mse(error, x)
-            dead = since_fired >= dead_tokens
-            if auxk_alpha > 0:
-                loss = loss + auxk_alpha * auxk_loss(sae, x, error, dead)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                # Remove the part of the decoder gradient that would only change row norms.
-                rows = sae.W_dec
-                assert rows.grad is not None  # just filled by backward()
-                rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
-            optimizer.step()
-            with torch.no_grad():
-                sae.W_dec /= sae.W_dec.norm(dim=1, keepdim=True)
-                fired = (latents > 0).any(dim=0)
-                since_fired = torch.where(fired, 0, since_fired + len(x))
-                recent_fvu = (recent_fvu + [float(normalized_mse(error, x))])[-50:]
-            seen += len(x)
-            steps += 1
+            trainer.step(x, x)
             bar.update(len(x))
-            bar.set_postfix(fvu=f"{recent_fvu[-1]:.3f}", dead=f"{float(dead.float().mean()):.1%}", refresh=False)
-            if seen >= total_tokens:
+            bar.set_postfix(fvu=f"{trainer.recent_fvu[-1]:.3f}", dead=f"{trainer.dead_fraction:.1%}", refresh=False)
+            if trainer.tokens >= total_tokens:
                 break
-    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-        setattr(sae, name, getattr(sae, name).detach())
-    dead_fraction = float((since_fired >= dead_tokens).float().mean())
-    return sae, TrainStats(seen, steps, sum(recent_fvu) / max(len(recent_fvu), 1), dead_fraction,
+    sae = trainer.finished()
+    return sae, TrainStats(trainer.tokens, trainer.steps, trainer.fvu, trainer.dead_fraction,
                            time.monotonic() - start)
 
 

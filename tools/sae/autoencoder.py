@@ -8,6 +8,11 @@ encode(x) = act((x - b_dec * apply_b_dec_to_input) @ W_enc + b_enc), where act i
 - jumprelu: pre where pre > threshold, else 0
 decode(f) = f @ W_dec + b_dec.
 
+A transcoder is the same encoder with a decoder into another point: it reads `hook` (the MLP's input,
+`mlp_in.L`) and predicts `hook_out` (the MLP's output, `mlp_out.L`), optionally with an affine skip:
+forward(x) = decode(encode(x)) + x @ W_skip, W_skip [d_in, d_out]. Its b_dec lives in the output space, so it
+is never subtracted from the input.
+
 Loaders (tools/sae_formats.py) reduce every format to this; the native save format is SAELens's
 (`cfg.json` + `sae_weights.safetensors`), so other tools load what we train.
 """
@@ -19,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from tools.errors import InterpError
 from tools.model.hooks import HookPoint
 
 ACTIVATIONS = ("relu", "topk", "jumprelu")
@@ -61,6 +67,9 @@ class SAE:
     apply_b_dec_to_input: bool = False
     metadata: dict = field(default_factory=dict)
     """What the source said that the maths does not need (model name, training settings)."""
+    hook_out: str | None = None
+    """A transcoder's output hook (e.g. mlp_out.6); None for an SAE, which reconstructs its input."""
+    W_skip: torch.Tensor | None = None  # [d_in, d_out], a skip transcoder's affine skip
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -69,6 +78,18 @@ class SAE:
             raise ValueError("a topk SAE needs k")
         if self.activation == "jumprelu" and self.threshold is None:
             raise ValueError("a jumprelu SAE needs a threshold")
+        if self.W_skip is not None and self.hook_out is None:
+            raise ValueError("only a transcoder (with an output hook) has a skip connection")
+        if self.is_transcoder and self.apply_b_dec_to_input:
+            raise ValueError("a transcoder's b_dec is in its output space; it cannot be subtracted from its input")
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.hook_out is not None
+
+    @property
+    def d_out(self) -> int:
+        return self.W_dec.shape[1]
 
     @property
     def d_in(self) -> int:
@@ -79,11 +100,15 @@ class SAE:
         return self.W_enc.shape[1]
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "SAE":
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip"):
             tensor = getattr(self, name)
             if tensor is not None:
                 setattr(self, name, tensor.to(device=device, dtype=dtype))
         return self
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., d_sae] before the activation (what AuxK ranks dead latents by)."""
+        return self._pre(x)
 
     def _pre(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.W_enc.dtype)
@@ -145,19 +170,31 @@ class SAE:
         return latents @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        """The reconstruction of the input (SAE) or the prediction of the output (transcoder)."""
+        out = self.decode(self.encode(x))
+        if self.W_skip is not None:
+            out = out + x.to(self.W_skip.dtype) @ self.W_skip
+        return out
 
-    def save_saelens(self, folder: Path | str, hf_hook_name: str | None = None) -> Path:
-        """Write SAELens v6's layout: `cfg.json` + `sae_weights.safetensors`."""
+    def save_saelens(self, folder: Path | str, hf_hook_name: str | None = None,
+                     hf_hook_name_out: str | None = None) -> Path:
+        """Write SAELens v6's layout: `cfg.json` + `sae_weights.safetensors`; a transcoder as SAELens's
+        Transcoder, SkipTranscoder, JumpReLUTranscoder or JumpReLUSkipTranscoder."""
+        architecture = self.saelens_architecture()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
         if self.threshold is not None:
             tensors["threshold"] = self.threshold
+        if self.W_skip is not None:
+            tensors["W_skip"] = self.W_skip.T  # SAELens keeps it [d_out, d_in] and applies x @ W_skip.T
         save_file({name: t.detach().float().contiguous().cpu() for name, t in tensors.items()},
                   folder / SAELENS_WEIGHTS)
+        outputs = {"hook_name_out": tl_hook_name(self.hook_out), "hf_hook_name_out": hf_hook_name_out} \
+            if self.is_transcoder else {}
         config = {
-            "architecture": SAELENS_ARCHITECTURES[self.activation],
+            "architecture": architecture,
+            **({"d_out": self.d_out} if self.is_transcoder else {}),
             "d_in": self.d_in,
             "d_sae": self.d_sae,
             "dtype": "float32",
@@ -167,12 +204,22 @@ class SAE:
             "reshape_activations": "none",
             # sae_lens_version marks the v6 layout: SAELens reads a config without it as pre-6 and drops metadata.
             "metadata": {**self.metadata, "hook_name": tl_hook_name(self.hook), "hf_hook_name": hf_hook_name,
-                         "sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None},
+                         **outputs, "sae_lens_version": SAELENS_FORMAT_VERSION, "sae_lens_training_version": None},
         }
         if self.k is not None:
             config["k"] = self.k
         (folder / SAELENS_CONFIG).write_text(json.dumps(config, indent=2))
         return folder
+
+
+    def saelens_architecture(self) -> str:
+        if not self.is_transcoder:
+            return SAELENS_ARCHITECTURES[self.activation]
+        if self.activation == "topk":
+            raise InterpError("SAELens has no TopK transcoder class; save this transcoder in circuit-tracer's "
+                              "layout instead")
+        return ("jumprelu_" if self.activation == "jumprelu" else "") + \
+            ("skip_transcoder" if self.W_skip is not None else "transcoder")
 
 
 def tl_hook_name(hook: str | None) -> str | None:

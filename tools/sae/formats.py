@@ -1,4 +1,5 @@
-"""Loaders that reduce the SAE formats researchers bring to our canonical `SAE`.
+"""Loaders that reduce the SAE formats researchers bring to our canonical `SAE` (transcoders in those formats
+and circuit-tracer's sets are read by tools/sae/transcoders.py).
 
 - SAELens v6 and older flat configs: `cfg.json` + `sae_weights.safetensors`; standard (relu), topk or
   jumprelu; b_dec subtracted first per `apply_b_dec_to_input` (default yes).
@@ -12,41 +13,27 @@ Each matrix's orientation is decided from its shape against (d_in, d_sae), read 
 never from its name; a square matrix is refused because its orientation cannot be told.
 """
 
-import json
 import math
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from tools.errors import InterpError
-from tools.model.hooks import hook_from_external_name
 from tools.sae.autoencoder import SAE, SAELENS_CONFIG, SAELENS_WEIGHTS
+from tools.sae.files import external_hook, oriented, read_json, read_npz, read_safetensors, required
+from tools.sae.transcoders import (
+    CIRCUIT_TRACER_CONFIG,
+    LAYER_FILE,
+    SAELENS_TRANSCODERS,
+    layer_of,
+    load_circuit_tracer,
+    load_gemma_scope_2_transcoder,
+    load_saelens_transcoder,
+    load_sparsify_transcoder,
+)
 
 SAELENS_ACTIVATIONS = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-
-
-def oriented(tensor: torch.Tensor, rows: int, columns: int, name: str, source: Path) -> torch.Tensor:
-    """`tensor` as [rows, columns], transposed when it was stored the other way round."""
-    if rows == columns:
-        raise InterpError(f"{source}: '{name}' is square ({rows} x {columns}); its orientation cannot be told "
-                          "from its shape")
-    if tuple(tensor.shape) == (rows, columns):
-        return tensor
-    if tuple(tensor.shape) == (columns, rows):
-        return tensor.T.contiguous()
-    raise InterpError(f"{source}: '{name}' has shape {tuple(tensor.shape)}; expected ({rows}, {columns}) "
-                      f"or ({columns}, {rows}) from the biases")
-
-
-def required(tensors: Mapping[str, torch.Tensor], name: str, source: Path) -> torch.Tensor:
-    if name not in tensors:
-        raise InterpError(f"{source}: missing tensor '{name}' (has: {', '.join(sorted(tensors))})")
-    return tensors[name].float()
 
 
 def canonical(tensors: Mapping[str, torch.Tensor], names: dict[str, str], source: Path, **settings) -> SAE:
@@ -68,50 +55,13 @@ def canonical(tensors: Mapping[str, torch.Tensor], names: dict[str, str], source
         raise InterpError(f"{source}: {error}") from None
 
 
-def read_json(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InterpError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InterpError(f"{path}: unreadable ({error})") from None
-    if not isinstance(config, dict):
-        raise InterpError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors only (safetensors cannot hold code); a damaged or foreign file is one line, not a traceback."""
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as error:
-        raise InterpError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]})") from None
-
-
-def read_npz(path: Path) -> dict[str, torch.Tensor]:
-    """Arrays only: pickled objects are refused (allow_pickle=False), as is anything that is not an npz."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: torch.from_numpy(np.asarray(archive[name])) for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise InterpError(f"{path}: not a readable npz of arrays ({str(error).splitlines()[0][:120]})") from None
-
-
-def external_hook(name: str | None, source: Path) -> str | None:
-    if name is None:
-        return None
-    hook = hook_from_external_name(name)
-    if hook is None:
-        raise InterpError(f"{source}: hook '{name}' is not one interp can read (residual stream, MLP neurons, "
-                          "attention output)")
-    return hook.name
-
-
 def load_saelens(folder: Path) -> SAE:
     config_path = folder / SAELENS_CONFIG
     config = read_json(config_path)
     meta = config.get("metadata") or config.get("meta") or {}
     architecture = config.get("architecture", "standard")
+    if architecture in SAELENS_TRANSCODERS:
+        return load_saelens_transcoder(folder, config, read_safetensors(folder / SAELENS_WEIGHTS))
     activation_name = config.get("activation_fn_str") if architecture == "standard" else architecture
     activation = SAELENS_ACTIVATIONS.get(activation_name or "relu")
     if activation is None:
@@ -151,9 +101,10 @@ def load_gemma_scope_2(folder: Path) -> SAE:
     config = read_json(config_path)
     if config.get("architecture", "jump_relu") != "jump_relu":
         raise InterpError(f"{config_path}: unsupported architecture '{config['architecture']}'; expected jump_relu")
-    if config.get("type", "sae") != "sae" or config.get("affine_connection"):
-        raise InterpError(f"{config_path}: a transcoder (type '{config.get('type')}', affine connection "
-                          f"{config.get('affine_connection')}) is not an SAE; only SAEs are supported")
+    if config.get("type", "sae") == "transcoder" or "affine_connection" in config or "hf_hook_point_out" in config:
+        return load_gemma_scope_2_transcoder(folder, config)
+    if config.get("type", "sae") != "sae":
+        raise InterpError(f"{config_path}: type '{config.get('type')}'; expected an SAE or a transcoder")
     weights_path = folder / "params.safetensors"
     names = {"W_enc": "w_enc", "b_enc": "b_enc", "W_dec": "w_dec", "b_dec": "b_dec", "threshold": "threshold"}
     sae = canonical(read_safetensors(weights_path), names, weights_path, activation="jumprelu",
@@ -167,9 +118,11 @@ def load_gemma_scope_2(folder: Path) -> SAE:
 def load_sparsify(folder: Path) -> SAE:
     config_path = folder / "cfg.json"
     config = read_json(config_path)
-    if config.get("transcode") or config.get("skip_connection"):
-        raise InterpError(f"{config_path}: a sparsify transcoder / skip connection is not an SAE; only SAEs "
-                          "are supported")
+    if config.get("transcode"):
+        return load_sparsify_transcoder(folder, config)
+    if config.get("skip_connection"):
+        raise InterpError(f"{config_path}: a skip connection on an SAE that does not transcode; expected "
+                          "transcode: true")
     if not config.get("k"):
         raise InterpError(f"{config_path}: no 'k'; sparsify SAEs are TopK")
     weights_path = folder / "sae.safetensors"
@@ -185,6 +138,9 @@ def load_sae(path: Path | str, hook: str | None = None) -> SAE:
     if not path.exists():
         raise InterpError(f"SAE path '{path}' does not exist")
     folder = path if path.is_dir() else path.parent
+    if (folder / CIRCUIT_TRACER_CONFIG).exists():
+        named = LAYER_FILE.fullmatch(path.name)
+        return load_circuit_tracer(folder, int(named.group(1)) if named else layer_of(hook))
     if (folder / SAELENS_WEIGHTS).exists():
         sae = load_saelens(folder)
     elif (folder / "params.npz").exists():
@@ -194,16 +150,22 @@ def load_sae(path: Path | str, hook: str | None = None) -> SAE:
     elif (folder / "sae.safetensors").exists():
         sae = load_sparsify(folder)
     else:
-        raise InterpError(f"'{path}' holds no SAE this tool reads; expected sae_weights.safetensors (SAELens), "
-                          "params.npz (Gemma Scope 1), params.safetensors (Gemma Scope 2) or sae.safetensors "
-                          "(sparsify)")
-    if hook is not None:
+        raise InterpError(f"'{path}' holds no SAE or transcoder this tool reads; expected sae_weights.safetensors "
+                          "(SAELens), params.npz (Gemma Scope 1), params.safetensors (Gemma Scope 2), sae.safetensors "
+                          "(sparsify) or config.yaml (a circuit-tracer transcoder set)")
+    if hook is not None and not sae.is_transcoder:  # a transcoder keeps the points its file names
         sae.hook = hook
     return sae
 
 
-def check_fits(sae: SAE, width: int, hook: str, source: Path | str) -> None:
-    """An SAE must read exactly the hook's width; anything else is the wrong SAE for this model."""
+def check_fits(sae: SAE, width: int, hook: str, source: Path | str, output: bool = False) -> None:
+    """An SAE must read exactly the hook's width (a transcoder also write its output hook's); anything else is
+    the wrong SAE for this model."""
+    if output:
+        if sae.d_out != width:
+            raise InterpError(f"{source}: transcoder output width {sae.d_out} does not match hook {hook} of this "
+                              f"model (width {width})")
+        return
     if sae.d_in != width:
         raise InterpError(f"{source}: SAE input width {sae.d_in} does not match hook {hook} of this model "
                           f"(width {width})")

@@ -1,0 +1,65 @@
+"""`interp transcoder train|eval`: transcoders for every layer's MLP, trained in one pass and judged as a
+replacement model. A trained set's latents are cached like an SAE's: `interp sae load DIR --hook mlp_in.L`."""
+
+import argparse
+
+from agent.cli.flags import add_config_flags, config_from_args, json_flag, progress_flag, quiet_transformers
+from tools.configs import TranscoderEvalConfig, TranscoderTrainConfig
+
+
+def command_transcoder_train(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.views.terminal import json_text
+    from tools.passes.transcoder_train import run_transcoder_train
+
+    result = run_transcoder_train(config_from_args(TranscoderTrainConfig, args), progress=not args.no_progress)
+    if args.json:
+        print(json_text(result))
+        return
+    print(f"wrote {len(result.layers)} transcoders to {result.out} after {result.tokens:,} tokens in "
+          f"{result.seconds / 60:.1f} min ({result.tokens / max(result.seconds, 1e-9):,.0f} tokens/s)")
+    for stats in result.layers:
+        print(f"  layer {stats.layer:>2}: training FVU {stats.fvu:.3f}, dead {stats.dead_fraction:.1%}")
+    print(f"evaluate with: interp transcoder eval --transcoders {result.out}")
+
+
+def command_transcoder_eval(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from rich.table import Table
+
+    from agent.views.terminal import json_text, plain_console
+    from tools.passes.transcoder_eval import evaluate_set
+
+    quality = evaluate_set(config_from_args(TranscoderEvalConfig, args), progress=not args.no_progress)
+    if args.json:
+        print(json_text(quality))
+        return
+    table = Table(title=f"transcoders on {quality.tokens:,} held-out next-token predictions")
+    for column in ("layer", "FVU", "mean L0", "dead", "loss spliced", "loss MLP zeroed", "recovered"):
+        table.add_column(column, justify="right")
+    for layer in quality.layers:
+        table.add_row(str(layer.layer), f"{layer.fvu:.3f}", f"{layer.mean_l0:.1f}", f"{layer.dead_fraction:.1%}",
+                      f"{layer.loss_spliced:.3f}", f"{layer.loss_zero_ablated:.3f}", f"{layer.loss_recovered:.1%}")
+    console = plain_console()
+    console.print(table)
+    console.print(f"clean {quality.loss_clean:.3f}; replacement model (every transcoder at once) "
+                  f"{quality.loss_replacement:.3f}; every MLP zeroed {quality.loss_all_zero_ablated:.3f}; loss "
+                  f"recovered {quality.loss_recovered:.1%}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    transcoder = commands.add_parser("transcoder", help="transcoders: train one per layer in one pass, evaluate a "
+                                     "set as a replacement model")
+    subcommands = transcoder.add_subparsers(dest="transcoder_command", required=True)
+    train = subcommands.add_parser("train", help="train a TopK transcoder for every chosen layer's MLP in one "
+                                   "streaming pass, resumably")
+    add_config_flags(train, TranscoderTrainConfig, skip=("hook",))
+    progress_flag(train)
+    json_flag(train)
+    train.set_defaults(handler=command_transcoder_train)
+    evaluate = subcommands.add_parser("eval", help="per-layer FVU, L0, dead latents and loss recovered, and the "
+                                      "replacement model's, on held-out tokens")
+    add_config_flags(evaluate, TranscoderEvalConfig, skip=("hook",))
+    progress_flag(evaluate)
+    json_flag(evaluate)
+    evaluate.set_defaults(handler=command_transcoder_eval)
