@@ -50,7 +50,8 @@ class ModelAndCorpus:
 
 @dataclass(frozen=True)
 class CacheConfig(ModelAndCorpus):
-    sae: str = option("", "SAE file or folder (SAELens, Gemma Scope 1/2, sparsify): cache its latents instead")
+    sae: str = option("", "SAE or transcoder file or folder (SAELens, Gemma Scope 1/2, sparsify, a circuit-tracer "
+                          "set with --hook mlp_in.L): cache its latents instead")
     tokens: int = option(200_000, "token budget")
     batch_size: int = option(16, "windows per forward pass")
     top_k: int = option(50, "top-activating windows kept per feature")
@@ -126,7 +127,7 @@ class TranscoderTrainConfig(ModelAndCorpus):
     skip: bool = option(True, "an affine skip connection W_skip (Paulo et al. 2025: skip transcoders reconstruct "
                               "better at no cost to interpretability)")
     batch_tokens: int = option(1024, "tokens per optimizer step")
-    lr: float = option(0.0, "Adam learning rate; 0 scales 2e-4 by 1/sqrt(d_transcoder / 16384)")
+    lr: float = option(0.0, "Adam learning rate; 0 scales 2e-3 by 1/sqrt(d_transcoder / 16384)")
     auxk_alpha: float = option(1 / 32, "weight of the AuxK loss for dead latents")
     dead_tokens: int = option(50_000, "a latent silent for this many tokens is dead")
     buffer_tokens: int = option(8192, "activations shuffled together before training on them (memory: "

@@ -14,6 +14,7 @@ from tools.model.hooks import HookPoint, hook_width, n_layers, parse_hook
 from tools.model.subject import SubjectModel, sha256_folder_weights
 from tools.sae.autoencoder import SAE, SparseCodes
 from tools.sae.formats import check_fits, load_sae
+from tools.sae.transcoders import layer_of
 
 FEATURE_KINDS = {"mlp": "neuron", "resid_pre": "residual", "resid_post": "residual", "attn": "attention",
                  "mlp_in": "residual", "mlp_out": "residual"}
@@ -84,7 +85,7 @@ def resolve_features(hook_name: str, sae_path: str, subject: SubjectModel) -> Fe
     if not sae_path:
         hook = parse_hook(hook_name or DEFAULT_HOOK, layers)
         return FeatureSource(hook, FEATURE_KINDS[hook.site], hook_width(subject.model, hook))
-    sae = load_sae(sae_path)
+    sae = load_sae(sae_path, layer=layer_of(hook_name))  # --hook mlp_in.L picks a transcoder set's layer L
     named = hook_name or sae.hook
     if not named:
         raise InterpError(f"SAE '{sae_path}' does not say which hook it reads; pass --hook")

@@ -77,8 +77,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     sae = commands.add_parser("sae", help="SAEs: register one as a feature set, evaluate one")
     sae_commands = sae.add_subparsers(dest="sae_command", required=True)
-    sae_load = sae_commands.add_parser("load", help="cache an SAE's latents as a feature set (interp cache --sae)")
-    sae_load.add_argument("sae_path", help=field_help(SAEEvalConfig, "sae"))
+    sae_load = sae_commands.add_parser("load", help="cache an SAE's or a transcoder's latents as a feature set "
+                                       "(interp cache --sae)")
+    sae_load.add_argument("sae_path", help=field_help(CacheConfig, "sae"))
     add_config_flags(sae_load, CacheConfig)
     ray_flags(sae_load)
     catalog_flag(sae_load)

@@ -302,6 +302,14 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
     # A random tiny model's MLPs barely move its loss (their outputs are ~1e-3 of the residual stream), so the
     # losses are checked for what they are here; what the replacement recovers is measured on Gemma (docs).
     assert all(abs(layer.loss_spliced - quality.loss_clean) < 0.05 for layer in quality.layers)
+    # One layer of the set, cached as a feature set: --hook names the layer.
+    from agent.cli import main
+
+    assert main(["sae", "load", str(result.out), "--hook", "mlp_in.2", "--model", str(tiny_models["llama"]),
+                 "--corpus", str(tmp_path / "corpus.txt"), "--tokens", "400", "--window", "16", "--top-k", "3",
+                 "--quantiles", "2", "--per-quantile", "2", "--random", "2", "--no-progress", "--device", "cpu",
+                 "--catalog", str(tmp_path / "c.duckdb")]) == 0
+    assert main(["features", "mlp_in.2", "--catalog", str(tmp_path / "c.duckdb")]) == 0
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_models, monkeypatch):

@@ -132,15 +132,17 @@ def load_sparsify(folder: Path) -> SAE:
                      apply_b_dec_to_input=True, hook=external_hook(folder.name, config_path))
 
 
-def load_sae(path: Path | str, hook: str | None = None) -> SAE:
-    """Any supported SAE from a folder or its weights file; `hook` overrides or supplies the hook."""
+def load_sae(path: Path | str, hook: str | None = None, layer: int | None = None) -> SAE:
+    """Any supported SAE or transcoder from a folder or its weights file; `hook` overrides or supplies an SAE's
+    hook; `layer` (or `hook`'s layer) picks one transcoder of a circuit-tracer set."""
     path = Path(path).expanduser()
     if not path.exists():
         raise InterpError(f"SAE path '{path}' does not exist")
     folder = path if path.is_dir() else path.parent
     if (folder / CIRCUIT_TRACER_CONFIG).exists():
         named = LAYER_FILE.fullmatch(path.name)
-        return load_circuit_tracer(folder, int(named.group(1)) if named else layer_of(hook))
+        return load_circuit_tracer(folder, int(named.group(1)) if named else layer if layer is not None
+                                   else layer_of(hook))
     if (folder / SAELENS_WEIGHTS).exists():
         sae = load_saelens(folder)
     elif (folder / "params.npz").exists():
