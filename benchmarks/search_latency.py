@@ -40,7 +40,7 @@ def main() -> None:
         for path in seconds:
             seconds[path].append(timed(path, args.catalog))
     ours, theirs = (statistics.median(seconds[path]) for path in ("numpy", "library"))
-    print(f"interp search, whole process, median of {args.repeats}:")
+    print(f"`interp search` from a cold start, whole process, median of {args.repeats}:")
     print(f"numpy query encoder (ours):      {ours:6.2f} s")
     print(f"sentence-transformers (library): {theirs:6.2f} s")
     print(f"library / ours: {theirs / ours:.1f}x")
