@@ -61,7 +61,7 @@ def bad_inputs(tmp_path: Path, tiny_models: dict, corpus: Path) -> dict[str, tup
                       "SAE input width 64 does not match hook resid_post.1 of this model \\(width 32\\)"),
         "sae hook": (["--model", model, "--hook", "resid_post.1", "--sae", str(elsewhere)],
                      "--hook resid_post.1 disagrees with the hook SAE .* reads \\(resid_post.2\\)"),
-        "sae file": (["--model", model, "--sae", str(tmp_path)], "holds no SAE this tool reads"),
+        "sae file": (["--model", model, "--sae", str(tmp_path)], "holds no SAE or transcoder this tool reads"),
     }
 
 

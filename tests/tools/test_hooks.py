@@ -95,7 +95,7 @@ def test_hf_module_paths_name_real_modules(models):
     ("layers.6", "resid_post.6"), ("model.language_model.layers.2.output", "resid_post.2"),
     ("model.layers.3.input", "resid_pre.3"), ("model.layers.1.mlp.down_proj.input", "mlp.1"),
     ("transformer.h.0.attn", "attn.0"), ("model.layers.5.self_attn.o_proj.output", "attn.5"),
-    ("model.layers.5.pre_feedforward_layernorm.output", None), ("blocks.1.hook_z", None), ("mlp.7", "mlp.7"),
+    ("model.layers.5.pre_feedforward_layernorm.output", "mlp_in.5"), ("blocks.1.hook_z", None), ("mlp.7", "mlp.7"),
 ])
 def test_names_from_other_tools_map_to_ours(external, ours):
     hook = hook_from_external_name(external)

@@ -149,7 +149,7 @@ def test_bad_sae_files_name_the_file_and_the_problem(tmp_path, weights):
         (write_saelens(tmp_path / "hook", plain, hook_name="blocks.1.hook_z"), "hook 'blocks.1.hook_z' is not one"),
         (write_saelens(tmp_path / "declared", plain, d_in=99, d_sae=D_SAE), "declares d_in, d_sae = \\(99, 10\\)"),
         (tmp_path / "nowhere", "does not exist"),
-        (tmp_path, "holds no SAE this tool reads"),
+        (tmp_path, "holds no SAE or transcoder this tool reads"),
         (damaged(tmp_path / "damaged", {"cfg.json": b"{}", "sae_weights.safetensors": b"garbage"}),
          "not a readable safetensors file"),
         (damaged(tmp_path / "list", {"cfg.json": b"[1, 2]", "sae_weights.safetensors": b""}),

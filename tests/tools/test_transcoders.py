@@ -338,8 +338,15 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_mode
             load_file(whole.out / f"layer_{layer}.safetensors")
         for name in theirs:
             torch.testing.assert_close(ours_[name], theirs[name], msg=f"layer {layer} {name}")
-    with pytest.raises(InterpError, match="holds an unfinished training with another config|is not empty"):
-        transcoder_train.run_transcoder_train(train_config(tmp_path, tiny_models, "whole", k=8), progress=False)
+    with pytest.raises(InterpError, match="already holds a trained transcoder set; choose another --out"):
+        transcoder_train.run_transcoder_train(train_config(tmp_path, tiny_models, "whole"), progress=False)
+    # An unfinished run's folder takes only the same config: another would mix two trainings.
+    (tmp_path / "cut2").mkdir()
+    (tmp_path / "cut2" / "training.json").write_text(
+        json.dumps({"config": transcoder_train.recorded_config(train_config(tmp_path, tiny_models, "cut2"))}))
+    (tmp_path / "cut2" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(InterpError, match="holds an unfinished training with another config"):
+        transcoder_train.run_transcoder_train(train_config(tmp_path, tiny_models, "cut2", k=8), progress=False)
 
 
 def test_a_set_that_predicts_nothing_scores_as_every_mlp_zeroed(tmp_path, tiny_models):

@@ -37,7 +37,7 @@ from tools.passes.cache import prepare_windows
 from tools.passes.cache_state import load_checkpoint, save_checkpoint
 from tools.passes.sae_train import TopKTrainer, default_lr
 from tools.sae.autoencoder import SAE
-from tools.sae.transcoders import save_circuit_tracer
+from tools.sae.transcoders import CIRCUIT_TRACER_CONFIG, save_circuit_tracer
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,9 @@ def prepare_out(config: TranscoderTrainConfig) -> Path:
     out = Path(config.out)
     run_file = out / RUN_FILE
     if out.exists() and any(out.iterdir()):
-        if not run_file.exists() or not (out / CHECKPOINT).exists():
+        if (out / CIRCUIT_TRACER_CONFIG).exists() and not (out / CHECKPOINT).exists():
+            raise InterpError(f"'{out}' already holds a trained transcoder set; choose another --out")
+        if not run_file.exists():
             raise InterpError(f"output folder '{out}' is not empty and holds no unfinished training; choose another "
                               "--out")
         if json.loads(run_file.read_text())["config"] != recorded_config(config):
