@@ -211,12 +211,15 @@ def _attach(model: nn.Module, hook: HookPoint, replace: Callable[[torch.Tensor],
 
 
 @contextmanager
-def _registered(model: nn.Module, hooks: list[HookPoint], captured: dict[str, torch.Tensor]) -> Iterator[None]:
-    def keep(hook: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
-        captured[hook.name] = tensor
-        if len(captured) == len(hooks):
+def recorded(model: nn.Module, hooks: list[HookPoint], into: dict[str, torch.Tensor],
+             stop_after_last: bool = False) -> Iterator[None]:
+    """While open, every forward records the activations at `hooks` into `into` (by name); with
+    `stop_after_last` it stops once all have fired (run_to_hooks), else it runs to the end (for the logits)."""
+    def keep(hook: HookPoint, act: torch.Tensor) -> torch.Tensor:
+        into[hook.name] = act
+        if stop_after_last and len(into) == len(hooks):
             raise _StopForward
-        return tensor
+        return act
 
     handles = [_attach(model, hook, partial(keep, hook)) for hook in hooks]
     try:
@@ -234,7 +237,7 @@ def run_to_hooks(model: nn.Module, input_ids: torch.Tensor, hooks: list[HookPoin
     a third of a full forward, and the 262k-token unembedding of Gemma never runs.
     """
     captured: dict[str, torch.Tensor] = {}
-    with _registered(model, hooks, captured):
+    with recorded(model, hooks, captured, stop_after_last=True):
         try:
             model(input_ids=input_ids, use_cache=False)
         except _StopForward:
@@ -282,22 +285,6 @@ def spliced_mlps(model: nn.Module, splices: dict[int, MlpSplice]) -> Iterator[No
         for layer in splices:
             handles.append(_attach(model, HookPoint("mlp_in", layer), partial(remember, layer)))
             handles.append(_attach(model, HookPoint("mlp_out", layer), partial(replace, layer)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextmanager
-def recorded(model: nn.Module, hooks: list[HookPoint], into: dict[str, torch.Tensor]) -> Iterator[None]:
-    """While open, every forward records the activations at `hooks` into `into` (by name) and runs to the end,
-    unlike run_to_hooks, which stops at the last hook."""
-    def keep(hook: HookPoint, act: torch.Tensor) -> torch.Tensor:
-        into[hook.name] = act
-        return act
-
-    handles = [_attach(model, hook, partial(keep, hook)) for hook in hooks]
-    try:
         yield
     finally:
         for handle in handles:
