@@ -133,7 +133,8 @@ class TranscoderTrainConfig(ModelAndCorpus):
     buffer_tokens: int = option(8192, "activations shuffled together before training on them (memory: "
                                       "layers x 2 x this x d_model floats)")
     model_batch_size: int = option(16, "windows per forward pass of the subject model")
-    checkpoint_seconds: float = option(60.0, "seconds between resume checkpoints")
+    checkpoint_seconds: float = option(300.0, "seconds between resume checkpoints")
+    """A checkpoint holds every layer's transcoder and Adam moments: 1.5 GB for Gemma 3 270M's 18 layers."""
 
     def validate(self) -> None:
         require_positive(self, ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
