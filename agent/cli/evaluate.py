@@ -16,26 +16,26 @@ from agent.labeling.config import LabelConfig
 def command_eval_planted(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.evaluate.planted import run_planted_eval
-    from agent.views.terminal import eval_json, show_eval
+    from agent.views.terminal import json_text, show_eval
 
     config = config_from_args(LabelConfig, args)
     explainers = [name.strip() for name in args.explainers.split(",") if name.strip()]
     result = run_planted_eval(config, explainers, args.catalog, args.feature_set, args.seed,
                               progress=not args.no_progress)
     if args.json:
-        print(eval_json(result.rows))
+        print(json_text(result.rows))
     else:
         show_eval(result.rows, f"{result.set_id}: explainers and scorers on planted features (run {result.run_id})")
 
 
 def command_eval_compare(args: argparse.Namespace) -> None:
-    from agent.views.terminal import eval_json, show_eval
+    from agent.views.terminal import json_text, show_eval
     from evals.compare import run_compare
 
     scorers = [name.strip() for name in args.scorers.split(",") if name.strip()]
     result = run_compare(args.catalog, args.feature_set, args.a, args.b, scorers, args.seed)
     if args.json:
-        print(eval_json(result.rows))
+        print(json_text(result.rows))
     else:
         show_eval(result.rows, f"{result.set_id}: {result.names[0]} vs {result.names[1]}, paired by feature "
                                f"(run {result.run_id})")

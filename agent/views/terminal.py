@@ -245,10 +245,6 @@ def json_text(value: Any) -> str:
     return json.dumps(clean(value), indent=1)
 
 
-def eval_json(rows: list) -> str:
-    return json_text(rows)
-
-
 def show_search(rows: list[dict], query: str, embedder: str, catalog_path: Path) -> None:
     console = table_console()
     if not rows:

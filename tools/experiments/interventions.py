@@ -22,6 +22,7 @@ from tools.features import FeatureSource, resolve_features
 from tools.model.hooks import MlpSplice, hooked_module, replaced, spliced_mlps
 from tools.model.subject import SubjectModel, load_subject_model
 from tools.sae.autoencoder import SAE
+from tools.sae.transcoders import layer_of
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 """Takes the edited features' values [batch, seq, n_features] and returns new values."""
@@ -81,7 +82,8 @@ def editing(subject: SubjectModel, source: FeatureSource, features: Features, ed
     """While open, the model runs with `edit` applied to `features`: at the hook they are read at, or, for a
     transcoder's latents, in the MLP output they write to."""
     if source.sae is not None and source.sae.is_transcoder:
-        layer = int(str(source.sae.hook_out).split(".")[1])
+        layer = layer_of(source.sae.hook_out)
+        assert layer is not None  # a transcoder's output hook is mlp_out.L
         require_in_model(source)
         return spliced_mlps(subject.model, {layer: transcoder_edit(source.sae, features, edit)})
     return replaced(subject.model, source.hook, edited_activation(source, features, edit))
