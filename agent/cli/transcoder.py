@@ -3,7 +3,14 @@ replacement model. A trained set's latents are cached like an SAE's: `interp sae
 
 import argparse
 
-from agent.cli.flags import add_config_flags, config_from_args, json_flag, progress_flag, quiet_transformers
+from agent.cli.flags import (
+    add_config_flags,
+    catalog_flag,
+    config_from_args,
+    json_flag,
+    progress_flag,
+    quiet_transformers,
+)
 from tools.configs import TranscoderEvalConfig, TranscoderTrainConfig
 
 
@@ -28,9 +35,10 @@ def command_transcoder_eval(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from agent.views.terminal import json_text, plain_console
-    from tools.passes.transcoder_eval import evaluate_set
+    from tools.passes.transcoder_eval import run_transcoder_eval
 
-    quality = evaluate_set(config_from_args(TranscoderEvalConfig, args), progress=not args.no_progress)
+    quality = run_transcoder_eval(config_from_args(TranscoderEvalConfig, args), args.catalog,
+                                  progress=not args.no_progress)
     if args.json:
         print(json_text(quality))
         return
@@ -58,8 +66,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     json_flag(train)
     train.set_defaults(handler=command_transcoder_train)
     evaluate = subcommands.add_parser("eval", help="per-layer FVU, L0, dead latents and loss recovered, and the "
-                                      "replacement model's, on held-out tokens")
+                                      "replacement model's, on held-out tokens; recorded in the catalog")
     add_config_flags(evaluate, TranscoderEvalConfig, skip=("hook",))
+    catalog_flag(evaluate)
     progress_flag(evaluate)
     json_flag(evaluate)
     evaluate.set_defaults(handler=command_transcoder_eval)

@@ -284,8 +284,9 @@ def train_config(tmp_path, tiny_models, out: str, **changes):
 
 
 def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path, tiny_models):
+    from tools.catalog import Catalog
     from tools.configs import TranscoderEvalConfig
-    from tools.passes.transcoder_eval import evaluate_set
+    from tools.passes.transcoder_eval import run_transcoder_eval
     from tools.passes.transcoder_train import run_transcoder_train
 
     result = run_transcoder_train(train_config(tmp_path, tiny_models, "set", tokens=16384, batch_tokens=128,
@@ -294,8 +295,17 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
     config = yaml.safe_load((result.out / "config.yaml").read_text())
     assert config["transcoders"] == ["layer_0.safetensors", "layer_1.safetensors", "layer_2.safetensors"]
     assert not (result.out / "checkpoint.pt").exists()
-    quality = evaluate_set(TranscoderEvalConfig(model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"),
-                                                transcoders=str(result.out), tokens=512, window=16, device="cpu"))
+    quality = run_transcoder_eval(TranscoderEvalConfig(
+        model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"), transcoders=str(result.out),
+        tokens=512, window=16, device="cpu"), tmp_path / "c.duckdb")
+    with Catalog(tmp_path / "c.duckdb", read_only=True) as catalog:
+        rows = catalog.con.execute("SELECT hook, fvu, loss_spliced, loss_recovered, sae_sha256 FROM sae_evals "
+                                   "ORDER BY hook").fetchall()
+        status = catalog.con.execute("SELECT kind, status FROM runs").fetchall()
+    assert status == [("transcoder_eval", "complete")]
+    assert [row[0] for row in rows] == ["mlp_in.0", "mlp_in.1", "mlp_in.2", "replacement"]
+    assert [row[1] for row in rows[:3]] == pytest.approx([layer.fvu for layer in quality.layers])
+    assert rows[3][1] is None and rows[3][2] == pytest.approx(quality.loss_replacement)
     for layer in quality.layers:
         assert layer.fvu < 0.9, layer  # far better than predicting the mean output
         assert 0 < layer.mean_l0 <= 8
@@ -310,6 +320,8 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
                  "--quantiles", "2", "--per-quantile", "2", "--random", "2", "--no-progress", "--device", "cpu",
                  "--catalog", str(tmp_path / "c.duckdb")]) == 0
     assert main(["features", "mlp_in.2", "--catalog", str(tmp_path / "c.duckdb")]) == 0
+    with Catalog(tmp_path / "c.duckdb", read_only=True) as catalog:  # the eval joins the set's feature sets
+        assert catalog.con.execute("SELECT source_sha256 FROM feature_sets").fetchall() == [(rows[0][4],)]
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_models, monkeypatch):
@@ -353,7 +365,7 @@ def test_a_set_that_predicts_nothing_scores_as_every_mlp_zeroed(tmp_path, tiny_m
     """The evaluation's plumbing: transcoders whose output is 0 make each spliced loss the zeroed one and the
     replacement model the all-zeroed one, with nothing recovered."""
     from tools.configs import TranscoderEvalConfig
-    from tools.passes.transcoder_eval import evaluate_set
+    from tools.passes.transcoder_eval import run_transcoder_eval
     from tools.testing.tiny import sentences
 
     layers = []
@@ -365,8 +377,9 @@ def test_a_set_that_predicts_nothing_scores_as_every_mlp_zeroed(tmp_path, tiny_m
         layers.append(transcoder)
     folder = save_circuit_tracer(layers, tmp_path / "zeros")
     (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
-    quality = evaluate_set(TranscoderEvalConfig(model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"),
-                                                transcoders=str(folder), tokens=256, window=16, device="cpu"))
+    quality = run_transcoder_eval(TranscoderEvalConfig(
+        model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"), transcoders=str(folder), tokens=256,
+        window=16, device="cpu"), tmp_path / "c.duckdb")
     for layer in quality.layers:
         assert layer.loss_spliced == pytest.approx(layer.loss_zero_ablated, abs=1e-6)
         assert layer.loss_recovered == pytest.approx(0.0, abs=1e-5) and layer.fvu >= 1.0

@@ -97,9 +97,9 @@ CREATE TABLE IF NOT EXISTS examples (
 CREATE TABLE IF NOT EXISTS sae_evals (
     run_id VARCHAR NOT NULL,
     model_id VARCHAR NOT NULL,
-    hook VARCHAR NOT NULL,
+    hook VARCHAR NOT NULL,              -- or 'replacement': a transcoder set with every MLP replaced at once
     sae_path VARCHAR NOT NULL,
-    sae_sha256 VARCHAR NOT NULL,        -- joins feature_sets.source_sha256
+    sae_sha256 VARCHAR NOT NULL,        -- joins feature_sets.source_sha256 (a transcoder set: its whole folder)
     tokens BIGINT NOT NULL,             -- held-out real tokens evaluated
     fvu DOUBLE,
     mean_l0 DOUBLE,

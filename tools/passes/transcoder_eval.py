@@ -8,6 +8,9 @@ computes, and is measured against every MLP zeroed. As for SAEs, BOS keeps its o
 not trained on the attention sink.
 """
 
+import dataclasses
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +18,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tools.catalog import Catalog, check_catalog_path
 from tools.configs import TranscoderEvalConfig
+from tools.data.corpus import CorpusSpec, describe
 from tools.data.windows import content_mask
 from tools.errors import InterpError
 from tools.model.hooks import HookPoint, MlpSplice, n_layers, recorded, spliced_mlps
-from tools.model.subject import load_subject_model
-from tools.passes.cache import prepare_windows
+from tools.model.subject import SubjectModel, load_subject_model, sha256_folder_weights
+from tools.passes.cache import model_row, package_versions, prepare_windows
 from tools.passes.sae_eval import next_token_loss
 from tools.sae.autoencoder import SAE
-from tools.sae.formats import load_sae
-from tools.sae.transcoders import LAYER_FILE
+from tools.sae.transcoders import load_transcoder_set
 
 log = logging.getLogger(__name__)
+
+REPLACEMENT = "replacement"
+"""The hook of a sae_evals row that judges a transcoder set as a whole (every MLP replaced at once)."""
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,6 @@ def recovered(zero: float, spliced: float, clean: float) -> float:
     return (zero - spliced) / gap if gap else float("nan")
 
 
-def load_set(folder: Path) -> dict[int, SAE]:
-    """Every layer's transcoder in the folder, by layer."""
-    files = sorted((int(match.group(1)), path) for path in folder.glob("layer_*.safetensors")
-                   if (match := LAYER_FILE.fullmatch(path.name)))
-    if not files:
-        raise InterpError(f"'{folder}' holds no layer_L.safetensors files; expected a transcoder set "
-                          "(`interp transcoder train` writes one)")
-    return {layer: load_sae(path) for layer, path in files}
-
-
 class Losses:
     """Summed next-token losses of each condition, and their token count."""
 
@@ -88,15 +85,50 @@ def splice(transcoder: SAE | None, mask: torch.Tensor) -> MlpSplice:
     return replace
 
 
-@torch.inference_mode()
-def evaluate_set(config: TranscoderEvalConfig, progress: bool = False) -> SetQuality:
+def run_transcoder_eval(config: TranscoderEvalConfig, catalog_path: Path, progress: bool = False) -> SetQuality:
+    """Evaluate and record the result: a run, one sae_evals row per layer (its hook, the set's sha256 as its
+    feature sets have it) and one row with hook 'replacement' for every transcoder at once."""
     config.validate()
-    transcoders = load_set(Path(config.transcoders))
+    catalog_path = Path(catalog_path)
+    check_catalog_path(catalog_path)
+    corpus = describe(CorpusSpec(config.corpus, config.text_column))
+    folder = Path(config.transcoders)
+    transcoders = load_transcoder_set(folder)
     subject = load_subject_model(config.model, config.device, config.dtype)
     total_layers = n_layers(subject.model)
     if max(transcoders) >= total_layers:
         raise InterpError(f"'{config.transcoders}' has a transcoder for layer {max(transcoders)}; {config.model} has "
                           f"layers 0..{total_layers - 1}")
+    quality = evaluate_set(config, subject, transcoders, progress)
+    set_sha256 = sha256_folder_weights(folder)
+    config_dict = dataclasses.asdict(config)
+    config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:16]
+    common = {"model_id": subject.sha256, "sae_path": str(folder.resolve()), "sae_sha256": set_sha256}
+    with Catalog.run(catalog_path, "transcoder_eval", config_dict, config_hash, corpus, package_versions()) as run_id:
+        with Catalog(catalog_path) as catalog, catalog.transaction():
+            catalog.record_model(model_row(subject, run_id))
+            for layer in quality.layers:
+                catalog.record_sae_eval({
+                    "run_id": run_id, **common, "hook": f"mlp_in.{layer.layer}", "tokens": quality.tokens,
+                    "fvu": layer.fvu, "mean_l0": layer.mean_l0, "dead_fraction": layer.dead_fraction,
+                    "loss_clean": quality.loss_clean, "loss_spliced": layer.loss_spliced,
+                    "loss_zero_ablated": layer.loss_zero_ablated,
+                    "loss_increase": layer.loss_spliced - quality.loss_clean, "loss_recovered": layer.loss_recovered})
+            catalog.record_sae_eval({
+                "run_id": run_id, **common, "hook": REPLACEMENT, "tokens": quality.tokens,
+                "loss_clean": quality.loss_clean, "loss_spliced": quality.loss_replacement,
+                "loss_zero_ablated": quality.loss_all_zero_ablated,
+                "loss_increase": quality.loss_replacement - quality.loss_clean,
+                "loss_recovered": quality.loss_recovered})
+            catalog.con.execute("UPDATE runs SET model_id = ?, tokens = ? WHERE run_id = ?",
+                                [subject.sha256, quality.tokens, run_id])
+            catalog.set_run_status(run_id, "complete")
+    return quality
+
+
+@torch.inference_mode()
+def evaluate_set(config: TranscoderEvalConfig, subject: SubjectModel, transcoders: dict[int, SAE],
+                 progress: bool = False) -> SetQuality:
     for transcoder in transcoders.values():
         transcoder.to(subject.device)
     windows = prepare_windows(config, subject, part="held_out")  # type: ignore[arg-type]

@@ -141,8 +141,26 @@ def circuit_tracer_layers(folder: Path, config: dict) -> dict[int, Path]:
     listed = config.get("transcoders")
     if isinstance(listed, list) and listed:
         return {layer: folder / str(path) for layer, path in enumerate(listed)}
-    return {int(match.group(1)): path for path in folder.glob("layer_*.safetensors")
+    return layer_files(folder)
+
+
+def layer_files(folder: Path) -> dict[int, Path]:
+    """The `layer_{L}.safetensors` files of a folder, by layer."""
+    return {int(match.group(1)): path for path in sorted(folder.glob("layer_*.safetensors"))
             if (match := LAYER_FILE.fullmatch(path.name))}
+
+
+def load_transcoder_set(folder: Path | str) -> dict[int, SAE]:
+    """Every layer's transcoder of a set in circuit-tracer's layout, by layer in order."""
+    folder = Path(folder)
+    if not (folder / CIRCUIT_TRACER_CONFIG).is_file():
+        raise InterpError(f"'{folder}' has no {CIRCUIT_TRACER_CONFIG}; expected a transcoder set in circuit-tracer's "
+                          "layout (`interp transcoder train` writes one)")
+    layers = sorted(layer_files(folder))
+    if not layers:
+        raise InterpError(f"'{folder}' holds no layer_L.safetensors files; expected a transcoder set "
+                          "(`interp transcoder train` writes one)")
+    return {layer: load_circuit_tracer(folder, layer) for layer in layers}
 
 
 def load_circuit_tracer(folder: Path, layer: int | None) -> SAE:

@@ -84,6 +84,16 @@ def random_sae(d_in: int, d_sae: int, hook: str | None, seed: int = 0) -> SAE:
                torch.randn((d_sae, d_in), generator=generator), torch.zeros(d_in), activation="relu", hook=hook)
 
 
+def random_transcoder(d_model: int, d_tc: int, layer: int, k: int = 4, seed: int = 0, skip: bool = True) -> SAE:
+    """A TopK skip transcoder for layer `layer` with seeded random weights, sized for a tiny model's MLP."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+    W_enc = torch.randn((d_model, d_tc), generator=generator) / d_model**0.5
+    W_dec = torch.randn((d_tc, d_model), generator=generator) * 0.01
+    return SAE(W_enc, torch.zeros(d_tc), W_dec, torch.randn(d_model, generator=generator) * 1e-3, "topk",
+               hook=f"mlp_in.{layer}", hook_out=f"mlp_out.{layer}", k=k,
+               W_skip=torch.randn((d_model, d_model), generator=generator) * 0.01 if skip else None)
+
+
 def cache_tiny_catalog(path: Path, model: Path, corpus: Path, sae_folder: Path) -> Path:
     """Neurons at mlp.1 (dense: every window is active) and latents of a sparse random SAE at resid_post.1."""
     sae = random_sae(32, 64, "resid_post.1")

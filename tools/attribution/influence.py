@@ -1,0 +1,147 @@
+"""Influence, pruning and the graph's two scores, as the attribution-graphs paper and circuit-tracer define them.
+
+Influence: each row of |A| (a node's incoming edges) is normalized to sum 1, so a node passes on what reaches it
+in proportion to its inputs; a node's influence is the weight that reaches it from the logits (weighted by their
+probabilities) over paths of every length: w A + w A^2 + ... The graph is acyclic (edges go up in layer, or from
+tokens), so the series ends.
+
+Pruning keeps the nodes that carry `node_threshold` of the total influence (tokens and logits always), then the
+edges that carry `edge_threshold` of the edge influence among them, then drops feature and error nodes left
+without an outgoing edge and features left without an incoming one, until nothing changes.
+
+Replacement score: of the influence that reaches tokens and error nodes, the share that reaches tokens (the graph
+explains the output from the prompt through features alone when it is 1). Completeness score: the share of each
+node's input that does not come from error nodes, weighted by the node's influence.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from tools.attribution.graph import Graph
+
+
+def normalized(matrix: torch.Tensor) -> torch.Tensor:
+    absolute = matrix.abs()
+    return absolute / absolute.sum(dim=1, keepdim=True).clamp(min=1e-10)
+
+
+def series(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """w A + w A^2 + ...: ends within as many steps as nodes, since the graph is acyclic."""
+    current = weights @ matrix
+    total = current.clone()
+    for _ in range(matrix.shape[0]):
+        if not current.any():
+            return total
+        current = current @ matrix
+        total += current
+    raise RuntimeError("influence did not converge: the adjacency has a cycle")
+
+
+def logit_weights(probabilities: torch.Tensor, n_before: int, n_targets: int) -> torch.Tensor:
+    """Zeros for the first `n_before` rows, then each target's probability."""
+    return torch.cat([torch.zeros(n_before), probabilities.float()[:n_targets]])
+
+
+def partial_influence(rows: torch.Tensor, row_nodes: torch.Tensor, row_weights: torch.Tensor,
+                      n_columns: int) -> torch.Tensor:
+    """Influence over every column from the rows computed so far (`row_nodes[i]`: the column node row i is; at or
+    past `n_columns` for the logits, which are no one's source): what ranks the features not yet visited."""
+    matrix = normalized(rows)
+    influence = torch.zeros(n_columns)
+    prod = row_weights.clone()
+    sources = row_nodes.clamp(max=n_columns)
+    for _ in range(n_columns + 1):
+        reached = prod @ matrix
+        if not reached.any():
+            return influence
+        influence += reached
+        prod = torch.cat([reached, reached.new_zeros(1)])[sources]
+    raise RuntimeError("influence did not converge: the adjacency has a cycle")
+
+
+def node_weights(graph: Graph) -> torch.Tensor:
+    weights = torch.zeros(graph.n_nodes)
+    weights[graph.logit_index(0):] = torch.tensor([t.probability for t in graph.targets])
+    return weights
+
+
+def node_influence(graph: Graph) -> torch.Tensor:
+    return series(normalized(graph.adjacency), node_weights(graph))
+
+
+@dataclass(frozen=True)
+class Pruned:
+    nodes: torch.Tensor  # [n_nodes] bool
+    edges: torch.Tensor  # [n_nodes, n_nodes] bool
+    influence: torch.Tensor  # [n_nodes]
+    cumulative: torch.Tensor  # [n_nodes]: the share of all influence carried by nodes at least this influential
+
+
+def threshold_for(scores: torch.Tensor, share: float) -> torch.Tensor:
+    """The score above which the highest scores carry `share` of the total."""
+    ordered = scores.sort(descending=True).values
+    cumulative = ordered.cumsum(0) / ordered.sum().clamp(min=1e-30)
+    return ordered[min(int(torch.searchsorted(cumulative, torch.tensor(share))), len(ordered) - 1)]
+
+
+def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
+    for name, value in (("node threshold", node_threshold), ("edge threshold", edge_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} {value} is not between 0 and 1")
+    weights = node_weights(graph)
+    influence = series(normalized(graph.adjacency), weights)
+    fixed = graph.token_index(0)  # tokens and logits from here on are always kept
+    nodes = influence >= threshold_for(influence, node_threshold)
+    nodes[fixed:] = True
+    kept = graph.adjacency.clone()
+    kept[~nodes] = 0
+    kept[:, ~nodes] = 0
+    matrix = normalized(kept)
+    edge_scores = matrix * (series(matrix, weights) + weights)[:, None]
+    edges = edge_scores >= threshold_for(edge_scores.flatten(), edge_threshold)
+    n_features = graph.n_features
+    while True:
+        before = nodes.clone()
+        edges[~nodes] = False
+        edges[:, ~nodes] = False
+        nodes[:fixed] &= edges[:, :fixed].any(0)  # features and errors must feed something
+        nodes[:n_features] &= edges[:n_features].any(1)  # features must be fed
+        if torch.equal(nodes, before):
+            break
+    ordered, order = influence.sort(descending=True)
+    cumulative = torch.zeros_like(influence)
+    cumulative[order] = ordered.cumsum(0) / ordered.sum().clamp(min=1e-30)
+    return Pruned(nodes, edges, influence, cumulative)
+
+
+def graph_scores(graph: Graph) -> tuple[float, float]:
+    """(replacement score, completeness score)."""
+    weights = node_weights(graph)
+    matrix = normalized(graph.adjacency)
+    influence = series(matrix, weights)
+    errors = slice(graph.n_features, graph.token_index(0))
+    tokens = slice(graph.token_index(0), graph.logit_index(0))
+    token_influence, error_influence = influence[tokens].sum(), influence[errors].sum()
+    replacement = token_influence / (token_influence + error_influence).clamp(min=1e-30)
+    non_error = 1 - matrix[:, errors].sum(dim=-1)
+    output = influence + weights
+    completeness = (non_error * output).sum() / output.sum()
+    return float(replacement), float(completeness)
+
+
+def ablation_effects(graph: Graph, features: torch.Tensor, target: int = 0) -> torch.Tensor:
+    """[len(features)]: the change in the target's logit the graph predicts when each of these feature nodes is
+    set to 0. Its effect is followed through the other features linearly (a latent's output moves with its input,
+    slope 1 while it stays active); error and token nodes hold still, as in the replacement model."""
+    n = graph.n_features
+    per_unit = graph.adjacency[:n, :n] / graph.activations.clamp(min=1e-12)[None, :]  # [to, from] per unit of from
+    change = -graph.adjacency[:n, features]  # [to, removed]: the direct changes of every feature's input
+    total = change.clone()
+    for _ in range(graph.n_layers + 1):  # a path climbs a layer per feature
+        change = per_unit @ change
+        if not change.any():
+            break
+        total += change
+    logit_row = graph.adjacency[graph.logit_index(target), :n]
+    return -logit_row[features] + (logit_row / graph.activations.clamp(min=1e-12)) @ total
