@@ -157,3 +157,33 @@ class TranscoderEvalConfig(ModelAndCorpus):
 
     def validate(self) -> None:
         require_positive(self, ("tokens", "window", "batch_size"))
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """An attribution graph's settings (the prompt and its targets are arguments of `interp trace`)."""
+
+    model: str = option(EMBEDDED_MODEL, "subject model: 'gemma-3-270m' (embedded), a local HF folder, a .gguf "
+                                        "file, or a hub id")
+    transcoders: str = option("transcoders", "the transcoder set's folder, one per layer (circuit-tracer's layout, "
+                                             "as `interp transcoder train` writes it)")
+    max_targets: int = option(10, "without --target: at most this many top logits")
+    cover: float = option(0.95, "without --target: the top logits that cover this much probability")
+    max_features: int = option(8192, "feature nodes visited, most influential first; 0 for every active latent")
+    node_threshold: float = option(0.8, "pruning keeps the nodes that carry this share of the influence")
+    edge_threshold: float = option(0.98, "and the edges that carry this share of the edge influence")
+    batch_size: int = option(32, "backward passes at once (copies of the prompt in one frozen forward)")
+    check: int = option(20, "ablate this many of the most influential feature nodes in the real model and "
+                            "correlate with the graph's prediction; 0 to skip")
+    device: str = option("auto", "auto, cuda, mps, cpu")
+    dtype: str = option("float32", "float32 (attribution is checked in fp32), bfloat16, float16, auto")
+
+    def validate(self) -> None:
+        require_positive(self, ("max_targets", "batch_size"))
+        for name in ("cover", "node_threshold", "edge_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise InterpError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
+        for name in ("max_features", "check"):
+            if getattr(self, name) < 0:
+                raise InterpError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")

@@ -10,11 +10,24 @@ import argparse
 import logging
 import sys
 
-from agent.cli import ask, audit, cache, evaluate, experiments, features, investigate, label, mcp, serve, transcoder
+from agent.cli import (
+    ask,
+    audit,
+    cache,
+    evaluate,
+    experiments,
+    features,
+    investigate,
+    label,
+    mcp,
+    serve,
+    trace,
+    transcoder,
+)
 from tools.errors import InterpError
 from tools.text import visible
 
-COMMAND_GROUPS = (cache, transcoder, experiments, label, investigate, evaluate, audit, ask, features, mcp, serve)
+COMMAND_GROUPS = (cache, transcoder, trace, experiments, label, investigate, evaluate, audit, ask, features, mcp, serve)
 LIBRARY_LOGGERS = ("agent", "tools", "evals")
 
 

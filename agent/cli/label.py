@@ -1,6 +1,7 @@
 """`interp label`, `search`, `export` and `explain-records`: labeling features and reading the labels back."""
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from agent.cli.flags import (
@@ -20,6 +21,20 @@ from agent.neuronpedia.names import DEFAULT_CREATOR_ID
 from tools.errors import InterpError
 
 
+def graph_features(catalog_path: Path, feature_set: str, graph_ref: str) -> str:
+    """The --features list of a graph's kept nodes in this feature set."""
+    from tools.catalog import Catalog
+
+    with Catalog(catalog_path, read_only=True) as catalog:
+        graph = catalog.graph(graph_ref)
+        set_id = catalog.feature_set(feature_set)["feature_set_id"]
+        latents = catalog.graph_latents(graph["graph_id"], set_id)
+    if not latents:
+        raise InterpError(f"graph {graph['graph_id']} keeps no feature nodes of feature set {set_id}; label a layer "
+                          "the graph's nodes are on (interp trace prints them)")
+    return ",".join(str(latent) for latent in latents)
+
+
 def command_label(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.labeling.pipeline import run_label
@@ -27,6 +42,9 @@ def command_label(args: argparse.Namespace) -> None:
     from tools.catalog import Catalog
 
     config = config_from_args(LabelConfig, args)
+    if args.features_from_graph:
+        config = dataclasses.replace(config, features=graph_features(args.catalog, args.feature_set,
+                                                                     args.features_from_graph))
     if args.dry_run:
         from agent.labeling.dry_run import estimate_label_cost
         from agent.views.terminal import show_cost_estimate
@@ -79,6 +97,12 @@ def command_export(args: argparse.Namespace) -> None:
     from agent.neuronpedia.export import export_neuronpedia
     from tools.catalog import Catalog
 
+    if args.feature_set == "graph":
+        export_graph_files(args)
+        return
+    if args.graph is not None:
+        raise InterpError(f"export takes one feature set; got '{args.feature_set}' and '{args.graph}' (a graph is "
+                          "`interp export graph ID --format neuronpedia`)")
     with Catalog(args.catalog, read_only=True) as catalog:
         require_labels(catalog)
         set_id = catalog.feature_set(args.feature_set)["feature_set_id"]
@@ -93,6 +117,44 @@ def command_export(args: argparse.Namespace) -> None:
             print(f"wrote a Neuronpedia dataset under {args.out}: " + ", ".join(f"{n:,} {k}" for k, n in counts.items())
                   + f"; its type rows are in config/ (add them to Neuronpedia's config before importing), and "
                   f"User '{args.creator_id}' must exist there")
+
+
+def export_graph_files(args: argparse.Namespace) -> None:
+    """`interp export graph ID --format neuronpedia`: the graph JSON and its feature nodes' detail files."""
+    from agent.neuronpedia.graph import export_graph
+    from agent.neuronpedia.names import np_model_id
+    from tools.catalog import Catalog
+
+    if args.graph is None:
+        raise InterpError("export graph needs a graph id (or 'latest'): interp export graph ID --format neuronpedia")
+    if args.format != "neuronpedia":
+        raise InterpError(f"a graph exports as --format neuronpedia, not '{args.format}'")
+    with Catalog(args.catalog, read_only=True) as catalog:
+        graph = catalog.graph(args.graph)
+        model = catalog.model(graph["model_id"])
+        logits_of = None if args.no_logits else graph_logits(args, catalog, graph)
+        counts = export_graph(catalog, graph["graph_id"], args.out, np_model_id(model["name"], args.np_model_id),
+                              args.feature_base_url, logits_of)
+    print(f"wrote graph {graph['graph_id']} for Neuronpedia under {args.out}: "
+          + ", ".join(f"{n:,} {k}" for k, n in counts.items()))
+
+
+def graph_logits(args: argparse.Namespace, catalog, graph: dict):
+    """(layer, latent) -> the 10 tokens a latent's decoder row raises and lowers most through the unembedding."""
+    quiet_transformers()
+    from tools.experiments.interventions import logit_tokens
+    from tools.features import resolve_features
+    from tools.model.subject import load_subject_model
+
+    subject = load_subject_model(catalog.model(graph["model_id"])["name"], args.device)
+    sources: dict = {}
+
+    def logits_of(layer: int, latent: int) -> tuple[list[str], list[str]]:
+        if layer not in sources:
+            sources[layer] = resolve_features(f"mlp_in.{layer}", graph["transcoders_path"], subject)
+        return logit_tokens(subject, sources[layer], latent, 10)
+
+    return logits_of
 
 
 def export_upload_bodies(args: argparse.Namespace, catalog, set_id: str) -> None:
@@ -173,6 +235,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="label on Ray actors, each with its own LLM backends: 'auto' (this machine) or a cluster "
                        "address; this process stays the catalog's one writer (pip install -e '.[ray]')")
     label.add_argument("--workers", type=int, default=2, help="Ray actors (with --ray; default: 2)")
+    label.add_argument("--features-from-graph", metavar="GRAPH",
+                       help="label just the feature nodes an attribution graph keeps in this feature set (a graph id "
+                       "from `interp trace`, or 'latest')")
     label.add_argument("--dry-run", action="store_true",
                        help="print the tokens (and, with --price-per-mtok, the cost) the run would take; send nothing")
     catalog_flag(label)
@@ -189,8 +254,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     json_flag(search)
     search.set_defaults(handler=command_search)
 
-    export = commands.add_parser("export", help="write a feature set's labels as Parquet or Neuronpedia batches")
-    export.add_argument("feature_set", help=FEATURE_SET_HELP)
+    export = commands.add_parser("export", help="write a feature set's labels as Parquet or Neuronpedia batches, or "
+                                 "an attribution graph as Neuronpedia's graph JSON (`export graph ID`)")
+    export.add_argument("feature_set", help=FEATURE_SET_HELP + "; or the word 'graph' followed by a graph id")
+    export.add_argument("graph", nargs="?", help="with 'graph': the graph id from `interp trace` (or 'latest')")
     export.add_argument("--format", choices=("parquet", "neuronpedia", "neuronpedia-upload"), default="parquet",
                         help="parquet tables; neuronpedia: the dataset folder their admin import loads; "
                         "neuronpedia-upload: bodies of their public POST /api/feature/upload-batch")
@@ -213,8 +280,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="neuronpedia-upload: top activations a feature (default: %(default)s)")
     export.add_argument("--np-per-quantile", type=int, default=3,
                         help="neuronpedia-upload: activations from each quantile bin (default: %(default)s)")
-    export.add_argument("--no-logits", action="store_true", help="neuronpedia-upload: leave out topLogits and "
-                        "bottomLogits (they need the subject model loaded)")
+    export.add_argument("--no-logits", action="store_true", help="neuronpedia-upload and graphs: leave out the top "
+                        "and bottom logits (they need the subject model loaded)")
+    export.add_argument("--feature-base-url", help="graphs: where the feature JSONs will be served from (Neuronpedia's "
+                        "feature_json_base_url)")
     export.add_argument("--device", default="auto", help=field_help(LabelConfig, "device"))
     catalog_flag(export)
     export.set_defaults(handler=command_export)

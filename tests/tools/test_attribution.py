@@ -11,7 +11,7 @@ from tools.attribution.influence import graph_scores, node_influence, prune
 from tools.model.subject import load_subject_model
 from tools.testing.tiny import random_transcoder
 
-PROMPT = "the cat saw the dog and the bird"
+PROMPT = "the big cat runs and the small dog sleeps"
 
 
 def tiny_set(subject, skip: bool = True, k: int = 4) -> dict:
@@ -143,3 +143,125 @@ def test_named_targets_and_a_logit_difference(tiny_models):
                                - graph.adjacency[graph.logit_index(1), sources], atol=1e-5, rtol=1e-4)
     with pytest.raises(InterpError, match="a target is one token"):
         attribute(subject, transcoders, PROMPT, target_names=[" cat dog"])
+
+
+def test_predicted_ablation_effects_follow_paths_through_features():
+    """Three features in a chain (f0 -> f1 -> f2) and a logit: removing f0 changes f1's input by -A[f1,f0], so f1
+    (slope 1) changes its output by that much per unit, and so on up to the logit."""
+    from tools.attribution.graph import Target
+    from tools.attribution.influence import ablation_effects
+
+    n_layers = 3
+    features = torch.tensor([[0, 1, 5], [1, 1, 6], [2, 1, 7]])
+    graph = Graph("p", [0, 1], ["<bos>", "x"], n_layers, features, torch.tensor([2.0, 4.0, 0.5]),
+                  [Target("y", 9, 1.0, torch.zeros(4))], torch.zeros(0, 0), 3)
+    adjacency = torch.zeros(graph.n_nodes, graph.n_nodes)
+    adjacency[1, 0] = 3.0  # f0 contributes 3 to f1's input
+    adjacency[2, 1] = -8.0  # f1 (activation 4) contributes -8 to f2's: -2 per unit
+    adjacency[graph.logit_index(0), 2] = 1.5  # f2 (activation 0.5) contributes 1.5: 3 per unit
+    adjacency[graph.logit_index(0), 0] = 0.25  # and f0 directly
+    graph.adjacency = adjacency
+    effects = ablation_effects(graph, torch.tensor([0, 1, 2]))
+    # f0 removed: logit loses 0.25 directly; f1 input -3 -> f2 input (-3)(-2) = +6 -> logit 6 * 3 = +18.
+    # f1 removed: f2's input +8 -> logit 8 * 3 = +24. f2 removed: the logit loses its 1.5.
+    torch.testing.assert_close(effects, torch.tensor([-0.25 + 18.0, 24.0, -1.5]))
+
+
+def test_trace_command_keeps_the_graph_and_joins_the_labels(tmp_path, tiny_models, capsys):
+    import json
+
+    import duckdb
+
+    from agent.cli import main
+    from tools.catalog import Catalog
+    from tools.sae.transcoders import save_circuit_tracer
+    from tools.testing.tiny import sentences
+
+    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
+    folder = save_circuit_tracer(list(tiny_set(subject).values()), tmp_path / "set")
+    model, catalog = str(tiny_models["llama"]), str(tmp_path / "c.duckdb")
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
+    common = ["--model", model, "--device", "cpu", "--catalog", catalog]
+    # Layer 2's latents cached and labeled without an LLM, so the graph's layer-2 nodes carry labels.
+    assert main(["sae", "load", str(folder), "--hook", "mlp_in.2", "--corpus", str(tmp_path / "corpus.txt"),
+                 "--tokens", "2000", "--window", "16", "--no-progress", *common]) == 0
+    assert main(["label", "mlp_in.2", "--explainer", "token-stats", "--scorers", "", "--catalog", catalog]) == 0
+    capsys.readouterr()
+    assert main(["trace", PROMPT, "--transcoders", str(folder), "--check", "5", "--batch-size", "8",
+                 "--node-threshold", "1.0", "--edge-threshold", "1.0", "--no-progress", "--json", *common]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["feature_nodes"] == result["active_features"] > 0 and len(result["check"]["nodes"]) == 5
+    assert any(node["label"] for node in result["nodes"] if node["node"].startswith("L2/"))
+    con = duckdb.connect(catalog, read_only=True)  # closed before the next command opens the catalog
+    graph = con.execute("SELECT graph_id, n_layers, check_n, replacement_score FROM graphs").fetchall()
+    assert len(graph) == 1 and graph[0][1] == 3 and graph[0][2] == 5 and 0 <= graph[0][3] <= 1
+    graph_id = graph[0][0]
+    kinds = dict(con.execute("SELECT kind, count(*) FROM graph_nodes WHERE graph_id = ? GROUP BY kind",
+                             [graph_id]).fetchall())
+    assert kinds["token"] == len(result["tokens"]) and kinds["logit"] == len(result["targets"])
+    assert con.execute("SELECT count(*) FROM graph_edges WHERE graph_id = ?", [graph_id]).fetchone()[0] == \
+        result["kept_edges"]
+    linked = con.execute("SELECT count(*) FROM graph_nodes n JOIN feature_sets f USING (feature_set_id) "
+                         "WHERE n.layer = 2 AND n.kind = 'feature'").fetchone()[0]
+    assert linked > 0
+    assert con.execute("SELECT status FROM runs WHERE kind = 'trace'").fetchone()[0] == "complete"
+    con.close()
+    # The table form names the graph, its scores and the check.
+    assert main(["trace", PROMPT, "--transcoders", str(folder), "--check", "0", "--target", "cat", "--no-progress",
+                 *common]) == 0
+    out = capsys.readouterr().out
+    assert "replacement score" in out and "strongest paths to 'cat'" in out
+    # Labeling just the graph's nodes of a layer: the latents its kept nodes use there, and only those.
+    with Catalog(catalog, read_only=True) as reader:
+        wanted = set(reader.graph_latents(graph_id, reader.feature_set("mlp_in.2")["feature_set_id"]))
+    assert wanted
+    assert main(["label", "mlp_in.2", "--features-from-graph", graph_id, "--explainer", "token-stats",
+                 "--scorers", "", "--json", "--catalog", catalog]) == 0
+    labeled = json.loads(capsys.readouterr().out)
+    assert {row["feature"] for row in labeled["features"]} == wanted
+
+
+def test_a_graph_exports_as_neuronpedia_json_that_their_schema_accepts(tmp_path, tiny_models, capsys):
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from agent.cli import main
+    from tools.sae.transcoders import save_circuit_tracer
+    from tools.testing.tiny import sentences
+
+    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
+    folder = save_circuit_tracer(list(tiny_set(subject).values()), tmp_path / "set")
+    catalog = str(tmp_path / "c.duckdb")
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
+    common = ["--model", str(tiny_models["llama"]), "--device", "cpu", "--catalog", catalog]
+    assert main(["sae", "load", str(folder), "--hook", "mlp_in.1", "--corpus", str(tmp_path / "corpus.txt"),
+                 "--tokens", "2000", "--window", "16", "--no-progress", *common]) == 0
+    assert main(["label", "mlp_in.1", "--explainer", "token-stats", "--scorers", "", "--catalog", catalog]) == 0
+    assert main(["trace", PROMPT, "--transcoders", str(folder), "--check", "0", "--node-threshold", "1.0",
+                 "--edge-threshold", "1.0", "--no-progress", *common]) == 0
+    capsys.readouterr()
+    out = tmp_path / "np"
+    assert main(["export", "graph", "latest", "--format", "neuronpedia", "--out", str(out), "--device", "cpu",
+                 "--feature-base-url", "https://example.org/features/", "--catalog", catalog]) == 0
+    [graph_file] = out.glob("*.json")
+    document = json.loads(graph_file.read_text())
+    schema = json.loads((Path(__file__).parents[1] / "fixtures" / "neuronpedia_graph_schema.json").read_text())
+    jsonschema.validate(document, schema)
+    ids = [node["node_id"] for node in document["nodes"]]
+    assert len(ids) == len(set(ids))  # error nodes never share a name with a layer-0 latent
+    assert {link["source"] for link in document["links"]} | {link["target"] for link in document["links"]} <= set(ids)
+    features = [node for node in document["nodes"] if node["feature_type"] == "cross layer transcoder"]
+    for node in features:  # Cantor pairing of (layer, latent)
+        layer, latent, _ = (int(part) for part in node["node_id"].split("_"))
+        assert node["feature"] == (layer + latent) * (layer + latent + 1) // 2 + latent
+    labeled = [node for node in features if node["layer"] == "1" and node["clerp"]]
+    assert labeled  # layer 1 is labeled, and its nodes carry the label
+    assert document["metadata"]["feature_details"]["feature_json_base_url"] == "https://example.org/features"
+    detail = json.loads((out / "features" / f"{labeled[0]['feature']}.json").read_text())
+    assert detail["examples_quantiles"] and len(detail["top_logits"]) == 10
+    example = detail["examples_quantiles"][0]["examples"][0]
+    assert len(example["tokens"]) == len(example["tokens_acts_list"])
+    logits = [node for node in document["nodes"] if node["feature_type"] == "logit"]
+    assert sum(node["is_target_logit"] for node in logits) == 1

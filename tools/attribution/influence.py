@@ -145,3 +145,30 @@ def ablation_effects(graph: Graph, features: torch.Tensor, target: int = 0) -> t
         total += change
     logit_row = graph.adjacency[graph.logit_index(target), :n]
     return -logit_row[features] + (logit_row / graph.activations.clamp(min=1e-12)) @ total
+
+
+def strongest_paths(graph: Graph, pruned: Pruned, target: int = 0, n: int = 3) -> list[list[int]]:
+    """Up to `n` paths of kept edges from a token or error node to target `target`, the strongest first: a
+    path's strength is the product of each edge's share of its target's kept input (max-product over the DAG,
+    one path from each of the `n` strongest starting nodes)."""
+    edges = torch.where(pruned.edges, graph.adjacency.abs(), torch.zeros(()))
+    share = edges / edges.sum(dim=1, keepdim=True).clamp(min=1e-30)  # [target, source]
+    logit = graph.logit_index(target)
+    strength = torch.zeros(graph.n_nodes)
+    strength[logit] = 1.0
+    after = torch.full((graph.n_nodes,), -1, dtype=torch.long)
+    # Reverse topological order: features by layer, highest first; then errors and tokens (sources only).
+    features = sorted(range(graph.n_features), key=lambda node: -int(graph.features[node, 0]))
+    for node in features + list(range(graph.n_features, graph.logit_index(0))):
+        through = share[:, node] * strength  # via each node this one feeds
+        best = int(through.argmax())
+        if through[best] > 0:
+            strength[node], after[node] = through[best], best
+    starts = [node for node in range(graph.n_features, graph.logit_index(0)) if strength[node] > 0]
+    paths = []
+    for start in sorted(starts, key=lambda node: -float(strength[node]))[:n]:
+        path = [start]
+        while path[-1] != logit:
+            path.append(int(after[path[-1]]))
+        paths.append(path)
+    return paths

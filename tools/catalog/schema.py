@@ -2,8 +2,9 @@
 holds exactly what its version promises (a catalog may come from someone else).
 
 Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; 9 adds the
-audit's held-out evidence (confirming half, readout gap, intervals, surface confounds). Every migration adds
-the columns a table lacks as well as the tables a catalog lacks.
+audit's held-out evidence (confirming half, readout gap, intervals, surface confounds); 10 adds attribution
+graphs (graphs, graph_nodes, graph_edges). Every migration adds the columns a table lacks as well as the tables
+a catalog lacks.
 """
 
 import functools
@@ -13,7 +14,7 @@ import duckdb
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 Columns = dict[str, dict[str, str]]
 """Per table, its columns' types by name."""
 
@@ -206,6 +207,49 @@ CREATE TABLE IF NOT EXISTS evals (
     ci_high DOUBLE,
     details JSON,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS graphs (
+    graph_id VARCHAR PRIMARY KEY,
+    run_id VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,
+    transcoders_path VARCHAR NOT NULL,
+    transcoders_sha256 VARCHAR NOT NULL,  -- joins feature_sets.source_sha256 (with hook mlp_in.L)
+    prompt VARCHAR NOT NULL,
+    token_ids INTEGER[] NOT NULL,       -- BOS first
+    tokens VARCHAR[] NOT NULL,
+    n_layers INTEGER NOT NULL,
+    targets JSON NOT NULL,              -- [{label, token_id, probability}], the logit nodes in order
+    settings JSON NOT NULL,             -- max_features, thresholds, batch size, ...
+    active_features INTEGER NOT NULL,   -- active latents on the prompt; the graph keeps up to max_features
+    n_features INTEGER NOT NULL,        -- feature nodes in the full graph
+    replacement_score DOUBLE,
+    completeness_score DOUBLE,
+    check_n INTEGER,                    -- feature nodes ablated in the real model
+    check_r DOUBLE,                     -- Pearson r of predicted vs measured target change
+    check_ci_low DOUBLE,
+    check_ci_high DOUBLE,
+    seconds DOUBLE,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS graph_nodes (
+    graph_id VARCHAR NOT NULL,
+    node INTEGER NOT NULL,              -- index in the full graph: features, errors, tokens, logits
+    kind VARCHAR NOT NULL,              -- feature | error | token | logit
+    layer INTEGER,                      -- features and errors
+    position INTEGER NOT NULL,          -- token position (logits: the last)
+    feature INTEGER,                    -- the latent, for feature nodes; the token id for token and logit nodes
+    value DOUBLE,                       -- a feature's activation; a logit's probability
+    influence DOUBLE,                   -- share of all influence carried by nodes at least this influential
+    feature_set_id VARCHAR,             -- the layer's cached feature set, when there is one
+    check_predicted DOUBLE,             -- the graph's predicted target change when ablated (checked nodes)
+    check_measured DOUBLE,              -- the real model's
+    PRIMARY KEY (graph_id, node)
+);
+CREATE TABLE IF NOT EXISTS graph_edges (  -- the pruned adjacency: edges kept among kept nodes
+    graph_id VARCHAR NOT NULL,
+    source INTEGER NOT NULL,
+    target INTEGER NOT NULL,
+    weight DOUBLE NOT NULL              -- direct effect of source on target
 );
 -- --8<-- [end:tables]
 """

@@ -1,0 +1,142 @@
+"""An attribution graph from the catalog as Neuronpedia's graph JSON, and a feature JSON for each feature node.
+
+The graph file follows Neuronpedia's published schema (apps/webapp/app/api/graph/graph-schema.json: metadata,
+qParams, nodes, links) and the node conventions circuit-tracer writes for it: a feature node's `feature` is the
+Cantor pairing of (layer, latent), so one number names a latent of a multi-layer set; logits sit on layer
+n_layers + 1; token nodes on layer "E". One difference: circuit-tracer names an error node `0_{layer}_{pos}`,
+which is also the name of layer 0's latent `layer` at that position; ours are `err_{layer}_{pos}`.
+
+The feature files are the format the attribution-graph frontend fetches from `feature_json_base_url`
+(`{base}/{feature}.json`): examples by quantile with per-token activations, top and bottom logits, the
+activation range, quantiles, histogram and frequency, all read from the catalog (the logits from the decoder
+through the unembedding, which needs the model; `--no-logits` leaves them out).
+"""
+
+import json
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from agent.export import require_empty
+from tools.catalog import Catalog
+
+FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "token": "embedding",
+                 "logit": "logit"}
+"""Neuronpedia's feature_type strings (circuit-tracer writes the first for per-layer transcoders too)."""
+
+
+def cantor(x: int, y: int) -> int:
+    return (x + y) * (x + y + 1) // 2 + y
+
+
+def node_json(node: dict, graph: dict, labels: dict[tuple[int, int], str]) -> dict:
+    kind, position = node["kind"], node["position"]
+    out: dict = {"feature_type": FEATURE_TYPES[kind], "ctx_idx": position, "influence": node["influence"],
+                 "activation": None, "clerp": ""}
+    if kind == "feature":
+        layer, latent = node["layer"], node["feature"]
+        out |= {"node_id": f"{layer}_{latent}_{position}", "feature": cantor(layer, latent), "layer": str(layer),
+                "jsNodeId": f"{layer}_{latent}-0", "activation": node["value"],
+                "clerp": labels.get((layer, latent), "")}
+    elif kind == "error":
+        out |= {"node_id": f"err_{node['layer']}_{position}", "feature": -1, "layer": str(node["layer"]),
+                "jsNodeId": f"err_{node['layer']}_{position}-0"}
+    elif kind == "token":
+        out |= {"node_id": f"E_{node['feature']}_{position}", "feature": position, "layer": "E",
+                "jsNodeId": f"E_{node['feature']}-{position}"}
+    else:
+        index = node["node"] - (len(graph["token_ids"]) * (graph["n_layers"] + 1) + graph["n_features"])
+        target = graph["targets"][index]
+        # A logit difference has no token: a virtual id past the vocabulary, as circuit-tracer numbers them.
+        token = target["token_id"] if target["token_id"] is not None else 10**9 + index
+        layer = str(graph["n_layers"] + 1)
+        out |= {"node_id": f"{layer}_{token}_{position}", "feature": token, "layer": layer,
+                "jsNodeId": f"L_{token}-{position}", "token_prob": target["probability"],
+                "is_target_logit": index == 0,
+                "clerp": f'Output "{target["label"]}" (p={target["probability"]:.3f})'}
+    return out
+
+
+def graph_json(catalog: Catalog, graph_id: str, scan: str, feature_base_url: str | None) -> tuple[dict, dict]:
+    """(Neuronpedia's graph JSON, {(layer, latent): label}) for a cataloged graph."""
+    graph = catalog.graph(graph_id)
+    nodes = catalog.graph_nodes(graph["graph_id"])
+    labels: dict[tuple[int, int], str] = {}
+    for layer, set_id in catalog.transcoder_feature_sets(graph["transcoders_sha256"]).items():
+        for latent, entry in catalog.latest_explanations(set_id).items():
+            labels[(layer, latent)] = entry["text"]
+    by_index = {node["node"]: node_json(node, graph, labels) for node in nodes}
+    links = [{"source": by_index[edge["source"]]["node_id"], "target": by_index[edge["target"]]["node_id"],
+              "weight": edge["weight"]} for edge in catalog.graph_edges(graph["graph_id"])
+             if edge["source"] in by_index and edge["target"] in by_index]
+    settings = graph["settings"]
+    metadata: dict = {
+        "slug": graph["graph_id"], "scan": scan, "prompt_tokens": list(graph["tokens"]), "prompt": graph["prompt"],
+        "node_threshold": settings["node_threshold"],
+        "info": {"description": f"interp-agent graph {graph['graph_id']}: replacement score "
+                                f"{graph['replacement_score']:.3f}, completeness {graph['completeness_score']:.3f}",
+                 "generator": {"name": "interp-agent", "version": version("interp-agent"),
+                               "url": "https://github.com/interp-agent/interp-agent"},
+                 "create_time_ms": int(time.time() * 1000)},
+        "generation_settings": {"max_n_logits": settings["max_targets"], "desired_logit_prob": settings["cover"],
+                                "batch_size": settings["batch_size"], "max_feature_nodes": settings["max_features"]},
+        "pruning_settings": {"node_threshold": settings["node_threshold"],
+                             "edge_threshold": settings["edge_threshold"]},
+    }
+    if feature_base_url:
+        metadata["feature_details"] = {"feature_json_base_url": feature_base_url.rstrip("/")}
+    qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    return {"metadata": metadata, "qParams": qparams, "nodes": list(by_index.values()), "links": links}, labels
+
+
+def feature_json(catalog: Catalog, set_id: str, layer: int, latent: int,
+                 logits: tuple[list[str], list[str]] | None) -> dict | None:
+    """One latent in the attribution-graph frontend's feature format, or None when it never fired."""
+    row = catalog.feature(set_id, latent)
+    examples = catalog.examples(set_id, latent)
+    if not examples:
+        return None
+
+    def example(entry: dict) -> dict:
+        acts = list(entry["acts"])
+        return {"tokens_acts_list": acts, "train_token_ind": max(range(len(acts)), key=acts.__getitem__),
+                "is_repeated_datapoint": False, "tokens": list(entry["tokens"])}
+
+    groups: dict[str, list[dict]] = {}
+    for entry in examples:
+        name = "Top activations" if entry["bucket"] == "top" else \
+            f"Quantile {entry['quantile']}" if entry["bucket"] == "quantile" else "Random"
+        groups.setdefault(name, []).append(example(entry))
+    top, bottom = logits or ([], [])
+    return {"transcoder_id": set_id, "index": latent, "layer": layer,
+            "examples_quantiles": [{"quantile_name": name, "examples": items} for name, items in groups.items()],
+            "top_logits": top, "bottom_logits": bottom, "act_min": row["min_act"] or 0.0,
+            "act_max": row["max_act"] or 0.0, "quantile_values": list(row["quantile_edges"] or []),
+            "histogram": [float(c) for c in row["hist_counts"] or []],
+            "activation_frequency": row["density"] or 0.0}
+
+
+def export_graph(catalog: Catalog, graph_ref: str, out: Path, scan: str, feature_base_url: str | None,
+                 logits_of=None) -> dict[str, int]:
+    """Write `{slug}.json` and `features/{feature}.json` for every feature node whose layer is cached.
+    `logits_of(layer, latent)` gives (top, bottom) logit tokens, or None to leave them out."""
+    require_empty(out)
+    document, _ = graph_json(catalog, graph_ref, scan, feature_base_url)
+    graph = catalog.graph(graph_ref)
+    sets = catalog.transcoder_feature_sets(graph["transcoders_sha256"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{document['metadata']['slug']}.json").write_text(json.dumps(document), encoding="utf-8")
+    features = out / "features"
+    written = 0
+    for node in document["nodes"]:
+        if node["feature_type"] != FEATURE_TYPES["feature"]:
+            continue
+        layer, latent = int(node["layer"]), int(node["node_id"].split("_")[1])
+        if layer not in sets or (features / f"{node['feature']}.json").exists():
+            continue
+        detail = feature_json(catalog, sets[layer], layer, latent, logits_of and logits_of(layer, latent))
+        if detail is not None:
+            features.mkdir(exist_ok=True)
+            (features / f"{node['feature']}.json").write_text(json.dumps(detail), encoding="utf-8")
+            written += 1
+    return {"nodes": len(document["nodes"]), "links": len(document["links"]), "feature files": written}

@@ -1,0 +1,1 @@
+"""Attribution graphs run end to end: traced, checked, labeled, kept."""

@@ -1,0 +1,65 @@
+"""Attribution graphs: a graph row (prompt, targets, settings, scores, the transcoder set it went through), its
+kept nodes and its pruned edges. Written in one transaction with its run's end."""
+
+import json
+
+from tools.catalog.connection import insert_table, rows_table
+from tools.catalog.runs import RunTables
+from tools.errors import InterpError
+
+
+class GraphTables(RunTables):
+    def record_graph(self, graph: dict, nodes: list[dict], edges: list[dict]) -> None:
+        with self.transaction() as con:
+            insert_table(con, "graphs", rows_table([graph]))
+            if nodes:
+                insert_table(con, "graph_nodes", rows_table([node | {"graph_id": graph["graph_id"]} for node in nodes]))
+            if edges:
+                insert_table(con, "graph_edges", rows_table([edge | {"graph_id": graph["graph_id"]} for edge in edges]))
+            self.set_run_status(graph["run_id"], "complete")
+
+    def graphs(self) -> list[dict]:
+        if not self._has_graphs():
+            return []
+        return self.all_rows("SELECT graph_id, prompt, targets, n_features, replacement_score, completeness_score, "
+                             "check_r, created_at FROM graphs ORDER BY created_at DESC")
+
+    def graph(self, ref: str) -> dict:
+        """A graph by id or unique id prefix; 'latest' is the newest."""
+        rows = [] if not self._has_graphs() else self.all_rows(
+            "SELECT * FROM graphs WHERE ? = 'latest' OR graph_id = ? OR starts_with(graph_id, ?) "
+            "ORDER BY created_at DESC", [ref, ref, ref])
+        exact = [row for row in rows if row["graph_id"] == ref]
+        if exact or (rows and (ref == "latest" or len(rows) == 1)):
+            row = (exact or rows)[0]
+            return row | {"targets": json.loads(row["targets"]), "settings": json.loads(row["settings"])}
+        if not rows:
+            raise InterpError(f"no graph '{ref}' in catalog '{self.path}'; make one with `interp trace \"PROMPT\"`")
+        raise InterpError(f"graph '{ref}' is ambiguous; use one of: {', '.join(row['graph_id'] for row in rows)}")
+
+    def graph_nodes(self, graph_id: str) -> list[dict]:
+        return self.all_rows("SELECT * FROM graph_nodes WHERE graph_id = ? ORDER BY node", [graph_id])
+
+    def graph_edges(self, graph_id: str) -> list[dict]:
+        return self.all_rows("SELECT source, target, weight FROM graph_edges WHERE graph_id = ? "
+                             "ORDER BY abs(weight) DESC", [graph_id])
+
+    def graph_latents(self, graph_id: str, feature_set_id: str) -> list[int]:
+        """The latents of a graph's kept feature nodes that belong to this feature set (the set cached from the
+        graph's transcoders at the nodes' layer), for labeling just those."""
+        rows = self.all_rows(
+            "SELECT DISTINCT n.feature FROM graph_nodes n JOIN graphs g USING (graph_id) JOIN feature_sets f "
+            "ON f.source_sha256 = g.transcoders_sha256 AND f.hook = 'mlp_in.' || n.layer "
+            "WHERE n.graph_id = ? AND n.kind = 'feature' AND f.feature_set_id = ? ORDER BY n.feature",
+            [graph_id, feature_set_id])
+        return [row["feature"] for row in rows]
+
+    def transcoder_feature_sets(self, sha256: str) -> dict[int, str]:
+        """The newest cached feature set of each layer of a transcoder set, by layer."""
+        rows = self.all_rows("SELECT hook, arg_max(feature_set_id, created_at) AS feature_set_id FROM feature_sets "
+                             "WHERE source_sha256 = ? AND starts_with(hook, 'mlp_in.') GROUP BY hook", [sha256])
+        return {int(row["hook"].split(".")[1]): row["feature_set_id"] for row in rows}
+
+    def _has_graphs(self) -> bool:
+        """False for a catalog from before graphs, opened read-only (never upgraded)."""
+        return bool(self._value("SELECT count(*) FROM information_schema.tables WHERE table_name = 'graphs'", []))
