@@ -81,16 +81,17 @@ def command_trace(args: argparse.Namespace) -> None:
         console.print(f"check: {len(check.nodes)} feature nodes ablated in the real model; predicted vs measured "
                       f"change of {graph.targets[0].label!r}: r = {check.r:.2f} [{check.ci_low:.2f}, "
                       f"{check.ci_high:.2f}]")
-    console.print(f"strongest paths to {graph.targets[0].label!r}:")
+    console.print(f"strongest paths from the prompt through features to {graph.targets[0].label!r}:")
     for path in strongest_paths(graph, pruned):
         console.print("  " + " -> ".join(node_name(traced, node) for node in path))
-    table = Table(title="most influential nodes")
+    table = Table(title="most influential nodes (influence: the node's share of all influence on the targets)")
+    total = float(pruned.influence.sum()) or 1.0
     for column in ("node", "influence", "activation", "label"):
         table.add_column(column, justify="right" if column in ("influence", "activation") else "left")
     inner = [n for n in pruned.nodes.nonzero().flatten().tolist() if graph.node_kind(n) in ("feature", "error")]
     for node in sorted(inner, key=lambda n: float(pruned.cumulative[n]))[:NODES_SHOWN]:
         activation = f"{float(graph.activations[node]):.2f}" if node < graph.n_features else ""
-        table.add_row(node_name(traced, node), f"{float(pruned.cumulative[node]):.3f}", activation,
+        table.add_row(node_name(traced, node), f"{float(pruned.influence[node]) / total:.1%}", activation,
                       label_of(traced, node))
     console.print(table)
     unlabeled = sorted({int(graph.features[n, 0]) for n in inner if n < graph.n_features and n not in traced.labels})

@@ -210,7 +210,7 @@ def test_trace_command_keeps_the_graph_and_joins_the_labels(tmp_path, tiny_model
     assert main(["trace", PROMPT, "--transcoders", str(folder), "--check", "0", "--target", "cat", "--no-progress",
                  *common]) == 0
     out = capsys.readouterr().out
-    assert "replacement score" in out and "strongest paths to 'cat'" in out
+    assert "replacement score" in out and "through features to 'cat'" in out
     # Labeling just the graph's nodes of a layer: the latents its kept nodes use there, and only those.
     with Catalog(catalog, read_only=True) as reader:
         wanted = set(reader.graph_latents(graph_id, reader.feature_set("mlp_in.2")["feature_set_id"]))

@@ -148,25 +148,28 @@ def ablation_effects(graph: Graph, features: torch.Tensor, target: int = 0) -> t
 
 
 def strongest_paths(graph: Graph, pruned: Pruned, target: int = 0, n: int = 3) -> list[list[int]]:
-    """Up to `n` paths of kept edges from a token or error node to target `target`, the strongest first: a
-    path's strength is the product of each edge's share of its target's kept input (max-product over the DAG,
-    one path from each of the `n` strongest starting nodes)."""
+    """Up to `n` paths of kept edges from a prompt token through at least one feature to target `target`, the
+    strongest first. A path's strength is the product of each edge's share of its target's kept input
+    (max-product over the DAG); one path from each of the `n` strongest tokens. A token's own edge to the
+    logit is left out: the direct path always wins a product and says nothing about features."""
     edges = torch.where(pruned.edges, graph.adjacency.abs(), torch.zeros(()))
     share = edges / edges.sum(dim=1, keepdim=True).clamp(min=1e-30)  # [target, source]
     logit = graph.logit_index(target)
     strength = torch.zeros(graph.n_nodes)
     strength[logit] = 1.0
     after = torch.full((graph.n_nodes,), -1, dtype=torch.long)
-    # Reverse topological order: features by layer, highest first; then errors and tokens (sources only).
+    # Features by layer, highest first (a feature feeds only higher layers and the logits), then the tokens.
     features = sorted(range(graph.n_features), key=lambda node: -int(graph.features[node, 0]))
-    for node in features + list(range(graph.n_features, graph.logit_index(0))):
+    tokens = list(range(graph.token_index(0), graph.logit_index(0)))
+    for node in features + tokens:
         through = share[:, node] * strength  # via each node this one feeds
+        if node >= graph.token_index(0):
+            through[graph.logit_index(0):] = 0
         best = int(through.argmax())
         if through[best] > 0:
             strength[node], after[node] = through[best], best
-    starts = [node for node in range(graph.n_features, graph.logit_index(0)) if strength[node] > 0]
     paths = []
-    for start in sorted(starts, key=lambda node: -float(strength[node]))[:n]:
+    for start in sorted((t for t in tokens if strength[t] > 0), key=lambda node: -float(strength[node]))[:n]:
         path = [start]
         while path[-1] != logit:
             path.append(int(after[path[-1]]))
