@@ -64,6 +64,15 @@ def every_current_write(catalog: Catalog) -> None:
         [{"run_id": run_id, "feature_set_id": "s", "concept": "c", "rank": 1, "feature": 0, "found_by": "[]",
           "explanation": "t", "explanation_scores": "{}", "activation_auroc": 0.5, "verdict": "no evidence"}])
     catalog.record_eval(run_id, "planted", [{"subject": "x", "metric": "m", "value": 0.5, "n": 2, "details": "{}"}])
+    catalog.start_run("run-2", "trace", {}, "key2", None, {})
+    catalog.record_graph(
+        {"graph_id": "g", "run_id": "run-2", "model_id": "m", "transcoders_path": "/t", "transcoders_sha256": "x",
+         "prompt": "p", "token_ids": [1, 2], "tokens": ["a", "b"], "n_layers": 1, "targets": "[]", "settings": "{}",
+         "active_features": 1, "n_features": 1, "replacement_score": 0.5, "completeness_score": 0.9, "check_n": 3,
+         "check_r": 0.1, "check_ci_low": -0.5, "check_ci_high": 0.6, "seconds": 1.0},
+        [{"node": 0, "kind": "feature", "layer": 0, "position": 1, "feature": 4, "value": 2.0, "influence": 0.1,
+          "feature_set_id": "s", "check_predicted": 0.1, "check_measured": 0.2}],
+        [{"source": 0, "target": 1, "weight": 0.5}])
 
 
 def test_the_schema_fixtures_cover_every_earlier_version():
