@@ -16,20 +16,6 @@ from tools.configs import TraceConfig
 NODES_SHOWN = 15
 
 
-def node_name(traced, node: int) -> str:
-    graph = traced.graph
-    kind = graph.node_kind(node)
-    if kind == "feature":
-        layer, position, latent = (int(v) for v in graph.features[node])
-        return f"L{layer}/{latent} at {graph.tokens[position]!r}"
-    if kind == "error":
-        layer, position = divmod(node - graph.n_features, graph.n_positions)
-        return f"error L{layer} at {graph.tokens[position]!r}"
-    if kind == "token":
-        return f"token {graph.tokens[node - graph.token_index(0)]!r}"
-    return f"logit {graph.targets[node - graph.logit_index(0)].label!r}"
-
-
 def label_of(traced, node: int) -> str:
     entry = traced.labels.get(node)
     if entry is None:
@@ -39,6 +25,8 @@ def label_of(traced, node: int) -> str:
 
 
 def as_json(traced) -> dict:
+    from agent.trace.summary import node_name
+
     graph, pruned = traced.graph, traced.pruned
     kept = pruned.nodes.nonzero().flatten().tolist()
     return {
@@ -49,9 +37,9 @@ def as_json(traced) -> dict:
         "kept_nodes": len(kept), "kept_edges": int(pruned.edges.sum()),
         "check": None if traced.check is None else {
             "r": traced.check.r, "ci_low": traced.check.ci_low, "ci_high": traced.check.ci_high,
-            "nodes": [{"node": node_name(traced, n), "predicted": p, "measured": m} for n, p, m in zip(
+            "nodes": [{"node": node_name(graph, n), "predicted": p, "measured": m} for n, p, m in zip(
                 traced.check.nodes, traced.check.predicted, traced.check.measured, strict=True)]},
-        "nodes": [{"node": node_name(traced, n), "kind": graph.node_kind(n), "influence": float(pruned.cumulative[n]),
+        "nodes": [{"node": node_name(graph, n), "kind": graph.node_kind(n), "influence": float(pruned.cumulative[n]),
                    "label": label_of(traced, n)} for n in kept if graph.node_kind(n) in ("feature", "error")],
     }
 
@@ -61,6 +49,7 @@ def command_trace(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from agent.trace.run import run_trace
+    from agent.trace.summary import influence_share, influential_nodes, node_name
     from agent.views.terminal import json_text, plain_console
     from tools.attribution.influence import strongest_paths
 
@@ -83,15 +72,14 @@ def command_trace(args: argparse.Namespace) -> None:
                       f"{check.ci_high:.2f}]")
     console.print(f"strongest paths from the prompt through features to {graph.targets[0].label!r}:")
     for path in strongest_paths(graph, pruned):
-        console.print("  " + " -> ".join(node_name(traced, node) for node in path))
+        console.print("  " + " -> ".join(node_name(traced.graph, node) for node in path))
     table = Table(title="most influential nodes (influence: the node's share of all influence on the targets)")
-    total = float(pruned.influence.sum()) or 1.0
     for column in ("node", "influence", "activation", "label"):
         table.add_column(column, justify="right" if column in ("influence", "activation") else "left")
-    inner = [n for n in pruned.nodes.nonzero().flatten().tolist() if graph.node_kind(n) in ("feature", "error")]
-    for node in sorted(inner, key=lambda n: float(pruned.cumulative[n]))[:NODES_SHOWN]:
+    inner = influential_nodes(graph, pruned)
+    for node in inner[:NODES_SHOWN]:
         activation = f"{float(graph.activations[node]):.2f}" if node < graph.n_features else ""
-        table.add_row(node_name(traced, node), f"{float(pruned.influence[node]) / total:.1%}", activation,
+        table.add_row(node_name(graph, node), f"{influence_share(pruned, node):.1%}", activation,
                       label_of(traced, node))
     console.print(table)
     unlabeled = sorted({int(graph.features[n, 0]) for n in inner if n < graph.n_features and n not in traced.labels})

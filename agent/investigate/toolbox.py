@@ -22,6 +22,8 @@ from tools.errors import InterpError
 
 MAX_TEXTS = 8
 MAX_TEXT_CHARS = 400
+TRACE_MAX_FEATURES = 2048
+"""Feature nodes a tool call's graph visits (most influential first): seconds on a CPU for a short prompt."""
 
 
 class FeatureArgs(BaseModel, extra="forbid"):
@@ -68,6 +70,14 @@ class ProbeArgs(BaseModel, extra="forbid"):
     positive_texts: list[str] = Field(min_length=3, max_length=24, description="texts with the concept")
     negative_texts: list[str] = Field(min_length=3, max_length=24, description="texts without it")
     hook: str | None = Field(None, description="hook point; omitted: this feature set's own hook and features")
+
+
+class TraceArgs(BaseModel, extra="forbid"):
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="text whose next token to explain")
+    target: str | None = Field(None, min_length=1, max_length=40,
+                               description="one-token output to explain (mind a leading space); omitted: the model's "
+                                           "top predictions")
+    n: int = Field(10, ge=1, le=30, description="feature nodes to list")
 
 
 class FindingArgs(FeatureArgs):
@@ -150,6 +160,10 @@ class Toolbox:
             Tool("probe", "Train a linear probe (logistic regression on each text's mean activation) to tell positive "
                  "from negative texts; held-out accuracy and the features most aligned with its direction.",
                  ProbeArgs, self.probe),
+            Tool("trace", "Attribution graph of a prompt's next token through the transcoders this feature set "
+                 "comes from: the transcoder features (layer/latent at a token) that most drive the output, with "
+                 "their labels. Test what it claims with ablate and steer. Needs a transcoder feature set.",
+                 TraceArgs, self.trace),
             Tool("record_finding", "Record your explanation of the feature and the evidence for it.", FindingArgs,
                  self.record_finding),
         )}
@@ -239,6 +253,40 @@ class Toolbox:
         steered = generate(subject, args.prompt, max_new_tokens=16, edit=(source, args.feature, add(args.strength)))
         return (f'prompt "{display_token(args.prompt)}"\nclean:   "{display_token(clean)}"\n'
                 f'steered (+{args.strength:g} x feature {args.feature}): "{display_token(steered)}"')
+
+    def trace(self, args: TraceArgs) -> str:
+        from agent.trace.summary import influence_share, influential_nodes, node_name
+        from tools.attribution.attribute import attribute
+        from tools.attribution.influence import graph_scores, prune
+
+        subject, transcoders, layer = self.bench.transcoder_set
+        graph = attribute(subject, transcoders, args.prompt[:MAX_TEXT_CHARS], [args.target] if args.target else None,
+                          max_features=TRACE_MAX_FEATURES)
+        pruned = prune(graph)
+        replacement, _ = graph_scores(graph)
+        labels = self.bench.transcoder_labels
+        lines = []
+        for node in influential_nodes(graph, pruned, ("feature",), args.n):
+            node_layer, _, latent = (int(v) for v in graph.features[node])
+            label = labels.get((node_layer, latent))
+            lines.append(f"- {display_token(node_name(graph, node))}, activation {float(graph.activations[node]):.3g}, "
+                         f"influence {influence_share(pruned, node):.1%}"
+                         + (f"; label: {display_token(label)}" if label else ""))
+        # This set's own nodes, kept by pruning or not: the ones ablate and steer can test here.
+        mine = sorted((node for node in range(graph.n_features) if int(graph.features[node, 0]) == layer),
+                      key=lambda node: -float(pruned.influence[node]))[:5]
+        own = []
+        for node in mine:
+            _, position, latent = (int(v) for v in graph.features[node])
+            own.append(f"- feature {latent} at {display_token(repr(graph.tokens[position]))}, influence "
+                       f"{influence_share(pruned, node):.1%} (ablate/steer it as feature {latent})")
+        targets = ", ".join(f'"{display_token(t.label)}" {t.probability:.1%}' for t in graph.targets)
+        return (f"prompt \"{display_token(args.prompt[:MAX_TEXT_CHARS])}\" -> {targets}\n"
+                f"replacement score {replacement:.2f} (the share of influence through features rather than "
+                f"transcoder errors)\nmost influential feature nodes on \"{display_token(graph.targets[0].label)}\":\n"
+                + ("\n".join(lines) or "(none kept)")
+                + f"\nthis feature set's nodes (layer {layer}), most influential first:\n"
+                + ("\n".join(own) or "(none active)"))
 
     def search_catalog(self, args: SearchArgs) -> str:
         from agent.labeling.search import nearest_explanations

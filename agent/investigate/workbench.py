@@ -50,6 +50,30 @@ class Workbench:
         return subject, source
 
     @cached_property
+    def transcoder_set(self):
+        """(subject, every layer's transcoder, this set's layer) for tracing; the set must be a transcoder's, loaded
+        from a set folder (or one layer file of it)."""
+        from tools.sae.transcoders import layer_of, load_transcoder_set
+
+        if self.feature_set["kind"] != "transcoder":
+            raise InterpError(f"trace needs a transcoder feature set (mlp_in.L-transcoder-...); '{self.set_id}' holds "
+                              f"{self.feature_set['kind']} features")
+        source = Path(self.feature_set["source_path"])
+        subject, _ = self.subject_and_source
+        return subject, load_transcoder_set(source if source.is_dir() else source.parent), \
+            layer_of(self.feature_set["hook"])
+
+    @cached_property
+    def transcoder_labels(self) -> dict[tuple[int, int], str]:
+        """(layer, latent) -> the latest label, over every layer of this set's transcoders that is cached."""
+        labels: dict[tuple[int, int], str] = {}
+        with Catalog(self.catalog_path, read_only=True) as catalog:
+            for layer, set_id in catalog.transcoder_feature_sets(self.feature_set["source_sha256"]).items():
+                explanations = catalog.latest_explanations(set_id)
+                labels |= {(layer, latent): entry["text"] for latent, entry in explanations.items()}
+        return labels
+
+    @cached_property
     def embedder(self):
         from evals.scorers.embedding import Embedder
 

@@ -163,3 +163,48 @@ def test_one_server_serves_every_feature_set_and_records_which(catalog):  # noqa
     sets = [json.loads(arguments).get("feature_set") for _, _, arguments in logged]
     assert sets[0] is None and sets[1].startswith("mlp.1-") and sets[2].startswith("resid_post.1-sae-")
     assert sets[3] == "nope.9" and sets[4] is None
+
+
+def test_an_mcp_client_traces_then_ablates_a_node_it_found(tmp_path, tiny_models):
+    """A catalog with one transcoder layer cached: the client traces a prompt, reads which node lies in this
+    feature set, and ablates that latent, both calls recorded."""
+    import re
+
+    from agent.cli import main
+    from tools.model.subject import load_subject_model
+    from tools.sae.transcoders import save_circuit_tracer
+    from tools.testing.tiny import random_transcoder, sentences
+
+    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
+    d_model, layers = subject.model.config.hidden_size, subject.model.config.num_hidden_layers
+    folder = save_circuit_tracer([random_transcoder(d_model, 48, layer, seed=layer) for layer in range(layers)],
+                                 tmp_path / "set")
+    catalog_path = tmp_path / "c.duckdb"
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
+    assert main(["sae", "load", str(folder), "--hook", "mlp_in.2", "--model", str(tiny_models["llama"]), "--corpus",
+                 str(tmp_path / "corpus.txt"), "--tokens", "2000", "--window", "16", "--no-progress", "--device",
+                 "cpu", "--catalog", str(catalog_path)]) == 0
+    prompt = "the big cat runs and the small dog sleeps"
+
+    async def script(session: ClientSession) -> dict:
+        traced = await session.call_tool("trace", {"prompt": prompt, "n": 30})
+        found = re.search(r"ablate/steer it as feature (\d+)", text(traced))
+        ablated = None if found is None else await session.call_tool(
+            "ablate", {"feature": int(found.group(1)), "texts": [prompt]})
+        return {"traced": traced, "ablated": ablated}
+
+    async def main_():
+        params = StdioServerParameters(command=sys.executable, args=[
+            "-m", "agent.cli", "mcp", "--catalog", str(catalog_path), "--feature-set", "mlp_in.2", "--device", "cpu"],
+            cwd=str(Path(__file__).resolve().parents[2]))
+        async with stdio_client(params) as (read, write), ClientSession(read, write, client_info=CLIENT) as session:
+            await session.initialize()
+            return await script(session)
+
+    seen = anyio.run(main_)
+    assert not seen["traced"].is_error, text(seen["traced"])
+    assert "most influential feature nodes" in text(seen["traced"]) and "replacement score" in text(seen["traced"])
+    assert seen["ablated"] is not None and not seen["ablated"].is_error
+    assert "zeroing feature" in text(seen["ablated"])
+    logged = rows(catalog_path, "SELECT tool, ok FROM experiments ORDER BY step")
+    assert logged == [("trace", True), ("ablate", True)]

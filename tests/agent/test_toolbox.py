@@ -26,7 +26,7 @@ def test_every_tool_has_an_openai_schema(bench):
     schemas = Toolbox(bench).schemas()
     names = [s["function"]["name"] for s in schemas]
     assert names == ["top_examples", "activations_on", "token_stats", "logit_effect", "ablate", "steer",
-                     "search_catalog", "patch", "patch_sweep", "probe", "record_finding"]
+                     "search_catalog", "patch", "patch_sweep", "probe", "trace", "record_finding"]
     texts = next(s for s in schemas if s["function"]["name"] == "activations_on")["function"]["parameters"]
     assert texts["required"] == ["feature", "texts"] and texts["properties"]["texts"]["maxItems"] == 8
     json.dumps(schemas)
@@ -40,6 +40,7 @@ def test_every_tool_has_an_openai_schema(bench):
     ("steer", '{"feature": 1, "prompt": ', "arguments are not JSON"),
     ("run_python", {"code": "print(1)"}, "unknown tool 'run_python'"),
     ("token_stats", {"feature": 5000}, "feature 5000 is not in feature set"),
+    ("trace", {"prompt": "the cat"}, "trace needs a transcoder feature set"),  # mlp.1 holds neurons
 ])
 def test_invalid_calls_come_back_as_errors_and_never_run(bench, name, arguments, message):
     toolbox = Toolbox(bench)

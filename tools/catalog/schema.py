@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS feature_sets (
     model_id VARCHAR NOT NULL,
     hook VARCHAR NOT NULL,
     hf_module VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,              -- neuron | residual | attention | sae
+    kind VARCHAR NOT NULL,              -- neuron | residual | attention | sae | transcoder
     n_features INTEGER NOT NULL,
     window_length INTEGER NOT NULL,
     n_windows INTEGER NOT NULL,
