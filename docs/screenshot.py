@@ -1,12 +1,15 @@
-"""Remake docs/feature-page.png: a real feature page of the embedded defaults, served by `interp serve`.
+"""Remake docs/feature-page.png: a real feature page of the embedded defaults, served by `interp serve`; with
+--graph, docs/graph-page.png: the page of an attribution graph (`interp trace`).
 
     python docs/screenshot.py --catalog interp.duckdb --feature-set mlp.6 --feature 311
+    python docs/screenshot.py --catalog interp.duckdb --graph latest
 
 Run it where the README's main job ran (and, for explanations on the page, `interp label mlp.6 --features
 311`). It drives Debian's chromium through Playwright, as the browser test does.
 """
 
 import argparse
+import json
 import shutil
 import socket
 import subprocess
@@ -16,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 OUT = Path(__file__).parent / "feature-page.png"
+GRAPH_OUT = Path(__file__).parent / "graph-page.png"
 START_SECONDS = 60
 
 
@@ -43,8 +47,10 @@ def main() -> None:
     parser.add_argument("--catalog", default="interp.duckdb")
     parser.add_argument("--feature-set", default="mlp.6")
     parser.add_argument("--feature", type=int, default=311)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--graph", help="a graph id (or 'latest'): shoot its page instead, into docs/graph-page.png")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    args.out = args.out or (GRAPH_OUT if args.graph else OUT)
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser_path is None:
         sys.exit("needs Debian's chromium (apt-get install -y chromium)")
@@ -58,8 +64,17 @@ def main() -> None:
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1300, "height": 1700})  # down to the shaded examples
-            page.goto(f"{base}/sets/{args.feature_set}/features/{args.feature}")
+            if args.graph:
+                graph_id = json.loads(urllib.request.urlopen(f"{base}/api/graphs/{args.graph}").read())["graph"]
+                page = browser.new_page(viewport={"width": 1700, "height": 900})
+                page.goto(f"{base}/graphs/{graph_id['graph_id']}")
+                page.wait_for_selector("svg.graph .node")
+                feature = page.locator("svg.graph .node.feature").first
+                feature.hover()
+                feature.click()
+            else:
+                page = browser.new_page(viewport={"width": 1300, "height": 1700})  # down to the shaded examples
+                page.goto(f"{base}/sets/{args.feature_set}/features/{args.feature}")
             page.screenshot(path=str(args.out), full_page=False)
             browser.close()
     finally:

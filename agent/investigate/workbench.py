@@ -66,12 +66,8 @@ class Workbench:
     @cached_property
     def transcoder_labels(self) -> dict[tuple[int, int], str]:
         """(layer, latent) -> the latest label, over every layer of this set's transcoders that is cached."""
-        labels: dict[tuple[int, int], str] = {}
         with Catalog(self.catalog_path, read_only=True) as catalog:
-            for layer, set_id in catalog.transcoder_feature_sets(self.feature_set["source_sha256"]).items():
-                explanations = catalog.latest_explanations(set_id)
-                labels |= {(layer, latent): entry["text"] for latent, entry in explanations.items()}
-        return labels
+            return catalog.transcoder_labels(self.feature_set["source_sha256"])
 
     @cached_property
     def embedder(self):

@@ -61,10 +61,7 @@ def graph_json(catalog: Catalog, graph_id: str, scan: str, feature_base_url: str
     """(Neuronpedia's graph JSON, {(layer, latent): label}) for a cataloged graph."""
     graph = catalog.graph(graph_id)
     nodes = catalog.graph_nodes(graph["graph_id"])
-    labels: dict[tuple[int, int], str] = {}
-    for layer, set_id in catalog.transcoder_feature_sets(graph["transcoders_sha256"]).items():
-        for latent, entry in catalog.latest_explanations(set_id).items():
-            labels[(layer, latent)] = entry["text"]
+    labels = catalog.transcoder_labels(graph["transcoders_sha256"])
     by_index = {node["node"]: node_json(node, graph, labels) for node in nodes}
     links = [{"source": by_index[edge["source"]]["node_id"], "target": by_index[edge["target"]]["node_id"],
               "weight": edge["weight"]} for edge in catalog.graph_edges(graph["graph_id"])

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
 
 from agent.labeling.config import LabelConfig
 from agent.web import pages
@@ -34,6 +35,20 @@ CATALOG_WAIT_SECONDS = 10.0
 
 class NotFound(Exception):
     pass
+
+
+class GraphGroup(BaseModel, extra="forbid"):
+    name: str = Field(min_length=1, max_length=80)
+    nodes: list[int] = Field(max_length=1000)
+
+
+def same_site(request: Request) -> None:
+    """The one write the pages make is refused unless it is JSON from a page of this server: another site's
+    form cannot send JSON, and a script from another origin carries its Origin."""
+    origin = request.headers.get("origin")
+    if not request.headers.get("content-type", "").startswith("application/json") or \
+            (origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}"):
+        raise InterpError("writes are accepted only as JSON from this server's own pages")
 
 
 def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig | None = None,
@@ -62,7 +77,8 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
             with open_catalog() as catalog:
                 return view(catalog, *args)
         except InterpError as error:
-            if str(error).startswith(("no feature set", "no audit run")) or "is not in feature set" in str(error):
+            if str(error).startswith(("no feature set", "no audit run", "no graph")) or \
+                    "is not in feature set" in str(error):
                 raise NotFound(str(error)) from None
             raise
 
@@ -166,6 +182,24 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
     def api_evals() -> list[dict]:
         return read(pages.evals)["tables"]
 
+    @app.get("/api/graphs", tags=["api"], summary="attribution graphs, newest first")
+    def api_graphs() -> list[dict]:
+        return read(pages.graphs)["graphs"]
+
+    @app.get("/api/graphs/{graph_id}", tags=["api"],
+             summary="an attribution graph: kept nodes with labels, pruned edges, named groups, scores")
+    def api_graph(graph_id: str) -> dict:
+        return read(pages.graph, graph_id)
+
+    @app.post("/api/graphs/{graph_id}/groups", tags=["api"],
+              summary="save a named group of nodes (a supernode); the same name replaces it, no nodes deletes it")
+    def api_save_group(request: Request, graph_id: str, group: GraphGroup) -> dict:
+        same_site(request)
+        shown_id = read(lambda catalog: catalog.graph(graph_id)["graph_id"])
+        with Catalog(catalog_path, wait_seconds=CATALOG_WAIT_SECONDS) as catalog:
+            catalog.save_graph_group(shown_id, group.name, group.nodes)
+            return {"groups": catalog.graph_groups(shown_id)}
+
     @app.get("/api/search", tags=["api"], summary="features whose explanation best matches a description")
     def api_search(q: Annotated[str, Query(min_length=1, max_length=200)], n: Annotated[int, Query(ge=1, le=100)] = 20,
                    feature_set: str | None = None) -> list[dict]:
@@ -200,6 +234,14 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
                text: Annotated[str, Query(max_length=pages.MAX_TRY_CHARS)] = ""):
         set_id = read(lambda catalog: catalog.feature_set(feature_set)["feature_set_id"])
         return page(request, "model_side.html", model_side(feature_set, feature, text) | {"set_id": set_id})
+
+    @app.get("/graphs", response_class=HTMLResponse, include_in_schema=False)
+    def graphs(request: Request):
+        return page(request, "graphs.html", read(pages.graphs))
+
+    @app.get("/graphs/{graph_id}", response_class=HTMLResponse, include_in_schema=False)
+    def graph(request: Request, graph_id: str):
+        return page(request, "graph.html", read(pages.graph, graph_id))
 
     @app.get("/audits", response_class=HTMLResponse, include_in_schema=False)
     def audits(request: Request):

@@ -1,5 +1,6 @@
 """What each page shows, as plain data: the templates render it and the JSON API returns it as is."""
 
+import json
 from dataclasses import asdict
 from urllib.parse import urlencode
 
@@ -144,3 +145,41 @@ def audit(catalog: Catalog, run_id: str) -> dict:
 
 def evals(catalog: Catalog) -> dict:
     return {"tables": eval_tables(catalog)}
+
+
+def graphs(catalog: Catalog) -> dict:
+    return {"graphs": [row | {"targets": json.loads(row["targets"])} for row in catalog.graphs()]}
+
+
+def graph(catalog: Catalog, ref: str) -> dict:
+    """A graph as its page draws it: the kept nodes (each feature with its label and its feature page), the
+    pruned edges, the named groups, and the scores."""
+    row = catalog.graph(ref)
+    graph_id = row["graph_id"]
+    sets = catalog.transcoder_feature_sets(row["transcoders_sha256"])
+    labels = catalog.transcoder_labels(row["transcoders_sha256"])
+    tokens = list(row["tokens"])
+    nodes = []
+    for node in catalog.graph_nodes(graph_id):
+        kind, layer, position = node["kind"], node["layer"], node["position"]
+        shown = {"node": node["node"], "kind": kind, "layer": layer, "position": position,
+                 "influence": node["influence"], "value": node["value"], "token": tokens[position]}
+        if kind == "feature":
+            shown |= {"feature": node["feature"], "label": labels.get((layer, node["feature"]), ""),
+                      "name": f"L{layer}/{node['feature']}",
+                      "href": f"/sets/{sets[layer]}/features/{node['feature']}" if layer in sets else None}
+        elif kind == "error":
+            shown |= {"name": f"error L{layer}"}
+        elif kind == "token":
+            shown |= {"name": tokens[position]}
+        else:
+            target = row["targets"][node["node"] - (row["n_features"] + (row["n_layers"] + 1) * len(tokens))]
+            shown |= {"name": target["label"], "label": f"p = {target['probability']:.3f}"}
+        if node["check_predicted"] is not None:
+            shown |= {"check_predicted": node["check_predicted"], "check_measured": node["check_measured"]}
+        nodes.append(shown)
+    return {"graph": {key: row[key] for key in (
+                "graph_id", "prompt", "tokens", "targets", "n_layers", "n_features", "active_features",
+                "replacement_score", "completeness_score", "check_n", "check_r", "check_ci_low", "check_ci_high",
+                "settings", "created_at", "transcoders_path")},
+            "nodes": nodes, "edges": catalog.graph_edges(graph_id), "groups": catalog.graph_groups(graph_id)}

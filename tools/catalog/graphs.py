@@ -4,11 +4,12 @@ kept nodes and its pruned edges. Written in one transaction with its run's end."
 import json
 
 from tools.catalog.connection import insert_table, rows_table
+from tools.catalog.labels import LabelTables
 from tools.catalog.runs import RunTables
 from tools.errors import InterpError
 
 
-class GraphTables(RunTables):
+class GraphTables(LabelTables, RunTables):
     def record_graph(self, graph: dict, nodes: list[dict], edges: list[dict]) -> None:
         with self.transaction() as con:
             insert_table(con, "graphs", rows_table([graph]))
@@ -54,11 +55,34 @@ class GraphTables(RunTables):
             [graph_id, feature_set_id])
         return [row["feature"] for row in rows]
 
+    def graph_groups(self, graph_id: str) -> list[dict]:
+        return self.all_rows("SELECT name, nodes FROM graph_groups WHERE graph_id = ? ORDER BY created_at, name",
+                             [graph_id])
+
+    def save_graph_group(self, graph_id: str, name: str, nodes: list[int]) -> None:
+        """A named supernode; saving a name again replaces its members, and no members deletes it."""
+        known = {row["node"] for row in self.graph_nodes(graph_id)}
+        strangers = sorted(set(nodes) - known)
+        if strangers:
+            raise InterpError(f"graph {graph_id} has no nodes {strangers[:5]}; a group holds the graph's kept nodes")
+        with self.transaction() as con:
+            con.execute("DELETE FROM graph_groups WHERE graph_id = ? AND name = ?", [graph_id, name])
+            if nodes:
+                con.execute("INSERT INTO graph_groups (graph_id, name, nodes) VALUES (?, ?, ?)",
+                            [graph_id, name, sorted(set(nodes))])
+
     def transcoder_feature_sets(self, sha256: str) -> dict[int, str]:
         """The newest cached feature set of each layer of a transcoder set, by layer."""
         rows = self.all_rows("SELECT hook, arg_max(feature_set_id, created_at) AS feature_set_id FROM feature_sets "
                              "WHERE source_sha256 = ? AND starts_with(hook, 'mlp_in.') GROUP BY hook", [sha256])
         return {int(row["hook"].split(".")[1]): row["feature_set_id"] for row in rows}
+
+    def transcoder_labels(self, sha256: str) -> dict[tuple[int, int], str]:
+        """(layer, latent) -> its latest label, over every cached and labeled layer of a transcoder set."""
+        labels: dict[tuple[int, int], str] = {}
+        for layer, set_id in self.transcoder_feature_sets(sha256).items():
+            labels |= {(layer, latent): entry["text"] for latent, entry in self.latest_explanations(set_id).items()}
+        return labels
 
     def _has_graphs(self) -> bool:
         """False for a catalog from before graphs, opened read-only (never upgraded)."""

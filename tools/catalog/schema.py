@@ -3,8 +3,8 @@ holds exactly what its version promises (a catalog may come from someone else).
 
 Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; 9 adds the
 audit's held-out evidence (confirming half, readout gap, intervals, surface confounds); 10 adds attribution
-graphs (graphs, graph_nodes, graph_edges). Every migration adds the columns a table lacks as well as the tables
-a catalog lacks.
+graphs (graphs, graph_nodes, graph_edges, graph_groups). Every migration adds the columns a table lacks as well
+as the tables a catalog lacks.
 """
 
 import functools
@@ -250,6 +250,13 @@ CREATE TABLE IF NOT EXISTS graph_edges (  -- the pruned adjacency: edges kept am
     source INTEGER NOT NULL,
     target INTEGER NOT NULL,
     weight DOUBLE NOT NULL              -- direct effect of source on target
+);
+CREATE TABLE IF NOT EXISTS graph_groups (  -- supernodes a person named in the graph page
+    graph_id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    nodes INTEGER[] NOT NULL,           -- graph_nodes.node of each member
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (graph_id, name)
 );
 -- --8<-- [end:tables]
 """
