@@ -191,6 +191,11 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
     def api_graph(graph_id: str) -> dict:
         return read(pages.graph, graph_id)
 
+    @app.get("/api/graphs/{graph_id}/suggestions", tags=["api"],
+             summary="suggested supernodes: feature nodes with alike edges and labels, for a person to accept")
+    def api_graph_suggestions(graph_id: str) -> dict:
+        return read(pages.graph_suggestions, graph_id)
+
     @app.post("/api/graphs/{graph_id}/groups", tags=["api"],
               summary="save a named group of nodes (a supernode); the same name replaces it, no nodes deletes it")
     def api_save_group(request: Request, graph_id: str, group: GraphGroup) -> dict:

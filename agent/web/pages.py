@@ -183,3 +183,39 @@ def graph(catalog: Catalog, ref: str) -> dict:
                 "replacement_score", "completeness_score", "check_n", "check_r", "check_ci_low", "check_ci_high",
                 "settings", "created_at", "transcoders_path")},
             "nodes": nodes, "edges": catalog.graph_edges(graph_id), "groups": catalog.graph_groups(graph_id)}
+
+
+NAME_STOPWORDS = {"the", "tokens", "token", "and", "with", "for", "that", "this", "from", "like"}
+
+
+def label_words(label: str) -> set[str]:
+    """The words of a label that can name a group: alphabetic, three letters or more, not filler."""
+    words = {word.strip("\"'.,;:()[]").lower() for word in label.split()}
+    return {word for word in words if len(word) >= 3 and word.isalpha() and word not in NAME_STOPWORDS}
+
+
+def graph_suggestions(catalog: Catalog, ref: str) -> dict:
+    """Suggested supernodes of a graph's kept feature nodes (tools/attribution/grouping.py), each named by the
+    words its members' labels share, else by its layers and tokens."""
+    import numpy as np
+
+    from tools.attribution.grouping import suggest_groups
+
+    row = catalog.graph(ref)
+    graph_id, tokens = row["graph_id"], list(row["tokens"])
+    features = {n["node"]: n for n in catalog.graph_nodes(graph_id) if n["kind"] == "feature"}
+    edges = [(e["source"], e["target"], e["weight"]) for e in catalog.graph_edges(graph_id)]
+    labels = catalog.transcoder_labels(row["transcoders_sha256"])
+    vectors = catalog.transcoder_label_vectors(row["transcoders_sha256"])
+    node_vectors = {node: np.asarray(vectors[(n["layer"], n["feature"])]) for node, n in features.items()
+                    if (n["layer"], n["feature"]) in vectors}
+    out = []
+    for group in suggest_groups(sorted(features), edges, node_vectors):
+        members = [features[node] for node in group.nodes]
+        words = [label_words(labels.get((m["layer"], m["feature"]), "")) for m in members]
+        shared = sorted(set.intersection(*words)) if words else []
+        layers = sorted({m["layer"] for m in members})
+        at = sorted({tokens[m["position"]] for m in members})
+        name = " ".join(shared[:4]) or f"L{layers[0]}-{layers[-1]} at {', '.join(repr(t) for t in at[:3])}"
+        out.append({"name": name[:80], "nodes": group.nodes, "similarity": group.similarity})
+    return {"suggestions": out}

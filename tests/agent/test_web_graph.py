@@ -131,6 +131,16 @@ def test_a_real_browser_draws_filters_and_groups_a_graph(server, traced):
         assert "saved group a cat" in page.locator(".status").inner_text()
         saved = json.loads(get(server + f"/api/graphs/{graph_id}")[2])["groups"]
         assert saved == [{"name": "a cat", "nodes": [node["node"]]}]
+        # Suggested groups: listed on request, saved only when accepted.
+        suggested = json.loads(get(server + f"/api/graphs/{graph_id}/suggestions")[2])["suggestions"]
+        assert suggested and all(len(group["nodes"]) >= 2 for group in suggested)
+        page.click("button.suggest")
+        page.wait_for_selector("ul.suggestions li.suggestion")
+        assert page.locator("ul.suggestions li.suggestion").count() == len(suggested)
+        page.click("ul.suggestions li.suggestion button")
+        page.wait_for_selector("ul.groups li.group >> nth=1")
+        saved = json.loads(get(server + f"/api/graphs/{graph_id}")[2])["groups"]
+        assert {"name": suggested[0]["name"], "nodes": sorted(suggested[0]["nodes"])} in saved
         page.click(".selected a.feature-link")
         page.wait_for_url(f"**{node['href']}")
         browser.close()

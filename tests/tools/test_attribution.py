@@ -265,3 +265,18 @@ def test_a_graph_exports_as_neuronpedia_json_that_their_schema_accepts(tmp_path,
     assert len(example["tokens"]) == len(example["tokens_acts_list"])
     logits = [node for node in document["nodes"] if node["feature_type"] == "logit"]
     assert sum(node["is_target_logit"] for node in logits) == 1
+
+
+def test_suggested_groups_gather_nodes_with_alike_edges_and_labels():
+    import numpy as np
+
+    from tools.attribution.grouping import suggest_groups
+
+    # 1 and 2 feed 10 and are fed by 20 alike; 3 feeds 10 the other way; 4 feeds 11 only.
+    edges = [(20, 1, 1.0), (20, 2, 0.9), (1, 10, 2.0), (2, 10, 1.8), (3, 10, -2.0), (20, 3, 1.0), (4, 11, 1.0)]
+    groups = suggest_groups([1, 2, 3, 4], edges, {})
+    assert [group.nodes for group in groups] == [[1, 2]] and groups[0].similarity > 0.99
+    # Labels that disagree pull a pair apart; the threshold decides.
+    apart = {1: np.array([1.0, 0.0]), 2: np.array([-1.0, 0.0])}
+    assert suggest_groups([1, 2, 3, 4], edges, apart, min_similarity=0.6) == []
+    assert suggest_groups([1], edges, {}) == []

@@ -84,6 +84,18 @@ class GraphTables(LabelTables, RunTables):
             labels |= {(layer, latent): entry["text"] for latent, entry in self.latest_explanations(set_id).items()}
         return labels
 
+    def transcoder_label_vectors(self, sha256: str) -> dict[tuple[int, int], list[float]]:
+        """(layer, latent) -> the embedding of its latest embedded label, over the cached layers of a set."""
+        vectors: dict[tuple[int, int], list[float]] = {}
+        if not self.has_labels():
+            return vectors
+        for layer, set_id in self.transcoder_feature_sets(sha256).items():
+            rows = self.all_rows("SELECT feature, arg_max(embedding, created_at) AS embedding FROM explanations "
+                                 "WHERE feature_set_id = ? AND status = 'ok' AND embedding IS NOT NULL "
+                                 "GROUP BY feature", [set_id])
+            vectors |= {(layer, row["feature"]): list(row["embedding"]) for row in rows}
+        return vectors
+
     def _has_graphs(self) -> bool:
         """False for a catalog from before graphs, opened read-only (never upgraded)."""
         return bool(self._value("SELECT count(*) FROM information_schema.tables WHERE table_name = 'graphs'", []))

@@ -191,17 +191,37 @@ document.addEventListener("DOMContentLoaded", async () => {
     }
   }
   showGroups(data.groups);
-  side.querySelector("form.group").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const name = event.target.name.value.trim();
-    if (!name || pinned.size === 0) { status.textContent = "pin nodes and name them first"; return; }
+  async function saveGroup(name, nodes) {
     const response = await fetch(svg.dataset.src + "/groups", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ name, nodes: [...pinned] }),
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name, nodes }),
     });
     const body = await response.json();
     if (!response.ok) { status.textContent = body.error || "not saved"; return; }
     status.textContent = "saved group " + name;
     showGroups(body.groups);
+  }
+  side.querySelector("form.group").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = event.target.name.value.trim();
+    if (!name || pinned.size === 0) { status.textContent = "pin nodes and name them first"; return; }
+    saveGroup(name, [...pinned]);
+  });
+  // Suggested groups: shown, highlighted on hover, saved only when accepted.
+  const suggestions = side.querySelector("ul.suggestions");
+  side.querySelector("button.suggest").addEventListener("click", async () => {
+    const body = await (await fetch(svg.dataset.src + "/suggestions")).json();
+    suggestions.replaceChildren();
+    if (!body.suggestions.length) suggestions.append(text("li", "no alike nodes found", "meta"));
+    for (const group of body.suggestions) {
+      const item = text("li", group.name + " (" + group.nodes.length + " nodes, similarity " + group.similarity.toFixed(2) + ") ");
+      item.className = "suggestion";
+      const accept = text("button", "accept");
+      accept.type = "button";
+      accept.addEventListener("click", () => { saveGroup(group.name, group.nodes); item.remove(); });
+      item.append(accept);
+      item.addEventListener("mouseenter", () => group.nodes.forEach((id) => byId.get(id)?.element.classList.add("grouped")));
+      item.addEventListener("mouseleave", () => group.nodes.forEach((id) => byId.get(id)?.element.classList.remove("grouped")));
+      suggestions.append(item);
+    }
   });
 });
