@@ -210,6 +210,14 @@ def command_import_neuronpedia(args: argparse.Namespace) -> None:
           "--score-only neuronpedia:TYPE`")
 
 
+def command_import_graph(args: argparse.Namespace) -> None:
+    from agent.trace.imports import import_graph
+
+    graph_id, nodes, links = import_graph(args.file, args.catalog, args.transcoders)
+    print(f"imported graph {graph_id} ({nodes:,} nodes, {links:,} links) from {args.file}; see it with `interp serve` "
+          f"at /graphs/{graph_id}, label its nodes with `interp label mlp_in.L --features-from-graph {graph_id}`")
+
+
 def command_explain_records(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.labeling.explain_records import explain_records
@@ -302,7 +310,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                   help="tries a body gets on timeouts, 429 and 5xx (default: %(default)s)")
     neuronpedia_post.set_defaults(handler=command_publish_neuronpedia)
 
-    imports = commands.add_parser("import", help="bring labels published elsewhere into the catalog")
+    imports = commands.add_parser("import", help="bring labels or attribution graphs published elsewhere into the "
+                                  "catalog")
     sources = imports.add_subparsers(dest="source", required=True, metavar="SOURCE")
     neuronpedia = sources.add_parser("neuronpedia", help="explanations from a Neuronpedia dataset export "
                                      "(explanations/batch-*.jsonl.gz), as explanations by neuronpedia:TYPE")
@@ -318,6 +327,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     neuronpedia.add_argument("--device", default="auto", help=field_help(LabelConfig, "device"))
     catalog_flag(neuronpedia)
     neuronpedia.set_defaults(handler=command_import_neuronpedia)
+
+    graph = sources.add_parser("graph", help="an attribution graph made elsewhere: Neuronpedia's graph JSON, as "
+                               "circuit-tracer's create_graph_files writes it")
+    graph.add_argument("file", type=Path, help="the graph's .json")
+    graph.add_argument("--transcoders", help="the transcoder set it was made with, so its nodes join the feature "
+                       "sets cached from that set")
+    catalog_flag(graph)
+    graph.set_defaults(handler=command_import_graph)
 
     records = commands.add_parser("explain-records",
                                   help="explain and score {tokens, values} activation records from any tool")

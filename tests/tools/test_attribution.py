@@ -280,3 +280,64 @@ def test_suggested_groups_gather_nodes_with_alike_edges_and_labels():
     apart = {1: np.array([1.0, 0.0]), 2: np.array([-1.0, 0.0])}
     assert suggest_groups([1, 2, 3, 4], edges, apart, min_similarity=0.6) == []
     assert suggest_groups([1], edges, {}) == []
+
+
+def test_a_graph_made_elsewhere_imports_for_viewing_and_labeling(tmp_path, tiny_models, capsys):
+    """Neuronpedia's graph JSON with circuit-tracer's node names (its error nodes are `0_{layer}_{pos}`), as
+    its create_graph_files writes it, comes in renumbered; a .pt pickle is refused."""
+    import json
+
+    from agent.cli import main
+    from tools.catalog import Catalog
+    from tools.errors import InterpError
+    from tools.sae.transcoders import save_circuit_tracer
+    from tools.testing.tiny import sentences
+
+    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
+    folder = save_circuit_tracer(list(tiny_set(subject).values()), tmp_path / "set")
+    catalog = str(tmp_path / "c.duckdb")
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
+    assert main(["sae", "load", str(folder), "--hook", "mlp_in.1", "--model", str(tiny_models["llama"]),
+                 "--corpus", str(tmp_path / "corpus.txt"), "--tokens", "2000", "--window", "16", "--no-progress",
+                 "--device", "cpu", "--catalog", catalog]) == 0
+    document = {
+        "metadata": {"slug": "theirs", "scan": "tiny", "prompt": "the cat", "prompt_tokens": ["<bos>", "the", "cat"],
+                     "node_threshold": 0.8},
+        "qParams": {},
+        "nodes": [
+            {"node_id": "1_7_2", "feature": 15, "layer": "1", "ctx_idx": 2, "feature_type": "cross layer transcoder",
+             "jsNodeId": "1_7-0", "clerp": "", "influence": 0.2, "activation": 3.5},
+            {"node_id": "0_1_2", "feature": -1, "layer": "1", "ctx_idx": 2, "feature_type": "mlp reconstruction error",
+             "jsNodeId": "1_2-0", "clerp": "", "influence": 0.5},
+            {"node_id": "E_4_1", "feature": 1, "layer": "E", "ctx_idx": 1, "feature_type": "embedding",
+             "jsNodeId": "E_4-1", "clerp": ""},
+            {"node_id": "E_5_2", "feature": 2, "layer": "E", "ctx_idx": 2, "feature_type": "embedding",
+             "jsNodeId": "E_5-2", "clerp": ""},
+            {"node_id": "4_9_2", "feature": 9, "layer": "4", "ctx_idx": 2, "feature_type": "logit",
+             "jsNodeId": "L_9-2", "clerp": 'Output " dog" (p=0.412)', "token_prob": 0.412},
+        ],
+        "links": [{"source": "E_5_2", "target": "1_7_2", "weight": 1.5},
+                  {"source": "1_7_2", "target": "4_9_2", "weight": 2.0},
+                  {"source": "0_1_2", "target": "4_9_2", "weight": -0.5}],
+    }
+    (tmp_path / "theirs.json").write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["import", "graph", str(tmp_path / "theirs.json"), "--transcoders", str(folder),
+                 "--catalog", catalog]) == 0
+    assert "imported graph" in capsys.readouterr().out
+    with Catalog(catalog, read_only=True) as reader:
+        graph = reader.graph("latest")
+        nodes = {row["kind"]: row for row in reader.graph_nodes(graph["graph_id"])}
+        edges = reader.graph_edges(graph["graph_id"])
+        latents = reader.graph_latents(graph["graph_id"], reader.feature_set("mlp_in.1")["feature_set_id"])
+    assert graph["tokens"] == ["<bos>", "the", "cat"] and graph["token_ids"] == [0, 4, 5] and graph["n_layers"] == 2
+    assert graph["targets"] == [{"label": " dog", "token_id": 9, "probability": 0.412}]
+    assert nodes["feature"]["node"] == 0 and (nodes["feature"]["layer"], nodes["feature"]["feature"]) == (1, 7)
+    assert nodes["error"]["node"] == 1 + 1 * 3 + 2 and nodes["logit"]["node"] == 1 + 3 * 3
+    assert {(e["source"], e["target"], e["weight"]) for e in edges} == {(9, 0, 1.5), (0, 10, 2.0), (6, 10, -0.5)}
+    assert latents == [7]  # its layer-1 node joins the feature set cached from the same transcoders
+    (tmp_path / "theirs.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(InterpError, match="a Python pickle"):
+        from agent.trace.imports import import_graph
+
+        import_graph(tmp_path / "theirs.pt", tmp_path / "c.duckdb")
