@@ -160,7 +160,7 @@ def main() -> None:
     agreement = compare(mine, other)
     print(f"prompt {args.prompt!r} ({len(mine['ids'])} tokens), {mine['features'].shape[0]:,} feature nodes ours, "
           f"{other['features'].shape[0]:,} theirs, {torch.get_num_threads()} threads, fp32 on CPU")
-    for name, run in (("interp trace", mine), ("circuit-tracer", other)):
+    for name, run in (("interp-agent", mine), ("circuit-tracer", other)):
         print(f"{name:>15}: attribution {run['seconds']:7.1f} s, process {run['wall']:6.1f} s, peak "
               f"{run['peak'] / 2**30:5.2f} GiB, pruned {run['nodes']:,} nodes / {run['edges']:,} edges")
     print(f"speed: circuit-tracer / ours = {other['seconds'] / mine['seconds']:.2f}x (attribution alone)")
