@@ -170,21 +170,10 @@ def test_an_mcp_client_traces_then_ablates_a_node_it_found(tmp_path, tiny_models
     feature set, and ablates that latent, both calls recorded."""
     import re
 
-    from agent.cli import main
-    from tools.model.subject import load_subject_model
-    from tools.sae.transcoders import save_circuit_tracer
-    from tools.testing.tiny import random_transcoder, sentences
+    from tests.tracing import PROMPT as prompt
+    from tests.tracing import transcoder_catalog
 
-    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
-    d_model, layers = subject.model.config.hidden_size, subject.model.config.num_hidden_layers
-    folder = save_circuit_tracer([random_transcoder(d_model, 48, layer, seed=layer) for layer in range(layers)],
-                                 tmp_path / "set")
-    catalog_path = tmp_path / "c.duckdb"
-    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
-    assert main(["sae", "load", str(folder), "--hook", "mlp_in.2", "--model", str(tiny_models["llama"]), "--corpus",
-                 str(tmp_path / "corpus.txt"), "--tokens", "2000", "--window", "16", "--no-progress", "--device",
-                 "cpu", "--catalog", str(catalog_path)]) == 0
-    prompt = "the big cat runs and the small dog sleeps"
+    catalog_path, _ = transcoder_catalog(tiny_models["llama"], tmp_path, 2, label=False)
 
     async def script(session: ClientSession) -> dict:
         traced = await session.call_tool("trace", {"prompt": prompt, "n": 30})

@@ -10,30 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.agent.test_web import chromium, get
+from tests.tracing import PROMPT, transcoder_catalog
 from tools.testing.servers import free_port, running
-
-PROMPT = "the big cat runs and the small dog sleeps"
 
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory, tiny_models) -> tuple[Path, str]:
     """A catalog with one graph of a tiny Llama through random transcoders, layer 1 cached and labeled."""
     from agent.cli import main
-    from tools.model.subject import load_subject_model
-    from tools.sae.transcoders import save_circuit_tracer
-    from tools.testing.tiny import random_transcoder, sentences
 
-    folder = tmp_path_factory.mktemp("graph")
-    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
-    d_model, layers = subject.model.config.hidden_size, subject.model.config.num_hidden_layers
-    transcoders = save_circuit_tracer([random_transcoder(d_model, 48, layer, seed=layer) for layer in range(layers)],
-                                      folder / "set")
-    catalog = folder / "c.duckdb"
-    (folder / "corpus.txt").write_text("\n".join(sentences(400)))
+    catalog, transcoders = transcoder_catalog(tiny_models["llama"], tmp_path_factory.mktemp("graph"), 1)
     common = ["--model", str(tiny_models["llama"]), "--device", "cpu", "--catalog", str(catalog)]
-    assert main(["sae", "load", str(transcoders), "--hook", "mlp_in.1", "--corpus", str(folder / "corpus.txt"),
-                 "--tokens", "2000", "--window", "16", "--no-progress", *common]) == 0
-    assert main(["label", "mlp_in.1", "--explainer", "token-stats", "--scorers", "", "--catalog", str(catalog)]) == 0
     assert main(["trace", PROMPT, "--transcoders", str(transcoders), "--check", "3", "--node-threshold", "1.0",
                  "--edge-threshold", "1.0", "--no-progress", *common]) == 0
     return catalog, json.loads(get_graph_id(catalog))

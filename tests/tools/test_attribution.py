@@ -4,14 +4,13 @@ model, and the frozen model's pieces against the real one."""
 import pytest
 import torch
 
+from tests.tracing import PROMPT, transcoder_catalog
 from tools.attribution.attribute import attribute
 from tools.attribution.frozen import frozen_model
 from tools.attribution.graph import Graph
 from tools.attribution.influence import graph_scores, node_influence, prune
 from tools.model.subject import load_subject_model
 from tools.testing.tiny import random_transcoder
-
-PROMPT = "the big cat runs and the small dog sleeps"
 
 
 def tiny_set(subject, skip: bool = True, k: int = 4) -> dict:
@@ -174,18 +173,11 @@ def test_trace_command_keeps_the_graph_and_joins_the_labels(tmp_path, tiny_model
 
     from agent.cli import main
     from tools.catalog import Catalog
-    from tools.sae.transcoders import save_circuit_tracer
-    from tools.testing.tiny import sentences
 
-    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
-    folder = save_circuit_tracer(list(tiny_set(subject).values()), tmp_path / "set")
-    model, catalog = str(tiny_models["llama"]), str(tmp_path / "c.duckdb")
-    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
-    common = ["--model", model, "--device", "cpu", "--catalog", catalog]
     # Layer 2's latents cached and labeled without an LLM, so the graph's layer-2 nodes carry labels.
-    assert main(["sae", "load", str(folder), "--hook", "mlp_in.2", "--corpus", str(tmp_path / "corpus.txt"),
-                 "--tokens", "2000", "--window", "16", "--no-progress", *common]) == 0
-    assert main(["label", "mlp_in.2", "--explainer", "token-stats", "--scorers", "", "--catalog", catalog]) == 0
+    catalog_path, folder = transcoder_catalog(tiny_models["llama"], tmp_path, 2)
+    catalog = str(catalog_path)
+    common = ["--model", str(tiny_models["llama"]), "--device", "cpu", "--catalog", catalog]
     capsys.readouterr()
     assert main(["trace", PROMPT, "--transcoders", str(folder), "--check", "5", "--batch-size", "8",
                  "--node-threshold", "1.0", "--edge-threshold", "1.0", "--no-progress", "--json", *common]) == 0
@@ -228,17 +220,10 @@ def test_a_graph_exports_as_neuronpedia_json_that_their_schema_accepts(tmp_path,
     import jsonschema
 
     from agent.cli import main
-    from tools.sae.transcoders import save_circuit_tracer
-    from tools.testing.tiny import sentences
 
-    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
-    folder = save_circuit_tracer(list(tiny_set(subject).values()), tmp_path / "set")
-    catalog = str(tmp_path / "c.duckdb")
-    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
+    catalog_path, folder = transcoder_catalog(tiny_models["llama"], tmp_path, 1)
+    catalog = str(catalog_path)
     common = ["--model", str(tiny_models["llama"]), "--device", "cpu", "--catalog", catalog]
-    assert main(["sae", "load", str(folder), "--hook", "mlp_in.1", "--corpus", str(tmp_path / "corpus.txt"),
-                 "--tokens", "2000", "--window", "16", "--no-progress", *common]) == 0
-    assert main(["label", "mlp_in.1", "--explainer", "token-stats", "--scorers", "", "--catalog", catalog]) == 0
     assert main(["trace", PROMPT, "--transcoders", str(folder), "--check", "0", "--node-threshold", "1.0",
                  "--edge-threshold", "1.0", "--no-progress", *common]) == 0
     capsys.readouterr()
@@ -290,16 +275,9 @@ def test_a_graph_made_elsewhere_imports_for_viewing_and_labeling(tmp_path, tiny_
     from agent.cli import main
     from tools.catalog import Catalog
     from tools.errors import InterpError
-    from tools.sae.transcoders import save_circuit_tracer
-    from tools.testing.tiny import sentences
 
-    subject = load_subject_model(str(tiny_models["llama"]), "cpu")
-    folder = save_circuit_tracer(list(tiny_set(subject).values()), tmp_path / "set")
-    catalog = str(tmp_path / "c.duckdb")
-    (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
-    assert main(["sae", "load", str(folder), "--hook", "mlp_in.1", "--model", str(tiny_models["llama"]),
-                 "--corpus", str(tmp_path / "corpus.txt"), "--tokens", "2000", "--window", "16", "--no-progress",
-                 "--device", "cpu", "--catalog", catalog]) == 0
+    catalog_path, folder = transcoder_catalog(tiny_models["llama"], tmp_path, 1, label=False)
+    catalog = str(catalog_path)
     document = {
         "metadata": {"slug": "theirs", "scan": "tiny", "prompt": "the cat", "prompt_tokens": ["<bos>", "the", "cat"],
                      "node_threshold": 0.8},
