@@ -74,7 +74,7 @@ def choose_targets(subject: SubjectModel, logits: torch.Tensor, names: list[str]
         return [Target(f"{names[0]} - {versus}", None, 1.0, unembed[ids[0]] - unembed[other])]
     if not ids:
         top = probabilities.topk(max_targets)
-        covered = int(torch.searchsorted(top.values.cumsum(0), torch.tensor(cover))) + 1
+        covered = int(torch.searchsorted(top.values.cumsum(0), torch.tensor(cover, device=top.values.device))) + 1
         ids = top.indices[:min(covered, max_targets)].tolist()
     return [Target(decoded(subject, token), token, float(probabilities[token]), unembed[token] - mean) for token in ids]
 
@@ -114,7 +114,7 @@ class Rows:
         assert self.state.embedding_leaf is not None and self.state.embedding is not None
         sources = [self.state.outputs[layer] for layer in range(top)] + [self.state.embedding_leaf]
         grads = torch.autograd.grad(objective, sources, retain_graph=True, allow_unused=True)
-        out = torch.zeros(n, self.columns)
+        out = torch.zeros(n, self.columns, device=self.final.device)
         offset = len(self.features.values)
         for layer, grad in enumerate(grads[:-1]):
             if grad is None:
@@ -129,8 +129,8 @@ class Rows:
         if grads[-1] is not None:
             start = offset + self.n_layers * self.n_positions
             out[:, start:start + self.n_positions] = torch.einsum("bsd,sd->bs", grads[-1][:n].float(),
-                                                                  self.state.embedding[0])
-        return out
+                                                                  self.state.embedding[0].float())
+        return out.cpu()  # the graph is assembled on the CPU: [features, columns] can outgrow a GPU's memory
 
 
 def attribute(subject: SubjectModel, transcoders: dict[int, SAE], prompt: str, target_names: list[str] | None = None,
@@ -179,7 +179,7 @@ def attribute(subject: SubjectModel, transcoders: dict[int, SAE], prompt: str, t
                 ranked = influence[:n_active].argsort(descending=True)
                 pending = ranked[~visited[ranked]][:min(update_interval * batch_size, chosen - done)]
             # Within a chunk, targets of the same layers share a pass: a pass backpropagates only below its top.
-            pending = pending[features.index[pending, 0].argsort(stable=True)]
+            pending = pending[features.index[pending, 0].cpu().argsort(stable=True)]
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start:start + batch_size]
                 feature_rows[done:done + len(chunk)] = rows.compute(
@@ -199,5 +199,5 @@ def attribute(subject: SubjectModel, transcoders: dict[int, SAE], prompt: str, t
     adjacency[-len(targets):, :len(columns)] = logit_rows[:, columns]
     token_ids = input_ids[0].tolist()
     return Graph(prompt, token_ids, [decoded(subject, t) for t in token_ids], n_layers,
-                 features.index[keep], features.values[keep], targets, adjacency, n_active,
+                 features.index.cpu()[keep], features.values.cpu()[keep], targets, adjacency, n_active,
                  time.perf_counter() - started)
