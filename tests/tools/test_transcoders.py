@@ -128,6 +128,27 @@ def test_circuit_tracer_set(tmp_path, activation):
         load_sae(folder)
 
 
+def test_a_whole_set_reads_the_layers_its_config_lists(tmp_path):
+    """circuit-tracer's own config names each layer's file (`transcoders`, index = layer); the set is read from
+    that list, whatever the files are called, with the config read once for all layers."""
+    from tools.sae.transcoders import load_transcoder_set
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    layers = [random_parts(seed) for seed in range(2)]
+    for layer, parts in enumerate(layers):
+        save_file({"W_enc": parts["W_enc"].T.contiguous(), "W_dec": parts["W_dec"], "b_enc": parts["b_enc"],
+                   "b_dec": parts["b_dec"]}, folder / f"tc-{layer}.safetensors")
+    (folder / "config.yaml").write_text(yaml.safe_dump({
+        "model_kind": "transcoder_set", "feature_input_hook": "mlp.hook_in", "feature_output_hook": "hook_mlp_out",
+        "activation": "relu", "transcoders": ["tc-0.safetensors", "tc-1.safetensors"]}))
+    whole = load_transcoder_set(folder)
+    assert sorted(whole) == [0, 1] and [t.hook for t in whole.values()] == ["mlp_in.0", "mlp_in.1"]
+    for layer, parts in enumerate(layers):
+        unskipped = {name: value for name, value in parts.items() if name != "W_skip"}
+        torch.testing.assert_close(whole[layer].forward(X), expected_output(unskipped, X, "relu"))
+
+
 def test_a_cross_layer_transcoder_is_refused_in_one_line(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model_kind": "cross_layer_transcoder",
                                                           "feature_input_hook": "hook_resid_mid",

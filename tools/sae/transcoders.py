@@ -151,19 +151,22 @@ def layer_files(folder: Path) -> dict[int, Path]:
 
 
 def load_transcoder_set(folder: Path | str) -> dict[int, SAE]:
-    """Every layer's transcoder of a set in circuit-tracer's layout, by layer in order."""
+    """Every layer's transcoder of a set in circuit-tracer's layout, by layer in order: the layers its config
+    lists, else its `layer_{L}.safetensors` files, as for one layer."""
     folder = Path(folder)
     if not (folder / CIRCUIT_TRACER_CONFIG).is_file():
         raise InterpError(f"'{folder}' has no {CIRCUIT_TRACER_CONFIG}; expected a transcoder set in circuit-tracer's "
                           "layout (`interp transcoder train` writes one)")
-    layers = sorted(layer_files(folder))
+    config = circuit_tracer_config(folder)
+    layers = circuit_tracer_layers(folder, config)
     if not layers:
         raise InterpError(f"'{folder}' holds no layer_L.safetensors files; expected a transcoder set "
                           "(`interp transcoder train` writes one)")
-    return {layer: load_circuit_tracer(folder, layer) for layer in layers}
+    return {layer: circuit_tracer_layer(folder, config, layers, layer) for layer in sorted(layers)}
 
 
-def load_circuit_tracer(folder: Path, layer: int | None) -> SAE:
+def circuit_tracer_config(folder: Path) -> dict:
+    """A transcoder set's `config.yaml`, checked: a per-layer set (a cross-layer transcoder is refused)."""
     config_path = folder / CIRCUIT_TRACER_CONFIG
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -176,10 +179,20 @@ def load_circuit_tracer(folder: Path, layer: int | None) -> SAE:
         raise InterpError(f"{config_path}: a cross-layer transcoder; interp reads per-layer transcoder sets only")
     if kind != "transcoder_set":
         raise InterpError(f"{config_path}: model_kind '{kind}'; expected transcoder_set")
+    return config
+
+
+def load_circuit_tracer(folder: Path, layer: int | None) -> SAE:
+    config = circuit_tracer_config(folder)
     layers = circuit_tracer_layers(folder, config)
     if layer is None:
         raise InterpError(f"{folder} holds transcoders for {len(layers)} layers; name one with --hook mlp_in.L or "
                           "pass its layer_L.safetensors")
+    return circuit_tracer_layer(folder, config, layers, layer)
+
+
+def circuit_tracer_layer(folder: Path, config: dict, layers: dict[int, Path], layer: int) -> SAE:
+    config_path = folder / CIRCUIT_TRACER_CONFIG
     if layer not in layers:
         raise InterpError(f"{folder} has no transcoder for layer {layer} (layers {sorted(layers)})")
     weights = layers[layer]
