@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent.export import require_empty
 from tools.catalog import Catalog
+from tools.catalog.graphs import first_logit_node
 
 FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "token": "embedding",
                  "logit": "logit"}
@@ -45,7 +46,7 @@ def node_json(node: dict, graph: dict, labels: dict[tuple[int, int], str]) -> di
         out |= {"node_id": f"E_{node['feature']}_{position}", "feature": position, "layer": "E",
                 "jsNodeId": f"E_{node['feature']}-{position}"}
     else:
-        index = node["node"] - (len(graph["token_ids"]) * (graph["n_layers"] + 1) + graph["n_features"])
+        index = node["node"] - first_logit_node(graph)
         target = graph["targets"][index]
         # A logit difference has no token: a virtual id past the vocabulary, as circuit-tracer numbers them.
         token = target["token_id"] if target["token_id"] is not None else 10**9 + index
@@ -57,9 +58,8 @@ def node_json(node: dict, graph: dict, labels: dict[tuple[int, int], str]) -> di
     return out
 
 
-def graph_json(catalog: Catalog, graph_id: str, scan: str, feature_base_url: str | None) -> tuple[dict, dict]:
-    """(Neuronpedia's graph JSON, {(layer, latent): label}) for a cataloged graph."""
-    graph = catalog.graph(graph_id)
+def graph_json(catalog: Catalog, graph: dict, scan: str, feature_base_url: str | None) -> dict:
+    """Neuronpedia's graph JSON for a cataloged graph (its `graphs` row)."""
     nodes = catalog.graph_nodes(graph["graph_id"])
     labels = catalog.transcoder_labels(graph["transcoders_sha256"])
     by_index = {node["node"]: node_json(node, graph, labels) for node in nodes}
@@ -83,7 +83,7 @@ def graph_json(catalog: Catalog, graph_id: str, scan: str, feature_base_url: str
     if feature_base_url:
         metadata["feature_details"] = {"feature_json_base_url": feature_base_url.rstrip("/")}
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
-    return {"metadata": metadata, "qParams": qparams, "nodes": list(by_index.values()), "links": links}, labels
+    return {"metadata": metadata, "qParams": qparams, "nodes": list(by_index.values()), "links": links}
 
 
 def feature_json(catalog: Catalog, set_id: str, layer: int, latent: int,
@@ -118,8 +118,8 @@ def export_graph(catalog: Catalog, graph_ref: str, out: Path, scan: str, feature
     """Write `{slug}.json` and `features/{feature}.json` for every feature node whose layer is cached.
     `logits_of(layer, latent)` gives (top, bottom) logit tokens, or None to leave them out."""
     require_empty(out)
-    document, _ = graph_json(catalog, graph_ref, scan, feature_base_url)
     graph = catalog.graph(graph_ref)
+    document = graph_json(catalog, graph, scan, feature_base_url)
     sets = catalog.transcoder_feature_sets(graph["transcoders_sha256"])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{document['metadata']['slug']}.json").write_text(json.dumps(document), encoding="utf-8")

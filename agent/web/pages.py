@@ -18,6 +18,7 @@ from agent.web.queries import (
 )
 from evals.records import activation_level
 from tools.catalog import Catalog
+from tools.catalog.graphs import first_logit_node
 
 SHADES = 10
 NEIGHBOURS = 8
@@ -173,7 +174,7 @@ def graph(catalog: Catalog, ref: str) -> dict:
         elif kind == "token":
             shown |= {"name": tokens[position]}
         else:
-            target = row["targets"][node["node"] - (row["n_features"] + (row["n_layers"] + 1) * len(tokens))]
+            target = row["targets"][node["node"] - first_logit_node(row)]
             shown |= {"name": target["label"], "label": f"p = {target['probability']:.3f}"}
         if node["check_predicted"] is not None:
             shown |= {"check_predicted": node["check_predicted"], "check_measured": node["check_measured"]}

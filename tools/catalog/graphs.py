@@ -9,6 +9,12 @@ from tools.catalog.runs import RunTables
 from tools.errors import InterpError
 
 
+def first_logit_node(graph: dict) -> int:
+    """A cataloged graph's first logit node: after its features, an error node per layer and position, and its
+    tokens (the order tools/attribution/graph.py numbers nodes in)."""
+    return graph["n_features"] + (graph["n_layers"] + 1) * len(graph["tokens"])
+
+
 class GraphTables(LabelTables, RunTables):
     def record_graph(self, graph: dict, nodes: list[dict], edges: list[dict]) -> None:
         with self.transaction() as con:
