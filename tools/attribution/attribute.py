@@ -160,8 +160,9 @@ def attribute(subject: SubjectModel, transcoders: dict[int, SAE], prompt: str, t
         final = model.base_model(input_ids=batch, use_cache=False).last_hidden_state
         rows = Rows(state, final, features, n_layers)
         vectors = torch.stack([t.vector for t in targets]).to(subject.device)
-        logit_rows = torch.cat([rows.compute([-1] * len(vectors[i:i + batch_size]), [n_positions - 1] * len(
-            vectors[i:i + batch_size]), vectors[i:i + batch_size]) for i in range(0, len(vectors), batch_size)])
+        chunks = vectors.split(batch_size)  # each target read at the final residual (-1), last position
+        logit_rows = torch.cat([rows.compute([-1] * len(chunk), [n_positions - 1] * len(chunk), chunk)
+                                for chunk in chunks])
         feature_rows = torch.zeros(chosen, rows.columns)
         order = torch.full((chosen,), -1, dtype=torch.long)
         visited = torch.zeros(n_active, dtype=torch.bool)
