@@ -6,6 +6,8 @@
 """
 
 import functools
+import itertools
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -92,7 +94,22 @@ def feature_record(feature: int, max_act: float | None, examples: list[dict], sp
 
 MARK_FRACTION = 0.5
 """Tokens at or above this fraction of their record's peak are the ones marked as activating."""
-DELIMITERS = str.maketrans({"<": "‹", ">": "›"})
+
+DELIMITER_NAMES = ("example", "continuation", "tool_result", "text", "measurements", "start", "end")
+"""Every tag that our prompts and tool results wrap untrusted text in (a test holds prompts/ to this list)."""
+CLOSERS = re.compile(r"<{2,}|>{2,}|<(?=\s*/?\s*(?:" + "|".join(DELIMITER_NAMES) + r")\b)", re.IGNORECASE)
+"""What in untrusted text could open or close our <<marks>>, or open or close one of our delimiters."""
+NEUTRAL = str.maketrans({"<": "‹", ">": "›"})
+CLOSING_AFTER_MARK = re.compile(r"\A(\s*)/(?=\s*(?:" + "|".join(DELIMITER_NAMES) + r")\b)", re.IGNORECASE)
+"""A marked token that would make a closing tag with the `<` of our own `<<`: its slash is shown as ⁄."""
+
+
+def neutralized(text: str) -> str:
+    """`text` with only the sequences in CLOSERS defused (their angle brackets shown as ‹ ›).
+
+    Everything else stays as it is, so an HTML tag reaches the LLM, its explanations and the catalog as
+    `<html>`: an explanation can only quote a token it was shown."""
+    return CLOSERS.sub(lambda match: match.group().translate(NEUTRAL), text)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -100,7 +117,7 @@ def display_token(token: str) -> str:
     """A token as shown to an LLM: corpus text is untrusted, so it can never close our <<marks>> or
     <example> delimiters, and line breaks and other controls cannot break a one-token-per-line layout.
     Cached: a labeling run shows the same vocabulary's tokens ~1,500 times a feature."""
-    return visible(token).translate(DELIMITERS)
+    return neutralized(visible(token))
 
 
 def active_positions(record: ActivationRecord) -> list[int]:
@@ -109,9 +126,18 @@ def active_positions(record: ActivationRecord) -> list[int]:
 
 
 def marked_text(record: ActivationRecord, positions: Collection[int]) -> str:
-    """The record's text with the tokens at `positions` marked <<like this>>, as delphi shows them."""
-    return "".join(f"<<{display_token(t)}>>" if i in positions else display_token(t)
-                   for i, t in enumerate(record.tokens))
+    """The record's text with the tokens at `positions` marked <<like this>>, as delphi shows them.
+
+    Each run of unmarked tokens is defused as one text, so two tokens cannot together make a sequence
+    (`<` then `/example`) that neither makes alone. A marked token sits between our own marks, and a slash
+    that would make a closing tag with their `<` is shown as ⁄."""
+    pieces: list[str] = []
+    for marked, run in itertools.groupby(enumerate(record.tokens), key=lambda item: item[0] in positions):
+        if marked:
+            pieces.extend("<<" + CLOSING_AFTER_MARK.sub("\\1⁄", display_token(token)) + ">>" for _, token in run)
+        else:
+            pieces.append(neutralized(visible("".join(token for _, token in run))))
+    return "".join(pieces)
 
 
 def activation_level(value: float, max_act: float, top: int = 10) -> int:

@@ -219,7 +219,7 @@ class Toolbox:
 
     def token_stats(self, args: FeatureArgs) -> str:
         record = self.bench.record(args.feature)
-        statistics = token_statistics(record.explain, self.bench.corpus)
+        statistics = token_statistics(record, self.bench.corpus)
         def listed(items) -> str:
             return ", ".join(f'"{display_token(e.text)}" x{e.ratio:.0f} ({e.count})' for e in items) or "(none)"
 

@@ -170,6 +170,6 @@ def output_evidence(subject: SubjectModel, source: FeatureSource,
 
     def evidence(record: FeatureRecord) -> Evidence:
         promoted, _ = logit_tokens(subject, source, record.feature, PROMOTED_TOKENS)
-        return Evidence(token_statistics(record.explain, corpus), promoted)
+        return Evidence(token_statistics(record, corpus), promoted)
 
     return evidence

@@ -166,14 +166,16 @@ class OutputExplainer:
 class TokenStatsExplainer:
     name = "token-stats"
     llm_name = ""
-    prompt_hash = ""
+    prompt_hash = "method-2"
+    """It has no prompt: its method's version stands in, so a rerun after the method changed (2: positions marked
+    against the feature's maximum, not each example's peak) relabels instead of finding the old labels done."""
 
     def __init__(self, corpus: CorpusCounts, top: int = 3):
         self.corpus = corpus
         self.top = top
 
     def explain(self, record: FeatureRecord) -> Explanation:
-        statistics = token_statistics(record.explain, self.corpus, self.top)
+        statistics = token_statistics(record, self.corpus, self.top)
         if not statistics.tokens:
             raise FeatureFailure("no activating tokens to count (the feature never fired on the cached corpus)")
         words = ", ".join(json.dumps(display_token(item.text).strip() or display_token(item.text),

@@ -3,18 +3,21 @@ close our delimiters, in a terminal no control character or Rich markup acts, in
 Markdown survives. Checked for arbitrary Unicode, and for the strings a user actually tripped on."""
 
 import io
+import re
 import unicodedata
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.audit.report import html_text, markdown_text
 from agent.views.terminal import plain_console, show_labels
-from evals.records import display_token
+from evals.records import CLOSERS, DELIMITER_NAMES, ActivationRecord, display_token, marked_text
 from tools.text import is_control, visible, visible_lines
 
 HOSTILE = ["[/quote]", "[red]gone[/red]", "a\x1b[2Jb", "carriage\rreturn", "line\u2028sep", "bidi\u202eevil",
            "<script>alert(1)</script>", "| a | b |\n|---|", "tab\there", "\x00\x07\x7f\x85"]
+PROMPTS = Path(__file__).parents[2] / "prompts"
 ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(HOSTILE)
 
 
@@ -26,7 +29,29 @@ def no_controls(text: str) -> bool:
 @given(ANY_TEXT)
 def test_prompt_text_cannot_close_a_delimiter_or_break_a_line(text):
     shown = display_token(text)
-    assert "<" not in shown and ">" not in shown and no_controls(shown)
+    assert not CLOSERS.search(shown) and "<<" not in shown and ">>" not in shown and no_controls(shown)
+    assert shown.replace("‹", "<").replace("›", ">") == visible(text).replace("‹", "<").replace("›", ">")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ANY_TEXT | st.sampled_from(["<", "/", "example", ">", "<<", " </", "EXAMPLE 1>"]), max_size=12))
+def test_tokens_cannot_close_a_delimiter_together(tokens):
+    record = ActivationRecord(tokens, [0.0] * len(tokens))
+    shown = marked_text(record, set())
+    assert not CLOSERS.search(shown) and "<<" not in shown and ">>" not in shown and no_controls(shown)
+    marked = marked_text(record, set(range(0, len(tokens), 2)))
+    assert not re.search(r"<\s*/\s*(?:" + "|".join(DELIMITER_NAMES) + r")\b", marked, re.IGNORECASE)
+
+
+def test_tags_reach_the_llm_as_they_are():
+    assert [display_token(t) for t in ("<html>", "</div>", "<", "a > b")] == ["<html>", "</div>", "<", "a > b"]
+    assert marked_text(ActivationRecord([" <", "html", ">"], [0.0, 3.0, 0.0]), {1}) == " <<<html>>>"
+
+
+def test_every_tag_in_our_prompts_is_a_delimiter_untrusted_text_cannot_close():
+    texts = [path.read_text() for path in PROMPTS.glob("*.md")]
+    tags = {name.lower() for text in texts for name in re.findall(r"</?([A-Za-z_]+)[ >]", text)}
+    assert tags - {"like"} <= set(DELIMITER_NAMES)  # "<<like this>>" is a mark, shown as an example of one
 
 
 @settings(max_examples=300, deadline=None)
