@@ -9,7 +9,7 @@ from evals.stats import bootstrap_interval
 from tools.catalog import Catalog
 
 PRIMARY_METRIC = {"simulation": "pearson", "detection": "auroc", "fuzzing": "auroc", "embedding": "auroc",
-                  "intervention": "auroc"}
+                  "intervention": "auroc", "intruder": "accuracy"}
 """The one metric per scorer that evals compare."""
 
 

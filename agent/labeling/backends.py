@@ -134,6 +134,7 @@ def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder,
     from evals.scorers.detection import DetectionScorer
     from evals.scorers.fuzzing import FuzzingScorer
     from evals.scorers.intervention import InterventionScorer
+    from evals.scorers.intruder import IntruderScorer
     from evals.scorers.simulation import AllAtOnceSimulator, SimulationScorer
 
     makers: dict[str, Callable[[], Scorer]] = {
@@ -144,6 +145,7 @@ def build_scorers(config: LabelConfig, backends: Backends, embedder: Embedder,
         "fuzzing": lambda: FuzzingScorer(backends.get(config.llm), parallel=config.judge_parallel(),
                                          batch=config.effective_judge_batch()),
         "embedding": lambda: EmbeddingScorer(embedder),
+        "intruder": lambda: IntruderScorer(backends.get(config.llm), parallel=config.judge_parallel()),
         "intervention": lambda: InterventionScorer(backends.get(config.llm), needs_steerer(steerer, "intervention"),
                                                    parallel=config.judge_parallel()),
     }

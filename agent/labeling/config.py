@@ -11,7 +11,7 @@ from tools.errors import InterpError
 from tools.llm.urls import public_url
 
 EXPLAINERS = ("oneshot", "evidence", "output", "both", "token-stats")
-SCORERS = ("simulation", "detection", "fuzzing", "embedding", "intervention")
+SCORERS = ("simulation", "detection", "fuzzing", "embedding", "intervention", "intruder")
 MAX_CONCURRENCY = 256
 REQUESTS_PER_RUN = 64
 """A feature's judge calls go out together, as many as keep about this many requests in flight in all."""
@@ -24,7 +24,8 @@ class LabelConfig:
                                        "steered continuations), both (oneshot + output), token-stats (no LLM)")
     scorers: str = option("simulation,detection,embedding",
                           "comma-separated: simulation, detection, fuzzing, embedding, intervention (a judge picks "
-                          "the continuation the feature steered); empty for none")
+                          "the continuation the feature steered), intruder (a judge picks the excerpt where the "
+                          "feature does not fire; scores the feature, not the label); empty for none")
     llm: str = option("local", "local (embedded SmolLM2-135M-Instruct), local:PATH (HF folder or .gguf), openai:MODEL")
     simulator: str = option("", "LLM for simulation (needs token probabilities); empty: --llm (an endpoint simulates "
                                 "from its prompt log-probabilities)")

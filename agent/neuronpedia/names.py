@@ -20,11 +20,12 @@ KNOWN_MODELS = {"openai-community/gpt2": "gpt2-small", "gpt2": "gpt2-small", "ge
                 "google/gemma-3-270m": "gemma-3-270m", "google/gemma-2-2b": "gemma-2-2b",
                 "meta-llama/Llama-3.1-8B": "llama3.1-8b", "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b-it"}
 SCORE_TYPES = {"detection": "eleuther_recall", "fuzzing": "eleuther_fuzz", "embedding": "eleuther_embedding",
-               "simulation": "interp-agent_simulation", "intervention": "interp-agent_intervention"}
+               "simulation": "interp-agent_simulation", "intervention": "interp-agent_intervention",
+               "intruder": "interp-agent_intruder"}
 """Our scorer -> Neuronpedia's ExplanationScoreType.name; the eleuther_* rows exist on Neuronpedia already."""
 NEURONPEDIA_SCORE_TYPES = {"eleuther_recall", "eleuther_fuzz", "eleuther_embedding"}
 PRIMARY_METRIC = {"detection": "balanced_accuracy", "fuzzing": "balanced_accuracy", "embedding": "auroc",
-                  "simulation": "pearson", "intervention": "auroc"}
+                  "simulation": "pearson", "intervention": "auroc", "intruder": "accuracy"}
 """Which of a scorer's metrics is the ExplanationScore's value; all of them go in its jsonDetails."""
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
 

@@ -155,7 +155,8 @@ def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) ->
 # AUROC rather than balanced accuracy for the judges: a biased small judge (P(yes) always above one half)
 # has accuracy 0.50 on every feature while its ranking still tells features apart. Both are in the catalog.
 SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "auroc", "detection AUROC"),
-                 ("fuzzing", "auroc", "fuzzing AUROC"), ("embedding", "auroc", "embedding AUROC"))
+                 ("fuzzing", "auroc", "fuzzing AUROC"), ("embedding", "auroc", "embedding AUROC"),
+                 ("intruder", "accuracy", "intruder accuracy (chance 0.2)"))
 
 
 def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: dict[str, str] | None = None) -> None:

@@ -16,7 +16,7 @@ class ScoreError(FeatureFailure):
 class Score:
     scorer: str
     metric: str
-    """pearson | balanced_accuracy | auroc"""
+    """pearson | balanced_accuracy | auroc | accuracy | p_intruder"""
     value: float
     n: int
     """Held-out examples the value rests on."""

@@ -148,3 +148,17 @@ def test_the_rule_servers_split_tokenizing_gives_the_tokens_of_the_whole_prompt(
         assert ("fires" in engine.rule_prompt(prompt).kinds) is False  # the last listing holds no paris
         first_alone = engine.rule_prompt(simulator.prefix(explanation) + "".join(simulator.listing(["paris"])))
         assert ("fires" in first_alone.kinds) is described and ("uniform" in first_alone.kinds) is not described
+
+
+@pytest.mark.parametrize("without, from_probabilities", [("", True), ("chat_logprobs", False)])
+def test_the_intruder_judge_reads_its_pick_from_the_answer_logprobs(bpe_model, without, from_probabilities):
+    """The rule server names the excerpt whose marks its rule does not fire on: the intruder, every round."""
+    from evals.scorers.intruder import IntruderScorer
+
+    options = [*RULE, "--without", without] if without else RULE
+    with vllm_server(bpe_model, *options) as url:
+        chat = endpoint(url)
+        accuracy, p_intruder = IntruderScorer(chat, rounds=8, parallel=4).score("unused", paris_record()).scores
+    assert accuracy.value == 1.0 and p_intruder.value == pytest.approx(1.0)
+    assert accuracy.details["probabilities"] == (8 if from_probabilities else 0)
+    assert accuracy.details["text_answers"] == (0 if from_probabilities else 8)

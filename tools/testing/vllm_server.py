@@ -182,7 +182,8 @@ class Engine:
         """An explainer's answer (the prompt ends asking for one): the rule's description, the first marked
         words and how many differ, nearly always a text of its own for each feature as a real LLM's is (so
         the explanations' embeddings for search are computed, not found in the embedder's cache). A judge's
-        answer by the rule: one digit per numbered excerpt, or Yes/No for a single one."""
+        answer by the rule: one digit per numbered excerpt, or Yes/No for a single one; an intruder judge's,
+        the number of the excerpt whose marks the rule does not fire on."""
         assert self.rule is not None
         if text.rstrip().endswith("Explanation:"):
             marked = list(dict.fromkeys(token.strip() for token in re.findall(r"<<(.+?)>>", text)))
@@ -190,6 +191,9 @@ class Engine:
             return f"{self.description}, as in {shown or 'nothing'}, one of {len(marked)} marked words"
         described = self.description in text
         blocks = re.findall(r"<example (\d+)>\n(.*?)\n</example \1>", text, re.S)
+        if blocks and "intruder" in text:  # the excerpt whose marked tokens the rule does not fire on
+            odd = [n for n, b in blocks if not any(self.rule.search(m) for m in re.findall(r"<<(.+?)>>", b))]
+            return (odd or [blocks[0][0]])[0]
         if blocks:
             return "[" + ", ".join("1" if described and self.rule.search(b) else "0" for _, b in blocks) + "]"
         return "Yes" if described and self.rule.search(text.rsplit("<example>", 1)[-1]) else "No"
