@@ -9,10 +9,12 @@ both labeled and scored are compared, pair by pair.
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from evals.control import newest_control
 from evals.tables import PRIMARY_METRIC, EvalRow, Labels, read_labels, row
 from tools.catalog import Catalog
 from tools.errors import InterpError
@@ -66,6 +68,14 @@ def paired_rows(first: Labels, second: Labels, names: tuple[str, str], scorers: 
     return rows
 
 
+def control_rows(control: list[dict], scorers: list[str]) -> list[EvalRow]:
+    """The set's random-model control beside the compared scores: each scorer's control mean, with its interval."""
+    return [EvalRow(f"control: {c['explainer']} on {c['control_set']}", f"{c['scorer']} {c['metric']}",
+                    c["control"]["mean"], c["control"]["n"], c["control"].get("mean_low", math.nan),
+                    c["control"].get("mean_high", math.nan))
+            for c in control if c["scorer"] in scorers and c["metric"] == PRIMARY_METRIC[c["scorer"]]]
+
+
 @dataclasses.dataclass
 class Comparison:
     run_id: str
@@ -85,8 +95,9 @@ def run_compare(catalog_path: Path, set_ref: str, first: str, second: str, score
         if configs[0] == configs[1]:
             raise InterpError(f"'{first}' and '{second}' are the same configuration; compare two different ones")
         labels = [read_labels(catalog, set_id, *config) for config in configs]
+        control = newest_control(catalog, set_id)
     names = (label_of(configs[0]), label_of(configs[1]))
-    rows = paired_rows(labels[0], labels[1], names, scorers, seed)
+    rows = paired_rows(labels[0], labels[1], names, scorers, seed) + control_rows(control, scorers)
     with Catalog.run(catalog_path, "eval", {"eval": "compare", "feature_set": set_id, "a": list(configs[0]),
                                             "b": list(configs[1]), "scorers": scorers, "seed": seed}) as run_id:
         with Catalog(catalog_path) as catalog:

@@ -8,11 +8,13 @@ distributions, the difference of their means with a 95% bootstrap interval (trai
 resampled independently), and the share of trained features scoring above the control's 95th percentile,
 with its interval. Every metric here is higher-is-better (Pearson r, AUROC, accuracy, P(intruder))."""
 
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from evals.stats import percentiles
+from tools.catalog import Catalog
 
 RESAMPLES = 2000
 
@@ -25,11 +27,17 @@ class Distribution:
     median: float
     q75: float
     p95: float
+    mean_low: float
+    mean_high: float
+    """95% bootstrap interval of the mean."""
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "Distribution":
+    def of(cls, values: np.ndarray, draws: np.ndarray) -> "Distribution":
+        """`draws`: [resamples, n] resamples of `values`."""
         q25, median, q75, p95 = percentiles(values, [0.25, 0.5, 0.75, 0.95])
-        return cls(len(values), float(values.mean()), float(q25), float(median), float(q75), float(p95))
+        low, high = percentiles(draws.mean(axis=1), [0.025, 0.975])
+        return cls(len(values), float(values.mean()), float(q25), float(median), float(q75), float(p95), float(low),
+                   float(high))
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,22 @@ def compare_to_control(scorer: str, metric: str, trained: np.ndarray, control: n
     shares = (trained_draws > control_p95).mean(axis=1)
     low, high = percentiles(differences, [0.025, 0.975])
     above_low, above_high = percentiles(shares, [0.025, 0.975])
-    control_summary = Distribution.of(control)
-    return ControlComparison(scorer, metric, Distribution.of(trained), control_summary,
+    control_summary = Distribution.of(control, control_draws)
+    return ControlComparison(scorer, metric, Distribution.of(trained, trained_draws), control_summary,
                              float(trained.mean() - control.mean()), float(low), float(high),
                              float((trained > control_summary.p95).mean()), float(above_low), float(above_high))
+
+
+def newest_control(catalog: Catalog, set_id: str) -> list[dict]:
+    """The newest random-model control of the set (`interp eval control`): one row per scorer and metric, with
+    both distributions, the difference and its interval, and whether that interval includes 0. None in a
+    catalog from before evals (schema 2, opened read-only)."""
+    tables = catalog.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'evals'").fetchone()
+    if not tables or not tables[0]:
+        return []
+    rows = catalog.all_rows(
+        "WITH newest AS (SELECT run_id FROM evals WHERE eval = 'control' AND details->>'feature_set' = ? "
+        "ORDER BY created_at DESC LIMIT 1) SELECT e.run_id, e.value, e.ci_low, e.ci_high, e.details, e.created_at "
+        "FROM evals e JOIN newest USING (run_id) ORDER BY e.subject, e.metric", [set_id])
+    return [json.loads(row["details"]) | {key: row[key] for key in ("run_id", "value", "ci_low", "ci_high",
+                                                                     "created_at")} for row in rows]

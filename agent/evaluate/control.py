@@ -3,7 +3,7 @@
 The control is built from the set's own recipe: the same model spec with `random:SEED:` in front (a copy
 with the same architecture and config, weights from the architecture's initializer; tools/model/randomized.py),
 cached on the same corpus, tokens, windows and hook with the same cache settings. For an SAE or transcoder
-set, the same architecture is first trained on the random model's activations (tools/evaluate/control_coders.py).
+set, the same architecture is first trained on the random model's activations (control_coders.py).
 A seeded sample of features live in both sets is then labeled in each by the same explainer and scorers,
 through the ordinary resumable label pipeline, and every (scorer, metric) is compared (evals/control.py).
 The rows go into the `evals` table under a run whose config names both sets, which is how the feature-set

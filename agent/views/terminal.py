@@ -140,15 +140,18 @@ def table_console() -> Console:
     return console if console.is_terminal else plain_console(width=120)
 
 
-def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None) -> str:
-    """The newest score of this scorer (by this scorer LLM, when given) for one metric."""
+def score_cell(scores: list[dict], scorer: str, metric: str, llm: str | None, control: float | None = None) -> str:
+    """The newest score of this scorer (by this scorer LLM, when given) for one metric, marked when its interval
+    includes `control`, the random-model control's mean."""
     for score in scores or []:
         if score["scorer"] != scorer or (llm is not None and score.get("llm") != llm):
             continue
         if score["status"] == "failed":
             return "failed"
         if score["metric"] == metric:
-            return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
+            within = control is not None and score["ci_low"] <= control <= score["ci_high"]
+            marked = " ≈ control" if within else ""
+            return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]{marked}"
     return ""
 
 
@@ -159,10 +162,13 @@ SCORE_COLUMNS = (("simulation", "pearson", "simulation r"), ("detection", "auroc
                  ("intruder", "accuracy", "intruder accuracy (chance 0.2)"))
 
 
-def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: dict[str, str] | None = None) -> None:
+def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: dict[str, str] | None = None,
+                control: dict[str, float] | None = None) -> None:
     """One line per feature: its explanation (or why it failed) and each score with its 95% interval;
-    `scorer_llms` picks, for each scorer, the scores its LLM gave when several simulators scored one label."""
-    scorer_llms = scorer_llms or {}
+    `scorer_llms` picks, for each scorer, the scores its LLM gave when several simulators scored one label;
+    `control` ({'scorer metric': mean}, the set's random-model control) marks a score whose interval includes
+    the control's mean as '≈ control'."""
+    scorer_llms, control = scorer_llms or {}, control or {}
     console = table_console()
     table = Table(title=title)
     table.add_column("feature", justify="right")
@@ -173,7 +179,8 @@ def show_labels(rows: list[dict], title: str, scorers: list[str], scorer_llms: d
     for row in rows:
         text = visible(row["text"] if row["status"] == "ok" else f"failed: {row['error']}")
         table.add_row(str(row["feature"]), text,
-                      *(score_cell(row["scores"], s, m, scorer_llms.get(s)) for s, m, _ in columns))
+                      *(score_cell(row["scores"], s, m, scorer_llms.get(s), control.get(f"{s} {m}"))
+                        for s, m, _ in columns))
     console.print(table)
     failures = {score["error"] for row in rows for score in row["scores"] or [] if score["status"] == "failed"}
     for error in sorted(failures):

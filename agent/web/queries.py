@@ -94,9 +94,11 @@ def features_page(catalog: Catalog, set_id: str, query: FeatureFilter, known_met
                 "AND status = 'ok' AND ($explainer IS NULL OR explainer = $explainer)"
                 + (" AND feature IN (SELECT feature FROM page)" if of_page else "") + " GROUP BY feature)")
 
-    score = ("(SELECT explanation_id, avg(value) AS score FROM scores WHERE scorer = $scorer AND metric = $metric "
-             "AND status = 'ok' GROUP BY explanation_id)" if chosen and has_labels
-             else "(SELECT NULL AS explanation_id, NULL::DOUBLE AS score WHERE false)")
+    score = ("(SELECT explanation_id, avg(value) AS score, avg(ci_low) AS ci_low, avg(ci_high) AS ci_high FROM scores "
+             "WHERE scorer = $scorer AND metric = $metric AND status = 'ok' GROUP BY explanation_id)"
+             if chosen and has_labels else
+             "(SELECT NULL AS explanation_id, NULL::DOUBLE AS score, NULL::DOUBLE AS ci_low, NULL::DOUBLE AS ci_high "
+             "WHERE false)")
     on_features: list[str] = ["f.feature_set_id = $set"]
     on_labels: list[str] = []
     conditions = (("max_act_min", "f.max_act >= $max_act_min", on_features),
@@ -124,13 +126,14 @@ def features_page(catalog: Catalog, set_id: str, query: FeatureFilter, known_met
         # those 100 only, instead of every explanation of a 100k-feature set.
         body = f"FROM features f WHERE {' AND '.join(on_features)}"
         sql = (f"WITH page AS (SELECT f.feature, f.max_act, f.density {body} {ordering} LIMIT $limit OFFSET $offset) "
-               f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score FROM page f "
+               f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score, s.ci_low, s.ci_high FROM page f "
                f"LEFT JOIN {latest(of_page=True)} l USING (feature) LEFT JOIN {score} s USING (explanation_id) "
                f"{ordering}")
     else:
         body = (f"FROM features f LEFT JOIN {latest(of_page=False)} l USING (feature) LEFT JOIN {score} s "
                 f"USING (explanation_id) WHERE {' AND '.join(on_features + on_labels)}")
-        sql = (f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score {body} {ordering} "
+        sql = (f"SELECT f.feature, f.max_act, f.density, l.text, l.explainer, s.score, s.ci_low, s.ci_high {body} "
+               f"{ordering} "
                "LIMIT $limit OFFSET $offset")
     count_params = {key: value for key, value in params.items() if f"${key}" in body}
     total = catalog.con.execute(f"SELECT count(*) {body}", count_params).fetchall()[0][0]

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +104,42 @@ def test_control_labels_the_same_sample_on_both_sides_and_records_the_comparison
     again = run_control(CONFIG, "mlp.1", cached, sample=12, model_seed=7, progress=False, llm_factory=factory)
     assert again.control_set_id == result.control_set_id and again.features == result.features
     assert [c.difference for c in again.comparisons] == [c.difference for c in result.comparisons]
+    shown_beside_the_scores(cached, result, simulation, capsys)
+
+
+def shown_beside_the_scores(catalog: Path, result, simulation, capsys) -> None:
+    """The feature-set page, `interp eval compare` and `interp label` show the control; a score whose interval
+    includes the control's mean is marked."""
+    from fastapi.testclient import TestClient
+
+    from agent.web.app import create_app
+
+    page = TestClient(create_app(catalog)).get(f"/sets/{result.set_id}", params={"metric": "simulation pearson"})
+    assert page.status_code == 200 and "Random-model control" in page.text and result.control_set_id in page.text
+    assert f"{simulation.control.mean:.2f} [" in page.text
+    with Catalog(catalog, read_only=True) as opened:
+        intervals = dict(((feature, (low, high)) for feature, low, high in opened.con.execute(
+            "SELECT e.feature, s.ci_low, s.ci_high FROM scores s JOIN explanations e USING (explanation_id) WHERE "
+            "e.feature_set_id = ? AND s.scorer = 'simulation' AND s.status = 'ok'", [result.set_id]).fetchall()))
+    within = {f for f, (low, high) in intervals.items() if low <= simulation.control.mean <= high}
+    assert page.text.count("≈ control</span>") == len({f for f in within if f < 100})  # the first page's
+    empty = TestClient(create_app(catalog)).get(f"/sets/{result.control_set_id}")
+    assert "None yet. <code>interp eval control" in empty.text
+
+    from agent.views.terminal import show_labels
+    from evals.compare import control_rows
+    from evals.control import newest_control
+
+    with Catalog(catalog, read_only=True) as opened:
+        control = newest_control(opened, result.set_id)
+        rows = opened.label_summary(result.set_id, "token-stats", "", "method-2", result.features)
+    capsys.readouterr()
+    show_labels(rows, "labels", ["simulation"], None, {"simulation pearson": simulation.control.mean})
+    assert capsys.readouterr().out.count("≈ control") == len(within)
+    (row,) = control_rows(control, ["simulation", "embedding"])  # embedding scored too few features here
+    assert (row.subject, row.metric, row.value) == (f"control: token-stats on {result.control_set_id}",
+                                                    "simulation pearson", simulation.control.mean)
+    assert row.ci_low <= row.value <= row.ci_high
 
 
 def test_control_of_a_set_without_a_model_is_refused_in_one_line(tmp_path, tiny_models, text_corpus):
@@ -111,3 +148,46 @@ def test_control_of_a_set_without_a_model_is_refused_in_one_line(tmp_path, tiny_
                  "--tokens", "2000", "--window", "16", "--catalog", str(path), "--no-progress"]) == 0
     with pytest.raises(InterpError, match="no model to randomize"):
         run_control(CONFIG, "planted", path, progress=False)
+
+
+def test_control_of_an_sae_set_trains_the_same_width_on_the_random_model(tmp_path, tiny_models, text_corpus,
+                                                                         monkeypatch):
+    """A ReLU SAE's control is a TopK SAE of its width with k its mean L0, trained once and then reused."""
+    from tools.sae.formats import load_sae
+    from tools.testing.tiny import random_sae
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "models"))
+    sae = random_sae(32, 64, "resid_post.1", seed=2)
+    sae.b_enc.zero_()
+    catalog = tmp_path / "c.duckdb"
+    assert main(["sae", "load", str(sae.save_saelens(tmp_path / "sae")), "--model", str(tiny_models["llama"]),
+                 "--corpus", str(text_corpus), "--tokens", "1500", "--window", "16", "--device", "cpu", "--catalog",
+                 str(catalog), "--no-progress"]) == 0
+    result = run_control(CONFIG, "resid_post.1-sae", catalog, sample=8, model_seed=7, progress=False,
+                         llm_factory=factory)
+    with Catalog(catalog, read_only=True) as opened:
+        control_set = opened.feature_set(result.control_set_id)
+    coder = Path(control_set["source_path"])
+    assert coder.parent.parent.name == "c.duckdb.controls" and control_set["kind"] == "sae"
+    trained = load_sae(coder)
+    assert (trained.d_sae, trained.hook, trained.activation) == (64, "resid_post.1", "topk")
+    assert json.loads((coder / "cfg.json").read_text())["metadata"]["model_name"].startswith("random:7:")
+    written = (coder / "sae_weights.safetensors").stat().st_mtime_ns
+    again = run_control(CONFIG, "resid_post.1-sae", catalog, sample=8, model_seed=7, progress=False,
+                        llm_factory=factory)
+    assert again.control_set_id == result.control_set_id
+    assert (coder / "sae_weights.safetensors").stat().st_mtime_ns == written  # trained once
+
+
+def test_control_of_a_transcoder_layer_trains_that_layers_transcoder(tmp_path, tiny_models, monkeypatch):
+    from tests.tracing import transcoder_catalog
+    from tools.sae.formats import load_sae
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "models"))
+    catalog, _ = transcoder_catalog(tiny_models["llama"], tmp_path, layer=1, label=False)
+    result = run_control(CONFIG, "mlp_in.1", catalog, sample=6, model_seed=7, progress=False, llm_factory=factory)
+    with Catalog(catalog, read_only=True) as opened:
+        control_set = opened.feature_set(result.control_set_id)
+    coder = load_sae(control_set["source_path"], hook="mlp_in.1", layer=1)
+    assert (control_set["kind"], coder.d_sae, coder.k, coder.W_skip is not None) == ("transcoder", 48, 4, True)
+    assert len(result.features) == 6 and result.comparisons

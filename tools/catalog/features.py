@@ -73,7 +73,8 @@ class FeatureTables(RunTables):
         in the table is complete: its row is written with its run's end). A hook that names several sets
         says on the log which one it took, so following the docs after a second `interp cache` of the same
         hook works, and says so, rather than stopping at "ambiguous". A hook never names the cache of a
-        random-model control (`interp eval control`) while a trained model's set of that hook exists."""
+        random-model control (`interp eval control`) while a trained model's set of that hook exists, nor does an id
+        prefix that one trained model's set shares with controls."""
         matches = self.all_rows(
             "SELECT f.*, m.name AS model FROM feature_sets f JOIN models m USING (model_id) "
             "WHERE f.feature_set_id = ? OR starts_with(f.feature_set_id, ?) OR f.hook = ? "
@@ -92,6 +93,9 @@ class FeatureTables(RunTables):
             return same_hook[0]
         if len(matches) == 1:
             return matches[0]
+        trained_matches = [m for m in matches if not m["model"].startswith(RANDOM_MODEL_PREFIX)]
+        if len(trained_matches) == 1:
+            return trained_matches[0]
         known = ", ".join(row["feature_set_id"] for row in self.feature_sets()) or "none yet; run `interp cache`"
         if not matches:
             raise InterpError(f"no feature set '{ref}' in catalog '{self.path}'; known: {known}")

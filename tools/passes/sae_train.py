@@ -204,8 +204,9 @@ def activation_buffers(subject: SubjectModel, hook: HookPoint, windows: torch.Te
         yield torch.cat(pending)
 
 
-def run_sae_train(config: TrainConfig, progress: bool = True) -> tuple[Path, TrainStats]:
-    """Train on the corpus's train part and write the SAE in SAELens format to `config.out`."""
+def run_sae_train(config: TrainConfig, progress: bool = True, d_sae: int | None = None) -> tuple[Path, TrainStats]:
+    """Train on the corpus's train part and write the SAE in SAELens format to `config.out`; `d_sae` sets the
+    width where it is not a multiple of the input's (a random-model control matching another SAE's)."""
     config.validate()
     out = Path(config.out)
     if out.exists() and any(out.iterdir()):
@@ -213,13 +214,14 @@ def run_sae_train(config: TrainConfig, progress: bool = True) -> tuple[Path, Tra
     subject = load_subject_model(config.model, config.device, config.dtype)
     hook = parse_hook(config.hook, n_layers(subject.model))
     d_in = hook_width(subject.model, hook)
+    d_sae = d_sae or config.expansion * d_in
     # The budget counts real tokens, so take enough windows to cover BOS and separators too.
     window_config = dataclasses.replace(config, tokens=int(config.tokens * 1.1) + config.buffer_tokens)
     windows = prepare_windows(window_config, subject, part="train")
-    log.info(f"training a TopK SAE ({config.expansion * d_in} latents, k={config.k}) at {hook.name} of "
+    log.info(f"training a TopK SAE ({d_sae} latents, k={config.k}) at {hook.name} of "
           f"{config.model} on {config.tokens:,} tokens")
     buffers = activation_buffers(subject, hook, windows, config.model_batch_size, config.buffer_tokens)
-    sae, stats = train_topk_sae(buffers, config.expansion * d_in, config.k, config.tokens, config.batch_tokens,
+    sae, stats = train_topk_sae(buffers, d_sae, config.k, config.tokens, config.batch_tokens,
                                 config.lr, config.auxk_alpha, config.dead_tokens, config.seed, progress)
     if stats.tokens < config.tokens:
         log.info(f"note: the corpus's train part ran out after {stats.tokens:,} tokens")

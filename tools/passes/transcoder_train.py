@@ -131,10 +131,11 @@ class TranscoderSetTrainer:
     """One TopKTrainer per layer, made from the first buffer with its layer's input and output scales, and the
     generator that shuffles every buffer."""
 
-    def __init__(self, config: TranscoderTrainConfig, layers: list[int], d_model: int, device: torch.device):
+    def __init__(self, config: TranscoderTrainConfig, layers: list[int], d_model: int, device: torch.device,
+                 d_tc: int | None = None):
         self.config = config
         self.layers = layers
-        self.d_tc = config.expansion * d_model
+        self.d_tc = d_tc or config.expansion * d_model
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.trainers: dict[int, TopKTrainer] = {}
         self.scales: dict[int, tuple[float, float]] = {}
@@ -218,8 +219,10 @@ def prepare_out(config: TranscoderTrainConfig) -> Path:
     return out
 
 
-def run_transcoder_train(config: TranscoderTrainConfig, progress: bool = True) -> TranscoderTrainResult:
-    """Train and write the set to `config.out`, resuming an interrupted run of the same config."""
+def run_transcoder_train(config: TranscoderTrainConfig, progress: bool = True,
+                         d_tc: int | None = None) -> TranscoderTrainResult:
+    """Train and write the set to `config.out`, resuming an interrupted run of the same config; `d_tc` sets the
+    width where it is not a multiple of the input's (a random-model control matching another set's)."""
     config.validate()
     out = prepare_out(config)
     subject = load_subject_model(config.model, config.device, config.dtype)
@@ -227,7 +230,7 @@ def run_transcoder_train(config: TranscoderTrainConfig, progress: bool = True) -
     d_model = hook_width(subject.model, HookPoint("mlp_in", layers[0]))
     window_config = dataclasses.replace(config, tokens=int(config.tokens * 1.1) + config.buffer_tokens)
     windows = prepare_windows(window_config, subject, part="train")  # type: ignore[arg-type]
-    trainer = TranscoderSetTrainer(config, layers, d_model, subject.device)
+    trainer = TranscoderSetTrainer(config, layers, d_model, subject.device, d_tc)
     checkpoint = out / CHECKPOINT
     if checkpoint.exists():
         trainer.load_state_dict(load_checkpoint(checkpoint, subject.device), d_model, subject.device)
