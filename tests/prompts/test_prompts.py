@@ -10,7 +10,8 @@ def test_every_shipped_prompt_has_a_version_a_hash_and_renders():
     names = sorted(p.stem for p in PROMPTS_DIR.glob("*.md"))
     assert names == ["agent_system", "ask_answer", "ask_system", "ask_texts", "audit_texts", "detect", "detect_batch",
                      "explain", "explain_both", "explain_evidence", "explain_output", "fuzz", "fuzz_batch",
-                     "intervene", "investigate_hypothesis", "investigate_revise", "mcp_investigate", "simulate"]
+                     "intervene", "intruder", "investigate_hypothesis", "investigate_revise", "mcp_investigate",
+                     "simulate"]
     for name in names:
         prompt = load_prompt(name)
         assert prompt.version >= 1 and len(prompt.sha256) == 16 and prompt.ref == f"{name}@v{prompt.version}"
