@@ -72,8 +72,8 @@ def trained_control_coder(feature_set: dict, config: CacheConfig, random_model: 
     if coder.activation != "topk":
         log.info(f"the set's coder is {coder.activation}; its control is TopK with k={k}, the set's mean L0 on the "
                  "cached corpus (our trainers train TopK)")
-    log.info(f"training the control's coder: {coder.d_sae} latents, k={k}, at {hook}, on "
-             f"{f'{tokens:,}' if tokens else 'the trainer default of'} tokens of {random_model}")
+    budget = f"{tokens:,} tokens (as the set's coder)" if tokens else "the trainer's default token budget"
+    log.info(f"training the control's coder: {coder.d_sae} latents, k={k}, at {hook}, on {budget} of {random_model}")
     if coder.is_transcoder:
         from tools.passes.transcoder_train import run_transcoder_train
 

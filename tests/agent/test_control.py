@@ -123,8 +123,7 @@ def shown_beside_the_scores(catalog: Path, result, simulation, capsys) -> None:
             "e.feature_set_id = ? AND s.scorer = 'simulation' AND s.status = 'ok'", [result.set_id]).fetchall()))
     within = {f for f, (low, high) in intervals.items() if low <= simulation.control.mean <= high}
     assert page.text.count("≈ control</span>") == len({f for f in within if f < 100})  # the first page's
-    empty = TestClient(create_app(catalog)).get(f"/sets/{result.control_set_id}")
-    assert "None yet. <code>interp eval control" in empty.text
+    assert "This set is itself a control" in TestClient(create_app(catalog)).get(f"/sets/{result.control_set_id}").text
 
     from agent.views.terminal import show_labels
     from evals.compare import control_rows
