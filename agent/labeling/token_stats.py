@@ -66,7 +66,7 @@ def most_enriched(weights: Mapping[str, float], counts: Counter, corpus: Counter
         corpus_share = (corpus[text] + 1) / (total_corpus + vocabulary)
         ratio = share / corpus_share
         if ratio > 1:
-            ranked.append((share * math.log(ratio), Enriched(text, counts[text], ratio, weight)))
+            ranked.append((share * math.log(ratio), Enriched(text, counts[text], weight=weight, ratio=ratio)))
     ranked.sort(key=lambda pair: (-pair[0], pair[1].text))
     return [item for _, item in ranked]
 

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from agent.labeling.explainers import Evidence, OneShotExplainer, TokenStatsExplainer
 from agent.labeling.token_stats import CorpusCounts, token_statistics
@@ -75,6 +76,7 @@ def test_token_statistics_lead_a_dense_feature_with_what_its_top_fires_on():
     corpus.tokens.update({",": 400, " is": 400, " and": 400, " to": 400})
     statistics = token_statistics(dense_comma_record(), corpus)
     assert statistics.tokens[0].text == "," and statistics.tokens[0].count == 4
+    assert statistics.tokens[0].weight == pytest.approx(sum(np.linspace(9.3, 7.0, 4)) / 9.3)
     assert {item.text for item in statistics.tokens} == {","}  # the weak peaks are below half the feature's max
     assert TokenStatsExplainer(corpus).explain(dense_comma_record()).text.startswith('the tokens ","')
 
