@@ -191,7 +191,7 @@ class Engine:
             return f"{self.description}, as in {shown or 'nothing'}, one of {len(marked)} marked words"
         described = self.description in text
         blocks = re.findall(r"<example (\d+)>\n(.*?)\n</example \1>", text, re.S)
-        if blocks and "intruder" in text:  # the excerpt whose marked tokens the rule does not fire on
+        if blocks and "Which excerpt is the intruder?" in text:  # the one whose marks the rule does not fire on
             odd = [n for n, b in blocks if not any(self.rule.search(m) for m in re.findall(r"<<(.+?)>>", b))]
             return (odd or [blocks[0][0]])[0]
         if blocks:
