@@ -90,8 +90,7 @@ def newest_control(catalog: Catalog, set_id: str) -> list[dict]:
     """The newest random-model control of the set (`interp eval control`): one row per scorer and metric, with
     both distributions, the difference and its interval, and whether that interval includes 0. None in a
     catalog from before evals (schema 2, opened read-only)."""
-    tables = catalog.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'evals'").fetchone()
-    if not tables or not tables[0]:
+    if not catalog.has_table("evals"):
         return []
     rows = catalog.all_rows(
         "WITH newest AS (SELECT run_id FROM evals WHERE eval = 'control' AND details->>'feature_set' = ? "
@@ -99,3 +98,8 @@ def newest_control(catalog: Catalog, set_id: str) -> list[dict]:
         "FROM evals e JOIN newest USING (run_id) ORDER BY e.subject, e.metric", [set_id])
     return [json.loads(row["details"]) | {key: row[key] for key in ("run_id", "value", "ci_low", "ci_high",
                                                                      "created_at")} for row in rows]
+
+
+def control_means(control: list[dict]) -> dict[str, float]:
+    """{'scorer metric': the control's mean} of `newest_control`'s rows: what a score's interval is held to."""
+    return {f"{c['scorer']} {c['metric']}": c["control"]["mean"] for c in control}

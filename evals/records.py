@@ -97,10 +97,11 @@ MARK_FRACTION = 0.5
 
 DELIMITER_NAMES = ("example", "continuation", "tool_result", "text", "measurements", "start", "end")
 """Every tag that our prompts and tool results wrap untrusted text in (a test holds prompts/ to this list)."""
-CLOSERS = re.compile(r"<{2,}|>{2,}|<(?=\s*/?\s*(?:" + "|".join(DELIMITER_NAMES) + r")\b)", re.IGNORECASE)
+DELIMITER = "(?:" + "|".join(DELIMITER_NAMES) + r")\b"
+CLOSERS = re.compile(r"<{2,}|>{2,}|<(?=\s*/?\s*" + DELIMITER + ")", re.IGNORECASE)
 """What in untrusted text could open or close our <<marks>>, or open or close one of our delimiters."""
 NEUTRAL = str.maketrans({"<": "‹", ">": "›"})
-CLOSING_AFTER_MARK = re.compile(r"\A(\s*)/(?=\s*(?:" + "|".join(DELIMITER_NAMES) + r")\b)", re.IGNORECASE)
+CLOSING_AFTER_MARK = re.compile(r"\A(\s*)/(?=\s*" + DELIMITER + ")", re.IGNORECASE)
 """A marked token that would make a closing tag with the `<` of our own `<<`: its slash is shown as ⁄."""
 
 

@@ -39,7 +39,7 @@ def command_label(args: argparse.Namespace) -> None:
     quiet_transformers()
     from agent.labeling.pipeline import run_label
     from agent.views.terminal import dollars, print_token_usage, show_labels
-    from evals.control import newest_control
+    from evals.control import control_means, newest_control
     from tools.catalog import Catalog
 
     config = config_from_args(LabelConfig, args)
@@ -61,8 +61,8 @@ def command_label(args: argparse.Namespace) -> None:
         rows = catalog.label_summary(result.feature_set_id, explainer.name, explainer.llm_name,
                                      explainer.prompt_hash, result.targets)
         usage_rows = catalog.token_usage(result.run_id)
-        control = {f"{c['scorer']} {c['metric']}": c["control"]["mean"]
-                   for c in newest_control(catalog, result.feature_set_id) if c["explainer"] == explainer.name}
+        control = control_means([c for c in newest_control(catalog, result.feature_set_id)
+                                 if c["explainer"] == explainer.name])
     usage = result.usage
     minutes = result.seconds / 60
     prices = config.prices()

@@ -83,7 +83,7 @@ def run_control(config: LabelConfig, set_ref: str, catalog_path: Path, sample: i
         feature_set = catalog.feature_set(set_ref)
         set_id = feature_set["feature_set_id"]
         run = catalog.run_row(feature_set["run_id"])
-    run_config = json.loads(run["config"]) if run and isinstance(run["config"], str) else (run or {}).get("config")
+    run_config = json.loads(run["config"]) if run else {}  # DuckDB gives a JSON column as its text
     if not run_config or "tokens" not in run_config:
         raise InterpError(f"feature set {set_id} has no cache run to repeat on a random model (was it imported?)")
     cache_config = control_cache_config(feature_set, run_config, model_seed, catalog_path, progress)

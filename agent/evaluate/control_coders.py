@@ -4,7 +4,7 @@ tokens as the set's own coder recorded training on (else the trainer's default).
 
 Our trainers train TopK coders. A ReLU or JumpReLU coder's control is a TopK one of the same width whose k is
 the set's own mean L0 on the cached corpus, the nearest architecture we train; the log says so. A trained
-control coder is kept beside the catalog (`<catalog>.controls/`), written to a staging folder and renamed,
+control coder is kept beside the catalog (`<catalog>.controls/`) and built once (tools.folders.built_once),
 so a rerun reuses it and an interrupted training never looks finished.
 """
 
@@ -12,12 +12,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from tools.configs import CacheConfig, TrainConfig, TranscoderTrainConfig
 from tools.errors import InterpError
+from tools.folders import built_once
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,9 @@ def trained_control_coder(feature_set: dict, config: CacheConfig, random_model: 
                           "trains one like it, so it needs that file or folder")
     hook = feature_set["hook"]
     coder = load_sae(source, hook=hook, layer=layer_of(hook))
-    folder = control_folder(Path(catalog_path), feature_set["source_sha256"], random_model)
-    finished = folder / "coder"
+    finished = control_folder(Path(catalog_path), feature_set["source_sha256"], random_model) / "coder"
     if finished.exists():
         return finished
-    staging = folder / "staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    common: dict[str, Any] = {"model": random_model, "corpus": config.corpus, "text_column": config.text_column,
-                              "window": config.window, "bos": config.bos, "seed": config.seed,
-                              "device": config.device, "dtype": config.dtype, "out": str(staging)}
     tokens = recorded_training_tokens(source)
     k = int(coder.k or 0) if coder.activation == "topk" else max(1, round(mean_l0(catalog_path,
                                                                                   feature_set["feature_set_id"])))
@@ -74,18 +67,23 @@ def trained_control_coder(feature_set: dict, config: CacheConfig, random_model: 
                  "cached corpus (our trainers train TopK)")
     budget = f"{tokens:,} tokens (as the set's coder)" if tokens else "the trainer's default token budget"
     log.info(f"training the control's coder: {coder.d_sae} latents, k={k}, at {hook}, on {budget} of {random_model}")
-    if coder.is_transcoder:
-        from tools.passes.transcoder_train import run_transcoder_train
 
-        transcoder_config = TranscoderTrainConfig(**common, layers=str(layer_of(hook)), k=k,
-                                                  skip=coder.W_skip is not None)
-        run_transcoder_train(dataclasses.replace(transcoder_config, tokens=tokens) if tokens else transcoder_config,
-                             progress, d_tc=coder.d_sae)
-    else:
-        from tools.passes.sae_train import run_sae_train
+    def train(staging: Path) -> None:
+        common: dict[str, Any] = {"model": random_model, "corpus": config.corpus, "text_column": config.text_column,
+                                  "window": config.window, "bos": config.bos, "seed": config.seed,
+                                  "device": config.device, "dtype": config.dtype, "out": str(staging)}
+        if coder.is_transcoder:
+            from tools.passes.transcoder_train import run_transcoder_train
 
-        sae_config = TrainConfig(**common, hook=hook, expansion=1, k=k)
-        run_sae_train(dataclasses.replace(sae_config, tokens=tokens) if tokens else sae_config, progress,
-                      d_sae=coder.d_sae)
-    staging.rename(finished)
-    return finished
+            transcoder_config = TranscoderTrainConfig(**common, layers=str(layer_of(hook)), k=k,
+                                                      skip=coder.W_skip is not None)
+            run_transcoder_train(dataclasses.replace(transcoder_config, tokens=tokens) if tokens
+                                 else transcoder_config, progress, d_tc=coder.d_sae)
+        else:
+            from tools.passes.sae_train import run_sae_train
+
+            sae_config = TrainConfig(**common, hook=hook, expansion=1, k=k)
+            run_sae_train(dataclasses.replace(sae_config, tokens=tokens) if tokens else sae_config, progress,
+                          d_sae=coder.d_sae)
+
+    return built_once(finished, train)

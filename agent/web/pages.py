@@ -16,7 +16,7 @@ from agent.web.queries import (
     recent_runs,
     score_distributions,
 )
-from evals.control import newest_control
+from evals.control import control_means, newest_control
 from evals.records import activation_level
 from tools.catalog import Catalog
 from tools.catalog.graphs import first_logit_node
@@ -36,8 +36,7 @@ def feature_set(catalog: Catalog, ref: str, query: FeatureFilter) -> dict:
     found = features_page(catalog, set_id, query, list(distributions))
     control = newest_control(catalog, set_id)
     return {"set": _set_summary(row), "features": found.rows, "total": found.total, "page": found.page,
-            "control": control, "control_means": {f"{c['scorer']} {c['metric']}": c["control"]["mean"]
-                                                  for c in control},
+            "control": control, "control_means": control_means(control),
             "pages": found.pages, "metrics": list(distributions), "explainers": catalog.explainers(set_id)
             if catalog.has_labels() else [],
             "distributions": {metric: d | {"chart": asdict(bar_chart(d["counts"], d["start"], d["stop"]))}

@@ -16,10 +16,10 @@ import numpy as np
 
 from evals.records import ActivationRecord, FeatureRecord, active_positions, marked_text
 from evals.scorers.base import Score, ScoreError, ScorerResult
-from evals.scorers.judge import ANSWER_TOKENS, MalformedAnswer, example_blocks
+from evals.scorers.judge import MalformedAnswer, example_blocks, judge_choice
 from evals.stats import bootstrap_interval
 from prompts import Prompt, load_prompt
-from tools.llm.interface import ChatLLM, ChoiceLLM, Usage
+from tools.llm.interface import ChatLLM, Usage
 
 ROUNDS = 10
 SHOWN = 5
@@ -80,17 +80,9 @@ class IntruderScorer:
         for an answer that names no excerpt."""
         n = len(texts)
         messages = [{"role": "user", "content": self.prompt.render(n=str(n), examples=example_blocks(texts))}]
-        choices = [str(i) for i in range(1, n + 1)]
         try:
-            if isinstance(self.llm, ChoiceLLM):
-                answer = self.llm.choose(messages, choices, ANSWER_TOKENS)
-                if answer.probabilities is not None:
-                    return np.asarray(answer.probabilities, dtype=np.float64), answer.usage, True
-                text, usage = answer.text, answer.usage
-            else:
-                completion = self.llm.chat(messages, max_tokens=ANSWER_TOKENS)
-                text, usage = completion.text, completion.usage
-            return np.eye(n)[parse_number(text, n)], usage, False
+            return judge_choice(self.llm, messages, [str(i) for i in range(1, n + 1)],
+                                lambda text: parse_number(text, n))
         except MalformedAnswer:
             return None
 

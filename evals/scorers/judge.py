@@ -35,18 +35,27 @@ def parse_yes_no(text: str) -> bool:
     raise MalformedAnswer(f"judge answered {text.strip()[:40]!r}, expected Yes or No")
 
 
-def judge_first(llm: ChatLLM, messages: list[dict], choices: list[str],
-                parse: Callable[[str], bool]) -> tuple[float, Usage, bool]:
-    """P(the first of two choices) from token probabilities where the backend gives them for this answer,
-    else 1.0 or 0.0 from `parse` of the answer's text (which raises MalformedAnswer); and whether it came
-    from probabilities."""
+def judge_choice(llm: ChatLLM, messages: list[dict], choices: list[str],
+                 parse: Callable[[str], int]) -> tuple[np.ndarray, Usage, bool]:
+    """The answer's distribution over `choices`: from token probabilities where the backend gives them for this
+    answer, else all on the choice `parse` reads from the answer's text (it raises MalformedAnswer); and whether
+    it came from probabilities."""
     if isinstance(llm, ChoiceLLM):
         answer = llm.choose(messages, choices, ANSWER_TOKENS)
         if answer.probabilities is not None:
-            return float(answer.probabilities[0]), answer.usage, True
-        return float(parse(answer.text)), answer.usage, False
-    completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
-    return float(parse(completion.text)), completion.usage, False
+            return np.asarray(answer.probabilities, dtype=np.float64), answer.usage, True
+        text, usage = answer.text, answer.usage
+    else:
+        completion = llm.chat(messages, max_tokens=ANSWER_TOKENS)
+        text, usage = completion.text, completion.usage
+    return np.eye(len(choices))[parse(text)], usage, False
+
+
+def judge_first(llm: ChatLLM, messages: list[dict], choices: list[str],
+                parse: Callable[[str], bool]) -> tuple[float, Usage, bool]:
+    """P(the first of two choices) (see `judge_choice`); `parse` says whether the text picked the first."""
+    distribution, usage, read = judge_choice(llm, messages, choices, lambda text: 0 if parse(text) else 1)
+    return float(distribution[0]), usage, read
 
 
 def judge(llm: ChatLLM, messages: list[dict]) -> tuple[float, Usage, bool]:

@@ -220,6 +220,10 @@ class Connection:
             return None
         return dict(zip([d[0] for d in cursor.description], rows[0], strict=True))
 
+    def has_table(self, name: str) -> bool:
+        """False for a table added by a later schema than a catalog opened read-only (so never upgraded) has."""
+        return bool(self._value("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
+
     def _value(self, sql: str, params: list) -> Any:
         """The one value a query that always returns one row (a count) returns."""
         row = self._one(sql, params)

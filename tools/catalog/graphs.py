@@ -104,4 +104,4 @@ class GraphTables(LabelTables, RunTables):
 
     def _has_graphs(self) -> bool:
         """False for a catalog from before graphs, opened read-only (never upgraded)."""
-        return bool(self._value("SELECT count(*) FROM information_schema.tables WHERE table_name = 'graphs'", []))
+        return self.has_table("graphs")

@@ -171,8 +171,7 @@ class LabelTables(Connection):
     def has_labels(self) -> bool:
         """False for a catalog written before labeling existed (schema 2) and opened read-only, so never
         upgraded: it has no explanations table yet."""
-        return bool(self._value(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'explanations'", []))
+        return self.has_table("explanations")
 
     def search(self, query: list[float], embedder: str, limit: int, feature_set_id: str | None = None) -> list[dict]:
         """Explanations nearest the query vector by cosine similarity (brute force, built into DuckDB)."""

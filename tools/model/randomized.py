@@ -12,8 +12,6 @@ weights' digest, not its recipe, is what the catalog records.
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from tools.defaults import RANDOM_MODEL_PREFIX
 from tools.errors import InterpError
+from tools.folders import built_once
 from tools.model.digests import sha256_folder_weights
 
 log = logging.getLogger(__name__)
@@ -42,23 +41,17 @@ def parse_random_spec(spec: str) -> tuple[int, str] | None:
 
 def randomized_folder(source: str, sha256: str, seed: int, root: Path) -> tuple[str, str]:
     """(folder, weights' sha256) of the seeded random copy of the model in folder `source` (whose weights have
-    `sha256`), made on first use under `root` and reused after; written to a staging folder and renamed, so an
-    interrupted build never looks finished."""
+    `sha256`), made once under `root` (tools.folders.built_once) and reused after."""
     target = root / "models" / f"random-{seed}-{hashlib.sha256(sha256.encode()).hexdigest()[:16]}"
-    if (target / "interp_source.json").exists():
-        return str(target), json.loads((target / "interp_source.json").read_text())["sha256"]
-    log.info(f"building a random copy of {source} (seed {seed}) once; kept at {target}")
-    config = AutoConfig.from_pretrained(source)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    model.save_pretrained(staging)
-    AutoTokenizer.from_pretrained(source).save_pretrained(staging)
-    digest = sha256_folder_weights(staging)
-    (staging / "interp_source.json").write_text(json.dumps({"random_of": sha256, "seed": seed, "sha256": digest}))
-    try:
-        staging.rename(target)
-    except OSError:  # another process built the same copy first
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(target), digest
+
+    def build(staging: Path) -> None:
+        log.info(f"building a random copy of {source} (seed {seed}) once; kept at {target}")
+        config = AutoConfig.from_pretrained(source)
+        torch.manual_seed(seed)
+        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(staging)
+        AutoTokenizer.from_pretrained(source).save_pretrained(staging)
+        digest = sha256_folder_weights(staging)
+        (staging / "interp_source.json").write_text(json.dumps({"random_of": sha256, "seed": seed, "sha256": digest}))
+
+    built_once(target, build)
+    return str(target), json.loads((target / "interp_source.json").read_text())["sha256"]

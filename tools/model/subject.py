@@ -10,9 +10,7 @@ GGUF weights are dequantized once and cached as a safetensors folder, because de
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from tools.defaults import EMBEDDED_MODEL
 from tools.errors import InterpError
+from tools.folders import built_once
 from tools.model.devices import resolve_device, resolve_dtype
 from tools.model.digests import sha256_file, sha256_folder_weights
 from tools.model.randomized import parse_random_spec, randomized_folder
@@ -61,36 +60,32 @@ def embedded_gguf() -> tuple[Path, str]:
 def dequantized_folder(gguf_path: Path, sha256: str) -> Path:
     """A safetensors copy of a GGUF model, made on first use and reused after.
 
-    The copy is written to a temporary folder and renamed into place, so an interrupted conversion
-    never leaves a folder that looks finished.
+    The copy is built once (tools.folders.built_once), so an interrupted conversion never leaves a folder
+    that looks finished.
     """
     target = cache_root() / "models" / sha256[:16]
-    if (target / "config.json").exists():
+    if target.exists():
         return target
-    log.info(f"dequantizing {gguf_path.name} once (about a minute on CPU); cached at {target}")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
-    # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same config without
-    # the quantization entry takes the dequantized state dict and saves normally.
-    config_dict = quantized.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config_dict["architectures"] = [type(quantized).__name__]
-    config = type(quantized.config).from_dict(config_dict)
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(quantized.state_dict(), strict=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    fresh.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "interp_source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha256}))
-    try:
-        staging.rename(target)
-    except OSError:
-        # Another process finished the same conversion first; theirs is as good as ours.
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def dequantize(staging: Path) -> None:
+        log.info(f"dequantizing {gguf_path.name} once (about a minute on CPU); cached at {target}")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same config without
+        # the quantization entry takes the dequantized state dict and saves normally.
+        config_dict = quantized.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config_dict["architectures"] = [type(quantized).__name__]
+        config = type(quantized.config).from_dict(config_dict)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(quantized.state_dict(), strict=True)
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "interp_source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": sha256}))
+
+    return built_once(target, dequantize)
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
