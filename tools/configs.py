@@ -120,28 +120,27 @@ class TranscoderTrainConfig(ModelAndCorpus):
     layers: str = option("all", "layers whose MLPs get a transcoder: all, or comma-separated indices")
     out: str = option("transcoders", "folder for the trained set (circuit-tracer's layout: config.yaml + "
                                      "layer_{i}.safetensors)")
-    tokens: int = option(400_000, "training tokens (from the corpus's train part)")
-    """About 50 minutes for all 18 layers of Gemma 3 270M on 2 CPU cores (benchmarks/transcoder_train.py)."""
+    tokens: int = option(400_000, "training tokens (from the corpus's train part), cached once on disk")
+    epochs: int = option(2, "passes over the cached tokens")
     expansion: int = option(8, "latents per input dimension")
     k: int = option(32, "active latents per token")
     skip: bool = option(True, "an affine skip connection W_skip (Paulo et al. 2025: skip transcoders reconstruct "
                               "better at no cost to interpretability)")
     batch_tokens: int = option(1024, "tokens per optimizer step")
-    lr: float = option(0.0, "Adam learning rate; 0 scales 2e-3 by 1/sqrt(d_transcoder / 16384)")
+    lr: float = option(0.0, "Adam's peak learning rate (warmup, then linear decay to 0); 0: 1e-3, found by a sweep")
     auxk_alpha: float = option(1 / 32, "weight of the AuxK loss for dead latents")
     dead_tokens: int = option(50_000, "a latent silent for this many tokens is dead")
-    buffer_tokens: int = option(8192, "activations shuffled together before training on them (memory: "
-                                      "layers x 2 x this x d_model floats)")
+    init_tokens: int = option(16_384, "tokens the start is solved on: the ridge fit, centring and scales")
     model_batch_size: int = option(16, "windows per forward pass of the subject model")
     checkpoint_seconds: float = option(300.0, "seconds between resume checkpoints")
-    """A checkpoint holds every layer's transcoder and Adam moments: 1.5 GB for Gemma 3 270M's 18 layers."""
+    """A checkpoint holds the layer in training with its Adam moments: 80 MB for Gemma 3 270M."""
 
     def validate(self) -> None:
-        require_positive(self, ("tokens", "expansion", "k", "batch_tokens", "dead_tokens", "buffer_tokens", "window",
-                                "model_batch_size"))
-        if self.buffer_tokens < self.batch_tokens:
-            raise InterpError(f"--buffer-tokens {self.buffer_tokens} is below --batch-tokens {self.batch_tokens}; a "
-                              "buffer must hold at least one step")
+        require_positive(self, ("tokens", "epochs", "expansion", "k", "batch_tokens", "dead_tokens", "init_tokens",
+                                "window", "model_batch_size"))
+        if self.tokens < self.batch_tokens:
+            raise InterpError(f"--tokens {self.tokens} is below --batch-tokens {self.batch_tokens}; training needs at "
+                              "least one step")
         if self.lr < 0 or self.auxk_alpha < 0:
             raise InterpError("--lr and --auxk-alpha must be zero or more")
         if self.layers != "all" and not all(part.strip().isdigit() for part in self.layers.split(",")):

@@ -43,3 +43,36 @@ def test_training_is_seeded():
     runs = [train_topk_sae(planted_buffers(dictionary, 2, 2048, seed=3), d_sae=64, k=K, total_tokens=2048,
                            batch_tokens=256, seed=7, progress=False)[0] for _ in range(2)]
     assert torch.equal(runs[0].W_dec, runs[1].W_dec)
+
+
+def test_one_auxk_step_lowers_what_the_dead_latents_leave_of_the_error():
+    """AuxK fits target - prediction (Gao et al. 2024): after one step, the dead latents' own reconstruction is
+    nearer the error the live latents left. The dead latents' weights get gradient from AuxK alone, so the error
+    is held as it was before the step. The old sign (prediction - target) moves them away from it."""
+    from tools.passes.sae_train import Schedule, TopKTrainer, decode_sparse
+    from tools.sae.autoencoder import SAE
+
+    generator = torch.Generator().manual_seed(5)
+    d_in, d_sae, k = 16, 32, 2
+    W_dec = torch.randn((d_sae, d_in), generator=generator)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    coder = SAE(torch.randn((d_in, d_sae), generator=generator) * 0.3, torch.zeros(d_sae), W_dec, torch.zeros(d_in),
+                "topk", k=k)
+    coder.b_enc[:16] = 10.0  # the live latents win every top-k slot
+    coder.b_enc[16:] = 1.0  # the dead ones: positive pre-activations for AuxK to use, small beside the error
+    x, target = torch.randn((256, d_in), generator=generator), torch.randn((256, d_in), generator=generator)
+    trainer = TopKTrainer(coder, Schedule(1e-2, total_steps=100, warmup=0.0), auxk_alpha=1.0, dead_tokens=1)
+    trainer.since_fired[16:] = 10
+    dead = torch.arange(d_sae) >= 16
+    with torch.no_grad():
+        live = coder.pre_activations(x).topk(k, dim=-1)
+        missed = target - decode_sparse(coder.W_dec, live.indices, torch.relu(live.values)) - coder.b_dec
+
+    def left_over() -> float:
+        with torch.no_grad():
+            aux = coder.pre_activations(x).masked_fill(~dead, float("-inf")).topk(d_in // 2, dim=-1)
+            return float((missed - decode_sparse(coder.W_dec, aux.indices, torch.relu(aux.values))).pow(2).sum())
+
+    before = left_over()
+    trainer.step(x, target)
+    assert left_over() < 0.99 * before

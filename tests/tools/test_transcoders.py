@@ -299,7 +299,7 @@ def train_config(tmp_path, tiny_models, out: str, **changes):
     if not corpus.exists():
         corpus.write_text("\n".join(sentences(4000)))
     settings = dict(model=str(tiny_models["llama"]), corpus=str(corpus), out=str(tmp_path / out), tokens=4096,
-                    window=16, expansion=2, k=4, batch_tokens=256, buffer_tokens=1024, model_batch_size=16,
+                    window=16, expansion=2, k=4, batch_tokens=256, init_tokens=1024, model_batch_size=16,
                     dead_tokens=2048, device="cpu", checkpoint_seconds=0.0)
     return TranscoderTrainConfig(**(settings | changes))
 
@@ -311,7 +311,7 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
     from tools.passes.transcoder_train import run_transcoder_train
 
     result = run_transcoder_train(train_config(tmp_path, tiny_models, "set", tokens=16384, batch_tokens=128,
-                                               buffer_tokens=2048, k=8), progress=False)
+                                               init_tokens=2048, k=8), progress=False)
     assert result.tokens == 16384 and [stats.layer for stats in result.layers] == [0, 1, 2]
     config = yaml.safe_load((result.out / "config.yaml").read_text())
     assert config["transcoders"] == ["layer_0.safetensors", "layer_1.safetensors", "layer_2.safetensors"]

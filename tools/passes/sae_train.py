@@ -2,9 +2,10 @@
 
 The SAE being trained is the same `SAE` object that inference uses, its tensors made leaf parameters,
 so encode and decode exist once. Per step: loss = normalized MSE + auxk_alpha * AuxK, where AuxK asks
-the latents that have been dead for `dead_tokens` tokens to reconstruct the residual error with their
-own top-k (which gives them gradient again). After each Adam step the decoder rows go back to unit
-norm, and the gradient component along each row is removed first so Adam does not fight the norm.
+the latents that have been dead for `dead_tokens` tokens to reconstruct the residual error (target minus
+prediction) with their own top-k (which gives them gradient again). After each Adam step the decoder rows go
+back to unit norm, and the gradient component along each row is removed first so Adam does not fight the norm.
+The learning rate warms up, then decays linearly to zero, and the gradient norm is clipped (`Schedule`).
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from tools.configs import TrainConfig
@@ -54,16 +56,42 @@ def normalized_mse(error: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return error.pow(2).sum() / (target - target.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
 
 
-def auxk_loss(coder: SAE, x: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """Predict the main error from the dead latents' own top k_aux pre-activations."""
+def decode_sparse(W_dec: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """sum_j values[:, j] * W_dec[indices[:, j]]: a decode from the k active latents of each token [N, k], at
+    N x k x d_out multiply-adds and its backward as cheap, instead of a dense [N, d_sae] @ W_dec."""
+    return F.embedding_bag(indices, W_dec, per_sample_weights=values.to(W_dec.dtype), mode="sum")
+
+
+def auxk_loss(coder: SAE, pre: torch.Tensor, error: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """The dead latents' own top k_aux pre-activations (`pre` [N, d_sae], the main step's) predict what the live
+    latents missed, `error` = target - prediction: the sign of Gao et al. (2024), OpenAI's sparse_autoencoder,
+    sparsify (`e = y - sae_out`) and dictionary_learning. k_aux = d_out / 2 as in Gao et al. (appendix B.1)."""
     n_dead = int(dead.sum())
     if n_dead == 0:
-        return x.new_zeros(())
-    k_aux = min(n_dead, x.shape[1] // 2)
-    pre = coder.pre_activations(x).masked_fill(~dead, float("-inf"))  # [N, d_sae]
-    top = pre.topk(k_aux, dim=-1)
-    latents = torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
-    return normalized_mse(latents @ coder.W_dec - error.detach(), error.detach())
+        return pre.new_zeros(())
+    k_aux = min(n_dead, coder.d_out // 2)
+    top = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1)
+    missed = error.detach()
+    return normalized_mse(decode_sparse(coder.W_dec, top.indices, torch.relu(top.values)) - missed, missed)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of each step: a linear warmup over the first `warmup` of the steps (sparsify and
+    SAELens warm up), then a linear decay to zero at `total_steps` (Gao et al. 2024 and dictionary_learning
+    decay; the saved weights are then an average-like end point, not the last noisy step). `clip` bounds the
+    gradient norm (Gao et al. 2024 clip at 1)."""
+
+    lr: float
+    total_steps: int
+    warmup: float = 0.05
+    clip: float = 1.0
+
+    def at(self, step: int) -> float:
+        warmup_steps = max(1, round(self.warmup * self.total_steps))
+        if step < warmup_steps:
+            return self.lr * (step + 1) / warmup_steps
+        return self.lr * max(0.0, (self.total_steps - step) / max(self.total_steps - warmup_steps, 1))
 
 
 def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
@@ -77,10 +105,12 @@ def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
 
 class TopKTrainer:
     """One TopK coder trained step by step: an SAE (its target is its input) or a transcoder (its target is the
-    MLP's output). The coder's own tensors are the leaf parameters, so encode and decode exist once."""
+    MLP's output). The coder's own tensors are the leaf parameters and its own `pre_activations` ranks the
+    latents, so the trained maths is the maths inference runs; the decode reads only the k active latents."""
 
-    def __init__(self, coder: SAE, lr: float, auxk_alpha: float, dead_tokens: int):
+    def __init__(self, coder: SAE, schedule: Schedule, auxk_alpha: float, dead_tokens: int):
         self.coder = coder
+        self.schedule = schedule
         self.auxk_alpha = auxk_alpha
         self.dead_tokens = dead_tokens
         self.parameters = [coder.W_enc, coder.b_enc, coder.W_dec, coder.b_dec]
@@ -88,7 +118,7 @@ class TopKTrainer:
             self.parameters.append(coder.W_skip)
         for parameter in self.parameters:
             parameter.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.parameters, lr=lr, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(self.parameters, lr=schedule.at(0), betas=(0.9, 0.999))
         self.since_fired = torch.zeros(coder.d_sae, dtype=torch.long, device=coder.W_enc.device)
         self.recent_fvu: list[float] = []
         self.tokens = 0
@@ -96,15 +126,18 @@ class TopKTrainer:
 
     def step(self, x: torch.Tensor, target: torch.Tensor) -> None:
         coder = self.coder
-        latents = coder.encode(x)  # [N, d_sae]
-        prediction = coder.decode(latents)
+        pre = coder.pre_activations(x)  # [N, d_sae], reused by AuxK
+        assert coder.k is not None  # TopK coders only
+        top = pre.topk(coder.k, dim=-1)
+        values = torch.relu(top.values)  # [N, k]
+        prediction = decode_sparse(coder.W_dec, top.indices, values) + coder.b_dec
         if coder.W_skip is not None:
             prediction = prediction + x @ coder.W_skip
-        error = prediction - target
+        error = target - prediction
         loss = normalized_mse(error, target)
         dead = self.since_fired >= self.dead_tokens
         if self.auxk_alpha > 0:
-            loss = loss + self.auxk_alpha * auxk_loss(coder, x, error, dead)
+            loss = loss + self.auxk_alpha * auxk_loss(coder, pre, error, dead)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
@@ -112,10 +145,14 @@ class TopKTrainer:
             rows = coder.W_dec
             assert rows.grad is not None  # just filled by backward()
             rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.schedule.clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.at(self.steps)
         self.optimizer.step()
         with torch.no_grad():
             coder.W_dec /= coder.W_dec.norm(dim=1, keepdim=True)
-            fired = (latents > 0).any(dim=0)
+            fired = torch.zeros(coder.d_sae, dtype=torch.bool, device=x.device)
+            fired[top.indices[values > 0]] = True
             self.since_fired = torch.where(fired, 0, self.since_fired + len(x))
             self.recent_fvu = (self.recent_fvu + [float(normalized_mse(error, target))])[-50:]
         self.tokens += len(x)
@@ -166,8 +203,8 @@ def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_to
     buffers = iter(buffers)
     first = next(buffers)
     generator = torch.Generator(device=first.device).manual_seed(seed)
-    trainer = TopKTrainer(init_sae(first[:batch_tokens * 4], d_sae, k, generator), lr or default_lr(d_sae),
-                          auxk_alpha, dead_tokens)
+    schedule = Schedule(lr or default_lr(d_sae), max(1, total_tokens // batch_tokens))
+    trainer = TopKTrainer(init_sae(first[:batch_tokens * 4], d_sae, k, generator), schedule, auxk_alpha, dead_tokens)
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc="train SAE")
     with bar:
         for x in batches_of(_chain(first, buffers), batch_tokens, generator):
