@@ -127,7 +127,7 @@ class TranscoderTrainConfig(ModelAndCorpus):
     skip: bool = option(True, "an affine skip connection W_skip (Paulo et al. 2025: skip transcoders reconstruct "
                               "better at no cost to interpretability)")
     batch_tokens: int = option(1024, "tokens per optimizer step")
-    lr: float = option(0.0, "Adam's peak learning rate (warmup, then linear decay to 0); 0: 1e-3, found by a sweep")
+    lr: float = option(0.0, "Adam's peak learning rate (warmup, then linear decay to 0); 0: 5e-3, found by a sweep")
     auxk_alpha: float = option(1 / 32, "weight of the AuxK loss for dead latents")
     dead_tokens: int = option(50_000, "a latent silent for this many tokens is dead")
     init_tokens: int = option(16_384, "tokens the start is solved on: the ridge fit, centring and scales")
@@ -151,11 +151,16 @@ class TranscoderTrainConfig(ModelAndCorpus):
 class TranscoderEvalConfig(ModelAndCorpus):
     transcoders: str = option("transcoders", "the transcoder set's folder (circuit-tracer's layout, as "
                                              "`interp transcoder train` writes it)")
-    tokens: int = option(2048, "held-out tokens to evaluate on")
+    tokens: int = option(2048, "held-out tokens to evaluate losses and FVU on")
+    dead_tokens: int = option(100_000, "held-out tokens to count dead latents over (no logits: cheap)")
+    fit_tokens: int = option(32_768, "train tokens the baselines (each layer's ridge fit and mean output) are fit on")
+    layers: str = option("all", "layers of the set to evaluate: all, or comma-separated indices")
     batch_size: int = option(4, "windows per forward pass (each holds [batch, seq, vocab] logits)")
 
     def validate(self) -> None:
-        require_positive(self, ("tokens", "window", "batch_size"))
+        require_positive(self, ("tokens", "dead_tokens", "fit_tokens", "window", "batch_size"))
+        if self.layers != "all" and not all(part.strip().isdigit() for part in self.layers.split(",")):
+            raise InterpError(f"--layers '{self.layers}': expected all, or comma-separated layer indices like 0,3,6")
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,11 @@ def as_json(traced) -> dict:
         "kept_nodes": len(kept), "kept_edges": int(pruned.edges.sum()),
         "check": None if traced.check is None else {
             "r": traced.check.r, "ci_low": traced.check.ci_low, "ci_high": traced.check.ci_high,
-            "nodes": [{"node": node_name(graph, n), "predicted": p, "measured": m} for n, p, m in zip(
-                traced.check.nodes, traced.check.predicted, traced.check.measured, strict=True)]},
+            "perturb_r": traced.check.perturb_r, "perturb_ci_low": traced.check.perturb_ci_low,
+            "perturb_ci_high": traced.check.perturb_ci_high,
+            "nodes": [{"node": node_name(graph, n), "predicted": p, "measured": m, "perturbed": q}
+                      for n, p, m, q in zip(traced.check.nodes, traced.check.predicted, traced.check.measured,
+                                            traced.check.perturbed, strict=True)]},
         "nodes": [{"node": node_name(graph, n), "kind": graph.node_kind(n), "influence": float(pruned.cumulative[n]),
                    "label": label_of(traced, n)} for n in kept if graph.node_kind(n) in ("feature", "error")],
     }
@@ -67,9 +70,11 @@ def command_trace(args: argparse.Namespace) -> None:
     console.print(f"replacement score {traced.replacement:.3f}; completeness score {traced.completeness:.3f}")
     if traced.check is not None:
         check = traced.check
-        console.print(f"check: {len(check.nodes)} feature nodes ablated in the real model; predicted vs measured "
-                      f"change of {graph.targets[0].label!r}: r = {check.r:.2f} [{check.ci_low:.2f}, "
-                      f"{check.ci_high:.2f}]")
+        console.print(f"check: {len(check.nodes)} feature nodes, one at a time in the real model; predicted vs "
+                      f"measured change of {graph.targets[0].label!r}:")
+        console.print(f"  ablated (x0):   r = {check.r:.2f} [{check.ci_low:.2f}, {check.ci_high:.2f}]")
+        console.print(f"  perturbed (x0.9, against 0.1 x the prediction): r = {check.perturb_r:.2f} "
+                      f"[{check.perturb_ci_low:.2f}, {check.perturb_ci_high:.2f}]")
     console.print(f"strongest paths from the prompt through features to {graph.targets[0].label!r}:")
     for path in strongest_paths(graph, pruned):
         console.print("  " + " -> ".join(node_name(traced.graph, node) for node in path))

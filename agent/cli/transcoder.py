@@ -23,8 +23,10 @@ def command_transcoder_train(args: argparse.Namespace) -> None:
     if args.json:
         print(json_text(result))
         return
-    print(f"wrote {len(result.layers)} transcoders to {result.out} after {result.tokens:,} tokens in "
-          f"{result.seconds / 60:.1f} min ({result.tokens / max(result.seconds, 1e-9):,.0f} tokens/s)")
+    epochs = config_from_args(TranscoderTrainConfig, args).epochs
+    print(f"wrote {len(result.layers)} transcoders to {result.out} after {result.tokens:,} tokens x {epochs} epochs in "
+          f"{result.seconds / 60:.1f} min; the activation store took {result.store_bytes / 2**30:.2f} GiB while it "
+          "lived")
     for stats in result.layers:
         print(f"  layer {stats.layer:>2}: training FVU {stats.fvu:.3f}, dead {stats.dead_fraction:.1%}")
     print(f"evaluate with: interp transcoder eval --transcoders {result.out}")
@@ -42,31 +44,42 @@ def command_transcoder_eval(args: argparse.Namespace) -> None:
     if args.json:
         print(json_text(quality))
         return
-    table = Table(title=f"transcoders on {quality.tokens:,} held-out next-token predictions")
-    for column in ("layer", "FVU", "mean L0", "dead", "loss spliced", "loss MLP zeroed", "recovered"):
+    table = Table(title=f"transcoders on {quality.tokens:,} held-out next-token predictions; dead latents over "
+                        f"{quality.dead_tokens:,} tokens")
+    for column in ("layer", "FVU", "linear FVU", "mean L0", "dead", "loss spliced", "loss MLP zeroed", "recovered",
+                   "linear recovered", "mean recovered"):
         table.add_column(column, justify="right")
     for layer in quality.layers:
-        table.add_row(str(layer.layer), f"{layer.fvu:.3f}", f"{layer.mean_l0:.1f}", f"{layer.dead_fraction:.1%}",
-                      f"{layer.loss_spliced:.3f}", f"{layer.loss_zero_ablated:.3f}", f"{layer.loss_recovered:.1%}")
+        table.add_row(str(layer.layer), f"{layer.fvu:.3f}", f"{layer.linear_fvu:.3f}", f"{layer.mean_l0:.1f}",
+                      f"{layer.dead_fraction:.1%}", f"{layer.loss_spliced:.3f}", f"{layer.loss_zero_ablated:.3f}",
+                      f"{layer.loss_recovered:.1%}", f"{layer.linear_recovered:.1%}", f"{layer.mean_recovered:.1%}")
     console = plain_console()
     console.print(table)
-    console.print(f"clean {quality.loss_clean:.3f}; replacement model (every transcoder at once) "
-                  f"{quality.loss_replacement:.3f}; every MLP zeroed {quality.loss_all_zero_ablated:.3f}; loss "
-                  f"recovered {quality.loss_recovered:.1%}")
+    whole = Table(title=f"every MLP of {len(quality.layers)} layers replaced at once")
+    for column in ("replacement", "loss", "recovered"):
+        whole.add_column(column, justify="right" if column != "replacement" else "left")
+    for name, loss, share in (("clean", quality.loss_clean, 1.0),
+                              ("transcoders", quality.loss_replacement, quality.loss_recovered),
+                              ("linear only", quality.loss_linear_only, quality.linear_recovered),
+                              ("mean-ablated", quality.loss_all_mean, quality.mean_recovered),
+                              ("zeroed", quality.loss_all_zero_ablated, 0.0)):
+        whole.add_row(name, f"{loss:.3f}", f"{share:.1%}")
+    console.print(whole)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     transcoder = commands.add_parser("transcoder", help="transcoders: train one per layer in one pass, evaluate a "
                                      "set as a replacement model")
     subcommands = transcoder.add_subparsers(dest="transcoder_command", required=True)
-    train = subcommands.add_parser("train", help="train a TopK transcoder for every chosen layer's MLP in one "
-                                   "streaming pass, resumably")
+    train = subcommands.add_parser("train", help="train a TopK transcoder for every chosen layer's MLP: one model "
+                                   "pass caches the activations, then each layer trains --epochs over them, resumably")
     add_config_flags(train, TranscoderTrainConfig, skip=("hook",))
     progress_flag(train)
     json_flag(train)
     train.set_defaults(handler=command_transcoder_train)
     evaluate = subcommands.add_parser("eval", help="per-layer FVU, L0, dead latents and loss recovered, and the "
-                                      "replacement model's, on held-out tokens; recorded in the catalog")
+                                      "replacement model's, each beside a linear fit and the mean output, on held-out "
+                                      "tokens; recorded in the catalog")
     add_config_flags(evaluate, TranscoderEvalConfig, skip=("hook",))
     catalog_flag(evaluate)
     progress_flag(evaluate)

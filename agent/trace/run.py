@@ -13,7 +13,7 @@ import numpy as np
 
 from evals.stats import bootstrap_interval, moments, pearson, pooled_pearson
 from tools.attribution.attribute import attribute
-from tools.attribution.check import measured_ablations
+from tools.attribution.check import ABLATION, PERTURBATION, measured_changes
 from tools.attribution.graph import Graph
 from tools.attribution.influence import Pruned, ablation_effects, graph_scores, prune
 from tools.catalog import Catalog, check_catalog_path
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Check:
     """Feature nodes ablated one at a time in the real model: the graph's predicted change of the first target
-    beside the measured one, and their correlation with a bootstrap interval over nodes."""
+    beside the measured one, and their correlation with a bootstrap interval over nodes; and the same nodes
+    scaled by 0.9 (`perturbed`), against 0.1 x the prediction."""
 
     nodes: list[int]
     predicted: list[float]
@@ -37,6 +38,10 @@ class Check:
     r: float
     ci_low: float
     ci_high: float
+    perturbed: list[float]
+    perturb_r: float
+    perturb_ci_low: float
+    perturb_ci_high: float
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,17 @@ class Traced:
 
 
 def correlation(predicted: list[float], measured: list[float]) -> tuple[float, float, float]:
+    """Pearson r with its bootstrap interval over nodes; all nan below 3 nodes."""
+    if len(predicted) < 3:
+        return float("nan"), float("nan"), float("nan")
     pairs = np.stack([moments([p], [m]) for p, m in zip(predicted, measured, strict=True)])
     low, high = bootstrap_interval(lambda counts: pooled_pearson(pairs, counts), len(pairs))
     return pearson(predicted, measured), low, high
 
 
 def node_rows(graph: Graph, pruned: Pruned, feature_sets: dict[int, str], check: Check | None) -> list[dict]:
-    checked = {} if check is None else {node: (p, m) for node, p, m in zip(check.nodes, check.predicted,
-                                                                          check.measured, strict=True)}
+    checked = {} if check is None else {node: (p, m, q) for node, p, m, q in zip(
+        check.nodes, check.predicted, check.measured, check.perturbed, strict=True)}
     rows = []
     for node in sorted(set(pruned.nodes.nonzero().flatten().tolist()) | set(checked)):
         kind = graph.node_kind(node)
@@ -80,7 +88,8 @@ def node_rows(graph: Graph, pruned: Pruned, feature_sets: dict[int, str], check:
             target = graph.targets[node - graph.logit_index(0)]
             row |= {"position": graph.n_positions - 1, "feature": target.token_id, "value": target.probability}
         if node in checked:
-            row |= {"check_predicted": checked[node][0], "check_measured": checked[node][1]}
+            row |= {"check_predicted": checked[node][0], "check_measured": checked[node][1],
+                    "check_perturbed": checked[node][2]}
         rows.append(row)
     return rows
 
@@ -120,9 +129,10 @@ def run_trace(config: TraceConfig, prompt: str, targets: list[str], versus: str 
             ranked = pruned.influence[:graph.n_features].argsort(descending=True)[:config.check]
             nodes = ranked.tolist()
             predicted = ablation_effects(graph, ranked).tolist()
-            measured = measured_ablations(subject, transcoders, graph, nodes)
-            check = Check(nodes, predicted, measured, *correlation(predicted, measured)) if len(nodes) >= 3 else \
-                Check(nodes, predicted, measured, float("nan"), float("nan"), float("nan"))
+            measured = measured_changes(subject, transcoders, graph, nodes, ABLATION)
+            perturbed = measured_changes(subject, transcoders, graph, nodes, PERTURBATION)
+            check = Check(nodes, predicted, measured, *correlation(predicted, measured), perturbed,
+                          *correlation([(1 - PERTURBATION) * p for p in predicted], perturbed))
         graph_id = uuid.uuid4().hex[:12]
         with Catalog(catalog_path) as catalog:
             feature_sets = catalog.transcoder_feature_sets(set_sha256)
@@ -139,7 +149,10 @@ def run_trace(config: TraceConfig, prompt: str, targets: list[str], versus: str 
                 "completeness_score": completeness, "seconds": graph.seconds,
                 "check_n": None if check is None else len(check.nodes), "check_r": None if check is None else check.r,
                 "check_ci_low": None if check is None else check.ci_low,
-                "check_ci_high": None if check is None else check.ci_high}
+                "check_ci_high": None if check is None else check.ci_high,
+                "perturb_r": None if check is None else check.perturb_r,
+                "perturb_ci_low": None if check is None else check.perturb_ci_low,
+                "perturb_ci_high": None if check is None else check.perturb_ci_high}
             catalog.record_model(model_row(subject, run_id))
             catalog.record_graph(row, node_rows(graph, pruned, feature_sets, check), edge_rows(graph, pruned))
     labels = {}

@@ -180,12 +180,13 @@ def graph(catalog: Catalog, ref: str) -> dict:
             target = row["targets"][node["node"] - first_logit_node(row)]
             shown |= {"name": target["label"], "label": f"p = {target['probability']:.3f}"}
         if node["check_predicted"] is not None:
-            shown |= {"check_predicted": node["check_predicted"], "check_measured": node["check_measured"]}
+            shown |= {"check_predicted": node["check_predicted"], "check_measured": node["check_measured"],
+                      "check_perturbed": node["check_perturbed"]}
         nodes.append(shown)
     return {"graph": {key: row[key] for key in (
                 "graph_id", "prompt", "tokens", "targets", "n_layers", "n_features", "active_features",
                 "replacement_score", "completeness_score", "check_n", "check_r", "check_ci_low", "check_ci_high",
-                "settings", "created_at", "transcoders_path")},
+                "perturb_r", "perturb_ci_low", "perturb_ci_high", "settings", "created_at", "transcoders_path")},
             "nodes": nodes, "edges": catalog.graph_edges(graph_id), "groups": catalog.graph_groups(graph_id)}
 
 

@@ -183,11 +183,19 @@ def test_trace_command_keeps_the_graph_and_joins_the_labels(tmp_path, tiny_model
                  "--node-threshold", "1.0", "--edge-threshold", "1.0", "--no-progress", "--json", *common]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["feature_nodes"] == result["active_features"] > 0 and len(result["check"]["nodes"]) == 5
+    # Each node is also scaled by 0.9 in the real model (a random tiny model is far from linear, so only the
+    # bookkeeping is checked here; test_scaling_a_node_by_one_changes_nothing checks the edit itself).
+    assert all(isinstance(node["perturbed"], float) for node in result["check"]["nodes"])
+    assert -1.0 <= result["check"]["perturb_r"] <= 1.0
     assert any(node["label"] for node in result["nodes"] if node["node"].startswith("L2/"))
     con = duckdb.connect(catalog, read_only=True)  # closed before the next command opens the catalog
-    graph = con.execute("SELECT graph_id, n_layers, check_n, replacement_score FROM graphs").fetchall()
+    graph = con.execute("SELECT graph_id, n_layers, check_n, replacement_score, perturb_r FROM graphs").fetchall()
     assert len(graph) == 1 and graph[0][1] == 3 and graph[0][2] == 5 and 0 <= graph[0][3] <= 1
+    assert graph[0][4] == pytest.approx(result["check"]["perturb_r"])
     graph_id = graph[0][0]
+    stored = con.execute("SELECT check_perturbed FROM graph_nodes WHERE graph_id = ? AND check_perturbed IS NOT NULL "
+                         "ORDER BY check_perturbed", [graph_id]).fetchall()
+    assert [row[0] for row in stored] == pytest.approx(sorted(node["perturbed"] for node in result["check"]["nodes"]))
     kinds = dict(con.execute("SELECT kind, count(*) FROM graph_nodes WHERE graph_id = ? GROUP BY kind",
                              [graph_id]).fetchall())
     assert kinds["token"] == len(result["tokens"]) and kinds["logit"] == len(result["targets"])
@@ -319,3 +327,16 @@ def test_a_graph_made_elsewhere_imports_for_viewing_and_labeling(tmp_path, tiny_
         from agent.trace.imports import import_graph
 
         import_graph(tmp_path / "theirs.pt", tmp_path / "c.duckdb")
+
+
+def test_scaling_a_node_by_one_changes_nothing(tmp_path, tiny_models):
+    from tools.attribution.check import measured_changes
+    from tools.sae.transcoders import load_transcoder_set
+
+    _, folder = transcoder_catalog(tiny_models["llama"], tmp_path, 2, label=False)
+    subject = load_subject_model(str(tiny_models["llama"]), "cpu", "float32")
+    transcoders = load_transcoder_set(folder)
+    graph = attribute(subject, transcoders, PROMPT, [], None, 1, 0.95, 0, 8)
+    nodes = list(range(min(4, graph.n_features)))
+    assert measured_changes(subject, transcoders, graph, nodes, factor=1.0) == [0.0] * len(nodes)
+    assert any(value != 0 for value in measured_changes(subject, transcoders, graph, nodes, factor=0.9))

@@ -44,7 +44,7 @@ def every_current_write(catalog: Catalog) -> None:
          "window_length": 2, "n_windows": 1, "tokens": 2, "source_path": None, "source_sha256": None,
          "run_id": run_id}, features, windows, examples))
     catalog.record_sae_eval({"run_id": run_id, "model_id": "m", "hook": "h", "sae_path": "p", "sae_sha256": "x",
-                             "tokens": 1, "fvu": 0.1})
+                             "tokens": 1, "fvu": 0.1, "baseline": "linear", "dead_tokens": 100})
     explanation = {"explanation_id": "e", "feature_set_id": "s", "feature": 0, "explainer": "oneshot", "llm": "l",
                    "prompt_hash": "p", "status": "ok", "text": "t", "error": None, "prompt_tokens": 1,
                    "completion_tokens": 1, "embedding": [0.1, 0.2], "embedder": "emb", "run_id": run_id}
@@ -69,9 +69,10 @@ def every_current_write(catalog: Catalog) -> None:
         {"graph_id": "g", "run_id": "run-2", "model_id": "m", "transcoders_path": "/t", "transcoders_sha256": "x",
          "prompt": "p", "token_ids": [1, 2], "tokens": ["a", "b"], "n_layers": 1, "targets": "[]", "settings": "{}",
          "active_features": 1, "n_features": 1, "replacement_score": 0.5, "completeness_score": 0.9, "check_n": 3,
-         "check_r": 0.1, "check_ci_low": -0.5, "check_ci_high": 0.6, "seconds": 1.0},
+         "check_r": 0.1, "check_ci_low": -0.5, "check_ci_high": 0.6, "perturb_r": 0.7, "perturb_ci_low": 0.4,
+         "perturb_ci_high": 0.9, "seconds": 1.0},
         [{"node": 0, "kind": "feature", "layer": 0, "position": 1, "feature": 4, "value": 2.0, "influence": 0.1,
-          "feature_set_id": "s", "check_predicted": 0.1, "check_measured": 0.2}],
+          "feature_set_id": "s", "check_predicted": 0.1, "check_measured": 0.2, "check_perturbed": 0.02}],
         [{"source": 0, "target": 1, "weight": 0.5}])
 
 

@@ -318,17 +318,25 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
     assert not (result.out / "checkpoint.pt").exists()
     quality = run_transcoder_eval(TranscoderEvalConfig(
         model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"), transcoders=str(result.out),
-        tokens=512, window=16, device="cpu"), tmp_path / "c.duckdb")
+        tokens=512, dead_tokens=2048, fit_tokens=2048, window=16, device="cpu"), tmp_path / "c.duckdb")
     with Catalog(tmp_path / "c.duckdb", read_only=True) as catalog:
-        rows = catalog.con.execute("SELECT hook, fvu, loss_spliced, loss_recovered, sae_sha256 FROM sae_evals "
-                                   "ORDER BY hook").fetchall()
+        rows = catalog.con.execute("SELECT hook, fvu, loss_spliced, loss_recovered, sae_sha256, dead_tokens FROM "
+                                   "sae_evals WHERE baseline IS NULL ORDER BY hook").fetchall()
+        baselines = catalog.con.execute("SELECT hook, baseline, fvu, loss_spliced FROM sae_evals WHERE baseline IS "
+                                        "NOT NULL ORDER BY hook, baseline").fetchall()
         status = catalog.con.execute("SELECT kind, status FROM runs").fetchall()
     assert status == [("transcoder_eval", "complete")]
     assert [row[0] for row in rows] == ["mlp_in.0", "mlp_in.1", "mlp_in.2", "replacement"]
     assert [row[1] for row in rows[:3]] == pytest.approx([layer.fvu for layer in quality.layers])
     assert rows[3][1] is None and rows[3][2] == pytest.approx(quality.loss_replacement)
+    assert rows[0][5] == quality.dead_tokens and 1024 < quality.dead_tokens <= 2048
+    assert [(row[0], row[1]) for row in baselines] == [(f"mlp_in.{layer}", name) for layer in range(3)
+                                                       for name in ("linear", "mean")] + \
+        [("replacement", "linear"), ("replacement", "mean")]
+    assert baselines[-2][3] == pytest.approx(quality.loss_linear_only)
     for layer in quality.layers:
         assert layer.fvu < 0.9, layer  # far better than predicting the mean output
+        assert layer.linear_fvu < 1.0 and layer.fvu < layer.linear_fvu + 0.1, layer  # the start is the linear fit
         assert 0 < layer.mean_l0 <= 8
     # A random tiny model's MLPs barely move its loss (their outputs are ~1e-3 of the residual stream), so the
     # losses are checked for what they are here; what the replacement recovers is measured on Gemma (docs).
@@ -360,12 +368,29 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_mode
         if len(saves) == 2:
             raise KeyboardInterrupt
 
+    # First the machine dies while the activation store fills, after two batches...
+    real_append = transcoder_train.ActivationStore.append
+    appends = []
+
+    def append_then_die(store, rows, windows_done):
+        real_append(store, rows, windows_done)
+        appends.append(windows_done)
+        if len(appends) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(transcoder_train.ActivationStore, "append", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        transcoder_train.run_transcoder_train(train_config(tmp_path, tiny_models, "cut"), progress=False)
+    monkeypatch.setattr(transcoder_train.ActivationStore, "append", real_append)
+    # ...then, resumed, while the first layer trains.
     monkeypatch.setattr(transcoder_train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         transcoder_train.run_transcoder_train(train_config(tmp_path, tiny_models, "cut"), progress=False)
     monkeypatch.setattr(transcoder_train, "save_checkpoint", real_save)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
     resumed = transcoder_train.run_transcoder_train(train_config(tmp_path, tiny_models, "cut"), progress=False)
     assert resumed.tokens == whole.tokens
+    assert not (resumed.out / "activations").exists() and not list(resumed.out.glob("finished_*"))
     for layer in range(3):
         ours_, theirs = load_file(resumed.out / f"layer_{layer}.safetensors"), \
             load_file(whole.out / f"layer_{layer}.safetensors")
@@ -400,7 +425,7 @@ def test_a_set_that_predicts_nothing_scores_as_every_mlp_zeroed(tmp_path, tiny_m
     (tmp_path / "corpus.txt").write_text("\n".join(sentences(400)))
     quality = run_transcoder_eval(TranscoderEvalConfig(
         model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"), transcoders=str(folder), tokens=256,
-        window=16, device="cpu"), tmp_path / "c.duckdb")
+        dead_tokens=256, fit_tokens=256, window=16, device="cpu"), tmp_path / "c.duckdb")
     for layer in quality.layers:
         assert layer.loss_spliced == pytest.approx(layer.loss_zero_ablated, abs=1e-6)
         assert layer.loss_recovered == pytest.approx(0.0, abs=1e-5) and layer.fvu >= 1.0

@@ -1,10 +1,12 @@
-"""Checking a graph against the real model: ablate feature nodes one at a time in the unfrozen model and see
+"""Checking a graph against the real model: scale feature nodes one at a time in the unfrozen model and see
 whether the target moves as the graph says.
 
 The graph predicts each node's effect linearly, with attention patterns, norm scales and every other latent's
 nonlinearity frozen (tools/attribution/influence.py `ablation_effects`). The real model has none of that
 frozen, so the correlation between predicted and measured changes says how far the graph's story survives
-in the model itself.
+in the model itself. Two strengths: full ablation (factor 0), the effect a researcher asks about, where the
+model's nonlinearities are free to disagree; and a small perturbation (factor 0.9, predicted as 0.1 x the
+ablation's), where a linear graph can be held to its word.
 """
 
 import torch
@@ -23,11 +25,16 @@ def target_value(subject: SubjectModel, input_ids: torch.Tensor, vector: torch.T
     return float(hidden.float() @ vector.to(hidden.device))
 
 
+ABLATION = 0.0
+PERTURBATION = 0.9
+
+
 @torch.no_grad()
-def measured_ablations(subject: SubjectModel, transcoders: dict[int, SAE], graph: Graph, nodes: list[int],
-                       target: int = 0) -> list[float]:
-    """The real change of target `target` when each feature node is set to 0 at its position: its layer's MLP
-    output loses activation x decoder row there, and everything after it runs as the model runs."""
+def measured_changes(subject: SubjectModel, transcoders: dict[int, SAE], graph: Graph, nodes: list[int],
+                     factor: float = ABLATION, target: int = 0) -> list[float]:
+    """The real change of target `target` when each feature node is scaled by `factor` at its position: its
+    layer's MLP output loses (1 - factor) x activation x decoder row there, and everything after it runs as the
+    model runs."""
     input_ids = encode_text(subject, graph.prompt)
     vector = graph.targets[target].vector
     clean = target_value(subject, input_ids, vector)
@@ -40,7 +47,8 @@ def measured_ablations(subject: SubjectModel, transcoders: dict[int, SAE], graph
                    transcoder: SAE = transcoder) -> torch.Tensor:
             value = transcoder.encode(inputs[:, position].float())[:, latent]  # [batch]
             out = outputs.clone()
-            out[:, position] = (outputs[:, position].float() - value[:, None] * transcoder.W_dec[latent]).to(out.dtype)
+            removed = (1.0 - factor) * value[:, None] * transcoder.W_dec[latent]
+            out[:, position] = (outputs[:, position].float() - removed).to(out.dtype)
             return out
 
         with spliced_mlps(subject.model, {layer: ablate}):

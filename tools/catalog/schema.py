@@ -3,8 +3,9 @@ holds exactly what its version promises (a catalog may come from someone else).
 
 Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; 9 adds the
 audit's held-out evidence (confirming half, readout gap, intervals, surface confounds); 10 adds attribution
-graphs (graphs, graph_nodes, graph_edges, graph_groups). Every migration adds the columns a table lacks as well
-as the tables a catalog lacks.
+graphs (graphs, graph_nodes, graph_edges, graph_groups); 11 adds a transcoder eval's baselines
+(`sae_evals.baseline`, `dead_tokens`) and the graph check's small perturbation (`perturb_*`). Every
+migration adds the columns a table lacks as well as the tables a catalog lacks.
 """
 
 import functools
@@ -14,7 +15,7 @@ import duckdb
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 Columns = dict[str, dict[str, str]]
 """Per table, its columns' types by name."""
 
@@ -110,6 +111,9 @@ CREATE TABLE IF NOT EXISTS sae_evals (
     loss_zero_ablated DOUBLE,
     loss_increase DOUBLE,
     loss_recovered DOUBLE,
+    baseline VARCHAR,                   -- NULL: the SAE or transcoder itself; 'linear': its layer's ridge fit;
+                                        -- 'mean': its layer's mean output (a transcoder eval's baselines)
+    dead_tokens BIGINT,                 -- held-out tokens the dead fraction was counted over
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS explanations (
@@ -228,6 +232,9 @@ CREATE TABLE IF NOT EXISTS graphs (
     check_r DOUBLE,                     -- Pearson r of predicted vs measured target change
     check_ci_low DOUBLE,
     check_ci_high DOUBLE,
+    perturb_r DOUBLE,                   -- Pearson r when each node is scaled by 0.9 instead: 0.1 x the prediction
+    perturb_ci_low DOUBLE,
+    perturb_ci_high DOUBLE,
     seconds DOUBLE,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
@@ -243,6 +250,7 @@ CREATE TABLE IF NOT EXISTS graph_nodes (
     feature_set_id VARCHAR,             -- the layer's cached feature set, when there is one
     check_predicted DOUBLE,             -- the graph's predicted target change when ablated (checked nodes)
     check_measured DOUBLE,              -- the real model's
+    check_perturbed DOUBLE,             -- the real model's change when the node is scaled by 0.9
     PRIMARY KEY (graph_id, node)
 );
 CREATE TABLE IF NOT EXISTS graph_edges (  -- the pruned adjacency: edges kept among kept nodes

@@ -23,6 +23,9 @@ function describe(node) {
   if (node.influence !== null) parts.push("cumulative influence " + node.influence.toFixed(3));
   if (node.check_predicted !== undefined) {
     parts.push("ablated: predicted " + node.check_predicted.toFixed(2) + ", measured " + node.check_measured.toFixed(2));
+    if (node.check_perturbed !== null && node.check_perturbed !== undefined) {
+      parts.push("x0.9: predicted " + (0.1 * node.check_predicted).toFixed(3) + ", measured " + node.check_perturbed.toFixed(3));
+    }
   }
   return parts.join("; ");
 }
