@@ -5,6 +5,7 @@ sweep, on layer 6 of Gemma 3 270M (docs/guides/transcoders.md quotes them).
     python benchmarks/transcoder_recipe.py suspect --init old --auxk old --center off      # today's trainer
     python benchmarks/transcoder_recipe.py suspect --init ridge --auxk new --center on     # ... one change at a time
     python benchmarks/transcoder_recipe.py sweep --tokens 400000 --epochs 2 --lr 5e-3      # the shipped trainer
+    python benchmarks/transcoder_recipe.py stats                      # the input's mean, the output's massive dims
 
 `suspect` is a self-contained TopK transcoder trainer with a switch per suspect (AuxK's sign, the start, input
 centring, the ReLU on top-k slots, the decoder-norm step, the learning rate and its schedule, per-dimension
@@ -95,6 +96,20 @@ def report(tag: str, predict, encode, settings: dict, seconds: float) -> None:
            "mean_l0": float((codes > 0).sum(1).float().mean()), "dead_100k": 1 - float(fired.float().mean()),
            "seconds": seconds}
     print(json.dumps({key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}))
+
+
+def stats(args: argparse.Namespace) -> None:
+    """What the experiments' reading rests on, over the first 100k training tokens."""
+    store = open_store("train")
+    x, y = store.rows("in", LAYER)[:100_000].float(), store.rows("out", LAYER)[:100_000].float()
+    variance = y.var(0)
+    massive = variance.topk(2).indices
+    print(json.dumps({
+        "input_mean_norm": round(float(x.mean(0).norm()), 2), "input_token_norm": round(float(x.norm(dim=1).mean()), 2),
+        "output_massive_dims": massive.tolist(),
+        "output_variance_share_of_2": round(float(variance[massive].sum() / variance.sum()), 3),
+        "output_massive_range": [round(float(y[:, massive].min())), round(float(y[:, massive].max()))],
+        "output_median_dim_std": round(float(variance.sqrt().median()), 2)}))
 
 
 def suspect(args: argparse.Namespace) -> None:
@@ -209,6 +224,7 @@ def main() -> None:
     filling = commands.add_parser("fill")
     filling.add_argument("--model", default="gemma-3-270m")
     filling.set_defaults(handler=fill)
+    commands.add_parser("stats").set_defaults(handler=stats)
     one = commands.add_parser("suspect")
     one.add_argument("--tag", default="")
     one.add_argument("--tokens", type=int, default=200_000)

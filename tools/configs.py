@@ -152,7 +152,7 @@ class TranscoderEvalConfig(ModelAndCorpus):
     transcoders: str = option("transcoders", "the transcoder set's folder (circuit-tracer's layout, as "
                                              "`interp transcoder train` writes it)")
     tokens: int = option(2048, "held-out tokens to evaluate losses and FVU on")
-    dead_tokens: int = option(100_000, "held-out tokens to count dead latents over (no logits: cheap)")
+    dead_tokens: int = option(100_000, "corpus tokens to count dead latents over (no logits: cheap)")
     fit_tokens: int = option(32_768, "train tokens the baselines (each layer's ridge fit and mean output) are fit on")
     layers: str = option("all", "layers of the set to evaluate: all, or comma-separated indices")
     batch_size: int = option(4, "windows per forward pass (each holds [batch, seq, vocab] logits)")

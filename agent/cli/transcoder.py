@@ -44,10 +44,9 @@ def command_transcoder_eval(args: argparse.Namespace) -> None:
     if args.json:
         print(json_text(quality))
         return
-    table = Table(title=f"transcoders on {quality.tokens:,} held-out next-token predictions; dead latents over "
-                        f"{quality.dead_tokens:,} tokens")
-    for column in ("layer", "FVU", "linear FVU", "mean L0", "dead", "loss spliced", "loss MLP zeroed", "recovered",
-                   "linear recovered", "mean recovered"):
+    table = Table(title=f"per layer: {quality.tokens:,} held-out next-token predictions; dead latents over "
+                        f"{quality.dead_tokens:,} corpus tokens; lin = the layer's ridge fit, mean = its mean output")
+    for column in ("layer", "FVU", "lin FVU", "L0", "dead", "loss", "zeroed", "recovered", "lin", "mean"):
         table.add_column(column, justify="right")
     for layer in quality.layers:
         table.add_row(str(layer.layer), f"{layer.fvu:.3f}", f"{layer.linear_fvu:.3f}", f"{layer.mean_l0:.1f}",

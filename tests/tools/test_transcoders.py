@@ -329,7 +329,7 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
     assert [row[0] for row in rows] == ["mlp_in.0", "mlp_in.1", "mlp_in.2", "replacement"]
     assert [row[1] for row in rows[:3]] == pytest.approx([layer.fvu for layer in quality.layers])
     assert rows[3][1] is None and rows[3][2] == pytest.approx(quality.loss_replacement)
-    assert rows[0][5] == quality.dead_tokens and 1024 < quality.dead_tokens <= 2048
+    assert rows[0][5] == quality.dead_tokens and 2048 <= quality.dead_tokens < 2048 + 4 * 16 * 4
     assert [(row[0], row[1]) for row in baselines] == [(f"mlp_in.{layer}", name) for layer in range(3)
                                                        for name in ("linear", "mean")] + \
         [("replacement", "linear"), ("replacement", "mean")]
@@ -338,6 +338,14 @@ def test_one_pass_trains_every_layer_into_a_set_that_predicts_the_mlps(tmp_path,
         assert layer.fvu < 0.9, layer  # far better than predicting the mean output
         assert layer.linear_fvu < 1.0 and layer.fvu < layer.linear_fvu + 0.1, layer  # the start is the linear fit
         assert 0 < layer.mean_l0 <= 8
+    one = run_transcoder_eval(TranscoderEvalConfig(
+        model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"), transcoders=str(result.out),
+        tokens=512, dead_tokens=2048, fit_tokens=2048, window=16, device="cpu", layers="1"), tmp_path / "c.duckdb")
+    assert [layer.layer for layer in one.layers] == [1] and one.layers[0].fvu == pytest.approx(quality.layers[1].fvu)
+    assert one.loss_replacement == one.layers[0].loss_spliced and one.loss_linear_only == one.layers[0].loss_linear
+    with pytest.raises(InterpError, match="has no transcoder for layers \\[5\\]"):
+        run_transcoder_eval(TranscoderEvalConfig(model=str(tiny_models["llama"]), corpus=str(tmp_path / "corpus.txt"),
+                                                 transcoders=str(result.out), layers="1,5"), tmp_path / "c.duckdb")
     # A random tiny model's MLPs barely move its loss (their outputs are ~1e-3 of the residual stream), so the
     # losses are checked for what they are here; what the replacement recovers is measured on Gemma (docs).
     assert all(abs(layer.loss_spliced - quality.loss_clean) < 0.05 for layer in quality.layers)

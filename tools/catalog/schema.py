@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS sae_evals (
     loss_recovered DOUBLE,
     baseline VARCHAR,                   -- NULL: the SAE or transcoder itself; 'linear': its layer's ridge fit;
                                         -- 'mean': its layer's mean output (a transcoder eval's baselines)
-    dead_tokens BIGINT,                 -- held-out tokens the dead fraction was counted over
+    dead_tokens BIGINT,                 -- corpus tokens the dead fraction was counted over
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS explanations (

@@ -77,10 +77,11 @@ def auxk_loss(coder: SAE, pre: torch.Tensor, error: torch.Tensor, dead: torch.Te
 
 @dataclass(frozen=True)
 class Schedule:
-    """The learning rate of each step: a linear warmup over the first `warmup` of the steps (sparsify and
-    SAELens warm up), then a linear decay to zero at `total_steps` (Gao et al. 2024 and dictionary_learning
-    decay; the saved weights are then an average-like end point, not the last noisy step). `clip` bounds the
-    gradient norm (Gao et al. 2024 clip at 1)."""
+    """The learning rate of each step: a linear warmup over the first `warmup` of the steps (SAELens's and
+    sparsify's warmup steps), then a linear decay to zero at `total_steps` (dictionary_learning's TopK trainer
+    and SAELens's decay steps decay too; the saved weights are then the end of a decay, not the last noisy step).
+    `clip` bounds the gradient norm: our own guard against a first step far too large, chosen here rather than
+    taken from a named trainer."""
 
     lr: float
     total_steps: int

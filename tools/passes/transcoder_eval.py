@@ -2,7 +2,7 @@
 beside what a linear map and a constant would do in its place.
 
 Per layer: FVU of the MLP output it predicts (sum ||y - y_hat||^2 / sum ||y - mean(y)||^2 over real tokens),
-mean L0, the fraction of latents that never fire over `dead_tokens` held-out tokens (a cheap pass with no
+mean L0, the fraction of latents that never fire over `dead_tokens` tokens of the corpus (a cheap pass with no
 logits: a latent silent on 2k tokens may only be rare), and the next-token loss with that layer's MLP replaced,
 beside the clean model and that MLP zeroed: loss recovered = (zero - spliced) / (zero - clean). Beside each
 transcoder, two baselines: "linear", the layer's ridge fit of output on input (tools/sae/linear.py), and
@@ -209,15 +209,20 @@ def fit_baselines(config: TranscoderEvalConfig, subject: SubjectModel, layers: l
 @torch.inference_mode()
 def count_dead(config: TranscoderEvalConfig, subject: SubjectModel, transcoders: dict[int, SAE],
                progress: bool) -> tuple[dict[int, float], int]:
-    """Each layer's share of latents that never fire over `dead_tokens` held-out tokens, read with no logits
-    (the forward stops at the last layer asked for); and the tokens it covered."""
-    windows = prepare_windows(dataclasses.replace(config, tokens=config.dead_tokens), subject,  # type: ignore[arg-type]
-                              part="held_out")
+    """Each layer's share of latents that never fire over `dead_tokens` tokens of the whole corpus (a latent
+    silent on every document is dead, whichever split it is in; the held-out part alone is too small on the
+    embedded corpus), read with no logits (the forward stops at the last layer asked for); and the tokens it
+    covered."""
+    # Windows count BOS and separators too: take enough for `dead_tokens` real tokens, then stop there.
+    wanted = int(config.dead_tokens * 1.1) + config.window
+    windows = prepare_windows(dataclasses.replace(config, tokens=wanted), subject, part="all")  # type: ignore[arg-type]
     hooks = [HookPoint("mlp_in", layer) for layer in transcoders]
     fired = {layer: torch.zeros(t.d_sae, dtype=torch.bool, device=subject.device) for layer, t in transcoders.items()}
     tokens = 0
     step = config.batch_size * 4
     for start in tqdm(range(0, len(windows), step), unit="batch", disable=not progress, desc="count dead latents"):
+        if tokens >= config.dead_tokens:
+            break
         input_ids = windows[start:start + step].to(subject.device)
         acts, mask = run_to_hooks(subject.model, input_ids, hooks), content_mask(input_ids, subject.tokenizer)
         tokens += int(mask.sum())
@@ -271,6 +276,11 @@ def evaluate_set(config: TranscoderEvalConfig, subject: SubjectModel, transcoder
             active[layer] += float((transcoder.encode(x) > 0).sum())
             for name, predict in (*predictors.items(), ("zero", None)):
                 losses.add(f"{name}.{layer}", loss_with({layer: splice(predict, mask)}))
+        if len(transcoders) == 1:  # the whole set is that layer: no forward to repeat
+            (layer,) = transcoders
+            for name in ("transcoder", *BASELINES, "zero"):
+                losses.sums[f"{name}.all"] = losses.sums[f"{name}.{layer}"]
+            continue
         for name in ("transcoder", *BASELINES):
             losses.add(f"{name}.all", loss_with({layer: splice(transcoder.forward if name == "transcoder" else
                                                                 baselines.predictors(layer)[name], mask)
@@ -293,5 +303,5 @@ def evaluate_set(config: TranscoderEvalConfig, subject: SubjectModel, transcoder
                          losses.mean("zero.all"), share("transcoder", "all"), losses.mean("linear.all"),
                          share("linear", "all"), losses.mean("mean.all"), share("mean", "all"), layers)
     log.info(f"evaluated {len(layers)} transcoders on {quality.tokens:,} held-out next-token predictions; dead "
-             f"latents counted over {dead_tokens:,} held-out tokens")
+             f"latents counted over {dead_tokens:,} tokens of the corpus")
     return quality

@@ -59,6 +59,8 @@ DEFAULT_LR = 5e-3
 (docs/guides/transcoders.md), found it best of 1e-3, 3e-3, 5e-3 and 1e-2 with this schedule: lower rates leave
 latents dead, 1e-2 leaves top-k slots empty. Inputs and outputs are normalized, so it carries over."""
 ENCODER_SCALE = 0.1
+"""Our choice, from the recipe experiments (docs/guides/transcoders.md): at 1 / sqrt(d_in) the first latents'
+noise lifted the loss above the linear start and the decaying rate never recovered it."""
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "training.json"
 """Beside the set: the config it was trained with, so a rerun with another config is refused, not mixed in."""
@@ -122,7 +124,7 @@ def init_transcoder(inputs: torch.Tensor, outputs: torch.Tensor, layer: int, d_t
     W_dec = torch.randn((d_tc, d_out), generator=generator, device=inputs.device)
     W_dec /= W_dec.norm(dim=1, keepdim=True)
     W_enc = torch.randn((d_in, d_tc), generator=generator, device=inputs.device) * (ENCODER_SCALE / math.sqrt(d_in))
-    b_enc = -(inputs.mean(dim=0) @ W_enc)  # centred pre-activations (sparsify's b_enc = -mean_in @ W_enc)
+    b_enc = -(inputs.mean(dim=0) @ W_enc)  # pre-activations centred on the start tokens
     W_skip, b_dec = ridge_fit(inputs, outputs) if skip else (None, outputs.float().mean(dim=0))
     return SAE(W_enc, b_enc, W_dec, b_dec, "topk", k=k, hook=f"mlp_in.{layer}", hook_out=f"mlp_out.{layer}",
                W_skip=W_skip)
