@@ -5,7 +5,8 @@ so encode and decode exist once. Per step: loss = normalized MSE + auxk_alpha * 
 the latents that have been dead for `dead_tokens` tokens to reconstruct the residual error (target minus
 prediction) with their own top-k (which gives them gradient again). After each Adam step the decoder rows go
 back to unit norm, and the gradient component along each row is removed first so Adam does not fight the norm.
-The learning rate warms up, then decays linearly to zero, and the gradient norm is clipped (`Schedule`).
+The gradient norm is clipped; the rate is constant here, while the transcoder trainer warms up and decays
+(`Schedule`).
 """
 
 import dataclasses
@@ -87,11 +88,15 @@ class Schedule:
     total_steps: int
     warmup: float = 0.05
     clip: float = 1.0
+    decay: bool = True
+    """False: the rate stays at `lr` after the warmup (the SAE trainer's rate was set for that)."""
 
     def at(self, step: int) -> float:
-        warmup_steps = max(1, round(self.warmup * self.total_steps))
+        warmup_steps = round(self.warmup * self.total_steps)
         if step < warmup_steps:
             return self.lr * (step + 1) / warmup_steps
+        if not self.decay:
+            return self.lr
         return self.lr * max(0.0, (self.total_steps - step) / max(self.total_steps - warmup_steps, 1))
 
 
@@ -204,7 +209,9 @@ def train_topk_sae(buffers: Iterable[torch.Tensor], d_sae: int, k: int, total_to
     buffers = iter(buffers)
     first = next(buffers)
     generator = torch.Generator(device=first.device).manual_seed(seed)
-    schedule = Schedule(lr or default_lr(d_sae), max(1, total_tokens // batch_tokens))
+    # A constant rate, as this trainer has always had: Gao et al.'s rate for its width was set for it; the
+    # transcoder trainer's warmup and decay came with a rate swept for them.
+    schedule = Schedule(lr or default_lr(d_sae), max(1, total_tokens // batch_tokens), warmup=0.0, decay=False)
     trainer = TopKTrainer(init_sae(first[:batch_tokens * 4], d_sae, k, generator), schedule, auxk_alpha, dead_tokens)
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc="train SAE")
     with bar:
