@@ -438,3 +438,13 @@ def test_a_set_that_predicts_nothing_scores_as_every_mlp_zeroed(tmp_path, tiny_m
         assert layer.loss_spliced == pytest.approx(layer.loss_zero_ablated, abs=1e-6)
         assert layer.loss_recovered == pytest.approx(0.0, abs=1e-5) and layer.fvu >= 1.0
     assert quality.loss_replacement == pytest.approx(quality.loss_all_zero_ablated, abs=1e-6)
+
+
+def test_a_corpus_smaller_than_one_step_is_refused_in_one_line(tmp_path, tiny_models):
+    from tools.passes.transcoder_train import run_transcoder_train
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("".join(f"line {i}: the cat sat on the mat and looked at the dog.\n" for i in range(40)))
+    with pytest.raises(InterpError, match="fewer than one step of --batch-tokens 4096"):
+        run_transcoder_train(train_config(tmp_path, tiny_models, "small", corpus=str(corpus), tokens=8192,
+                                          batch_tokens=4096), progress=False)

@@ -186,6 +186,9 @@ def run_transcoder_train(config: TranscoderTrainConfig, progress: bool = True,
     store = ActivationStore.open(out / STORE, layers, d_model, {"model": config.model, "corpus": config.corpus,
                                                                  "window": config.window, "seed": config.seed})
     fill_store(config, subject, layers, store, progress)
+    if store.tokens < config.batch_tokens:
+        raise InterpError(f"the corpus's train part holds {store.tokens:,} real tokens, fewer than one step of "
+                          f"--batch-tokens {config.batch_tokens}; give a larger corpus or a smaller --batch-tokens")
     if store.tokens < config.tokens:
         log.info(f"note: the corpus's train part ran out after {store.tokens:,} tokens")
     store_bytes = store.tokens * store.bytes_per_token
