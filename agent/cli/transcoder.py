@@ -19,12 +19,13 @@ def command_transcoder_train(args: argparse.Namespace) -> None:
     from agent.views.terminal import json_text
     from tools.passes.transcoder_train import run_transcoder_train
 
-    result = run_transcoder_train(config_from_args(TranscoderTrainConfig, args), progress=not args.no_progress)
+    config = config_from_args(TranscoderTrainConfig, args)
+    result = run_transcoder_train(config, progress=not args.no_progress)
     if args.json:
         print(json_text(result))
         return
-    epochs = config_from_args(TranscoderTrainConfig, args).epochs
-    print(f"wrote {len(result.layers)} transcoders to {result.out} after {result.tokens:,} tokens x {epochs} epochs in "
+    print(f"wrote {len(result.layers)} transcoders to {result.out} after {result.tokens:,} tokens x {config.epochs} "
+          f"epochs in "
           f"{result.seconds / 60:.1f} min; the activation store took {result.store_bytes / 2**30:.2f} GiB while it "
           "lived")
     for stats in result.layers:

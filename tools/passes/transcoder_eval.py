@@ -69,7 +69,7 @@ class LayerQuality:
 class SetQuality:
     tokens: int
     dead_tokens: int
-    """Held-out tokens the dead fractions were counted over."""
+    """Corpus tokens the dead fractions were counted over."""
     loss_clean: float
     loss_replacement: float
     """Every transcoder in at once."""
@@ -249,6 +249,8 @@ def evaluate_set(config: TranscoderEvalConfig, subject: SubjectModel, transcoder
     squares = dict.fromkeys(transcoders, 0.0)
     active = dict.fromkeys(transcoders, 0.0)
     real_tokens = 0
+    predictors = {layer: {"transcoder": transcoder.forward, **baselines.predictors(layer)}
+                  for layer, transcoder in transcoders.items()}  # each way to fill a layer's MLP output, by name
     for start in tqdm(range(0, len(windows), config.batch_size), unit="batch", disable=not progress,
                       desc="eval transcoders"):
         input_ids = windows[start:start + config.batch_size].to(subject.device)
@@ -268,13 +270,12 @@ def evaluate_set(config: TranscoderEvalConfig, subject: SubjectModel, transcoder
 
         for layer, transcoder in transcoders.items():
             x, y = acts[f"mlp_in.{layer}"][mask].float(), acts[f"mlp_out.{layer}"][mask].float()
-            predictors = {"transcoder": transcoder.forward, **baselines.predictors(layer)}
-            errors[layer, "transcoder"] += float((transcoder.forward(x) - y).pow(2).sum())
-            errors[layer, "linear"] += float((predictors["linear"](x) - y).pow(2).sum())
+            for name in ("transcoder", "linear"):
+                errors[layer, name] += float((predictors[layer][name](x) - y).pow(2).sum())
             sums[layer] += y.sum(0).double()
             squares[layer] += float(y.double().pow(2).sum())
             active[layer] += float((transcoder.encode(x) > 0).sum())
-            for name, predict in (*predictors.items(), ("zero", None)):
+            for name, predict in (*predictors[layer].items(), ("zero", None)):
                 losses.add(f"{name}.{layer}", loss_with({layer: splice(predict, mask)}))
         if len(transcoders) == 1:  # the whole set is that layer: no forward to repeat
             (layer,) = transcoders
@@ -282,9 +283,8 @@ def evaluate_set(config: TranscoderEvalConfig, subject: SubjectModel, transcoder
                 losses.sums[f"{name}.all"] = losses.sums[f"{name}.{layer}"]
             continue
         for name in ("transcoder", *BASELINES):
-            losses.add(f"{name}.all", loss_with({layer: splice(transcoder.forward if name == "transcoder" else
-                                                                baselines.predictors(layer)[name], mask)
-                                                 for layer, transcoder in transcoders.items()}))
+            losses.add(f"{name}.all", loss_with({layer: splice(predictors[layer][name], mask)
+                                                 for layer in transcoders}))
         losses.add("zero.all", loss_with({layer: splice(None, mask) for layer in transcoders}))
     clean_loss = losses.mean("clean")
 
