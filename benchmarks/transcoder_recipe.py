@@ -127,16 +127,17 @@ def suspect(args: argparse.Namespace) -> None:
     weight_out = y_all[first].std(0) / y_all[first].std(0).pow(2).mean().sqrt() if args.whiten == "on" else \
         torch.ones(d)
     x_all, y_all = (x_all - mean_in) * scale_in, y_all * scale_out / weight_out
-    if args.init == "old":  # random unit decoder rows, the encoder tied to them, b_dec the mean, no skip yet
+    if args.init == "old":  # random unit decoder rows, the encoder tied to them, b_enc 0, b_dec the mean, no skip
         W_dec = torch.randn(WIDTH, d, generator=generator)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
         W_enc, W_skip, b_dec = W_dec.T.clone(), torch.zeros(d, d), y_all[first].mean(0)
-    else:  # the ridge fit as the start, a small untied encoder
+        b_enc = torch.zeros(WIDTH)
+    else:  # the ridge fit as the start, a small untied encoder, b_enc centring the pre-activations
         W_skip, b_dec = ridge_fit(x_all[first], y_all[first])
         W_enc = torch.randn(d, WIDTH, generator=generator) * (args.encoder_scale / math.sqrt(d))
         W_dec = torch.randn(WIDTH, d, generator=generator)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
-    b_enc = -(x_all[first].mean(0) @ W_enc)
+        b_enc = -(x_all[first].mean(0) @ W_enc)
     parameters = [W_enc, b_enc, W_dec, b_dec, W_skip]
     for parameter in parameters:
         parameter.requires_grad_(True)
