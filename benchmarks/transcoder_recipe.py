@@ -1,7 +1,8 @@
 """The experiments behind the transcoder recipe: one per suspect for the silent latents, and the learning-rate
-sweep, on layer 6 of Gemma 3 270M (docs/guides/transcoders.md quotes them).
+sweep, on one layer of Gemma 3 270M (layer 6 unless `--layer`; docs/guides/transcoders.md quotes them).
 
     python benchmarks/transcoder_recipe.py fill                       # cache layer 6 once: 400k train + 20k held-out
+    python benchmarks/transcoder_recipe.py --layer 9 fill             # ... or another layer (each its own store)
     python benchmarks/transcoder_recipe.py suspect --init old --auxk old --center off      # today's trainer
     python benchmarks/transcoder_recipe.py suspect --init ridge --auxk new --center on     # ... one change at a time
     python benchmarks/transcoder_recipe.py sweep --tokens 400000 --epochs 2 --lr 5e-3      # the shipped trainer
@@ -32,12 +33,14 @@ from tools.configs import TranscoderTrainConfig  # noqa: E402
 from tools.passes.activation_store import ActivationStore, StoreState  # noqa: E402
 from tools.sae.linear import ridge_fit  # noqa: E402
 
-LAYER, WIDTH, K, BATCH = 6, 5120, 32, 1024
+WIDTH, K, BATCH = 5120, 32, 1024
 STORES = Path(tempfile.gettempdir()) / "interp-transcoder-recipe"
+LAYER = 6
+"""The layer every subcommand works on; `--layer` sets it before the subcommand runs."""
 
 
 def open_store(name: str, tokens: int | None = None) -> ActivationStore:
-    folder = STORES / name
+    folder = STORES / f"layer_{LAYER}" / name
     state = StoreState(**json.loads((folder / "store.json").read_text()))
     if tokens is not None:
         if tokens > state.tokens:
@@ -57,7 +60,8 @@ def fill(args: argparse.Namespace) -> None:
     hooks = [HookPoint("mlp_in", LAYER), HookPoint("mlp_out", LAYER)]
     for part, tokens in (("held_out", 20_000), ("train", 400_000)):
         windows = prepare_windows(dataclasses.replace(config, tokens=int(tokens * 1.1) + 8192), subject, part=part)
-        store = ActivationStore.open(STORES / part, [LAYER], 640, {"part": part, "model": config.model})
+        folder = STORES / f"layer_{LAYER}" / part
+        store = ActivationStore.open(folder, [LAYER], 640, {"part": part, "model": config.model})
         start = store.state.windows_done
         with torch.inference_mode():
             while start < len(windows) and store.tokens < tokens:
@@ -65,7 +69,7 @@ def fill(args: argparse.Namespace) -> None:
                 acts, mask = run_to_hooks(subject.model, ids, hooks), content_mask(ids, subject.tokenizer)
                 start += len(ids)
                 store.append({LAYER: (acts[f"mlp_in.{LAYER}"][mask], acts[f"mlp_out.{LAYER}"][mask])}, start)
-        print(f"{part}: {store.tokens:,} tokens in {STORES / part}")
+        print(f"{part}: {store.tokens:,} tokens in {folder}")
 
 
 def fvu(prediction: torch.Tensor, target: torch.Tensor) -> float:
@@ -208,19 +212,22 @@ def sweep(args: argparse.Namespace) -> None:
 
     store = open_store("train", args.tokens)
     config = TranscoderTrainConfig(tokens=args.tokens, epochs=args.epochs, lr=args.lr, dead_tokens=args.dead_tokens,
-                                   checkpoint_seconds=1e9)
+                                   auxk_alpha=args.auxk_alpha, expansion=args.expansion, checkpoint_seconds=1e9)
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()
-        transcoder_train.train_layer(config, store, LAYER, WIDTH, torch.device("cpu"), Path(folder), progress=False)
+        transcoder_train.train_layer(config, store, LAYER, 640 * args.expansion, torch.device("cpu"), Path(folder),
+                                     progress=False)
         seconds = time.monotonic() - started
         coder = transcoder_train.load_finished(Path(folder), LAYER, torch.device("cpu"))
-    settings = {"tokens": args.tokens, "epochs": args.epochs, "lr": args.lr, "dead_tokens": args.dead_tokens}
+    settings = {"layer": LAYER, "tokens": args.tokens, "epochs": args.epochs, "lr": args.lr,
+                "dead_tokens": args.dead_tokens, "auxk_alpha": args.auxk_alpha, "expansion": args.expansion}
     report(args.tag, coder.forward, coder.encode, settings, seconds)
 
 
 def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layer", type=int, default=6, help="the layer of Gemma 3 270M to experiment on")
     commands = parser.add_subparsers(dest="command", required=True)
     filling = commands.add_parser("fill")
     filling.add_argument("--model", default="gemma-3-270m")
@@ -246,8 +253,12 @@ def main() -> None:
     shipped.add_argument("--epochs", type=int, default=2)
     shipped.add_argument("--lr", type=float, default=5e-3)
     shipped.add_argument("--dead-tokens", type=int, default=50_000)
+    shipped.add_argument("--auxk-alpha", type=float, default=1 / 32)
+    shipped.add_argument("--expansion", type=int, default=8)
     shipped.set_defaults(handler=sweep)
     args = parser.parse_args()
+    global LAYER
+    LAYER = args.layer
     args.handler(args)
 
 

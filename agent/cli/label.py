@@ -149,13 +149,17 @@ def graph_logits(args: argparse.Namespace, catalog, graph: dict):
     from tools.features import resolve_features
     from tools.model.subject import load_subject_model
 
-    subject = load_subject_model(catalog.model(graph["model_id"])["name"], args.device)
-    sources: dict = {}
+    model_name = catalog.model(graph["model_id"])["name"]
+    loaded: dict = {}
 
     def logits_of(layer: int, latent: int) -> tuple[list[str], list[str]]:
-        if layer not in sources:
-            sources[layer] = resolve_features(f"mlp_in.{layer}", graph["transcoders_path"], subject)
-        return logit_tokens(subject, sources[layer], latent, 10)
+        """Loads the model on its first call: graphs traced since schema 12 carry their logits."""
+        if "subject" not in loaded:
+            loaded["subject"] = load_subject_model(model_name, args.device)
+        subject = loaded["subject"]
+        if layer not in loaded:
+            loaded[layer] = resolve_features(f"mlp_in.{layer}", graph["transcoders_path"], subject)
+        return logit_tokens(subject, loaded[layer], latent, 10)
 
     return logits_of
 

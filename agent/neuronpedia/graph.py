@@ -8,8 +8,11 @@ which is also the name of layer 0's latent `layer` at that position; ours are `e
 
 The feature files are the format the attribution-graph frontend fetches from `feature_json_base_url`
 (`{base}/{feature}.json`): examples by quantile with per-token activations, top and bottom logits, the
-activation range, quantiles, histogram and frequency, all read from the catalog (the logits from the decoder
-through the unembedding, which needs the model; `--no-logits` leaves them out).
+activation range, quantiles, histogram and frequency, all read from the catalog (the logits as `interp trace`
+stored them; for an older graph, from the decoder through the unembedding, which needs the model).
+
+A view travels with the graph as Neuronpedia reads one: the page's saved groups as `qParams.supernodes`
+([name, node_id, ...]) and its pins as `pinnedIds`.
 """
 
 import json
@@ -82,7 +85,14 @@ def graph_json(catalog: Catalog, graph: dict, scan: str, feature_base_url: str |
     }
     if feature_base_url:
         metadata["feature_details"] = {"feature_json_base_url": feature_base_url.rstrip("/")}
-    qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    # The fields circuit-tracer's own writer adds, so its local frontend loads the file too.
+    metadata |= {"transcoder_list": [], "schema_version": 1}
+    # Saved groups and pins as Neuronpedia reads a view: a supernode is [name, node_id, ...].
+    named = {node: by_index[node]["node_id"] for node in by_index}
+    supernodes = [[group["name"], *(named[n] for n in group["nodes"] if n in named)]
+                  for group in catalog.graph_groups(graph["graph_id"])]
+    pinned = [named[n] for n in catalog.graph_pins(graph["graph_id"]) if n in named]
+    qparams = {"pinnedIds": pinned, "supernodes": supernodes, "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": list(by_index.values()), "links": links}
 
 
@@ -115,10 +125,13 @@ def feature_json(catalog: Catalog, set_id: str, layer: int, latent: int,
 
 def export_graph(catalog: Catalog, graph_ref: str, out: Path, scan: str, feature_base_url: str | None,
                  logits_of=None) -> dict[str, int]:
-    """Write `{slug}.json` and `features/{feature}.json` for every feature node whose layer is cached.
-    `logits_of(layer, latent)` gives (top, bottom) logit tokens, or None to leave them out."""
+    """Write `{slug}.json` and `features/{feature}.json` for every feature node whose layer is cached. A node's
+    top and bottom logits come from the catalog (`interp trace` stores them); for a graph traced before that,
+    `logits_of(layer, latent)` gives them, or None leaves them out."""
     require_empty(out)
     graph = catalog.graph(graph_ref)
+    stored = {(n["layer"], n["feature"]): (list(n["top_logits"]), list(n["bottom_logits"]))
+              for n in catalog.graph_nodes(graph["graph_id"]) if n["kind"] == "feature" and n.get("top_logits")}
     document = graph_json(catalog, graph, scan, feature_base_url)
     sets = catalog.transcoder_feature_sets(graph["transcoders_sha256"])
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +144,8 @@ def export_graph(catalog: Catalog, graph_ref: str, out: Path, scan: str, feature
         layer, latent = int(node["layer"]), int(node["node_id"].split("_")[1])
         if layer not in sets or (features / f"{node['feature']}.json").exists():
             continue
-        detail = feature_json(catalog, sets[layer], layer, latent, logits_of and logits_of(layer, latent))
+        logits = stored.get((layer, latent)) or (logits_of and logits_of(layer, latent))
+        detail = feature_json(catalog, sets[layer], layer, latent, logits)
         if detail is not None:
             features.mkdir(exist_ok=True)
             (features / f"{node['feature']}.json").write_text(json.dumps(detail), encoding="utf-8")

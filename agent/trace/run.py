@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from evals.stats import bootstrap_interval, moments, pearson, pooled_pearson
 from tools.attribution.attribute import attribute
@@ -19,6 +20,7 @@ from tools.attribution.influence import Pruned, ablation_effects, graph_scores, 
 from tools.catalog import Catalog, check_catalog_path
 from tools.configs import TraceConfig
 from tools.errors import InterpError
+from tools.experiments.interventions import decoder_logit_tokens
 from tools.model.subject import load_subject_model, sha256_folder_weights
 from tools.passes.cache import model_row, package_versions
 from tools.sae.transcoders import load_transcoder_set
@@ -67,7 +69,24 @@ def correlation(predicted: list[float], measured: list[float]) -> tuple[float, f
     return pearson(predicted, measured), low, high
 
 
-def node_rows(graph: Graph, pruned: Pruned, feature_sets: dict[int, str], check: Check | None) -> list[dict]:
+LOGIT_TOKENS = 10
+"""Top and bottom decoder logits kept per feature node, as circuit-tracer's feature files carry."""
+
+
+def feature_logits(subject, transcoders: dict, graph: Graph, nodes: list[int]) -> dict[int, tuple[list, list]]:
+    """Each of these feature nodes' top and bottom `LOGIT_TOKENS` decoder logits through the unembedding, for
+    the graph page's feature detail and the export (so neither needs the model)."""
+    features = [node for node in nodes if graph.node_kind(node) == "feature"]
+    if not features:
+        return {}
+    directions = [transcoders[int(graph.features[node][0])].W_dec[int(graph.features[node][2])] for node in features]
+    found = decoder_logit_tokens(subject, torch.stack(directions).detach(), LOGIT_TOKENS)
+    return dict(zip(features, found, strict=True))
+
+
+def node_rows(graph: Graph, pruned: Pruned, feature_sets: dict[int, str], check: Check | None,
+              logits: dict[int, tuple[list, list]] | None = None) -> list[dict]:
+    logits = logits or {}
     checked = {} if check is None else {node: (p, m, q) for node, p, m, q in zip(
         check.nodes, check.predicted, check.measured, check.perturbed, strict=True)}
     rows = []
@@ -78,6 +97,8 @@ def node_rows(graph: Graph, pruned: Pruned, feature_sets: dict[int, str], check:
             layer, position, latent = (int(v) for v in graph.features[node])
             row |= {"layer": layer, "position": position, "feature": latent,
                     "value": float(graph.activations[node]), "feature_set_id": feature_sets.get(layer)}
+            if node in logits:
+                row |= {"top_logits": logits[node][0], "bottom_logits": logits[node][1]}
         elif kind == "error":
             layer, position = divmod(node - graph.n_features, graph.n_positions)
             row |= {"layer": layer, "position": position}
@@ -133,6 +154,7 @@ def run_trace(config: TraceConfig, prompt: str, targets: list[str], versus: str 
             perturbed = measured_changes(subject, transcoders, graph, nodes, PERTURBATION)
             check = Check(nodes, predicted, measured, *correlation(predicted, measured), perturbed,
                           *correlation([(1 - PERTURBATION) * p for p in predicted], perturbed))
+        logits = feature_logits(subject, transcoders, graph, pruned.nodes.nonzero().flatten().tolist())
         graph_id = uuid.uuid4().hex[:12]
         with Catalog(catalog_path) as catalog:
             feature_sets = catalog.transcoder_feature_sets(set_sha256)
@@ -154,7 +176,7 @@ def run_trace(config: TraceConfig, prompt: str, targets: list[str], versus: str 
                 "perturb_ci_low": None if check is None else check.perturb_ci_low,
                 "perturb_ci_high": None if check is None else check.perturb_ci_high}
             catalog.record_model(model_row(subject, run_id))
-            catalog.record_graph(row, node_rows(graph, pruned, feature_sets, check), edge_rows(graph, pruned))
+            catalog.record_graph(row, node_rows(graph, pruned, feature_sets, check, logits), edge_rows(graph, pruned))
     labels = {}
     for node in range(graph.n_features):
         layer, _, latent = (int(v) for v in graph.features[node])

@@ -1,7 +1,7 @@
 """A graph's nodes named for people and LLMs, and its most influential feature nodes, shared by `interp trace`'s
 table and the agents' `trace` tool."""
 
-from tools.attribution.graph import Graph
+from tools.attribution.graph import Graph, token_at
 from tools.attribution.influence import Pruned
 
 
@@ -9,12 +9,12 @@ def node_name(graph: Graph, node: int) -> str:
     kind = graph.node_kind(node)
     if kind == "feature":
         layer, position, latent = (int(v) for v in graph.features[node])
-        return f"L{layer}/{latent} at {graph.tokens[position]!r}"
+        return f"L{layer}/{latent} at {token_at(graph.tokens, position)}"
     if kind == "error":
         layer, position = divmod(node - graph.n_features, graph.n_positions)
-        return f"error L{layer} at {graph.tokens[position]!r}"
+        return f"error L{layer} at {token_at(graph.tokens, position)}"
     if kind == "token":
-        return f"token {graph.tokens[node - graph.token_index(0)]!r}"
+        return f"token {token_at(graph.tokens, node - graph.token_index(0))}"
     return f"logit {graph.targets[node - graph.logit_index(0)].label!r}"
 
 

@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from agent.labeling.config import LabelConfig
-from agent.web import pages
+from agent.web import graph_pages, pages
 from agent.web.ask import MAX_QUESTION_CHARS, ask_events, earlier_sessions
 from agent.web.queries import FeatureFilter
 from tools.catalog import Catalog
@@ -40,6 +40,19 @@ class NotFound(Exception):
 class GraphGroup(BaseModel, extra="forbid"):
     name: str = Field(min_length=1, max_length=80)
     nodes: list[int] = Field(max_length=1000)
+
+
+class GroupRename(BaseModel, extra="forbid"):
+    name: str = Field(min_length=1, max_length=80)
+    new_name: str = Field(min_length=1, max_length=80)
+
+
+class GraphPins(BaseModel, extra="forbid"):
+    nodes: list[int] = Field(max_length=1000)
+
+
+class HumanLabel(BaseModel, extra="forbid"):
+    text: str = Field(min_length=1, max_length=500)
 
 
 def same_site(request: Request) -> None:
@@ -184,26 +197,70 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
 
     @app.get("/api/graphs", tags=["api"], summary="attribution graphs, newest first")
     def api_graphs() -> list[dict]:
-        return read(pages.graphs)["graphs"]
+        return read(graph_pages.graphs)["graphs"]
 
     @app.get("/api/graphs/{graph_id}", tags=["api"],
-             summary="an attribution graph: kept nodes with labels, pruned edges, named groups, scores")
+             summary="an attribution graph: kept nodes with labels, pruned edges, named groups, pins, scores")
     def api_graph(graph_id: str) -> dict:
-        return read(pages.graph, graph_id)
+        return read(graph_pages.graph, graph_id)
+
+    @app.get("/api/graphs/{graph_id}/nodes/{node}", tags=["api"],
+             summary="a node's detail: decoder logits, and for a cached feature its examples, histogram, labels")
+    def api_graph_node(graph_id: str, node: int) -> dict:
+        return read(graph_pages.graph_node, graph_id, node)
+
+    @app.get("/api/graphs/{graph_id}/scores", tags=["api"],
+             summary="replacement and completeness of the subgraph of the pinned nodes (comma-separated)")
+    def api_graph_scores(graph_id: str, pinned: Annotated[str, Query(max_length=20_000,
+                                                                     pattern=r"^[0-9]*(,[0-9]+)*$")] = "") -> dict:
+        return read(graph_pages.graph_scores, graph_id, [int(n) for n in pinned.split(",") if n])
 
     @app.get("/api/graphs/{graph_id}/suggestions", tags=["api"],
              summary="suggested supernodes: feature nodes with alike edges and labels, for a person to accept")
     def api_graph_suggestions(graph_id: str) -> dict:
-        return read(pages.graph_suggestions, graph_id)
+        return read(graph_pages.graph_suggestions, graph_id)
+
+    def write(graph_id: str, change) -> dict:
+        """One write to the catalog for the graph this id names; returns the graph's groups and pins after it."""
+        shown_id = read(lambda catalog: catalog.graph(graph_id)["graph_id"])
+        with Catalog(catalog_path, wait_seconds=CATALOG_WAIT_SECONDS) as catalog:
+            change(catalog, shown_id)
+            return {"groups": catalog.graph_groups(shown_id), "pinned": catalog.graph_pins(shown_id)}
 
     @app.post("/api/graphs/{graph_id}/groups", tags=["api"],
               summary="save a named group of nodes (a supernode); the same name replaces it, no nodes deletes it")
     def api_save_group(request: Request, graph_id: str, group: GraphGroup) -> dict:
         same_site(request)
-        shown_id = read(lambda catalog: catalog.graph(graph_id)["graph_id"])
+        return write(graph_id, lambda catalog, shown: catalog.save_graph_group(shown, group.name, group.nodes))
+
+    @app.post("/api/graphs/{graph_id}/groups/rename", tags=["api"], summary="rename a group, keeping its members")
+    def api_rename_group(request: Request, graph_id: str, rename: GroupRename) -> dict:
+        same_site(request)
+        return write(graph_id, lambda catalog, shown: catalog.rename_graph_group(shown, rename.name, rename.new_name))
+
+    @app.post("/api/graphs/{graph_id}/pins", tags=["api"],
+              summary="save the pinned nodes, which `interp export graph` writes as Neuronpedia's pinnedIds")
+    def api_save_pins(request: Request, graph_id: str, pins: GraphPins) -> dict:
+        same_site(request)
+        return write(graph_id, lambda catalog, shown: catalog.save_graph_pins(shown, pins.nodes))
+
+    @app.post("/api/graphs/{graph_id}/nodes/{node}/label", tags=["api"],
+              summary="a person's label of a feature node, saved as an explanation by explainer 'human'")
+    def api_label_node(request: Request, graph_id: str, node: int, label: HumanLabel) -> dict:
+        same_site(request)
+        detail = read(graph_pages.graph_node, graph_id, node)
+        if detail["feature_set_id"] is None:
+            raise InterpError(f"node {node} is not a feature of a cached layer; only those can be labeled")
+        if not label.text.strip():
+            raise InterpError("the label is blank; write what the feature stands for")
+        from tools.passes.cache import package_versions
+
+        settings = {"feature_set": detail["feature_set_id"], "feature": detail["feature"], "graph": graph_id,
+                    "node": node}
         with Catalog(catalog_path, wait_seconds=CATALOG_WAIT_SECONDS) as catalog:
-            catalog.save_graph_group(shown_id, group.name, group.nodes)
-            return {"groups": catalog.graph_groups(shown_id)}
+            catalog.record_human_label(detail["feature_set_id"], detail["feature"], label.text.strip(), settings,
+                                       package_versions())
+        return read(graph_pages.graph_node, graph_id, node)
 
     @app.get("/api/search", tags=["api"], summary="features whose explanation best matches a description")
     def api_search(q: Annotated[str, Query(min_length=1, max_length=200)], n: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -242,11 +299,11 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
 
     @app.get("/graphs", response_class=HTMLResponse, include_in_schema=False)
     def graphs(request: Request):
-        return page(request, "graphs.html", read(pages.graphs))
+        return page(request, "graphs.html", read(graph_pages.graphs))
 
     @app.get("/graphs/{graph_id}", response_class=HTMLResponse, include_in_schema=False)
     def graph(request: Request, graph_id: str):
-        return page(request, "graph.html", read(pages.graph, graph_id))
+        return page(request, "graph.html", read(graph_pages.graph, graph_id))
 
     @app.get("/audits", response_class=HTMLResponse, include_in_schema=False)
     def audits(request: Request):

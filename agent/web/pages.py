@@ -1,6 +1,5 @@
 """What each page shows, as plain data: the templates render it and the JSON API returns it as is."""
 
-import json
 from dataclasses import asdict
 from urllib.parse import urlencode
 
@@ -19,7 +18,6 @@ from agent.web.queries import (
 from evals.control import control_means, newest_control
 from evals.records import activation_level
 from tools.catalog import Catalog
-from tools.catalog.graphs import first_logit_node
 
 SHADES = 10
 NEIGHBOURS = 8
@@ -149,78 +147,3 @@ def audit(catalog: Catalog, run_id: str) -> dict:
 
 def evals(catalog: Catalog) -> dict:
     return {"tables": eval_tables(catalog)}
-
-
-def graphs(catalog: Catalog) -> dict:
-    return {"graphs": [row | {"targets": json.loads(row["targets"])} for row in catalog.graphs()]}
-
-
-def graph(catalog: Catalog, ref: str) -> dict:
-    """A graph as its page draws it: the kept nodes (each feature with its label and its feature page), the
-    pruned edges, the named groups, and the scores."""
-    row = catalog.graph(ref)
-    graph_id = row["graph_id"]
-    sets = catalog.transcoder_feature_sets(row["transcoders_sha256"])
-    labels = catalog.transcoder_labels(row["transcoders_sha256"])
-    tokens = list(row["tokens"])
-    nodes = []
-    for node in catalog.graph_nodes(graph_id):
-        kind, layer, position = node["kind"], node["layer"], node["position"]
-        shown = {"node": node["node"], "kind": kind, "layer": layer, "position": position,
-                 "influence": node["influence"], "value": node["value"], "token": tokens[position]}
-        if kind == "feature":
-            shown |= {"feature": node["feature"], "label": labels.get((layer, node["feature"]), ""),
-                      "name": f"L{layer}/{node['feature']}",
-                      "href": f"/sets/{sets[layer]}/features/{node['feature']}" if layer in sets else None}
-        elif kind == "error":
-            shown |= {"name": f"error L{layer}"}
-        elif kind == "token":
-            shown |= {"name": tokens[position]}
-        else:
-            target = row["targets"][node["node"] - first_logit_node(row)]
-            shown |= {"name": target["label"], "label": f"p = {target['probability']:.3f}"}
-        if node["check_predicted"] is not None:
-            shown |= {"check_predicted": node["check_predicted"], "check_measured": node["check_measured"],
-                      "check_perturbed": node["check_perturbed"]}
-        nodes.append(shown)
-    return {"graph": {key: row[key] for key in (
-                "graph_id", "prompt", "tokens", "targets", "n_layers", "n_features", "active_features",
-                "replacement_score", "completeness_score", "check_n", "check_r", "check_ci_low", "check_ci_high",
-                "perturb_r", "perturb_ci_low", "perturb_ci_high", "settings", "created_at", "transcoders_path")},
-            "nodes": nodes, "edges": catalog.graph_edges(graph_id), "groups": catalog.graph_groups(graph_id)}
-
-
-NAME_STOPWORDS = {"the", "tokens", "token", "and", "with", "for", "that", "this", "from", "like"}
-
-
-def label_words(label: str) -> set[str]:
-    """The words of a label that can name a group: alphabetic, three letters or more, not filler."""
-    words = {word.strip("\"'.,;:()[]").lower() for word in label.split()}
-    return {word for word in words if len(word) >= 3 and word.isalpha() and word not in NAME_STOPWORDS}
-
-
-def graph_suggestions(catalog: Catalog, ref: str) -> dict:
-    """Suggested supernodes of a graph's kept feature nodes (tools/attribution/grouping.py), each named by the
-    words its members' labels share, else by its layers and tokens."""
-    import numpy as np
-
-    from tools.attribution.grouping import suggest_groups
-
-    row = catalog.graph(ref)
-    graph_id, tokens = row["graph_id"], list(row["tokens"])
-    features = {n["node"]: n for n in catalog.graph_nodes(graph_id) if n["kind"] == "feature"}
-    edges = [(e["source"], e["target"], e["weight"]) for e in catalog.graph_edges(graph_id)]
-    labels = catalog.transcoder_labels(row["transcoders_sha256"])
-    vectors = catalog.transcoder_label_vectors(row["transcoders_sha256"])
-    node_vectors = {node: np.asarray(vectors[(n["layer"], n["feature"])]) for node, n in features.items()
-                    if (n["layer"], n["feature"]) in vectors}
-    out = []
-    for group in suggest_groups(sorted(features), edges, node_vectors):
-        members = [features[node] for node in group.nodes]
-        words = [label_words(labels.get((m["layer"], m["feature"]), "")) for m in members]
-        shared = sorted(set.intersection(*words)) if words else []
-        layers = sorted({m["layer"] for m in members})
-        at = sorted({tokens[m["position"]] for m in members})
-        name = " ".join(shared[:4]) or f"L{layers[0]}-{layers[-1]} at {', '.join(repr(t) for t in at[:3])}"
-        out.append({"name": name[:80], "nodes": group.nodes, "similarity": group.similarity})
-    return {"suggestions": out}

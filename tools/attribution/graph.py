@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 import torch
 
 
+def token_at(tokens: list[str], position: int) -> str:
+    """A prompt token named with its position, so repeated tokens (the two ' of's of a prompt) stay apart."""
+    return f"{tokens[position]!r}@{position}"
+
+
 @dataclass(frozen=True)
 class Target:
     """A logit node: a token (or a difference of two) and the weight its influence counts with."""

@@ -117,17 +117,47 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
 
 def graph_scores(graph: Graph) -> tuple[float, float]:
     """(replacement score, completeness score)."""
-    weights = node_weights(graph)
-    matrix = normalized(graph.adjacency)
-    influence = series(matrix, weights)
     errors = slice(graph.n_features, graph.token_index(0))
     tokens = slice(graph.token_index(0), graph.logit_index(0))
+    return scores(graph.adjacency, node_weights(graph), errors, tokens)
+
+
+def scores(adjacency: torch.Tensor, weights: torch.Tensor, errors: slice, tokens: slice) -> tuple[float, float]:
+    """(replacement, completeness) of an adjacency whose rows `errors` and `tokens` are the error and token
+    nodes, weighted from the logits by `weights`."""
+    matrix = normalized(adjacency)
+    influence = series(matrix, weights)
     token_influence, error_influence = influence[tokens].sum(), influence[errors].sum()
     replacement = token_influence / (token_influence + error_influence).clamp(min=1e-30)
     non_error = 1 - matrix[:, errors].sum(dim=-1)
     output = influence + weights
-    completeness = (non_error * output).sum() / output.sum()
+    completeness = (non_error * output).sum() / output.sum().clamp(min=1e-30)
     return float(replacement), float(completeness)
+
+
+def subgraph_scores(kinds: dict[int, str], edges: list[tuple[int, int, float]], pinned: set[int],
+                    probabilities: dict[int, float]) -> tuple[float, float]:
+    """The scores of a pinned subgraph of a pruned graph, as Neuronpedia's graph page computes them: its pinned
+    features, the error nodes with an edge to or from a pinned node, every token and logit, and the kept edges
+    among them. (0, 0) when no feature is pinned. `kinds`: each kept node's kind by its number (features, then
+    errors, tokens and logits, in that order of numbers); `probabilities`: each logit node's."""
+    if not any(kinds.get(node) == "feature" for node in pinned):
+        return 0.0, 0.0
+    touching = {a for s, t, _ in edges for a, b in ((s, t), (t, s)) if b in pinned}
+    kept = sorted(node for node, kind in kinds.items()
+                  if (node in pinned if kind == "feature" else node in touching if kind == "error" else True))
+    index = {node: i for i, node in enumerate(kept)}
+    adjacency = torch.zeros(len(kept), len(kept), dtype=torch.float64)
+    for source, target, weight in edges:
+        if source in index and target in index:
+            adjacency[index[target], index[source]] = weight
+    order = [kinds[node] for node in kept]
+    first_token = order.index("token")
+    first_error = order.index("error") if "error" in order else first_token
+    weights = torch.tensor([probabilities.get(node, 0.0) if kinds[node] == "logit" else 0.0 for node in kept],
+                           dtype=torch.float64)
+    return scores(adjacency, weights, slice(first_error, first_token),
+                  slice(first_token, first_token + order.count("token")))
 
 
 def ablation_effects(graph: Graph, features: torch.Tensor, target: int = 0) -> torch.Tensor:

@@ -109,6 +109,12 @@ class FeatureTables(RunTables):
             raise InterpError(f"feature {feature} is not in feature set '{feature_set_id}' (features 0..{count - 1})")
         return row
 
+    def feature_densities(self, feature_set_id: str, features: list[int]) -> dict[int, float]:
+        """Each of these features' share of corpus tokens it fired on, for the graph page's density filter."""
+        rows = self.con.execute("SELECT feature, density FROM features WHERE feature_set_id = ? AND "
+                                "list_contains(?, feature)", [feature_set_id, features]).fetchall()
+        return {feature: density for feature, density in rows if density is not None}
+
     def top_features(self, feature_set_id: str, order_by: str, limit: int) -> list[dict]:
         if order_by not in ("max_act", "density", "mean_act"):
             raise InterpError(f"cannot sort features by '{order_by}'; expected max_act, density or mean_act")

@@ -2,10 +2,11 @@
 kept nodes and its pruned edges. Written in one transaction with its run's end."""
 
 import json
+import uuid
 
 from tools.catalog.connection import insert_table, rows_table
 from tools.catalog.labels import LabelTables
-from tools.catalog.runs import RunTables
+from tools.catalog.runs import RunTables, new_run_id
 from tools.errors import InterpError
 
 
@@ -76,6 +77,55 @@ class GraphTables(LabelTables, RunTables):
             if nodes:
                 con.execute("INSERT INTO graph_groups (graph_id, name, nodes) VALUES (?, ?, ?)",
                             [graph_id, name, sorted(set(nodes))])
+
+    def rename_graph_group(self, graph_id: str, name: str, new_name: str) -> None:
+        """A group under a new name, keeping its members and its place in the list; refused over another group."""
+        names = {group["name"] for group in self.graph_groups(graph_id)}
+        if name not in names:
+            raise InterpError(f"graph {graph_id} has no group '{name}'; its groups are {sorted(names)}")
+        if new_name != name and new_name in names:
+            raise InterpError(f"graph {graph_id} already has a group '{new_name}'; ungroup or rename that one first")
+        with self.transaction() as con:
+            con.execute("UPDATE graph_groups SET name = ? WHERE graph_id = ? AND name = ?", [new_name, graph_id, name])
+
+    def graph_pins(self, graph_id: str) -> list[int]:
+        """The nodes last pinned in the graph page, which `interp export graph` writes as `pinnedIds`."""
+        if not self.has_table("graph_views"):
+            return []
+        row = self._one("SELECT pinned FROM graph_views WHERE graph_id = ?", [graph_id])
+        return list(row["pinned"]) if row else []
+
+    def save_graph_pins(self, graph_id: str, nodes: list[int]) -> None:
+        known = {row["node"] for row in self.graph_nodes(graph_id)}
+        strangers = sorted(set(nodes) - known)
+        if strangers:
+            raise InterpError(f"graph {graph_id} has no nodes {strangers[:5]}; pins are the graph's kept nodes")
+        with self.transaction() as con:
+            con.execute("DELETE FROM graph_views WHERE graph_id = ?", [graph_id])
+            con.execute("INSERT INTO graph_views (graph_id, pinned) VALUES (?, ?)",
+                        [graph_id, list(dict.fromkeys(nodes))])
+
+    def record_human_label(self, feature_set_id: str, feature: int, text: str, settings: dict,
+                           package_versions: dict) -> str:
+        """A person's label of a feature, as an explanation by explainer `human` (no LLM, no prompt) with its own
+        `annotate` run (`settings` say where it was written), beside the machine labels and scored like them by
+        `interp label --score-only human`. A person's new label replaces their earlier one of the same feature
+        (and its scores): one key keeps one explanation. Returns the run's id."""
+        explanation_id, run_id = uuid.uuid4().hex[:16], new_run_id()
+        with self.transaction() as con:
+            self.start_run(run_id, "annotate", settings, run_id, None, package_versions)
+            old = [row[0] for row in con.execute(
+                "SELECT explanation_id FROM explanations WHERE feature_set_id = ? AND feature = ? AND explainer = "
+                "'human'", [feature_set_id, feature]).fetchall()]
+            if old:
+                con.execute("DELETE FROM scores WHERE list_contains(?, explanation_id)", [old])
+                con.execute("DELETE FROM explanations WHERE list_contains(?, explanation_id)", [old])
+            insert_table(con, "explanations", rows_table([{
+                "explanation_id": explanation_id, "feature_set_id": feature_set_id, "feature": feature,
+                "explainer": "human", "llm": "", "prompt_hash": "", "status": "ok", "text": text,
+                "prompt_tokens": 0, "completion_tokens": 0, "run_id": run_id}]))
+            self.set_run_status(run_id, "complete")
+        return run_id
 
     def transcoder_feature_sets(self, sha256: str) -> dict[int, str]:
         """The newest cached feature set of each layer of a transcoder set, by layer."""

@@ -4,8 +4,10 @@ holds exactly what its version promises (a catalog may come from someone else).
 Version 8 is version 7 with `audit_candidates.explanation_scores`, which 7 gained without a bump; 9 adds the
 audit's held-out evidence (confirming half, readout gap, intervals, surface confounds); 10 adds attribution
 graphs (graphs, graph_nodes, graph_edges, graph_groups); 11 adds a transcoder eval's baselines
-(`sae_evals.baseline`, `dead_tokens`) and the graph check's small perturbation (`perturb_*`). Every
-migration adds the columns a table lacks as well as the tables a catalog lacks.
+(`sae_evals.baseline`, `dead_tokens`) and the graph check's small perturbation (`perturb_*`); 12 adds what
+the graph page shows and saves: each feature node's top and bottom decoder logits (`graph_nodes.top_logits`,
+`bottom_logits`) and a graph's pinned nodes (`graph_views`). Every migration adds the columns a table lacks as
+well as the tables a catalog lacks.
 """
 
 import functools
@@ -15,7 +17,7 @@ import duckdb
 
 from tools.errors import InterpError
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 Columns = dict[str, dict[str, str]]
 """Per table, its columns' types by name."""
 
@@ -251,6 +253,8 @@ CREATE TABLE IF NOT EXISTS graph_nodes (
     check_predicted DOUBLE,             -- the graph's predicted target change when ablated (checked nodes)
     check_measured DOUBLE,              -- the real model's
     check_perturbed DOUBLE,             -- the real model's change when the node is scaled by 0.9
+    top_logits VARCHAR[],               -- features: the tokens their decoder row raises most through the unembedding
+    bottom_logits VARCHAR[],            -- ... and lowers most
     PRIMARY KEY (graph_id, node)
 );
 CREATE TABLE IF NOT EXISTS graph_edges (  -- the pruned adjacency: edges kept among kept nodes
@@ -265,6 +269,11 @@ CREATE TABLE IF NOT EXISTS graph_groups (  -- supernodes a person named in the g
     nodes INTEGER[] NOT NULL,           -- graph_nodes.node of each member
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (graph_id, name)
+);
+CREATE TABLE IF NOT EXISTS graph_views (  -- the nodes a person pinned in the graph page, which the export carries
+    graph_id VARCHAR PRIMARY KEY,
+    pinned INTEGER[] NOT NULL,          -- graph_nodes.node
+    updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 -- --8<-- [end:tables]
 """

@@ -122,12 +122,29 @@ def direct_logit_effects(subject: SubjectModel, source: FeatureSource, features:
 
 def logit_tokens(subject: SubjectModel, source: FeatureSource, feature: int, n: int) -> tuple[list[str], list[str]]:
     """The `n` tokens the feature's direct logit effect raises most and the `n` it lowers most, as text."""
-    effect = direct_logit_effect(subject, source, feature)
+    return top_and_bottom_tokens(subject, direct_logit_effects(subject, source, [feature]), n)[0]
+
+
+def top_and_bottom_tokens(subject: SubjectModel, effects: torch.Tensor, n: int) -> list[tuple[list[str], list[str]]]:
+    """For each row of `effects` [m, vocab], the `n` tokens it raises most and the `n` it lowers most, as text."""
 
     def decoded(ids: torch.Tensor) -> list[str]:
         return [str(subject.tokenizer.decode([int(i)])) for i in ids]
 
-    return decoded(effect.topk(n).indices), decoded(effect.topk(n, largest=False).indices)
+    return [(decoded(row.topk(n).indices), decoded(row.topk(n, largest=False).indices)) for row in effects]
+
+
+@torch.inference_mode()
+def decoder_logit_tokens(subject: SubjectModel, directions: torch.Tensor, n: int,
+                         chunk: int = 256) -> list[tuple[list[str], list[str]]]:
+    """`top_and_bottom_tokens` of output directions [m, d_model] through the unembedding alone, `chunk` rows
+    at a time (each chunk holds [chunk, vocab] logits: 256 MB for Gemma's 262k tokens)."""
+    unembedding = subject.model.get_output_embeddings().weight.float()
+    out: list[tuple[list[str], list[str]]] = []
+    for start in range(0, len(directions), chunk):
+        rows = directions[start:start + chunk].float().to(unembedding.device)
+        out += top_and_bottom_tokens(subject, rows @ unembedding.T, n)
+    return out
 
 
 @dataclass(frozen=True)
