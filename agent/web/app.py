@@ -9,6 +9,8 @@ An unknown feature set or feature is a 404 page (JSON under /api), never a trace
 
 import hmac
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,13 +83,18 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
     app.mount("/api/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     state: dict[str, Any] = {"bench_lock": threading.Lock(), "model_lock": threading.Lock(),
                              "ask_lock": threading.Lock()}
+    catalog_lock = threading.Lock()
+    """One catalog connection at a time in this server: DuckDB refuses a read-only and a read-write connection
+    to one file from one process at once, and the graph page reads while it saves pins."""
 
-    def open_catalog() -> Catalog:
-        return Catalog(catalog_path, read_only=True, wait_seconds=CATALOG_WAIT_SECONDS)
+    @contextmanager
+    def opened(read_only: bool) -> Iterator[Catalog]:
+        with catalog_lock, Catalog(catalog_path, read_only=read_only, wait_seconds=CATALOG_WAIT_SECONDS) as catalog:
+            yield catalog
 
     def read(view, *args):
         try:
-            with open_catalog() as catalog:
+            with opened(read_only=True) as catalog:
                 return view(catalog, *args)
         except InterpError as error:
             if str(error).startswith(("no feature set", "no audit run", "no graph")) or \
@@ -223,7 +230,7 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
     def write(graph_id: str, change) -> dict:
         """One write to the catalog for the graph this id names; returns the graph's groups and pins after it."""
         shown_id = read(lambda catalog: catalog.graph(graph_id)["graph_id"])
-        with Catalog(catalog_path, wait_seconds=CATALOG_WAIT_SECONDS) as catalog:
+        with opened(read_only=False) as catalog:
             change(catalog, shown_id)
             return {"groups": catalog.graph_groups(shown_id), "pinned": catalog.graph_pins(shown_id)}
 
@@ -257,7 +264,7 @@ def create_app(catalog_path: Path, token: str | None = None, config: LabelConfig
 
         settings = {"feature_set": detail["feature_set_id"], "feature": detail["feature"], "graph": graph_id,
                     "node": node}
-        with Catalog(catalog_path, wait_seconds=CATALOG_WAIT_SECONDS) as catalog:
+        with opened(read_only=False) as catalog:
             catalog.record_human_label(detail["feature_set_id"], detail["feature"], label.text.strip(), settings,
                                        package_versions())
         return read(graph_pages.graph_node, graph_id, node)

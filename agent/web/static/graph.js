@@ -1,230 +1,685 @@
-// The graph page: an attribution graph drawn as SVG from /api/graphs/{id}. Nodes sit by layer (tokens at the
-// bottom, logits at the top) and by token position (across); edges are coloured by sign and sized by weight.
-// The thresholds filter what the catalog kept; a click selects a node, which can be pinned, and pinned nodes
-// are saved as a named group. Every string from the catalog is set as text (textContent), never as markup.
+// The graph page: four panes over /api/graphs/{id}, as Neuronpedia's and circuit-tracer's graph viewers lay them
+// out. The link graph (a canvas, so 20k edges in the catalog cost nothing until a node is clicked) draws only the
+// clicked node's edges (or the pinned nodes' when none is), each coloured by its share of its target's total
+// |input| (circuit-tracer's pctInput). Node connections list the clicked node's inputs and outputs; the subgraph
+// draws the pinned nodes bottom to top with groups collapsed into one box; the feature detail reads the node's
+// examples, histogram, logits and labels from the catalog, and takes a person's label.
+// The view (clicked node, pins, groups, thresholds) lives in the URL, so a link reproduces it. Every string from
+// the catalog is set as text (textContent), never as markup.
 const SVG = "http://www.w3.org/2000/svg";
+const BLUE = [36, 113, 163];
+const RED = [192, 57, 43];
+const KIND_COLOUR = { feature: "#e9b949", error: "#b0b0b8", token: "#8fd19e", logit: "#6b7cff" };
+const HOVER_RADIUS = 14;
+
+function element(tag, content, className) {
+  const made = document.createElement(tag);
+  if (content !== undefined && content !== null) made.textContent = content;
+  if (className) made.className = className;
+  return made;
+}
 
 function svgElement(name, attributes) {
-  const element = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
-  return element;
+  const made = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) made.setAttribute(key, value);
+  return made;
 }
 
-function text(tag, content, className) {
-  const element = document.createElement(tag);
-  element.textContent = content;
-  if (className) element.className = className;
-  return element;
+function button(label, className, onClick) {
+  const made = element("button", label, className);
+  made.type = "button";
+  made.addEventListener("click", onClick);
+  return made;
 }
 
-function describe(node) {
-  const parts = [node.name + " at " + JSON.stringify(node.token)];
-  if (node.kind === "feature") parts.push("activation " + node.value.toFixed(3));
-  if (node.influence !== null) parts.push("cumulative influence " + node.influence.toFixed(3));
-  if (node.check_predicted !== undefined) {
-    parts.push("ablated: predicted " + node.check_predicted.toFixed(2) + ", measured " + node.check_measured.toFixed(2));
-    if (node.check_perturbed !== null && node.check_perturbed !== undefined) {
-      parts.push("x0.9: predicted " + (0.1 * node.check_predicted).toFixed(3) + ", measured " + node.check_perturbed.toFixed(3));
-    }
-  }
-  return parts.join("; ");
+function rgba(colour, alpha) {
+  return `rgba(${colour[0]}, ${colour[1]}, ${colour[2]}, ${alpha.toFixed(3)})`;
+}
+
+function percent(share) {
+  return (100 * share).toFixed(Math.abs(share) < 0.1 ? 1 : 0) + "%";
+}
+
+async function postJson(url, body) {
+  const response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || answer.detail?.[0]?.msg || "not saved");
+  return answer;
+}
+
+// The view in the URL: ?clicked=N&pinned=1,2&nodes=0.8&density=0.67&groups=[["name",1,2]]
+function readView() {
+  const query = new URLSearchParams(location.search);
+  const numbers = (value) => (value ? value.split(",").filter(Boolean).map(Number) : null);
+  let groups = null;
+  try { groups = query.has("groups") ? JSON.parse(query.get("groups")) : null; } catch { groups = null; }
+  return {
+    clicked: query.has("clicked") ? Number(query.get("clicked")) : null,
+    pinned: query.has("pinned") ? numbers(query.get("pinned")) : null,
+    nodes: query.has("nodes") ? Number(query.get("nodes")) : null,
+    density: query.has("density") ? Number(query.get("density")) : null,
+    groups: Array.isArray(groups) ? groups.map(([name, ...nodes]) => ({ name: String(name), nodes: nodes.map(Number) })) : null,
+  };
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
-  const svg = document.querySelector("svg.graph");
-  if (!svg) return;
+  const panes = document.querySelector(".graph-panes");
+  if (!panes) return;
+  const src = panes.dataset.src;
   const controls = document.querySelector("form.graph-controls");
-  const side = document.querySelector("aside.graph-side");
-  const status = side.querySelector(".status");
-  const data = await (await fetch(svg.dataset.src)).json();
+  const status = panes.querySelector(".status");
+  const data = await (await fetch(src)).json();
   const graph = data.graph;
-  const nPositions = graph.tokens.length;
-  const rows = graph.n_layers + 2; // tokens, layers 0..n-1, logits
-  const rowHeight = 34;
+  const byId = new Map(data.nodes.map((node) => [node.node, node]));
+  const edges = data.edges.filter((edge) => byId.has(edge.source) && byId.has(edge.target));
+
+  // Each node's total |input| over the catalog's edges: an edge's share of it is its pctInput.
+  const totalInput = new Map();
+  for (const node of data.nodes) { node.inputs = []; node.outputs = []; }
+  for (const edge of edges) {
+    totalInput.set(edge.target, (totalInput.get(edge.target) || 0) + Math.abs(edge.weight));
+    byId.get(edge.target).inputs.push(edge);
+    byId.get(edge.source).outputs.push(edge);
+  }
+  for (const edge of edges) edge.share = edge.weight / (totalInput.get(edge.target) || 1);
+  for (const node of data.nodes) {
+    node.inputs.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
+    node.outputs.sort((a, b) => Math.abs(b.share) - Math.abs(a.share));
+  }
+
+  const rows = graph.n_layers + 2; // Emb, L0 .. L(n-1), Lgt
   const row = (node) => node.kind === "token" ? 0 : node.kind === "logit" ? rows - 1 : node.layer + 1;
+  const rowName = (index) => index === 0 ? "Emb" : index === rows - 1 ? "Lgt" : "L" + (index - 1);
+
+  const view = readView();
+  const state = {
+    clicked: view.clicked !== null && byId.has(view.clicked) ? view.clicked : null,
+    pinned: new Set((view.pinned ?? data.pinned).filter((id) => byId.has(id))),
+    groups: (view.groups ?? data.groups).map((group) => ({ name: group.name, nodes: group.nodes.filter((id) => byId.has(id)) })),
+    checked: new Set(),
+  };
+  if (view.nodes !== null && !Number.isNaN(view.nodes)) controls.nodes.value = view.nodes;
+  if (view.density !== null && !Number.isNaN(view.density)) controls.density.value = view.density;
+  if (state.clicked === null) {
+    const logits = data.nodes.filter((node) => node.kind === "logit");
+    logits.sort((a, b) => (b.probability ?? 0) - (a.probability ?? 0));
+    if (logits.length) state.clicked = logits[0].node;
+  }
+
+  function writeView() {
+    const query = new URLSearchParams();
+    if (state.clicked !== null) query.set("clicked", state.clicked);
+    query.set("pinned", [...state.pinned].join(","));
+    query.set("nodes", controls.nodes.value);
+    query.set("density", controls.density.value);
+    query.set("groups", JSON.stringify(state.groups.map((group) => [group.name, ...group.nodes])));
+    history.replaceState(null, "", location.pathname + "?" + query.toString());
+  }
+
+  // ---- Link graph -------------------------------------------------------------------------------------------
+  const canvas = panes.querySelector("canvas.graph");
+  const tip = panes.querySelector(".canvas-box .tip");
+  const context = canvas.getContext("2d");
+  const margin = { left: 46, right: 12, top: 70, bottom: 64 };
+  const rowHeight = Math.max(16, Math.min(30, 600 / rows));
+  const crowd = new Array(graph.tokens.length).fill(1);
   const cells = new Map();
   for (const node of data.nodes) {
     const key = row(node) + ":" + node.position;
     if (!cells.has(key)) cells.set(key, []);
     cells.get(key).push(node);
   }
-  // A position's column is as wide as its most crowded layer needs: the last token holds most nodes.
-  const crowd = new Array(nPositions).fill(1);
   for (const [key, members] of cells) {
     const position = Number(key.split(":")[1]);
     crowd[position] = Math.max(crowd[position], members.length);
+    members.sort((a, b) => (a.influence ?? 0) - (b.influence ?? 0) || a.node - b.node);
   }
-  const columnWidth = crowd.map((count) => Math.max(70, 16 * count));
-  const columnStart = [];
-  columnWidth.reduce((start, width, position) => { columnStart[position] = start; return start + width; }, 20);
-  const width = columnStart[nPositions - 1] + columnWidth[nPositions - 1] + 20;
-  const height = rowHeight * rows + 40;
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
-  for (const members of cells.values()) {
-    members.sort((a, b) => (a.influence ?? 0) - (b.influence ?? 0));
-    members.forEach((node, index) => {
-      const spread = columnWidth[node.position] - 20;
-      node.x = columnStart[node.position] + 10 + (members.length > 1 ? (spread * index) / (members.length - 1) : spread / 2);
-      node.y = height - 30 - row(node) * rowHeight;
+  // A crowded position gets a wider column, but sub-linearly, so a 17-token prompt still fits one pane.
+  const columnWeight = crowd.map((count) => Math.sqrt(count));
+  let width = 0;
+  const height = margin.top + margin.bottom + rowHeight * (rows - 1);
+
+  function layout() {
+    width = Math.max(320, canvas.parentElement.clientWidth);
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+    canvas.style.width = width + "px";
+    canvas.style.height = height + "px";
+    context.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const total = columnWeight.reduce((sum, weight) => sum + weight, 0);
+    const usable = width - margin.left - margin.right;
+    let start = margin.left;
+    graph.columns = columnWeight.map((weight) => {
+      const column = { start, width: (usable * weight) / total };
+      start += column.width;
+      return column;
     });
+    for (const [key, members] of cells) {
+      const [rowIndex, position] = key.split(":").map(Number);
+      const column = graph.columns[position];
+      const pad = Math.min(6, column.width / 4);
+      members.forEach((node, index) => {
+        node.x = column.start + pad + ((column.width - 2 * pad) * (index + 0.5)) / members.length;
+        node.y = margin.top + (rows - 1 - rowIndex) * rowHeight;
+      });
+    }
   }
-  const byId = new Map(data.nodes.map((node) => [node.node, node]));
 
-  // Edges by weight share: the strongest first, each with the share of all |weight| up to and including it.
-  const edges = data.edges.filter((edge) => byId.has(edge.source) && byId.has(edge.target));
-  edges.sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight));
-  const total = edges.reduce((sum, edge) => sum + Math.abs(edge.weight), 0) || 1;
-  let running = 0;
-  for (const edge of edges) {
-    running += Math.abs(edge.weight);
-    edge.share = running / total;
+  function shown(node) {
+    if (node.kind === "token" || node.kind === "logit" || state.pinned.has(node.node) || node.node === state.clicked) return true;
+    const nodeLimit = parseFloat(controls.nodes.value);
+    const densityLimit = parseFloat(controls.density.value);
+    if (nodeLimit < 1 && (node.influence ?? 0) > nodeLimit) return false;
+    return !(node.kind === "feature" && densityLimit < 1 && node.density !== null && node.density !== undefined && node.density > densityLimit);
   }
-  const heaviest = edges.length ? Math.abs(edges[0].weight) : 1;
 
-  const edgeLayer = svgElement("g", { class: "edges" });
-  const nodeLayer = svgElement("g", { class: "nodes" });
-  const labelLayer = svgElement("g", { class: "labels" });
-  svg.append(edgeLayer, nodeLayer, labelLayer);
-  graph.tokens.forEach((token, position) => {
-    const label = svgElement("text", { x: columnStart[position] + columnWidth[position] / 2, y: height - 8, class: "token-label" });
-    label.textContent = token;
-    labelLayer.append(label);
+  // The edges drawn: the clicked node's, else the pinned nodes'.
+  function focusEdges() {
+    const focus = state.clicked !== null ? [state.clicked] : [...state.pinned];
+    const drawn = new Set();
+    for (const id of focus) for (const edge of [...byId.get(id).inputs, ...byId.get(id).outputs]) drawn.add(edge);
+    return [...drawn];
+  }
+
+  // Each node's edge to the clicked node, as a share of the target's input: what colours it.
+  function shareToClicked() {
+    const shares = new Map();
+    if (state.clicked === null) return shares;
+    const clicked = byId.get(state.clicked);
+    for (const edge of clicked.inputs) shares.set(edge.source, edge.share);
+    for (const edge of clicked.outputs) shares.set(edge.target, edge.share);
+    return shares;
+  }
+
+  let visibleNodes = [];
+  function draw() {
+    context.clearRect(0, 0, width, height);
+    context.font = "11px system-ui, sans-serif";
+    context.textBaseline = "middle";
+    context.fillStyle = "#555";
+    context.strokeStyle = "#eceef3";
+    context.lineWidth = 1;
+    for (let index = 0; index < rows; index += 1) {
+      const y = margin.top + (rows - 1 - index) * rowHeight;
+      context.textAlign = "right";
+      context.fillText(rowName(index), margin.left - 8, y);
+      context.beginPath();
+      context.moveTo(margin.left, y);
+      context.lineTo(width - margin.right, y);
+      context.stroke();
+    }
+    // Token labels under their columns, logit labels over their nodes, both slanted to fit.
+    context.textAlign = "right";
+    graph.tokens.forEach((token, position) => {
+      const column = graph.columns[position];
+      context.save();
+      context.translate(column.start + column.width / 2, height - margin.bottom + 12);
+      context.rotate(-Math.PI / 5);
+      context.fillText(token.length > 14 ? token.slice(0, 13) + "…" : token, 0, 0);
+      context.restore();
+    });
+    visibleNodes = data.nodes.filter(shown);
+    const visibleIds = new Set(visibleNodes.map((node) => node.node));
+    let edgesDrawn = 0;
+    for (const edge of focusEdges()) {
+      if (!visibleIds.has(edge.source) || !visibleIds.has(edge.target)) continue;
+      const source = byId.get(edge.source);
+      const target = byId.get(edge.target);
+      const strength = Math.min(1, Math.abs(edge.share));
+      context.strokeStyle = rgba(edge.weight >= 0 ? BLUE : RED, 0.15 + 0.85 * strength);
+      context.lineWidth = 0.6 + 4 * strength;
+      context.beginPath();
+      context.moveTo(source.x, source.y);
+      context.lineTo(target.x, target.y);
+      context.stroke();
+      edgesDrawn += 1;
+    }
+    const shares = shareToClicked();
+    const radius = visibleNodes.length > 1500 ? 2.5 : 4;
+    for (const node of visibleNodes) {
+      let fill = KIND_COLOUR[node.kind];
+      if (state.clicked !== null && node.node !== state.clicked) {
+        const share = shares.get(node.node);
+        fill = share === undefined ? "rgba(200, 200, 206, 0.55)" : rgba(share >= 0 ? BLUE : RED, 0.25 + 0.75 * Math.min(1, Math.abs(share) * 3));
+      }
+      context.fillStyle = fill;
+      context.beginPath();
+      if (node.kind === "error") context.rect(node.x - radius, node.y - radius, 2 * radius, 2 * radius);
+      else context.arc(node.x, node.y, node.kind === "feature" ? radius : radius + 1, 0, 2 * Math.PI);
+      context.fill();
+      if (node.node === state.clicked || state.pinned.has(node.node)) {
+        context.lineWidth = 2;
+        context.strokeStyle = node.node === state.clicked ? "#000" : "#c0392b";
+        context.stroke();
+      }
+    }
+    context.fillStyle = "#23283a";
+    context.textAlign = "left";
+    for (const node of data.nodes) {
+      if (node.kind !== "logit") continue;
+      context.save();
+      context.translate(node.x + 2, node.y - 8);
+      context.rotate(-Math.PI / 5);
+      context.fillText(`${node.target} ${percent(node.probability)}`, 0, 0);
+      context.restore();
+    }
+    canvas.dataset.edgesDrawn = edgesDrawn;
+    canvas.dataset.nodesDrawn = visibleNodes.length;
+    controls.querySelector(".counts").textContent = `${visibleNodes.length} of ${data.nodes.length} nodes, ${edgesDrawn} edges drawn (${edges.length} in the catalog)`;
+  }
+
+  function nearest(x, y) {
+    let best = null;
+    let bestDistance = HOVER_RADIUS * HOVER_RADIUS;
+    for (const node of visibleNodes) {
+      const distance = (node.x - x) ** 2 + (node.y - y) ** 2;
+      if (distance <= bestDistance) { best = node; bestDistance = distance; }
+    }
+    return best;
+  }
+
+  function pointer(event) {
+    const box = canvas.getBoundingClientRect();
+    return nearest(event.clientX - box.left, event.clientY - box.top);
+  }
+
+  let hoverFrame = null;
+  canvas.addEventListener("mousemove", (event) => {
+    if (hoverFrame !== null) return;
+    hoverFrame = requestAnimationFrame(() => {
+      hoverFrame = null;
+      const node = pointer(event);
+      canvas.style.cursor = node ? "pointer" : "default";
+      if (!node) { tip.hidden = true; return; }
+      tip.replaceChildren(element("strong", node.name), element("div", describe(node), "meta"));
+      if (node.label) tip.append(element("div", node.label, "label"));
+      tip.style.left = Math.min(node.x + 12, width - 260) + "px";
+      tip.style.top = node.y + 10 + "px";
+      tip.hidden = false;
+    });
   });
-  for (const edge of edges) {
-    const source = byId.get(edge.source);
-    const target = byId.get(edge.target);
-    edge.element = svgElement("line", {
-      x1: source.x, y1: source.y, x2: target.x, y2: target.y,
-      class: "edge " + (edge.weight >= 0 ? "positive" : "negative"),
-      "stroke-width": (0.4 + (3 * Math.abs(edge.weight)) / heaviest).toFixed(2),
-    });
-    edgeLayer.append(edge.element);
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  canvas.addEventListener("click", (event) => {
+    const node = pointer(event);
+    if (!node) return;
+    if (event.shiftKey) togglePin(node.node);
+    else select(node.node);
+  });
+
+  function describe(node) {
+    const parts = [];
+    if (node.kind === "feature") parts.push("activation " + node.value.toFixed(3));
+    if (node.kind === "logit") parts.push("probability " + node.probability.toFixed(3));
+    if (node.density !== null && node.density !== undefined) parts.push("active on " + percent(node.density) + " of tokens");
+    if (node.influence !== null && node.influence !== undefined) parts.push("cumulative influence " + node.influence.toFixed(3));
+    if (node.check_predicted !== undefined) {
+      parts.push("ablated: predicted " + node.check_predicted.toFixed(2) + ", measured " + node.check_measured.toFixed(2));
+      if (node.check_perturbed !== null && node.check_perturbed !== undefined) {
+        parts.push("x0.9: predicted " + (0.1 * node.check_predicted).toFixed(3) + ", measured " + node.check_perturbed.toFixed(3));
+      }
+    }
+    return parts.join("; ");
   }
 
-  const pinned = new Set();
-  let selected = null;
-  const hovered = side.querySelector(".hovered");
-  const selectedBox = side.querySelector(".selected");
-  const pinnedList = side.querySelector("ul.pinned");
+  // ---- Node connections -------------------------------------------------------------------------------------
+  const clickedBox = panes.querySelector(".connections .clicked");
+  function connectionList(list, edgesOf, other) {
+    list.replaceChildren();
+    const all = edgesOf.filter((edge) => byId.has(other(edge)));
+    for (const edge of all.slice(0, 200)) {
+      const node = byId.get(other(edge));
+      const item = element("li", null, "connection " + (edge.weight >= 0 ? "positive" : "negative"));
+      item.dataset.node = node.node;
+      item.append(element("span", edge.weight >= 0 ? "+" : "−", "sign"), element("span", node.name, "name"),
+        element("span", rowName(row(node)), "layer"), element("span", edge.weight.toPrecision(3), "num weight"),
+        element("span", percent(edge.share), "num share"));
+      item.title = node.label || node.name;
+      item.addEventListener("click", () => select(node.node));
+      list.append(item);
+    }
+    if (all.length > 200) list.append(element("li", `and ${all.length - 200} more`, "meta"));
+    if (!all.length) list.append(element("li", "none kept", "meta"));
+  }
 
+  function showConnections() {
+    const inputs = panes.querySelector("ul.inputs");
+    const outputs = panes.querySelector("ul.outputs");
+    if (state.clicked === null) { inputs.replaceChildren(); outputs.replaceChildren(); return; }
+    const node = byId.get(state.clicked);
+    clickedBox.replaceChildren(element("strong", node.name), element("div", describe(node)));
+    if (node.label) clickedBox.append(element("div", node.label, "label"));
+    clickedBox.append(button(state.pinned.has(node.node) ? "unpin" : "pin", "pin", () => togglePin(node.node)));
+    connectionList(inputs, node.inputs, (edge) => edge.source);
+    connectionList(outputs, node.outputs, (edge) => edge.target);
+  }
+
+  // ---- Feature detail ---------------------------------------------------------------------------------------
+  const detail = panes.querySelector(".detail-body");
+  let detailRequest = 0;
+  async function showDetail() {
+    const request = ++detailRequest;
+    if (state.clicked === null) { detail.replaceChildren(element("p", "Click a feature.", "meta")); return; }
+    const node = byId.get(state.clicked);
+    const body = await (await fetch(`${src}/nodes/${node.node}`)).json();
+    if (request !== detailRequest) return; // a later click won
+    renderDetail(node, body);
+  }
+
+  function histogram(counts, high, mark) {
+    const chart = svgElement("svg", { class: "chart histogram", width: 320, height: 80, viewBox: "0 0 320 80" });
+    const peak = Math.max(1, ...counts);
+    const step = 320 / Math.max(1, counts.length);
+    counts.forEach((count, index) => {
+      const barHeight = (70 * count) / peak;
+      const bar = svgElement("rect", { x: index * step + 0.5, y: 72 - barHeight, width: Math.max(step - 1, 0.5), height: barHeight });
+      const title = svgElement("title", {});
+      title.textContent = `${((index * high) / counts.length).toPrecision(3)}–${(((index + 1) * high) / counts.length).toPrecision(3)}: ${count}`;
+      bar.append(title);
+      chart.append(bar);
+    });
+    if (high > 0 && mark !== null && mark !== undefined) {
+      const x = Math.min(319, (320 * mark) / high);
+      chart.append(svgElement("line", { x1: x, x2: x, y1: 0, y2: 74, class: "mark" }));
+      const label = svgElement("text", { x: Math.min(x + 3, 250), y: 9, class: "mark-label" });
+      label.textContent = "this node " + mark.toPrecision(3);
+      chart.append(label);
+    }
+    const low = svgElement("text", { x: 0, y: 79 });
+    low.textContent = "0";
+    const top = svgElement("text", { x: 320, y: 79, "text-anchor": "end" });
+    top.textContent = high.toPrecision(3);
+    chart.append(low, top);
+    return chart;
+  }
+
+  function tokens(example) {
+    const line = element("div", null, "tokens");
+    for (const token of example.tokens) {
+      const span = element("span", token.text, "tok a" + token.level);
+      span.title = token.act.toPrecision(3);
+      line.append(span);
+    }
+    return line;
+  }
+
+  function renderDetail(node, body) {
+    detail.replaceChildren(element("strong", node.name), element("p", describe(node), "meta"));
+    if (body.top_logits.length) {
+      const logits = element("div", null, "logits");
+      logits.append(element("span", "raises ", "meta"), ...body.top_logits.map((t) => element("code", t, "up")));
+      logits.append(element("br"), element("span", "lowers ", "meta"), ...body.bottom_logits.map((t) => element("code", t, "down")));
+      detail.append(logits);
+    }
+    if (body.missing) { detail.append(element("p", body.missing, "meta")); return; }
+    if (node.kind !== "feature") return;
+    // The label, editable in place: saved as a person's explanation (explainer "human").
+    const form = element("form", null, "label-edit");
+    const input = element("input");
+    input.name = "label";
+    input.maxLength = 500;
+    input.value = node.label || "";
+    input.placeholder = "what this feature stands for";
+    form.append(input, element("button", "Save label"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const saved = await postJson(`${src}/nodes/${node.node}/label`, { text: input.value });
+        node.label = input.value.trim();
+        status.textContent = "saved label of " + node.name;
+        renderDetail(node, saved);
+        showConnections();
+        drawSubgraph();
+      } catch (error) { status.textContent = error.message; }
+    });
+    detail.append(form);
+    const stats = body.stats;
+    const number = (value) => (value === null || value === undefined ? "–" : value.toPrecision(3));
+    detail.append(element("p", `max ${number(stats.max_act)}, mean ${number(stats.mean_act)}, active on ${stats.density === null ? "–" : percent(stats.density)} of ${(stats.n_tokens ?? 0).toLocaleString()} tokens`, "meta"));
+    detail.append(histogram(body.histogram.counts, body.histogram.high, node.value));
+    const link = element("a", "open its feature page");
+    link.href = body.href;
+    link.className = "feature-link";
+    detail.append(link);
+    const explanations = element("div", null, "explanations");
+    for (const explanation of [...body.explanations].reverse()) {
+      const entry = element("div", null, "explanation");
+      entry.append(element("div", explanation.text, "text"));
+      const scores = explanation.scores.map((s) => `${s.scorer} ${s.metric} ${s.value === null ? "–" : s.value.toFixed(3)}`);
+      entry.append(element("div", `${explanation.explainer}${explanation.llm ? " (" + explanation.llm + ")" : ""}; ${scores.join(", ") || "not scored"}`, "meta"));
+      explanations.append(entry);
+    }
+    if (body.explanations.length) detail.append(element("h3", "Explanations"), explanations);
+    const groups = new Map();
+    for (const example of body.examples) {
+      const name = example.bucket === "top" ? "Top activations" : example.bucket === "quantile" ? "Quantile " + example.quantile : "Random";
+      if (!groups.has(name)) groups.set(name, []);
+      groups.get(name).push(example);
+    }
+    for (const [name, examples] of groups) {
+      detail.append(element("h3", name));
+      const list = element("div", null, "examples");
+      for (const example of examples.slice(0, 5)) list.append(tokens(example));
+      detail.append(list);
+    }
+  }
+
+  // ---- Subgraph ---------------------------------------------------------------------------------------------
+  const subgraph = panes.querySelector("svg.subgraph");
+  const scoresLine = panes.querySelector(".subgraph .scores");
+  function groupOf(id) { return state.groups.find((group) => group.nodes.includes(id)); }
+
+  // Units: each group is one box, every other pinned node its own.
+  function units() {
+    const members = new Set([...state.pinned, ...state.groups.flatMap((group) => group.nodes)]);
+    const found = new Map();
+    for (const id of members) {
+      const group = groupOf(id);
+      const key = group ? "g:" + group.name : "n:" + id;
+      if (!found.has(key)) found.set(key, { key, group, nodes: [] });
+      found.get(key).nodes.push(byId.get(id));
+    }
+    for (const unit of found.values()) {
+      unit.row = Math.round(unit.nodes.reduce((sum, node) => sum + row(node), 0) / unit.nodes.length);
+      unit.position = unit.nodes.reduce((sum, node) => sum + node.position, 0) / unit.nodes.length;
+      const first = unit.nodes[0];
+      unit.title = unit.group ? unit.group.name : first.kind === "feature" ? (first.label || first.name) : first.name;
+      unit.caption = unit.group ? `${unit.nodes.length} nodes` : first.kind === "feature" ? first.name : "";
+    }
+    return [...found.values()];
+  }
+
+  function drawSubgraph() {
+    const drawn = units();
+    subgraph.replaceChildren();
+    const boxWidth = 150;
+    const boxHeight = 40;
+    const levels = [...new Set(drawn.map((unit) => unit.row))].sort((a, b) => a - b);
+    const perLevel = Math.max(1, ...levels.map((level) => drawn.filter((unit) => unit.row === level).length));
+    const svgWidth = Math.max(subgraph.parentElement.clientWidth - 4, perLevel * (boxWidth + 20) + 20);
+    const svgHeight = Math.max(60, levels.length * (boxHeight + 46) + 20);
+    subgraph.setAttribute("width", svgWidth);
+    subgraph.setAttribute("height", svgHeight);
+    subgraph.setAttribute("viewBox", `0 0 ${svgWidth} ${svgHeight}`);
+    // Layered like dagre: bottom to top by layer, ordered across by token position.
+    for (const level of levels) {
+      const here = drawn.filter((unit) => unit.row === level).sort((a, b) => a.position - b.position);
+      const y = svgHeight - 10 - boxHeight - levels.indexOf(level) * (boxHeight + 46);
+      here.forEach((unit, index) => {
+        unit.x = ((index + 1) * svgWidth) / (here.length + 1) - boxWidth / 2;
+        unit.y = y;
+      });
+    }
+    const unitOf = new Map();
+    for (const unit of drawn) for (const node of unit.nodes) unitOf.set(node.node, unit);
+    // Edges between units: summed, as a share of the target unit's total |input|.
+    const summed = new Map();
+    for (const edge of edges) {
+      const from = unitOf.get(edge.source);
+      const to = unitOf.get(edge.target);
+      if (!from || !to || from === to) continue;
+      const key = from.key + "→" + to.key;
+      if (!summed.has(key)) summed.set(key, { from, to, weight: 0 });
+      summed.get(key).weight += edge.weight;
+    }
+    const lines = svgElement("g", { class: "sg-edges" });
+    for (const link of summed.values()) {
+      const input = link.to.nodes.reduce((sum, node) => sum + (totalInput.get(node.node) || 0), 0) || 1;
+      link.share = link.weight / input;
+      const strength = Math.min(1, Math.abs(link.share));
+      const line = svgElement("line", {
+        x1: link.from.x + boxWidth / 2, y1: link.from.y, x2: link.to.x + boxWidth / 2, y2: link.to.y + boxHeight,
+        class: "sg-edge " + (link.weight >= 0 ? "positive" : "negative"), "stroke-width": (0.8 + 5 * strength).toFixed(2),
+        "data-from": link.from.key, "data-to": link.to.key, "data-share": link.share.toFixed(4),
+      });
+      const title = svgElement("title", {});
+      title.textContent = `${link.from.title} → ${link.to.title}: ${percent(link.share)} of its input (weight ${link.weight.toPrecision(3)})`;
+      line.append(title);
+      lines.append(line);
+    }
+    subgraph.append(lines);
+    for (const unit of drawn) {
+      const box = svgElement("g", { class: "sg-unit" + (unit.group ? " supernode" : ""), "data-key": unit.key });
+      box.append(svgElement("rect", { x: unit.x, y: unit.y, width: boxWidth, height: boxHeight, rx: 5 }));
+      const title = svgElement("text", { x: unit.x + 6, y: unit.y + 16, class: "sg-title" });
+      title.textContent = unit.title.length > 24 ? unit.title.slice(0, 23) + "…" : unit.title;
+      const caption = svgElement("text", { x: unit.x + 6, y: unit.y + 31, class: "sg-caption" });
+      caption.textContent = unit.caption;
+      const tooltip = svgElement("title", {});
+      tooltip.textContent = unit.nodes.map((node) => node.name + (node.label ? ": " + node.label : "")).join("\n");
+      box.append(title, caption, tooltip);
+      box.addEventListener("click", () => select(unit.nodes[0].node));
+      subgraph.append(box);
+    }
+    showScores();
+  }
+
+  let scoreRequest = 0;
+  async function showScores() {
+    const request = ++scoreRequest;
+    const members = [...new Set([...state.pinned, ...state.groups.flatMap((group) => group.nodes)])];
+    if (!members.length) { scoresLine.textContent = "Pin nodes to draw them here, bottom to top; groups are drawn as one box, their edges summed."; return; }
+    const body = await (await fetch(`${src}/scores?pinned=${members.join(",")}`)).json();
+    if (request !== scoreRequest) return;
+    scoresLine.textContent = `Subgraph of ${members.length} nodes: replacement score ${body.replacement_score.toFixed(3)}, completeness ${body.completeness_score.toFixed(3)} (as Neuronpedia scores a pinned set).`;
+  }
+
+  const pinnedList = panes.querySelector("ul.pinned");
   function showPinned() {
     pinnedList.replaceChildren();
-    for (const id of pinned) {
+    for (const id of state.pinned) {
       const node = byId.get(id);
-      const item = text("li", node.name + " at " + JSON.stringify(node.token) + " ");
-      const remove = text("button", "unpin");
-      remove.type = "button";
-      remove.addEventListener("click", () => { pinned.delete(id); node.element.classList.remove("pinned"); showPinned(); });
-      item.append(remove);
+      const item = element("li", null, "pinned-node");
+      item.dataset.node = id;
+      const check = element("input");
+      check.type = "checkbox";
+      check.checked = state.checked.has(id);
+      check.addEventListener("change", () => { if (check.checked) state.checked.add(id); else state.checked.delete(id); });
+      const name = element("span", node.name + (node.label ? ": " + node.label : ""), "name");
+      name.addEventListener("click", () => select(id));
+      item.append(check, name, button("unpin", "unpin", () => togglePin(id)));
       pinnedList.append(item);
     }
   }
 
-  function select(node) {
-    if (selected) selected.element.classList.remove("selected");
-    selected = node;
-    node.element.classList.add("selected");
-    selectedBox.replaceChildren(text("strong", node.name), text("p", describe(node), "meta"));
-    if (node.label) selectedBox.append(text("p", node.label, "label"));
-    if (node.href) {
-      const link = text("a", "open its feature page");
-      link.setAttribute("href", node.href);
-      link.className = "feature-link";
-      selectedBox.append(link);
-    }
-    const pin = text("button", pinned.has(node.node) ? "unpin" : "pin");
-    pin.type = "button";
-    pin.className = "pin";
-    pin.addEventListener("click", () => {
-      if (pinned.has(node.node)) { pinned.delete(node.node); node.element.classList.remove("pinned"); }
-      else { pinned.add(node.node); node.element.classList.add("pinned"); }
-      pin.textContent = pinned.has(node.node) ? "unpin" : "pin";
-      showPinned();
-    });
-    selectedBox.append(pin);
-  }
-
-  for (const node of data.nodes) {
-    const attributes = { cx: node.x, cy: node.y, r: node.kind === "feature" ? 6 : 5, class: "node " + node.kind };
-    node.element = svgElement(node.kind === "error" ? "rect" : "circle", node.kind === "error"
-      ? { x: node.x - 5, y: node.y - 5, width: 10, height: 10, class: "node error" } : attributes);
-    node.element.dataset.node = node.node;
-    node.element.addEventListener("mouseenter", () => {
-      hovered.replaceChildren(text("strong", node.name), text("span", " " + describe(node)));
-      if (node.label) hovered.append(text("p", node.label, "label"));
-    });
-    node.element.addEventListener("click", () => select(node));
-    nodeLayer.append(node.element);
-  }
-
-  function filter() {
-    const nodeLimit = parseFloat(controls.nodes.value);
-    const edgeLimit = parseFloat(controls.edges.value);
-    controls.nodes_shown.value = nodeLimit.toFixed(2);
-    controls.edges_shown.value = edgeLimit.toFixed(2);
-    let nodesShown = 0;
-    let edgesShown = 0;
-    for (const node of data.nodes) {
-      node.shown = node.kind === "token" || node.kind === "logit" || pinned.has(node.node) || nodeLimit >= 1 ||
-        (node.influence ?? 1) <= nodeLimit;
-      node.element.classList.toggle("hidden", !node.shown);
-      nodesShown += node.shown;
-    }
-    for (const edge of edges) {
-      const shown = (edgeLimit >= 1 || edge.share <= edgeLimit) && byId.get(edge.source).shown && byId.get(edge.target).shown;
-      edge.element.classList.toggle("hidden", !shown);
-      edgesShown += shown;
-    }
-    controls.querySelector(".counts").textContent = `${nodesShown} nodes, ${edgesShown} edges shown`;
-  }
-  controls.addEventListener("input", filter);
-  filter();
-
-  const groupsList = side.querySelector("ul.groups");
-  function showGroups(groups) {
+  const groupsList = panes.querySelector("ul.groups");
+  function showGroups() {
     groupsList.replaceChildren();
-    for (const group of groups) {
-      const item = text("li", group.name + " (" + group.nodes.length + " nodes)");
-      item.className = "group";
-      item.addEventListener("mouseenter", () => group.nodes.forEach((id) => byId.get(id)?.element.classList.add("grouped")));
-      item.addEventListener("mouseleave", () => group.nodes.forEach((id) => byId.get(id)?.element.classList.remove("grouped")));
+    for (const group of state.groups) {
+      const item = element("li", null, "group");
+      const name = element("input");
+      name.value = group.name;
+      name.maxLength = 80;
+      name.name = "group-name";
+      item.append(name, element("span", ` ${group.nodes.length} nodes `, "meta"),
+        button("rename", "rename", () => renameGroup(group.name, name.value.trim())),
+        button("ungroup", "ungroup", () => saveGroup(group.name, [])));
       groupsList.append(item);
     }
   }
-  showGroups(data.groups);
+
   async function saveGroup(name, nodes) {
-    const response = await fetch(svg.dataset.src + "/groups", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name, nodes }),
-    });
-    const body = await response.json();
-    if (!response.ok) { status.textContent = body.error || "not saved"; return; }
-    status.textContent = "saved group " + name;
-    showGroups(body.groups);
+    try {
+      const body = await postJson(src + "/groups", { name, nodes });
+      state.groups = body.groups;
+      for (const id of nodes) state.pinned.add(id);
+      if (nodes.length) await savePins();
+      status.textContent = nodes.length ? "saved group " + name : "ungrouped " + name;
+      refresh();
+    } catch (error) { status.textContent = error.message; }
   }
-  side.querySelector("form.group").addEventListener("submit", (event) => {
+
+  async function renameGroup(name, newName) {
+    if (!newName || newName === name) return;
+    try {
+      state.groups = (await postJson(src + "/groups/rename", { name, new_name: newName })).groups;
+      status.textContent = `renamed ${name} to ${newName}`;
+      refresh();
+    } catch (error) { status.textContent = error.message; }
+  }
+
+  async function savePins() {
+    try { await postJson(src + "/pins", { nodes: [...state.pinned] }); } catch (error) { status.textContent = error.message; }
+  }
+
+  panes.querySelector("form.group").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = event.target.name.value.trim();
-    if (!name || pinned.size === 0) { status.textContent = "pin nodes and name them first"; return; }
-    saveGroup(name, [...pinned]);
+    const members = [...state.checked].filter((id) => state.pinned.has(id));
+    if (!name || !members.length) { status.textContent = "check pinned nodes and name them first"; return; }
+    state.checked.clear();
+    saveGroup(name, members);
   });
-  // Suggested groups: shown, highlighted on hover, saved only when accepted.
-  const suggestions = side.querySelector("ul.suggestions");
-  side.querySelector("button.suggest").addEventListener("click", async () => {
-    const body = await (await fetch(svg.dataset.src + "/suggestions")).json();
+
+  const suggestions = panes.querySelector("ul.suggestions");
+  panes.querySelector("button.suggest").addEventListener("click", async () => {
+    const body = await (await fetch(src + "/suggestions")).json();
     suggestions.replaceChildren();
-    if (!body.suggestions.length) suggestions.append(text("li", "no alike nodes found", "meta"));
+    if (!body.suggestions.length) suggestions.append(element("li", "no alike nodes found", "meta"));
     for (const group of body.suggestions) {
-      const item = text("li", group.name + " (" + group.nodes.length + " nodes, similarity " + group.similarity.toFixed(2) + ") ");
-      item.className = "suggestion";
-      const accept = text("button", "accept");
-      accept.type = "button";
-      accept.addEventListener("click", () => { saveGroup(group.name, group.nodes); item.remove(); });
-      item.append(accept);
-      item.addEventListener("mouseenter", () => group.nodes.forEach((id) => byId.get(id)?.element.classList.add("grouped")));
-      item.addEventListener("mouseleave", () => group.nodes.forEach((id) => byId.get(id)?.element.classList.remove("grouped")));
+      const item = element("li", `${group.name} (${group.nodes.length} nodes, similarity ${group.similarity.toFixed(2)}) `, "suggestion");
+      item.append(button("accept", "accept", () => { saveGroup(group.name, group.nodes); item.remove(); }));
       suggestions.append(item);
     }
   });
+
+  // ---- State changes ----------------------------------------------------------------------------------------
+  function refresh() {
+    draw();
+    showConnections();
+    showPinned();
+    showGroups();
+    drawSubgraph();
+    writeView();
+  }
+
+  function select(id) {
+    state.clicked = id;
+    refresh();
+    showDetail();
+  }
+
+  function togglePin(id) {
+    if (state.pinned.has(id)) { state.pinned.delete(id); state.checked.delete(id); } else state.pinned.add(id);
+    refresh();
+    savePins();
+  }
+
+  controls.addEventListener("input", () => {
+    controls.nodes_shown.value = parseFloat(controls.nodes.value).toFixed(2);
+    controls.density_shown.value = parseFloat(controls.density.value).toFixed(2);
+    draw();
+    writeView();
+  });
+  controls.addEventListener("submit", (event) => event.preventDefault());
+  window.addEventListener("resize", () => { layout(); draw(); drawSubgraph(); });
+
+  controls.nodes_shown.value = parseFloat(controls.nodes.value).toFixed(2);
+  controls.density_shown.value = parseFloat(controls.density.value).toFixed(2);
+  layout();
+  refresh();
+  showDetail();
+  // Where a node is drawn, in canvas pixels: for the browser tests and the redraw benchmark to click it.
+  window.graphPage = { position: (id) => ({ x: byId.get(id).x, y: byId.get(id).y }), shown: (id) => visibleNodes.includes(byId.get(id)) };
+  panes.dataset.ready = "true";
 });
