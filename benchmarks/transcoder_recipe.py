@@ -6,6 +6,7 @@ sweep, on one layer of Gemma 3 270M (layer 6 unless `--layer`; docs/guides/trans
     python benchmarks/transcoder_recipe.py suspect --init old --auxk old --center off      # today's trainer
     python benchmarks/transcoder_recipe.py suspect --init ridge --auxk new --center on     # ... one change at a time
     python benchmarks/transcoder_recipe.py sweep --tokens 400000 --epochs 2 --lr 5e-3      # the shipped trainer
+    python benchmarks/transcoder_recipe.py --layer 9 sweep --auxk-alpha 0.03125            # ... with Gao's AuxK weight
     python benchmarks/transcoder_recipe.py stats                      # the input's mean, the output's massive dims
 
 `suspect` is a self-contained TopK transcoder trainer with a switch per suspect (AuxK's sign, the start, input
@@ -253,7 +254,7 @@ def main() -> None:
     shipped.add_argument("--epochs", type=int, default=2)
     shipped.add_argument("--lr", type=float, default=5e-3)
     shipped.add_argument("--dead-tokens", type=int, default=50_000)
-    shipped.add_argument("--auxk-alpha", type=float, default=1 / 32)
+    shipped.add_argument("--auxk-alpha", type=float, default=TranscoderTrainConfig().auxk_alpha)
     shipped.add_argument("--expansion", type=int, default=8)
     shipped.set_defaults(handler=sweep)
     args = parser.parse_args()

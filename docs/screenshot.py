@@ -2,7 +2,7 @@
 --graph, docs/graph-page.png: the page of an attribution graph (`interp trace`).
 
     python docs/screenshot.py --catalog interp.duckdb --feature-set mlp.6 --feature 311
-    python docs/screenshot.py --catalog interp.duckdb --graph latest
+    python docs/screenshot.py --catalog interp.duckdb --graph latest [--view "?clicked=...&pinned=..."]
 
 Run it where the README's main job ran (and, for explanations on the page, `interp label mlp.6 --features
 311`). It drives Debian's chromium through Playwright, as the browser test does.
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--feature-set", default="mlp.6")
     parser.add_argument("--feature", type=int, default=311)
     parser.add_argument("--graph", help="a graph id (or 'latest'): shoot its page instead, into docs/graph-page.png")
+    parser.add_argument("--view", default="", help="the graph page's query string (a view copied from its URL: "
+                                                    "clicked node, pins, groups, thresholds)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.out = args.out or (GRAPH_OUT if args.graph else OUT)
@@ -66,12 +68,12 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
             if args.graph:
                 graph_id = json.loads(urllib.request.urlopen(f"{base}/api/graphs/{args.graph}").read())["graph"]
-                page = browser.new_page(viewport={"width": 1700, "height": 900})
-                page.goto(f"{base}/graphs/{graph_id['graph_id']}")
-                page.wait_for_selector("svg.graph .node")
-                feature = page.locator("svg.graph .node.feature").first
-                feature.hover()
-                feature.click()
+                page = browser.new_page(viewport={"width": 1700, "height": 1250})
+                page.goto(f"{base}/graphs/{graph_id['graph_id']}{args.view}")
+                page.wait_for_selector(".graph-panes[data-ready=true]")
+                if not args.view:  # the top logit is clicked on load: open its strongest input
+                    page.click("ul.inputs li.connection >> nth=0")
+                page.wait_for_timeout(1500)  # the feature detail and the subgraph's scores arrive
             else:
                 page = browser.new_page(viewport={"width": 1300, "height": 1700})  # down to the shaded examples
                 page.goto(f"{base}/sets/{args.feature_set}/features/{args.feature}")

@@ -120,7 +120,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   const canvas = panes.querySelector("canvas.graph");
   const tip = panes.querySelector(".canvas-box .tip");
   const context = canvas.getContext("2d");
-  const margin = { left: 46, right: 12, top: 70, bottom: 64 };
+  const margin = { left: 46, right: 12, top: 34, bottom: 64 };
   const rowHeight = Math.max(16, Math.min(30, 600 / rows));
   const crowd = new Array(graph.tokens.length).fill(1);
   const cells = new Map();
@@ -130,10 +130,11 @@ document.addEventListener("DOMContentLoaded", async () => {
     cells.get(key).push(node);
   }
   for (const [key, members] of cells) {
-    const position = Number(key.split(":")[1]);
-    crowd[position] = Math.max(crowd[position], members.length);
+    const [rowIndex, position] = key.split(":").map(Number);
+    if (rowIndex !== rows - 1) crowd[position] = Math.max(crowd[position], members.length);
     members.sort((a, b) => (a.influence ?? 0) - (b.influence ?? 0) || a.node - b.node);
   }
+  const logitNodes = data.nodes.filter((node) => node.kind === "logit").sort((a, b) => b.probability - a.probability);
   // A crowded position gets a wider column, but sub-linearly, so a 17-token prompt still fits one pane.
   const columnWeight = crowd.map((count) => Math.sqrt(count));
   let width = 0;
@@ -155,8 +156,15 @@ document.addEventListener("DOMContentLoaded", async () => {
       start += column.width;
       return column;
     });
+    // The logits share one position; they spread across the whole top row, most probable first, so their
+    // labels can be read.
+    logitNodes.forEach((node, index) => {
+      node.x = margin.left + (usable * (index + 0.5)) / logitNodes.length;
+      node.y = margin.top;
+    });
     for (const [key, members] of cells) {
       const [rowIndex, position] = key.split(":").map(Number);
+      if (rowIndex === rows - 1) continue;
       const column = graph.columns[position];
       const pad = Math.min(6, column.width / 4);
       members.forEach((node, index) => {
@@ -255,14 +263,12 @@ document.addEventListener("DOMContentLoaded", async () => {
       }
     }
     context.fillStyle = "#23283a";
-    context.textAlign = "left";
-    for (const node of data.nodes) {
-      if (node.kind !== "logit") continue;
-      context.save();
-      context.translate(node.x + 2, node.y - 8);
-      context.rotate(-Math.PI / 5);
-      context.fillText(`${node.target} ${percent(node.probability)}`, 0, 0);
-      context.restore();
+    context.textAlign = "center";
+    const room = (width - margin.left - margin.right) / Math.max(1, logitNodes.length);
+    for (const node of logitNodes) {
+      let label = `${node.target} ${percent(node.probability)}`;
+      while (label.length > 4 && context.measureText(label).width > room - 4) label = label.slice(0, -2) + "…";
+      context.fillText(label, node.x, node.y - 14);
     }
     canvas.dataset.edgesDrawn = edgesDrawn;
     canvas.dataset.nodesDrawn = visibleNodes.length;
@@ -302,7 +308,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   canvas.addEventListener("click", (event) => {
     const node = pointer(event);
-    if (!node) return;
+    if (!node) { // a click on empty space clears the selection: the pinned nodes' edges are drawn instead
+      state.clicked = null;
+      refresh();
+      showDetail();
+      return;
+    }
     if (event.shiftKey) togglePin(node.node);
     else select(node.node);
   });
@@ -345,7 +356,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   function showConnections() {
     const inputs = panes.querySelector("ul.inputs");
     const outputs = panes.querySelector("ul.outputs");
-    if (state.clicked === null) { inputs.replaceChildren(); outputs.replaceChildren(); return; }
+    if (state.clicked === null) {
+      clickedBox.replaceChildren(element("span", "Click a node; the pinned nodes' edges are drawn meanwhile."));
+      inputs.replaceChildren();
+      outputs.replaceChildren();
+      return;
+    }
     const node = byId.get(state.clicked);
     clickedBox.replaceChildren(element("strong", node.name), element("div", describe(node)));
     if (node.label) clickedBox.append(element("div", node.label, "label"));
@@ -484,7 +500,8 @@ document.addEventListener("DOMContentLoaded", async () => {
       unit.position = unit.nodes.reduce((sum, node) => sum + node.position, 0) / unit.nodes.length;
       const first = unit.nodes[0];
       unit.title = unit.group ? unit.group.name : first.kind === "feature" ? (first.label || first.name) : first.name;
-      unit.caption = unit.group ? `${unit.nodes.length} nodes` : first.kind === "feature" ? first.name : "";
+      unit.caption = unit.group ? `${unit.nodes.length} nodes` : first.kind === "feature" && first.label ? first.name
+        : first.kind === "feature" ? "activation " + first.value.toPrecision(3) : first.kind === "logit" ? percent(first.probability) : "";
     }
     return [...found.values()];
   }
