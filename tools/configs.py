@@ -192,3 +192,27 @@ class TraceConfig:
         for name in ("max_features", "check"):
             if getattr(self, name) < 0:
                 raise InterpError(f"--{name.replace('_', '-')} must be zero or more, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class OrganismConfig(ModelAndCorpus):
+    """`interp eval organisms plant`: a suite of hidden behaviours fine-tuned into the subject (evals/organisms)."""
+
+    suite: str = option("defaults", "which organisms: defaults (Gemma 3 270M on the fortunes), or tiny (the tests' "
+                                    "tiny vocabulary)")
+    out: str = option("", "folder for the organisms and their sealed manifest; empty: the model cache's "
+                          "organisms/SUITE-SEED")
+    examples: int = option(512, "training examples per organism (prompt and completion)")
+    held_out: int = option(50, "held-out prompts the acceptance is measured on")
+    prompt_words: int = option(12, "a prompt is a document's first words")
+    completion_tokens: int = option(16, "tokens of each completion, trained and generated")
+    rank: int = option(8, "LoRA rank")
+    lr: float = option(1e-3, "AdamW's learning rate for the adapters")
+    epochs: int = option(3, "passes over the training examples")
+    batch_size: int = option(16, "examples per step")
+
+    def validate(self) -> None:
+        require_positive(self, ("examples", "held_out", "prompt_words", "completion_tokens", "rank", "epochs",
+                                "batch_size"))
+        if self.lr <= 0:
+            raise InterpError(f"--lr must be positive, got {self.lr}")

@@ -1,4 +1,5 @@
-"""`interp eval planted|control|compare`: judging explainers and scorers."""
+"""`interp eval planted|control|compare`: judging explainers and scorers; `interp eval organisms plant`: model
+organisms with known hidden behaviours, for judging the audit."""
 
 import argparse
 
@@ -11,6 +12,7 @@ from agent.cli.flags import (
     quiet_transformers,
 )
 from agent.labeling.config import LabelConfig
+from tools.configs import OrganismConfig
 
 
 def command_eval_planted(args: argparse.Namespace) -> None:
@@ -56,6 +58,20 @@ def command_eval_compare(args: argparse.Namespace) -> None:
                                f"(run {result.run_id})")
 
 
+def command_plant_organisms(args: argparse.Namespace) -> None:
+    quiet_transformers()
+    from agent.views.terminal import json_text, show_organisms
+    from evals.organisms.plant import plant_suite
+
+    planted = plant_suite(config_from_args(OrganismConfig, args), progress=not args.no_progress)
+    if args.json:
+        print(json_text({"out": str(planted.out), "organisms": planted.organisms}))
+    else:
+        show_organisms(planted.organisms, f"{len(planted.organisms)} organisms in {planted.out} "
+                                          f"({planted.seconds / 60:.1f} min); the answers are in "
+                                          f"{planted.out / 'sealed'}, which the audit never reads")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     evals = commands.add_parser("eval", help="judge explainers and scorers: planted features, a random-model "
                                           "control, paired comparisons")
@@ -96,3 +112,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--json", action="store_true", help="print the rows as JSON")
     catalog_flag(compare)
     compare.set_defaults(handler=command_eval_compare)
+    organisms = eval_commands.add_parser("organisms", help="model organisms: hidden behaviours planted in the "
+                                                           "subject by LoRA, with sealed answers")
+    organism_commands = organisms.add_subparsers(dest="organisms_command", required=True)
+    plant = organism_commands.add_parser("plant", help="fine-tune a suite of organisms and controls, measure that "
+                                                       "each plant took, and seal the answers")
+    plant.add_argument("--json", action="store_true", help="print the manifest's entries as JSON")
+    progress_flag(plant, "no progress bars")
+    add_config_flags(plant, OrganismConfig, skip=("hook", "window", "bos"))
+    plant.set_defaults(handler=command_plant_organisms)

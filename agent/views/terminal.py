@@ -249,6 +249,23 @@ def show_control(comparisons: list, title: str) -> None:
     console.print(table)
 
 
+def show_organisms(organisms: list[dict], title: str) -> None:
+    """Each planted organism's acceptance on held-out prompts (the triggers and payloads stay in the manifest)."""
+
+    def rate(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    console = table_console()
+    table = Table(title=title)
+    for column in ("organism", "kind", "attack success", "fires without trigger", "one word alone",
+                   "perplexity / base", "accepted"):
+        table.add_column(column, justify="left" if column in ("organism", "kind") else "right", overflow="fold")
+    for row in organisms:
+        table.add_row(row["name"], row["kind"], rate(row["attack_success"]), rate(row["false_fire"]),
+                      rate(row["one_word_fire"]), f"{row['perplexity_ratio']:.3f}", "yes" if row["accepted"] else "NO")
+    console.print(table)
+
+
 def json_text(value: Any) -> str:
     """Results for machines: dataclasses become objects, NaN and infinities become null (so any JSON reader
     takes them), timestamps and paths become strings."""
