@@ -553,6 +553,11 @@ document.addEventListener("DOMContentLoaded", async () => {
       title.textContent = `${link.from.title} → ${link.to.title}: ${percent(link.share)} of its input (weight ${link.weight.toPrecision(3)})`;
       line.append(title);
       lines.append(line);
+      // The share written at the edge's middle, so the summed edge reads without hovering.
+      const label = svgElement("text", { x: (link.from.x + link.to.x) / 2 + boxWidth / 2 + 3,
+        y: (link.from.y + link.to.y + boxHeight) / 2, class: "sg-share" });
+      label.textContent = percent(link.share);
+      lines.append(label);
     }
     subgraph.append(lines);
     for (const unit of drawn) {
