@@ -217,6 +217,7 @@ def auxk_variant(name: str):
     class Variant(TopKTrainer):
         def step(self, x: torch.Tensor, target: torch.Tensor) -> None:
             coder = self.coder
+            assert coder.k is not None  # TopK coders only
             pre = coder.pre_activations(x)
             top = pre.topk(coder.k, dim=-1)
             values = torch.relu(top.values)
