@@ -58,8 +58,8 @@ class HumanLabel(BaseModel, extra="forbid"):
 
 
 def same_site(request: Request) -> None:
-    """The one write the pages make is refused unless it is JSON from a page of this server: another site's
-    form cannot send JSON, and a script from another origin carries its Origin."""
+    """The pages' writes (a group, pins, a person's label) are refused unless they are JSON from a page of this
+    server: another site's form cannot send JSON, and a script from another origin carries its Origin."""
     origin = request.headers.get("origin")
     if not request.headers.get("content-type", "").startswith("application/json") or \
             (origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}"):
