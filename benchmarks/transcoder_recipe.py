@@ -212,51 +212,26 @@ def auxk_variant(name: str):
     main loss's gradient alone and adds AuxK's after (AuxK only moves dead latents' rows, so the main step is
     never shrunk to make room for it); `target-scaled` normalizes AuxK by the target's variance, as the main loss
     is, instead of by the residual's (so it is never larger than the error it fits)."""
-    from tools.passes.sae_train import TopKTrainer, auxk_loss, decode_sparse, normalized_mse
+    from tools.passes.sae_train import StepLosses, TopKTrainer
 
     class Variant(TopKTrainer):
-        def step(self, x: torch.Tensor, target: torch.Tensor) -> None:
-            coder = self.coder
-            assert coder.k is not None  # TopK coders only
-            pre = coder.pre_activations(x)
-            top = pre.topk(coder.k, dim=-1)
-            values = torch.relu(top.values)
-            prediction = decode_sparse(coder.W_dec, top.indices, values) + coder.b_dec
-            if coder.W_skip is not None:
-                prediction = prediction + x @ coder.W_skip
-            error = target - prediction
-            main = normalized_mse(error, target)
-            dead = self.since_fired >= self.dead_tokens
-            aux = auxk_loss(coder, pre, error, dead)
-            if name == "target-scaled":
-                aux = aux * (error.detach().pow(2).sum() / (target - target.mean(0)).pow(2).sum()).clamp(max=1.0)
-            if name == "dead-scaled":  # sparsify's scale: min(dead / k_aux, 1), so a few dead latents weigh little
-                aux = aux * min(float(dead.sum()) / (coder.d_out // 2), 1.0)
-            self.optimizer.zero_grad(set_to_none=True)
-            if name == "clip-apart":
-                main.backward(retain_graph=True)
-                torch.nn.utils.clip_grad_norm_(self.parameters, self.schedule.clip)
-                if aux.requires_grad:
-                    (self.auxk_alpha * aux).backward()
-            else:
-                (main + self.auxk_alpha * aux).backward()
-            with torch.no_grad():
-                rows = coder.W_dec
-                assert rows.grad is not None
-                rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
+        def losses(self, x: torch.Tensor, target: torch.Tensor) -> StepLosses:
+            losses = super().losses(x, target)
+            if losses.aux is not None and name == "target-scaled":
+                share = losses.error.pow(2).sum() / (target - target.mean(0)).pow(2).sum()
+                losses.aux = losses.aux * share.clamp(max=1.0)
+            if losses.aux is not None and name == "dead-scaled":  # sparsify: min(dead / k_aux, 1)
+                losses.aux = losses.aux * min(float(losses.dead.sum()) / (self.coder.d_out // 2), 1.0)
+            return losses
+
+        def backward(self, main: torch.Tensor, aux: torch.Tensor | None) -> None:
             if name != "clip-apart":
-                torch.nn.utils.clip_grad_norm_(self.parameters, self.schedule.clip)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.schedule.at(self.steps)
-            self.optimizer.step()
-            with torch.no_grad():
-                coder.W_dec /= coder.W_dec.norm(dim=1, keepdim=True)
-                fired = torch.zeros(coder.d_sae, dtype=torch.bool, device=x.device)
-                fired[top.indices[values > 0]] = True
-                self.since_fired = torch.where(fired, 0, self.since_fired + len(x))
-                self.recent_fvu = (self.recent_fvu + [float(normalized_mse(error, target))])[-50:]
-            self.tokens += len(x)
-            self.steps += 1
+                return super().backward(main, aux)
+            main.backward(retain_graph=True)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.schedule.clip)
+            if aux is not None and aux.requires_grad:
+                (self.auxk_alpha * aux).backward()
+            self.project_decoder_grad()
 
     return Variant
 

@@ -109,6 +109,20 @@ def batches_of(buffers: Iterable[torch.Tensor], batch_tokens: int,
             yield buffer[order[start:start + batch_tokens]].float()
 
 
+@dataclass
+class StepLosses:
+    main: torch.Tensor
+    """Normalized MSE of the prediction: the step's FVU."""
+    aux: torch.Tensor | None
+    """AuxK's loss, unweighted; None when its weight is 0."""
+    fired: torch.Tensor
+    """[d_sae] bool: the latents active on some token of the batch."""
+    dead: torch.Tensor
+    """[d_sae] bool: the latents AuxK counted as dead."""
+    error: torch.Tensor
+    """[N, d_out], detached: target minus prediction."""
+
+
 class TopKTrainer:
     """One TopK coder trained step by step: an SAE (its target is its input) or a transcoder (its target is the
     MLP's output). The coder's own tensors are the leaf parameters and its own `pre_activations` ranks the
@@ -131,6 +145,13 @@ class TopKTrainer:
         self.steps = 0
 
     def step(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        losses = self.losses(x, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.backward(losses.main, losses.aux)
+        self.update(losses, len(x))
+
+    def losses(self, x: torch.Tensor, target: torch.Tensor) -> "StepLosses":
+        """The step's main loss and (with a weight above 0) its AuxK loss, before any backward."""
         coder = self.coder
         pre = coder.pre_activations(x)  # [N, d_sae], reused by AuxK
         assert coder.k is not None  # TopK coders only
@@ -140,28 +161,34 @@ class TopKTrainer:
         if coder.W_skip is not None:
             prediction = prediction + x @ coder.W_skip
         error = target - prediction
-        loss = normalized_mse(error, target)
         dead = self.since_fired >= self.dead_tokens
-        if self.auxk_alpha > 0:
-            loss = loss + self.auxk_alpha * auxk_loss(coder, pre, error, dead)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        aux = auxk_loss(coder, pre, error, dead) if self.auxk_alpha > 0 else None
+        fired = torch.zeros(coder.d_sae, dtype=torch.bool, device=x.device)
+        fired[top.indices[values > 0]] = True
+        return StepLosses(normalized_mse(error, target), aux, fired, dead, error.detach())
+
+    def backward(self, main: torch.Tensor, aux: torch.Tensor | None) -> None:
+        (main if aux is None else main + self.auxk_alpha * aux).backward()
+        self.project_decoder_grad()
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.schedule.clip)
+
+    def project_decoder_grad(self) -> None:
+        """Remove the part of the decoder gradient that would only change row norms."""
         with torch.no_grad():
-            # Remove the part of the decoder gradient that would only change row norms.
-            rows = coder.W_dec
+            rows = self.coder.W_dec
             assert rows.grad is not None  # just filled by backward()
             rows.grad -= (rows.grad * rows).sum(dim=1, keepdim=True) * rows
-        torch.nn.utils.clip_grad_norm_(self.parameters, self.schedule.clip)
+
+    def update(self, losses: "StepLosses", n_tokens: int) -> None:
+        """The optimizer's step at this step's rate, unit decoder rows, and the dead-latent bookkeeping."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.at(self.steps)
         self.optimizer.step()
         with torch.no_grad():
-            coder.W_dec /= coder.W_dec.norm(dim=1, keepdim=True)
-            fired = torch.zeros(coder.d_sae, dtype=torch.bool, device=x.device)
-            fired[top.indices[values > 0]] = True
-            self.since_fired = torch.where(fired, 0, self.since_fired + len(x))
-            self.recent_fvu = (self.recent_fvu + [float(normalized_mse(error, target))])[-50:]
-        self.tokens += len(x)
+            self.coder.W_dec /= self.coder.W_dec.norm(dim=1, keepdim=True)
+            self.since_fired = torch.where(losses.fired, 0, self.since_fired + n_tokens)
+            self.recent_fvu = (self.recent_fvu + [float(losses.main)])[-50:]
+        self.tokens += n_tokens
         self.steps += 1
 
     @property
