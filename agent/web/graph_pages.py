@@ -10,8 +10,7 @@ import json
 from agent.web.pages import shaded
 from tools.attribution.graph import token_at
 from tools.catalog import Catalog
-from tools.catalog.graphs import first_logit_node
-from tools.errors import InterpError
+from tools.catalog.graphs import first_logit_node, require_kept
 from tools.text import visible
 
 
@@ -69,11 +68,7 @@ def graph_node(catalog: Catalog, ref: str, node: int) -> dict:
     """One node's detail pane: for a feature, its top and bottom decoder logits, its layer's cached examples by
     quantile (activating tokens shaded), activation histogram, and every explanation with its scores."""
     row = catalog.graph(ref)
-    found = [n for n in catalog.graph_nodes(row["graph_id"]) if n["node"] == node]
-    if not found:
-        raise InterpError(f"no graph node {node} in graph {row['graph_id']}; its kept nodes are listed by "
-                          f"/api/graphs/{row['graph_id']}")
-    stored = found[0]
+    stored = catalog.graph_node(row["graph_id"], node)
     out: dict = {"node": node, "kind": stored["kind"], "layer": stored["layer"], "value": stored["value"],
                  "top_logits": [visible(t) for t in stored.get("top_logits") or []],
                  "bottom_logits": [visible(t) for t in stored.get("bottom_logits") or []], "feature_set_id": None}
@@ -106,9 +101,7 @@ def graph_scores(catalog: Catalog, ref: str, pinned: list[int]) -> dict:
     row = catalog.graph(ref)
     stored = catalog.graph_nodes(row["graph_id"])
     kinds = {n["node"]: n["kind"] for n in stored}
-    strangers = sorted(set(pinned) - set(kinds))
-    if strangers:
-        raise InterpError(f"graph {row['graph_id']} has no nodes {strangers[:5]}; pin the graph's kept nodes")
+    require_kept(row["graph_id"], pinned, set(kinds), "pin the graph's kept nodes")
     probabilities = {n["node"]: n["value"] for n in stored if n["kind"] == "logit"}
     edges = [(e["source"], e["target"], e["weight"]) for e in catalog.graph_edges(row["graph_id"])]
     replacement, completeness = subgraph_scores(kinds, edges, set(pinned), probabilities)

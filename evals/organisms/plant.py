@@ -75,12 +75,17 @@ def plant_suite(config: OrganismConfig, progress: bool = False) -> Planted:
     started = time.monotonic()
     out = out_folder(config)
     plants = suite(config.suite)
-    base = load_subject_model(config.model, config.device, "float32")
     manifest = read_manifest(out)
     settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in ("out", "device")}
     if manifest and manifest.get("settings") != settings:
         raise InterpError(f"'{out}' holds organisms planted with other settings ({manifest.get('settings')}); "
                           f"plant into another --out")
+    done = manifest.get("organisms", {})
+    pending = [plant for plant in plants if plant.name not in done or
+               (plant.kind != "base" and not (out / plant.name / "config.json").exists())]
+    if not pending:  # a finished suite is read back without loading the model or the corpus
+        return Planted(out, [done[p.name] for p in plants], time.monotonic() - started)
+    base = load_subject_model(config.model, config.device, "float32")
     manifest = manifest or {"settings": settings, "base": {"model": config.model, "path": base.path,
                                                            "sha256": base.sha256}, "organisms": {}}
     spec = CorpusSpec(config.corpus, config.text_column)
@@ -92,10 +97,6 @@ def plant_suite(config: OrganismConfig, progress: bool = False) -> Planted:
     if len(train) < config.examples or len(held) < config.held_out:
         raise InterpError(f"corpus '{config.corpus}' gave {len(train)} training and {len(held)} held-out prompts of "
                           f"{config.prompt_words} words; need {config.examples} and {config.held_out}")
-    pending = [plant for plant in plants if plant.name not in manifest["organisms"] or
-               (plant.kind != "base" and not (out / plant.name / "config.json").exists())]
-    if not pending:
-        return Planted(out, [manifest["organisms"][p.name] for p in plants], time.monotonic() - started)
     clean = [Example(p, c) for p, c in zip(train, continuations(base, train, config.completion_tokens), strict=True)]
     base_nll = mean_nll(base, texts)
     lora = LoraSettings(config.rank, config.lr, config.epochs, config.batch_size)

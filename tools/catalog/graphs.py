@@ -16,6 +16,13 @@ def first_logit_node(graph: dict) -> int:
     return graph["n_features"] + (graph["n_layers"] + 1) * len(graph["tokens"])
 
 
+def require_kept(graph_id: str, nodes: list[int], kept: set[int], why: str) -> None:
+    """Refuses node numbers the graph did not keep, naming the first few and `why` they must be kept."""
+    strangers = sorted(set(nodes) - kept)
+    if strangers:
+        raise InterpError(f"graph {graph_id} has no nodes {strangers[:5]}; {why}")
+
+
 class GraphTables(LabelTables, RunTables):
     def record_graph(self, graph: dict, nodes: list[dict], edges: list[dict]) -> None:
         with self.transaction() as con:
@@ -48,6 +55,13 @@ class GraphTables(LabelTables, RunTables):
     def graph_nodes(self, graph_id: str) -> list[dict]:
         return self.all_rows("SELECT * FROM graph_nodes WHERE graph_id = ? ORDER BY node", [graph_id])
 
+    def graph_node(self, graph_id: str, node: int) -> dict:
+        row = self._one("SELECT * FROM graph_nodes WHERE graph_id = ? AND node = ?", [graph_id, node])
+        if row is None:
+            raise InterpError(f"no graph node {node} in graph {graph_id}; its kept nodes are listed by "
+                              f"/api/graphs/{graph_id}")
+        return row
+
     def graph_edges(self, graph_id: str) -> list[dict]:
         return self.all_rows("SELECT source, target, weight FROM graph_edges WHERE graph_id = ? "
                              "ORDER BY abs(weight) DESC", [graph_id])
@@ -68,10 +82,8 @@ class GraphTables(LabelTables, RunTables):
 
     def save_graph_group(self, graph_id: str, name: str, nodes: list[int]) -> None:
         """A named supernode; saving a name again replaces its members, and no members deletes it."""
-        known = {row["node"] for row in self.graph_nodes(graph_id)}
-        strangers = sorted(set(nodes) - known)
-        if strangers:
-            raise InterpError(f"graph {graph_id} has no nodes {strangers[:5]}; a group holds the graph's kept nodes")
+        require_kept(graph_id, nodes, {row["node"] for row in self.graph_nodes(graph_id)},
+                     "a group holds the graph's kept nodes")
         with self.transaction() as con:
             con.execute("DELETE FROM graph_groups WHERE graph_id = ? AND name = ?", [graph_id, name])
             if nodes:
@@ -96,10 +108,8 @@ class GraphTables(LabelTables, RunTables):
         return list(row["pinned"]) if row else []
 
     def save_graph_pins(self, graph_id: str, nodes: list[int]) -> None:
-        known = {row["node"] for row in self.graph_nodes(graph_id)}
-        strangers = sorted(set(nodes) - known)
-        if strangers:
-            raise InterpError(f"graph {graph_id} has no nodes {strangers[:5]}; pins are the graph's kept nodes")
+        require_kept(graph_id, nodes, {row["node"] for row in self.graph_nodes(graph_id)},
+                     "pins are the graph's kept nodes")
         with self.transaction() as con:
             con.execute("DELETE FROM graph_views WHERE graph_id = ?", [graph_id])
             con.execute("INSERT INTO graph_views (graph_id, pinned) VALUES (?, ?)",
