@@ -75,13 +75,16 @@ LOGIT_TOKENS = 10
 
 def feature_logits(subject, transcoders: dict, graph: Graph, nodes: list[int]) -> dict[int, tuple[list, list]]:
     """Each of these feature nodes' top and bottom `LOGIT_TOKENS` decoder logits through the unembedding, for
-    the graph page's feature detail and the export (so neither needs the model)."""
-    features = [node for node in nodes if graph.node_kind(node) == "feature"]
-    if not features:
+    the graph page's feature detail and the export (so neither needs the model). A latent kept at several
+    positions is read through the unembedding once."""
+    latent_of = {node: (int(graph.features[node][0]), int(graph.features[node][2])) for node in nodes
+                 if graph.node_kind(node) == "feature"}
+    latents = sorted(set(latent_of.values()))
+    if not latents:
         return {}
-    directions = [transcoders[int(graph.features[node][0])].W_dec[int(graph.features[node][2])] for node in features]
-    found = decoder_logit_tokens(subject, torch.stack(directions).detach(), LOGIT_TOKENS)
-    return dict(zip(features, found, strict=True))
+    directions = torch.stack([transcoders[layer].W_dec[latent] for layer, latent in latents]).detach()
+    found = dict(zip(latents, decoder_logit_tokens(subject, directions, LOGIT_TOKENS), strict=True))
+    return {node: found[latent] for node, latent in latent_of.items()}
 
 
 def node_rows(graph: Graph, pruned: Pruned, feature_sets: dict[int, str], check: Check | None,
