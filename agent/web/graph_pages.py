@@ -6,8 +6,10 @@ sets it as text, never as markup.
 """
 
 import json
+from dataclasses import asdict
 
 from agent.web.pages import shaded
+from agent.web.plots import bar_chart
 from tools.attribution.graph import token_at
 from tools.catalog import Catalog
 from tools.catalog.graphs import first_logit_node, require_kept
@@ -80,6 +82,7 @@ def graph_node(catalog: Catalog, ref: str, node: int) -> dict:
                                  f"{row['transcoders_path']} --hook mlp_in.{stored['layer']}` caches it"}
     latent = stored["feature"]
     stats = catalog.feature(set_id, latent)
+    counts, high = list(stats["hist_counts"] or []), float(stats["hist_max"] or 0.0)
     scale = float(stats["max_act"] or 0.0)
     examples = [{"bucket": e["bucket"], "quantile": e["quantile"], "max_act": e["max_act"],
                  "tokens": [t | {"text": visible(t["text"])} for t in shaded(e["tokens"], e["acts"], scale)]}
@@ -89,8 +92,8 @@ def graph_node(catalog: Catalog, ref: str, node: int) -> dict:
                     for e in catalog.feature_explanations(set_id, latent)]
     return out | {"feature_set_id": set_id, "feature": latent, "href": f"/sets/{set_id}/features/{latent}",
                   "stats": {key: stats[key] for key in ("max_act", "mean_act", "density", "n_tokens")},
-                  "histogram": {"counts": list(stats["hist_counts"] or []), "low": 0.0,
-                                "high": float(stats["hist_max"] or 0.0)},
+                  "histogram": {"counts": counts, "low": 0.0, "high": high,
+                                "chart": asdict(bar_chart(counts, 0.0, high))},
                   "examples": examples, "explanations": explanations}
 
 

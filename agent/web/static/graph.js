@@ -174,12 +174,15 @@ document.addEventListener("DOMContentLoaded", async () => {
     }
   }
 
-  function shown(node) {
-    if (node.kind === "token" || node.kind === "logit" || state.pinned.has(node.node) || node.node === state.clicked) return true;
+  // The nodes the thresholds keep (tokens, logits, pinned and clicked nodes always), the sliders read once.
+  function shownNodes() {
     const nodeLimit = parseFloat(controls.nodes.value);
     const densityLimit = parseFloat(controls.density.value);
-    if (nodeLimit < 1 && (node.influence ?? 0) > nodeLimit) return false;
-    return !(node.kind === "feature" && densityLimit < 1 && node.density !== null && node.density !== undefined && node.density > densityLimit);
+    return data.nodes.filter((node) => {
+      if (node.kind === "token" || node.kind === "logit" || state.pinned.has(node.node) || node.node === state.clicked) return true;
+      if (nodeLimit < 1 && (node.influence ?? 0) > nodeLimit) return false;
+      return !(node.kind === "feature" && densityLimit < 1 && node.density !== null && node.density !== undefined && node.density > densityLimit);
+    });
   }
 
   // The edges drawn: the clicked node's, else the pinned nodes'.
@@ -227,7 +230,7 @@ document.addEventListener("DOMContentLoaded", async () => {
       context.fillText(token.length > 14 ? token.slice(0, 13) + "…" : token, 0, 0);
       context.restore();
     });
-    visibleNodes = data.nodes.filter(shown);
+    visibleNodes = shownNodes();
     const visibleIds = new Set(visibleNodes.map((node) => node.node));
     let edgesDrawn = 0;
     for (const edge of focusEdges()) {
@@ -382,31 +385,30 @@ document.addEventListener("DOMContentLoaded", async () => {
     renderDetail(node, body);
   }
 
-  function histogram(counts, high, mark) {
-    const chart = svgElement("svg", { class: "chart histogram", width: 320, height: 80, viewBox: "0 0 320 80" });
-    const peak = Math.max(1, ...counts);
-    const step = 320 / Math.max(1, counts.length);
-    counts.forEach((count, index) => {
-      const barHeight = (70 * count) / peak;
-      const bar = svgElement("rect", { x: index * step + 0.5, y: 72 - barHeight, width: Math.max(step - 1, 0.5), height: barHeight });
+  // The server lays the bars out (agent/web/plots.py, as on the feature page); the page adds this node's mark.
+  function histogram(chart, high, mark) {
+    const drawn = svgElement("svg", { class: "chart histogram", width: chart.width, height: chart.height + 14,
+      viewBox: `0 0 ${chart.width} ${chart.height + 14}` });
+    for (const bar of chart.bars) {
+      const rect = svgElement("rect", { x: bar.x, y: bar.y, width: bar.width, height: bar.height });
       const title = svgElement("title", {});
-      title.textContent = `${((index * high) / counts.length).toPrecision(3)}–${(((index + 1) * high) / counts.length).toPrecision(3)}: ${count}`;
-      bar.append(title);
-      chart.append(bar);
-    });
-    if (high > 0 && mark !== null && mark !== undefined) {
-      const x = Math.min(319, (320 * mark) / high);
-      chart.append(svgElement("line", { x1: x, x2: x, y1: 0, y2: 74, class: "mark" }));
-      const label = svgElement("text", { x: Math.min(x + 3, 250), y: 9, class: "mark-label" });
-      label.textContent = "this node " + mark.toPrecision(3);
-      chart.append(label);
+      title.textContent = bar.title;
+      rect.append(title);
+      drawn.append(rect);
     }
-    const low = svgElement("text", { x: 0, y: 79 });
-    low.textContent = "0";
-    const top = svgElement("text", { x: 320, y: 79, "text-anchor": "end" });
-    top.textContent = high.toPrecision(3);
-    chart.append(low, top);
-    return chart;
+    if (high > 0 && mark !== null && mark !== undefined) {
+      const x = Math.min(chart.width - 1, (chart.width * mark) / high);
+      drawn.append(svgElement("line", { x1: x, x2: x, y1: 0, y2: chart.height, class: "mark" }));
+      const label = svgElement("text", { x: Math.min(x + 3, chart.width - 70), y: 9, class: "mark-label" });
+      label.textContent = "this node " + mark.toPrecision(3);
+      drawn.append(label);
+    }
+    const low = svgElement("text", { x: 0, y: chart.height + 12 });
+    low.textContent = chart.low;
+    const top = svgElement("text", { x: chart.width, y: chart.height + 12, "text-anchor": "end" });
+    top.textContent = chart.high;
+    drawn.append(low, top);
+    return drawn;
   }
 
   function tokens(example) {
@@ -452,7 +454,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     const stats = body.stats;
     const number = (value) => (value === null || value === undefined ? "–" : value.toPrecision(3));
     detail.append(element("p", `max ${number(stats.max_act)}, mean ${number(stats.mean_act)}, active on ${stats.density === null ? "–" : percent(stats.density)} of ${(stats.n_tokens ?? 0).toLocaleString()} tokens`, "meta"));
-    detail.append(histogram(body.histogram.counts, body.histogram.high, node.value));
+    detail.append(histogram(body.histogram.chart, body.histogram.high, node.value));
     const link = element("a", "open its feature page");
     link.href = body.href;
     link.className = "feature-link";
